@@ -1,0 +1,263 @@
+"""The gateway's configuration: one TOML file, validated into typed models.
+
+Every problem is reported with its key, and the file line where it can be found,
+so ``accessgw check-config FILE`` can list them all at once. Secrets (the HMAC key,
+OSDP keys, the installer password hash) are never in this file: they live in the
+state directory (:mod:`gateway.state_dir`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+ID_PATTERN = r"^[a-z0-9-]{1,64}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class _Section(BaseModel):
+    """Config sections forbid unknown keys: a typo must not silently become a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Section):
+    """Who this gateway is and where it keeps its state."""
+
+    id: Id
+    site: Id
+    state_dir: Path = Path("/var/lib/accessgw")
+    language: str = "en"
+    clock: Literal["ntp", "central", "trusted"] = Field(
+        "ntp",
+        description="how the clock is known good: ntp (timesyncd/chrony), central (time "
+        "envelopes only) or trusted (an RTC; also for the demo)",
+    )
+
+
+def _ed25519_public_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be standard base64 of a raw Ed25519 public key") from exc
+    if len(raw) != 32:
+        raise ValueError("must be 32 bytes (a raw Ed25519 public key) in base64")
+    return value
+
+
+class CentralSection(_Section):
+    """The central membership system: the key its envelopes are signed with."""
+
+    public_key: Annotated[str, AfterValidator(_ed25519_public_key)] | None = None
+
+
+class TlsSection(_Section):
+    """TLS to the broker; a client certificate where the broker asks for one."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttSection(_Section):
+    """The link to the broker (PROTOCOL.md)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    tls: TlsSection | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive: int = Field(30, ge=5, le=3600)
+    session_expiry: int = Field(86_400, ge=0)
+    ack_timeout: Seconds = 30
+    sync_interval: Seconds = 3600
+    inflight: int = Field(100, ge=1, le=10_000)
+    reconnect_max: Seconds = 60
+
+
+class ReaderConfig(_Section):
+    """A reader at a door: a firmware profile plus where it is plugged in."""
+
+    id: Id
+    profile: str
+    door: Id
+    port: str | None = None
+    address: int | None = Field(None, ge=0, le=126)
+    repeat_guard: float = Field(3.0, ge=0, le=3600)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BoardConfig(_Section):
+    """A relay/IO board (Modbus RTU/TCP, GPIO chip, or the fake)."""
+
+    id: Id
+    profile: str
+    port: str | None = None
+    host: str | None = None
+    tcp_port: int | None = Field(None, ge=1, le=65535)
+    unit: int = Field(1, ge=0, le=247)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Point(_Section):
+    """One output or input on a board: ``{board = "relays", index = 0}``."""
+
+    board: Id
+    index: int = Field(ge=0, le=1023)
+    active_low: bool = False
+
+
+class DoorConfig(_Section):
+    """A door or turnstile (HARDWARE.md, Doors)."""
+
+    id: Id
+    zone: str
+    direction: Literal["in", "out"]
+    kind: Literal["door", "turnstile"] = "door"
+    lock: Point | None = None
+    contact: Point | None = None
+    rex: Point | None = None
+    passage: Point | None = None
+    fire: Point | None = None
+    unlock_seconds: Seconds = 5
+    held_open_seconds: Seconds = 30
+    pass_timeout: Seconds = 10
+    fail_mode: Literal["safe", "secure"] = "secure"
+    language: str | None = None
+
+
+class WebSection(_Section):
+    """The installer's local web UI."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    gateway: GatewaySection
+    central: CentralSection = CentralSection()
+    mqtt: MqttSection = MqttSection()
+    readers: list[ReaderConfig] = Field(default_factory=list)
+    boards: list[BoardConfig] = Field(default_factory=list)
+    doors: list[DoorConfig] = Field(default_factory=list)
+    web: WebSection = WebSection()
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems = []
+        for name, items in (
+            ("readers", self.readers),
+            ("boards", self.boards),
+            ("doors", self.doors),
+        ):
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    problems.append(f"{name}: id {item.id!r} is used twice")
+                seen.add(item.id)
+        doors = {d.id for d in self.doors}
+        boards = {b.id for b in self.boards}
+        for reader in self.readers:
+            if reader.door not in doors:
+                problems.append(
+                    f"reader {reader.id!r} names door {reader.door!r}, "
+                    f"which is not configured (doors: {', '.join(sorted(doors)) or 'none'})"
+                )
+        for door in self.doors:
+            for role in ("lock", "contact", "rex", "passage", "fire"):
+                point = getattr(door, role)
+                if point is not None and point.board not in boards:
+                    problems.append(
+                        f"door {door.id!r} {role} names board {point.board!r}, "
+                        f"which is not configured"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best-effort line number of the key at ``loc`` in the TOML text."""
+    lines = text.splitlines()
+    start = 0
+    table: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            header = re.compile(rf"^\s*\[\[\s*{re.escape('.'.join(table))}\s*\]\]")
+            hits = [i for i, line in enumerate(lines) if header.match(line)]
+            if part < len(hits):
+                start = hits[part]
+            continue
+        table.append(part)
+        header = re.compile(rf"^\s*\[+\s*{re.escape('.'.join(table))}\s*\]+")
+        key = re.compile(rf"^\s*{re.escape(part)}\s*=")
+        for i in range(start, len(lines)):
+            if header.match(lines[i]) or key.match(lines[i]):
+                start = i
+                break
+        else:
+            return None
+    return start + 1 if loc else None
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    """Validate TOML text; raise ConfigError listing every problem with key and line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(text, loc)
+            where = f"line {line}: " if line else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (a typo?)"
+            elif err["type"] == "missing":
+                msg = "is required"
+            problems.append(f"{where}{key}: {msg}")
+        raise ConfigError(path, problems) from None
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate the config file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc}"]) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,120 @@
+"""The reader role: what every credential reader driver gives the gateway.
+
+A reader is an async stream of :class:`CredentialRead` plus a health state. Drivers
+(one module per hardware family in ``drivers/``) never raise hardware faults out of
+:meth:`Reader.reads`: they report ``online=False`` with a reason through ``on_health``
+and keep trying, so one unplugged reader never stops a door or the daemon.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+PASS_PREFIX = "AGP1."
+
+CredentialKind = Literal["nfc", "code", "pass"]
+
+
+def utc_now() -> datetime:
+    """The current instant, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRead:
+    """One credential presented at a reader.
+
+    ``kind`` is ``nfc`` (``value`` is a UID as hex, or a card number with ``format``),
+    ``code`` (a printed barcode/QR value) or ``pass`` (a phone-pass token ``AGP1....``).
+    ``bits`` keeps the raw card data of OSDP/Wiegand reads, for diagnostics.
+    """
+
+    reader: str
+    kind: CredentialKind
+    value: str
+    at: datetime
+    format: str | None = None
+    bits: str | None = None
+
+
+def classify_code(reader: str, text: str, at: datetime) -> CredentialRead:
+    """A scanned text (QR/barcode/NDEF) as a read: phone pass if it starts ``AGP1.``."""
+    kind: CredentialKind = "pass" if text.startswith(PASS_PREFIX) else "code"
+    return CredentialRead(reader=reader, kind=kind, value=text, at=at)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderHealth:
+    """Whether a reader works, and if not, why (said so an installer can act on it)."""
+
+    reader: str
+    online: bool
+    reason: str = ""
+    at: datetime = field(default_factory=utc_now)
+
+
+HealthCallback = Callable[[ReaderHealth], None]
+
+
+class Reader(abc.ABC):
+    """A credential reader. Subclasses implement :meth:`reads` (and optionally feedback)."""
+
+    def __init__(self, reader_id: str, on_health: HealthCallback | None = None) -> None:
+        self.id = reader_id
+        self._on_health = on_health
+        self.health = ReaderHealth(reader_id, online=False, reason="not started")
+
+    def report(self, online: bool, reason: str = "") -> None:
+        """Record a health change and tell the listener, once per change."""
+        if online == self.health.online and reason == self.health.reason:
+            return
+        self.health = ReaderHealth(self.id, online, reason)
+        if self._on_health is not None:
+            self._on_health(self.health)
+
+    @abc.abstractmethod
+    def reads(self) -> AsyncIterator[CredentialRead]:
+        """Run the reader and yield each read, until cancelled or closed."""
+
+    async def feedback(self, granted: bool) -> None:  # noqa: B027 - optional for drivers
+        """Show the outcome on the reader (LED/buzzer) where the hardware can."""
+
+    async def close(self) -> None:  # noqa: B027 - optional for drivers
+        """Release the port or device."""
+
+
+class RepeatGuard:
+    """De-bounce: a credential held on a reader makes one read per ``seconds``.
+
+    The same (kind, value) on the same reader within ``seconds`` of the last read that
+    was let through is dropped. Time comes from the reads themselves, so it is testable.
+    """
+
+    def __init__(self, seconds: float = 3.0) -> None:
+        self.seconds = seconds
+        self._last: dict[tuple[str, str, str], datetime] = {}
+
+    def admit(self, read: CredentialRead) -> bool:
+        """True if ``read`` should go on to a decision."""
+        key = (read.reader, read.kind, read.value)
+        last = self._last.get(key)
+        if last is not None and 0 <= (read.at - last).total_seconds() < self.seconds:
+            return False
+        self._last[key] = read.at
+        if len(self._last) > 1024:  # bounded: forget reads older than the guard
+            cutoff = read.at.timestamp() - self.seconds
+            self._last = {k: t for k, t in self._last.items() if t.timestamp() >= cutoff}
+        return True
+
+
+async def debounced(
+    reads: AsyncIterator[CredentialRead], guard: RepeatGuard
+) -> AsyncIterator[CredentialRead]:
+    """The reads of ``reads`` that ``guard`` admits."""
+    async for read in reads:
+        if guard.admit(read):
+            yield read
