@@ -9,6 +9,7 @@ newer central system can add fields without breaking older gateways.
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import re
 from collections.abc import Iterable, Mapping
@@ -318,6 +319,7 @@ _HHMM = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d|24:00")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+@functools.lru_cache(maxsize=256)
 def parse_days(spec: str) -> frozenset[int]:
     """Weekday numbers (Monday 0) of a ``days`` spec: ``mon``, ``mon-fri``, ``fri-mon``, ``a,b``."""
     result: set[int] = set()
