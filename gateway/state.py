@@ -82,7 +82,9 @@ class LocalState:
         items = self.passages.setdefault(passage.member, [])
         bisect.insort(items, passage, key=lambda p: p.at)
 
-    def apply_checkin(self, checkin: Mapping[str, Any], *, own: bool) -> None:
+    def apply_checkin(
+        self, checkin: Mapping[str, Any], *, own: bool, count_inside: bool = True
+    ) -> None:
         """Apply a final check-in (own or a peer's).
 
         Only granted check-ins that someone walked through change anything. The daemon
@@ -105,6 +107,8 @@ class LocalState:
                 )
         if ticket and direction == "in":
             self.used_tickets[ticket] = self.used_tickets.get(ticket, 0) + 1
+        if not count_inside:
+            return
         counts = self.own_inside if own else self.peer_inside.setdefault(str(checkin.get("gw")), {})
         step = 1 if direction == "in" else -1
         counts[zone] = max(0, counts.get(zone, 0) + step)

@@ -1,0 +1,78 @@
+"""Local state survives a restart: passages, charges, ticket uses and occupancy are rebuilt."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from gateway.history import History
+
+OSLO = ZoneInfo("Europe/Oslo")
+NOW = datetime.fromisoformat("2026-11-25T10:00:00+01:00")
+
+
+def checkin(seq, at, *, gw="door-1", member="M1", zone="gym", direction="in", contract="K",
+            charged=0, ticket=None, decision="granted", passed=True):
+    return {"gw": gw, "seq": seq, "at": at, "member": member, "zone": zone,
+            "direction": direction, "contract": contract, "charged": charged, "ticket": ticket,
+            "decision": decision, "passed": passed}
+
+
+def test_passages_charges_and_ticket_uses_survive_a_restart(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-11-25T09:00:00+01:00", charged=1))
+    h.add(checkin(2, "2026-11-25T09:10:00+01:00", member=None, ticket="T-1", zone="hall",
+                  contract=None))
+    h.close()
+    state = History.open(tmp_path / "h.sqlite").rebuild("door-1", NOW, OSLO, {})
+    assert [p.zone for p in state.passages["M1"]] == ["gym"]
+    assert state.charged("M1", "K") == 1
+    assert state.ticket_uses("T-1") == 1
+    assert state.own_inside == {"gym": 1, "hall": 1}
+
+
+def test_denied_or_not_passed_checkins_are_not_kept(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-11-25T09:00:00+01:00", decision="denied"))
+    h.add(checkin(2, "2026-11-25T09:01:00+01:00", passed=False))
+    state = h.rebuild("door-1", NOW, OSLO, {})
+    assert state.passages == {} and state.own_inside == {}
+
+
+def test_charges_the_central_has_counted_are_dropped(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(5, "2026-11-25T09:00:00+01:00", charged=1))
+    h.add(checkin(6, "2026-11-25T09:30:00+01:00", charged=2, zone="spa"))
+    assert h.rebuild("door-1", NOW, OSLO, {"door-1": 5}).charged("M1", "K") == 2
+
+
+def test_occupancy_counts_only_todays_passages(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-11-24T20:00:00+01:00"))
+    h.add(checkin(2, "2026-11-25T09:00:00+01:00", member="M2"))
+    h.add(checkin(3, "2026-11-25T09:05:00+01:00", gw="door-2", member="M3"))
+    state = h.rebuild("door-1", NOW, OSLO, {})
+    assert state.own_inside == {"gym": 1}
+    assert state.peer_inside == {"door-2": {"gym": 1}}
+    assert len(state.passages["M1"]) == 1  # yesterday still counts for visits and re-entry
+
+
+def test_a_deleted_member_is_purged(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-11-25T09:00:00+01:00"))
+    assert h.purge_member("M1") == 1
+    assert h.rebuild("door-1", NOW, OSLO, {}).passages == {}
+
+
+def test_old_passages_are_pruned(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-10-01T09:00:00+01:00"))
+    h.add(checkin(2, "2026-11-20T09:00:00+01:00"))
+    assert h.prune(NOW) == 1
+
+
+def test_the_same_checkin_twice_is_kept_once(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-11-25T09:00:00+01:00", charged=1))
+    h.add(checkin(1, "2026-11-25T09:00:00+01:00", charged=1))
+    assert h.rebuild("door-1", NOW, OSLO, {}).charged("M1", "K") == 1
