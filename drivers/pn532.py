@@ -1,0 +1,325 @@
+"""PN532 NFC module over UART/HSU: the gateway's own asyncio driver.
+
+Start-up: wake-up (``55 55`` and zeros) with SAMConfiguration first (the chip starts in
+low-battery mode), GetFirmwareVersion (must be a PN532), then RFConfiguration so that
+InListPassiveTarget gives up after ``passive_retries`` instead of waiting for a card
+forever. Then it polls InListPassiveTarget every ``poll_interval``: a plain card gives
+its UID (upper-case hex); an ISO 14443-4 target (a phone in host card emulation) is
+asked for an NDEF text record (Type 4 tag: SELECT the NDEF application, the CC file,
+the NDEF file, READ BINARY through InDataExchange), passed on as a phone pass or code.
+
+Every card seen is a read on every poll: de-bouncing is :class:`gateway.readers.RepeatGuard`'s
+job. PN532 modules lock up: a command that gets no ACK or no answer is aborted (a host
+ACK) and the module re-initialised; if that fails too the reader is reported offline
+with a reason an installer can act on, and the port is reopened with back-off (also
+after an unplugged USB adapter comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+
+from pydantic import Field
+
+from drivers import pn532_frames as pf
+from drivers.serial_port import (
+    Backoff,
+    DriverSettings,
+    SerialPort,
+    parse_settings,
+    require_port,
+)
+from gateway.config import ReaderConfig
+from gateway.errors import HardwareError, ProtocolError
+from gateway.profiles import Profile
+from gateway.readers import CredentialRead, HealthCallback, Reader, classify_code, utc_now
+from gateway.state_dir import StateDir
+
+log = logging.getLogger(__name__)
+
+MAX_NDEF = 2048  # a phone pass is at most 512 bytes; anything much larger is not ours
+MAX_TEXT = 1024  # the longest NDEF text passed on as a code
+PN532_IC = 0x32
+MAX_ERRORS = 5  # protocol errors in a row before the port is reopened
+
+
+class ModuleSilent(HardwareError):
+    """The PN532 did not ACK or did not answer a command in time."""
+
+
+class Pn532Settings(DriverSettings):
+    """What a PN532 profile may set (``[settings]``, overridden by a reader's ``options``)."""
+
+    baudrate: int = Field(default=115200, gt=0)
+    poll_interval: float = Field(default=0.1, ge=0, le=10)
+    ack_timeout: float = Field(default=0.1, gt=0, le=10)
+    reply_timeout: float = Field(default=0.5, gt=0, le=10)
+    frame_gap: float = Field(default=0.05, gt=0, le=1)  # quiet time that ends a half frame
+    passive_retries: int = Field(default=1, ge=0, le=0xFE)
+    read_ndef: bool = True
+    reopen_max: float = Field(default=5.0, gt=0, le=300)
+
+
+class Pn532Module:
+    """The chip behind an open port: commands out, ACK and answer back, with timeouts."""
+
+    def __init__(self, port: SerialPort, settings: Pn532Settings) -> None:
+        self.port = port
+        self.settings = settings
+        self.parser = pf.FrameParser()
+        self._items: collections.deque[pf.Item] = collections.deque()
+        self.dropped_frames = 0  # valid frames that answered nothing we asked
+        self._code, self._acked, self._nacks = -1, False, 0
+
+    async def start(self) -> pf.Firmware:
+        """Wake the chip, leave low-battery mode, check it is a PN532, set retries."""
+        self.parser.reset()
+        self._items.clear()
+        sam = pf.command(pf.SAM_CONFIGURATION, b"\x01\x14\x01")  # normal mode, 1 s, IRQ
+        await self._transact(pf.SAM_CONFIGURATION, pf.WAKE_UP + sam, self.settings.reply_timeout)
+        firmware = pf.parse_firmware(await self.call(pf.GET_FIRMWARE_VERSION))
+        if firmware.ic != PN532_IC:
+            raise ProtocolError(
+                f"the module on {self.port.path} is a {firmware}, not a PN532: "
+                "pick the firmware profile for that reader"
+            )
+        retries = bytes((0x05, 0xFF, 0x01, self.settings.passive_retries))
+        await self.call(pf.RF_CONFIGURATION, retries)
+        return firmware
+
+    async def call(self, code: int, params: bytes = b"") -> bytes:
+        """Run one command; the answer's parameters (after the reply code)."""
+        frame = pf.command(code, params)
+        return await self._transact(code, frame, self.settings.reply_timeout)
+
+    async def _transact(self, code: int, frame: bytes, wait: float) -> bytes:
+        self._items.clear()  # answers to commands given up on are stale now
+        self._code, self._acked, self._nacks = code, False, 0
+        self.port.write(frame)
+        try:
+            await self._wait_ack()
+            self._acked = True
+            return await self._wait_reply(code, wait)
+        except ModuleSilent:
+            self.port.write(pf.ACK)  # abort whatever the chip is still doing
+            self.parser.reset()
+            raise
+
+    async def _wait_ack(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.ack_timeout
+        while True:
+            item = await self._next_item(deadline, "no ACK")
+            if isinstance(item, pf.Ack):
+                return
+            if _answers(item, self._code):  # the ACK was damaged, the answer was not
+                self._items.appendleft(item)
+                return
+            if isinstance(item, pf.ErrorFrame):
+                raise ProtocolError(f"PN532 on {self.port.path} refused a command (syntax error)")
+            self.dropped_frames += 1
+
+    async def _wait_reply(self, code: int, wait: float) -> bytes:
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            item = await self._next_item(deadline, f"no answer to command {code:02X}")
+            if isinstance(item, pf.Frame) and item.tfi == pf.CHIP_TFI and item.code == code + 1:
+                return item.data[1:]
+            if isinstance(item, pf.ErrorFrame):
+                raise ProtocolError(f"PN532 on {self.port.path} refused command {code:02X}")
+            self.dropped_frames += 1
+
+    async def _next_item(self, deadline: float, what: str) -> pf.Item:
+        loop = asyncio.get_running_loop()
+        while not self._items:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ModuleSilent(what)
+            half_frame = self.parser.buffered > 1  # only ever a frame's beginning
+            try:
+                async with asyncio.timeout(
+                    min(remaining, self.settings.frame_gap) if half_frame else remaining
+                ):
+                    data = await self.port.read()
+            except TimeoutError:
+                if half_frame:  # the line went quiet inside a frame: it was a half one
+                    self._items.extend(self.parser.resync())
+                continue
+            bad = self.parser.bad_frames
+            self._items.extend(self.parser.feed(data))
+            if self.parser.bad_frames > bad:
+                self._ask_again()
+        return self._items.popleft()
+
+    def _ask_again(self) -> None:
+        """NACK a damaged answer (the chip sends its last answer again), twice at most.
+
+        Only once the command was ACKed: before that, the chip's last answer is the
+        previous command's, and a resend of it would be stale.
+        """
+        acked = self._acked or any(isinstance(item, pf.Ack) for item in self._items)
+        answered = any(_answers(item, self._code) for item in self._items)
+        if acked and not answered and self._nacks < 2:
+            self._nacks += 1
+            self.port.write(pf.NACK)
+
+    async def first_target(self) -> pf.Target | None:
+        """Poll the field once for a 106 kbps type A target."""
+        data = await self.call(pf.IN_LIST_PASSIVE_TARGET, b"\x01\x00")
+        targets = pf.parse_targets(data)
+        return targets[0] if targets else None
+
+    async def apdu(self, tg: int, apdu: bytes) -> bytes:
+        """Send an ISO 7816 APDU to target ``tg`` through InDataExchange; the R-APDU."""
+        data = await self.call(pf.IN_DATA_EXCHANGE, bytes((tg,)) + apdu)
+        if not data or data[0] & 0x3F:
+            status = data[0] if data else -1
+            raise ProtocolError(f"InDataExchange failed with status {status:02X}")
+        return data[1:]
+
+    async def release(self) -> None:
+        """Release all targets (ends the ISO-DEP session with a phone)."""
+        await self.call(pf.IN_RELEASE, b"\x00")
+
+
+def _answers(item: pf.Item, code: int) -> bool:
+    return isinstance(item, pf.Frame) and item.code == code + 1
+
+
+async def read_ndef_text(module: Pn532Module, target: pf.Target) -> str | None:
+    """The text record of the target's NDEF Type 4 tag, or None if it has none."""
+    tg = target.tg
+
+    async def ok(apdu: bytes) -> bytes:
+        return pf.split_response(await module.apdu(tg, apdu))
+
+    try:
+        await ok(pf.select_app())
+        await ok(pf.select_file(pf.CC_FILE))
+        cc = pf.parse_cc(await ok(pf.read_binary(0, 15)))
+        await ok(pf.select_file(cc.ndef_file))
+        size = int.from_bytes((await ok(pf.read_binary(0, 2)))[:2], "big")
+        if not 0 < size <= min(MAX_NDEF, max(cc.ndef_max_size - 2, 0)):
+            return None
+        step, message = min(cc.max_read, 0xFF), b""
+        while len(message) < size:
+            chunk = await ok(pf.read_binary(2 + len(message), min(step, size - len(message))))
+            if not chunk:
+                return None
+            message += chunk
+        return pf.ndef_text(message[:size])
+    except ProtocolError as exc:
+        log.debug("no NDEF text on target %s: %s", target.uid_hex, exc)
+        return None
+
+
+class Pn532Reader(Reader):
+    """A PN532 module on a serial port, polled for cards and phones."""
+
+    def __init__(
+        self,
+        reader_id: str,
+        port: str,
+        settings: Pn532Settings | None = None,
+        on_health: HealthCallback | None = None,
+    ) -> None:
+        super().__init__(reader_id, on_health)
+        self.settings = settings or Pn532Settings()
+        self.port = SerialPort(port, self.settings.baudrate)
+        self.module: Pn532Module | None = None
+        self._closed = False
+        self.reinits = 0  # times the module was re-initialised after going silent
+        self.dropped_texts = 0  # NDEF texts refused (unprintable or too long)
+
+    async def reads(self) -> AsyncIterator[CredentialRead]:
+        """Open, initialise and poll; on failures report offline, reopen, go on."""
+        backoff = Backoff(0.1, self.settings.reopen_max)
+        while not self._closed:
+            try:
+                await self._open()
+                backoff.reset()
+                async for read in self._poll():
+                    yield read
+            except HardwareError as exc:
+                if not self._closed:
+                    self.report(False, str(exc))
+            finally:
+                await self.port.close()
+            if not self._closed:
+                await backoff.sleep()
+
+    async def _open(self) -> None:
+        await self.port.open()
+        self.module = Pn532Module(self.port, self.settings)
+        firmware = await self._start(self.module)
+        self.report(True, f"{firmware} on {self.port.path}")
+
+    async def _start(self, module: Pn532Module) -> pf.Firmware:
+        try:
+            return await module.start()
+        except ModuleSilent as exc:
+            raise ModuleSilent(
+                f"PN532 on {self.port.path} does not answer ({exc}): check its power, that "
+                "TX/RX are crossed, and that its mode switches select HSU (UART)"
+            ) from exc
+
+    async def _poll(self) -> AsyncIterator[CredentialRead]:
+        assert self.module is not None
+        module = self.module
+        errors = 0  # protocol errors in a row
+        while not self._closed:
+            try:
+                read = await self._poll_once(module)
+                errors = 0
+            except ModuleSilent:
+                self.reinits += 1
+                log.warning("PN532 on %s stopped answering: re-initialising", self.port.path)
+                await self._start(module)  # fails too -> offline, reopen with back-off
+                continue
+            except ProtocolError as exc:
+                errors += 1
+                log.warning("PN532 on %s: %s", self.port.path, exc)
+                if errors >= MAX_ERRORS:
+                    raise ProtocolError(
+                        f"PN532 on {self.port.path} keeps answering wrongly ({exc}): "
+                        "check the wiring and the baud rate; reopening"
+                    ) from exc
+                read = None
+            if read is not None:
+                yield read
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def _poll_once(self, module: Pn532Module) -> CredentialRead | None:
+        target = await module.first_target()
+        if target is None:
+            return None
+        return await self._read_target(module, target)
+
+    async def _read_target(self, module: Pn532Module, target: pf.Target) -> CredentialRead:
+        at = utc_now()
+        if target.iso_dep and self.settings.read_ndef:
+            text = await read_ndef_text(module, target)
+            await module.release()
+            text = text.strip() if text else ""
+            if text and len(text) <= MAX_TEXT and text.isprintable():
+                return classify_code(self.id, text, at)
+            if text:  # control characters or a book: not a code, never passed on
+                self.dropped_texts += 1
+        return CredentialRead(reader=self.id, kind="nfc", value=target.uid_hex, at=at)
+
+    async def close(self) -> None:
+        """Stop polling and release the port."""
+        self._closed = True
+        await self.port.close()
+
+
+def create_reader(
+    config: ReaderConfig, profile: Profile, state_dir: StateDir, on_health: HealthCallback
+) -> Reader:
+    """The driver factory named by ``driver = "pn532"`` profiles."""
+    where = f"reader {config.id} (profile {profile.name})"
+    settings = parse_settings(Pn532Settings, profile.merged(config.options), where)
+    port = require_port(config.port, config.id, profile.name)
+    return Pn532Reader(config.id, port, settings, on_health)

@@ -1,0 +1,182 @@
+"""QR / barcode scanners in serial mode (Newland, Honeywell, Zebra...): one code per line.
+
+A line ends with CR, LF or CR LF (the ``terminators`` setting). Only printable ASCII
+goes on to a decision, at most ``max_length`` characters: a line with control
+characters, with bytes outside ASCII (binary garbage, a scanner at the wrong baud rate)
+or longer than the limit is dropped whole and counted (``reader.lines.counters``:
+``dropped_control``, ``dropped_binary``, ``dropped_overlong``), never passed on. A code
+starting ``AGP1.`` is a phone pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from drivers.serial_port import (
+    Backoff,
+    DriverSettings,
+    SerialPort,
+    parse_settings,
+    require_port,
+)
+from gateway.config import ReaderConfig
+from gateway.errors import HardwareError
+from gateway.profiles import Profile
+from gateway.readers import CredentialRead, HealthCallback, Reader, classify_code, utc_now
+from gateway.state_dir import StateDir
+
+log = logging.getLogger(__name__)
+
+TERMINATORS = {"CR": 0x0D, "LF": 0x0A, "TAB": 0x09, "ETX": 0x03}
+
+
+Terminator = Literal["CR", "LF", "TAB", "ETX"]
+
+
+def _cr_and_lf() -> list[Terminator]:
+    return ["CR", "LF"]
+
+
+class ScannerSettings(DriverSettings):
+    """What a scanner profile may set (``[settings]``, overridden by ``options``)."""
+
+    baudrate: int = Field(default=9600, gt=0)
+    max_length: int = Field(default=1024, ge=1, le=65536)
+    # bytes that end a code; CR LF is a CR then an (ignored) empty line
+    terminators: list[Terminator] = Field(default_factory=_cr_and_lf, min_length=1)
+    strip: bool = True  # drop spaces around a code (some scanners pad)
+    reopen_max: float = Field(default=5.0, gt=0, le=300)
+
+
+@dataclass
+class LineCounters:
+    """What the line reader passed on and what it dropped."""
+
+    codes: int = 0
+    dropped_control: int = 0
+    dropped_binary: int = 0
+    dropped_overlong: int = 0
+    empty: int = 0
+
+
+class LineReader:
+    """Splits a byte stream into codes; holds at most ``max_length`` bytes of a line."""
+
+    def __init__(
+        self, max_length: int = 1024, strip: bool = True, terminators: bytes = b"\r\n"
+    ) -> None:
+        self.max_length = max_length
+        self.strip = strip
+        self.terminators = frozenset(terminators)
+        self.counters = LineCounters()
+        self._line = bytearray()
+        self._overlong = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the line being read."""
+        return len(self._line)
+
+    def reset(self) -> None:
+        """Forget a partial line (the port was reopened)."""
+        self._line.clear()
+        self._overlong = False
+
+    def feed(self, data: bytes) -> list[str]:
+        """Take bytes; return the complete, valid codes they finish."""
+        codes: list[str] = []
+        for byte in data:
+            if byte in self.terminators:
+                code = self._end_line()
+                if code is not None:
+                    codes.append(code)
+            elif self._overlong:
+                continue  # throw the rest of an over-long line away, up to its end
+            elif len(self._line) >= self.max_length:
+                self._overlong = True
+                self._line.clear()
+            else:
+                self._line.append(byte)
+        return codes
+
+    def _end_line(self) -> str | None:
+        line, overlong = bytes(self._line), self._overlong
+        self.reset()
+        if overlong:
+            self.counters.dropped_overlong += 1
+            return None
+        if not line:
+            return None  # the LF of a CR LF, or a blank line
+        if any(b >= 0x80 for b in line):
+            self.counters.dropped_binary += 1
+            return None
+        if any(b < 0x20 or b == 0x7F for b in line):
+            self.counters.dropped_control += 1
+            return None
+        text = line.decode("ascii")
+        text = text.strip(" ") if self.strip else text
+        if not text:
+            self.counters.empty += 1
+            return None
+        self.counters.codes += 1
+        return text
+
+
+class SerialScanner(Reader):
+    """A serial QR/barcode scanner: reads lines, yields codes and phone passes."""
+
+    def __init__(
+        self,
+        reader_id: str,
+        port: str,
+        settings: ScannerSettings | None = None,
+        on_health: HealthCallback | None = None,
+    ) -> None:
+        super().__init__(reader_id, on_health)
+        self.settings = settings or ScannerSettings()
+        self.port = SerialPort(port, self.settings.baudrate, what="scanner")
+        ends = bytes(TERMINATORS[name] for name in self.settings.terminators)
+        self.lines = LineReader(self.settings.max_length, self.settings.strip, ends)
+        self._closed = False
+
+    async def reads(self) -> AsyncIterator[CredentialRead]:
+        """Open the port, yield a read per valid line; reopen with back-off on loss."""
+        backoff = Backoff(0.1, self.settings.reopen_max)
+        while not self._closed:
+            try:
+                await self.port.open()
+                self.lines.reset()
+                backoff.reset()
+                self.report(True, f"scanner on {self.port.path}")
+                while True:
+                    data = await self.port.read()
+                    at = utc_now()
+                    for code in self.lines.feed(data):
+                        yield classify_code(self.id, code, at)
+            except HardwareError as exc:
+                if not self._closed:
+                    self.report(False, str(exc))
+            finally:
+                await self.port.close()
+            if not self._closed:
+                await backoff.sleep()
+
+    async def close(self) -> None:
+        """Stop reading and release the port."""
+        self._closed = True
+        await self.port.close()
+
+
+def create_reader(
+    config: ReaderConfig, profile: Profile, state_dir: StateDir, on_health: HealthCallback
+) -> Reader:
+    """The driver factory named by ``driver = "serial_scanner"`` profiles."""
+    where = f"reader {config.id} (profile {profile.name})"
+    settings = parse_settings(ScannerSettings, profile.merged(config.options), where)
+    port = require_port(config.port, config.id, profile.name)
+    return SerialScanner(config.id, port, settings, on_health)
