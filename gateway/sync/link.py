@@ -1,0 +1,575 @@
+"""The MQTT link to the broker (PROTOCOL.md): connect, stay connected, subscribe, publish.
+
+One :class:`Link` per gateway. ``run()`` connects (MQTT 5, or 3.1.1 by config), with TLS and a
+client certificate or username/password, as a persistent session with a stable client id and a
+retained ``{"state": "offline"}`` will on ``gw/{gw}/status``; it subscribes to the gateway's own
+site only, publishes the retained status, tells the ``on_connect`` handlers, and passes every
+inbound message to the ``on_message`` handler. When the connection fails it logs one clear line
+saying why (refused, TLS/certificate, DNS, timeout...) and tries again with capped exponential
+back-off and jitter. aiomqtt 2.x does not reconnect by itself: this loop is the reconnection.
+
+The link never blocks a door decision: :meth:`Link.publish` raises :class:`LinkError` at once
+when there is no connection, and nothing on the decision path waits for the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config import MqttSection
+from gateway.errors import BadMessage, LinkError
+from gateway.state_dir import StateDir
+from gateway.sync.envelopes import MAX_COMMAND, MAX_PAYLOAD
+from gateway.sync.status import encode
+from gateway.sync.topics import gw_topic, topic
+
+log = logging.getLogger(__name__)
+
+# Brokers drop bigger packets for us (MQTT 5): the 16 MiB limit plus room for topic and
+# properties, so anything just over the limit still arrives and is reported as too large.
+MAX_PACKET = MAX_PAYLOAD + MAX_COMMAND
+STABLE_AFTER = 10.0  # a connection that lived this long resets the back-off
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+ConnectHandler = Callable[[], Awaitable[None]]
+BadMessageHandler = Callable[[str, str], Awaitable[None]]
+
+
+def subscriptions(site: str, gw: str) -> list[str]:
+    """The topic filters a gateway subscribes to: its own site only (PROTOCOL.md, Topics)."""
+    return [
+        topic(site, "entitlements", "delta"),
+        topic(site, "time"),
+        *(gw_topic(site, gw, kind) for kind in ("delta", "snapshot", "cmd", "checkin/ack")),
+        topic(site, "gw", "+", "checkin"),
+        topic(site, "gw", "+", "occupancy"),
+    ]
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, keeping the PUBACK reason code so a refused publish is not lost.
+
+    aiomqtt 2.x resolves ``publish`` on any PUBACK; with MQTT 5 Mosquitto answers a publish
+    that its ACL denies with reason 0x87 (Not authorized), which the outbox must see.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.puback: dict[int, ReasonCode] = {}
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        self.puback[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_acked(
+        self, topic: str, payload: bytes, qos: int, retain: bool, wait_s: float
+    ) -> ReasonCode | None:
+        """Publish and wait for the broker's acknowledgement; its reason code (MQTT 5)."""
+        info = self._client.publish(topic, payload, qos, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if qos == 0:
+            return None
+        done = asyncio.Event()
+        with self._pending_call(info.mid, done, self._pending_publishes):
+            if info.mid not in self.puback:
+                await self._wait_for(done.wait(), timeout=wait_s)
+        return self.puback.pop(info.mid, None)
+
+
+class _PahoLog(logging.Handler):
+    """Forwards paho's log lines and remembers its last socket error.
+
+    A TLS connection that the broker refuses (no or unknown client certificate) never gets a
+    CONNACK: paho only logs the TLS alert and aiomqtt times out. Seeing that line lets the
+    link stop waiting at once and say what is wrong.
+    """
+
+    def __init__(self, on_error: Callable[[str], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self.on_error = on_error
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.log(min(record.levelno, logging.DEBUG), "paho: %s", record.getMessage())
+        if record.levelno >= logging.ERROR:
+            self.on_error(record.getMessage())
+
+
+class _StaleSocketFilter(logging.Filter):
+    """Turns asyncio's reports of paho's stale socket callbacks into one debug line.
+
+    When a TLS connection dies during the handshake (e.g. the broker wants a client
+    certificate), paho has already asked, from its connect thread, to watch a socket that is
+    closed by the time the loop runs the request: asyncio then logs a storm of "Invalid file
+    descriptor: -1" / "not registered" errors. They are harmless; the link reports the cause.
+    """
+
+    CALLS = ("add_writer", "add_reader", "remove_writer", "remove_reader")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if (
+            message.startswith("Exception in callback")
+            and any(call in message for call in self.CALLS)
+            and isinstance(exc, ValueError | KeyError | OSError)
+        ):
+            log.debug("MQTT: stale socket callback ignored: %s", exc)
+            return False
+        return True
+
+
+_STALE_SOCKETS = _StaleSocketFilter()
+
+
+class Link:
+    """The gateway's connection to the broker, kept up until ``run()`` is cancelled."""
+
+    def __init__(
+        self,
+        cfg: MqttSection,
+        site: str,
+        gw: str,
+        *,
+        status_payload: Callable[[], dict[str, Any]],
+        state_dir: StateDir | None = None,
+        connect_timeout: float = 10.0,
+        retry_base: float = 0.5,
+    ) -> None:
+        self.cfg = cfg
+        self.site = site
+        self.gw = gw
+        self.status_payload = status_payload
+        self.state_dir = state_dir  # accepted for the agreed API; the link keeps no state
+        self.connect_timeout = connect_timeout
+        self.retry_base = retry_base
+        self.client_id = f"{site}.{gw}"  # stable; unique even when sites share gateway ids
+        self.status_topic = gw_topic(site, gw, "status")
+        self.cmd_topic = gw_topic(site, gw, "cmd")
+        self.last_error: LinkError | None = None
+        self._message_handlers: list[MessageHandler] = []
+        self._connect_handlers: list[ConnectHandler] = []
+        self._bad_handlers: list[BadMessageHandler] = []
+        self._client: _Client | None = None
+        self._connected = asyncio.Event()
+        self._socket_error: str | None = None
+        self._socket_failed: asyncio.Event | None = None
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def on_message(self, handler: MessageHandler) -> None:
+        """Call ``handler(topic, payload)`` for every inbound message within the size limits.
+
+        A handler may raise :class:`BadMessage`: the link then tells the bad-message handlers.
+        Messages on the gateway's own ``checkin``/``occupancy`` topics come back too.
+        """
+        self._message_handlers.append(handler)
+
+    def on_connect(self, handler: ConnectHandler) -> None:
+        """Call ``handler()`` after every (re)connect, once subscribed and status published.
+
+        Handlers run one after the other, alongside message delivery (so they may wait for
+        answers), and are cancelled when the connection drops.
+        """
+        self._connect_handlers.append(handler)
+
+    def on_bad_message(self, handler: BadMessageHandler) -> None:
+        """Call ``handler(topic, reason)`` for every inbound message that was dropped."""
+        self._bad_handlers.append(handler)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while connected and subscribed."""
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Wait until the link is connected and subscribed."""
+        await self._connected.wait()
+
+    @property
+    def broker(self) -> str:
+        """``host:port`` for messages."""
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish ``payload`` on the full ``topic``; return once the broker acknowledged it.
+
+        Raises LinkError at once when not connected, when the broker refuses the message
+        (e.g. its ACL), or when no acknowledgement came within ``ack_timeout``.
+        """
+        client = self._client
+        if client is None or not self.connected:
+            raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
+        try:
+            code = await client.publish_acked(topic, payload, qos, retain, self.cfg.ack_timeout)
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"publish on {topic} to {self.broker} failed: {exc}") from None
+        if code is not None and code.is_failure:
+            raise LinkError(
+                f"the broker {self.broker} refused the message on {topic}: {code} "
+                f"(does its ACL let this gateway publish under acs/v1/{self.site}/gw/{self.gw}/?)"
+            )
+
+    # -- the connection loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with back-off, until cancelled."""
+        logging.getLogger("asyncio").addFilter(_STALE_SOCKETS)  # a set: added once
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except LinkError as exc:
+                self.last_error = exc
+                log.warning("%s", exc)
+            except Exception as exc:  # a bug must not end the link: log it, connect again
+                self.last_error = LinkError(f"MQTT link to {self.broker} failed: {exc!r}")
+                log.exception("MQTT: unexpected error in the link to %s", self.broker)
+            finally:
+                self._connected.clear()
+                self._client = None
+            if time.monotonic() - started >= STABLE_AFTER:
+                attempt = 0
+            delay = self._backoff(attempt)
+            attempt += 1
+            log.info("MQTT: next connection attempt to %s in %.1f s", self.broker, delay)
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Capped exponential back-off with jitter (half to full of the step)."""
+        step = min(float(self.cfg.reconnect_max), self.retry_base * 2.0 ** min(attempt, 30))
+        return step * random.uniform(0.5, 1.0)
+
+    async def _session(self) -> None:
+        """One connection: connect, subscribe, announce, then pump messages until it drops."""
+        client = await self._connect()
+        try:
+            await self._subscribe(client)
+            self._client = client
+            self._connected.set()
+            self.last_error = None
+            log.info("MQTT: connected to %s as %s", self.broker, self.client_id)
+            await self._announce()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._run_connect_handlers())
+                tasks.create_task(self._pump(client))
+        except* aiomqtt.MqttError as group:
+            raise LinkError(explain_drop(self.broker, group.exceptions[0])) from None
+        finally:
+            self._connected.clear()
+            await self._close(client)
+
+    async def _close(self, client: _Client) -> None:
+        """Leave cleanly when stopping: say offline first (a clean DISCONNECT sends no will)."""
+        if client._disconnected.done():  # the connection is already gone
+            return
+        with contextlib.suppress(Exception):
+            offline = b'{"state":"offline"}'
+            await asyncio.wait_for(
+                client.publish_acked(self.status_topic, offline, 1, True, 1.0), 1.5
+            )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.__aexit__(None, None, None), 2.0)
+
+    async def _connect(self) -> _Client:
+        """Open the connection or raise LinkError saying why not."""
+        await self._resolve()
+        kwargs = self._client_kwargs()
+        kwargs.update(await asyncio.to_thread(self._credentials))
+        self._socket_error = None
+        self._socket_failed = asyncio.Event()
+        kwargs["logger"] = self._paho_logger(asyncio.get_running_loop())
+        client = _Client(self.cfg.host, self.cfg.port, **kwargs)
+        enter = asyncio.ensure_future(client.__aenter__())
+        failed = asyncio.ensure_future(self._socket_failed.wait())
+        try:
+            await asyncio.wait({enter, failed}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # stopping while connecting: leave no connection behind
+            enter.cancel()
+            if enter.done() and not enter.cancelled() and enter.exception() is None:
+                client._client.disconnect()
+            raise
+        finally:
+            failed.cancel()
+        if not enter.done():  # paho saw a fatal socket error before any CONNACK
+            enter.cancel()
+            with contextlib.suppress(BaseException):
+                await enter
+            with contextlib.suppress(Exception):
+                client._client.disconnect()
+            raise LinkError(explain_connect_failure(self, None, self._socket_error))
+        try:
+            enter.result()
+        except aiomqtt.MqttError as exc:
+            raise LinkError(explain_connect_failure(self, exc, self._socket_error)) from None
+        return client
+
+    async def _resolve(self) -> None:
+        """Resolve the broker's name first, so that a DNS failure is reported as one."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.getaddrinfo(self.cfg.host, self.cfg.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise LinkError(
+                f"cannot resolve the MQTT broker host {self.cfg.host!r}: {exc.strerror}. "
+                "Check mqtt.host and this gateway's DNS settings."
+            ) from None
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        """aiomqtt.Client arguments: protocol, persistent session, will, limits."""
+        v5 = self.cfg.protocol == "5"
+        kwargs: dict[str, Any] = {
+            "identifier": self.client_id,
+            "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            "will": aiomqtt.Will(self.status_topic, b'{"state":"offline"}', qos=1, retain=True),
+            "keepalive": self.cfg.keepalive,
+            "timeout": self.connect_timeout,
+            "max_inflight_messages": self.cfg.inflight,
+        }
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.cfg.session_expiry
+            props.MaximumPacketSize = MAX_PACKET
+            kwargs.update(clean_start=False, properties=props)
+        else:
+            kwargs["clean_session"] = False
+        return kwargs
+
+    def _credentials(self) -> dict[str, Any]:
+        """Password and TLS context, read from disk at every attempt (in a worker thread)."""
+        kwargs: dict[str, Any] = {}
+        if self.cfg.username is not None:
+            kwargs.update(username=self.cfg.username, password=self._password())
+        if self.cfg.tls is not None:
+            kwargs["tls_context"] = self._tls_context()
+        return kwargs
+
+    def _paho_logger(self, loop: asyncio.AbstractEventLoop) -> logging.Logger:
+        """A private logger for this connection's paho client (not in the global registry)."""
+        paho_log = logging.Logger(f"{__name__}.paho", logging.DEBUG)
+        paho_log.propagate = False
+
+        def on_error(message: str) -> None:  # paho may log from the connect thread
+            loop.call_soon_threadsafe(self._socket_failed_cb, message)
+
+        paho_log.addHandler(_PahoLog(on_error))
+        return paho_log
+
+    def _socket_failed_cb(self, message: str) -> None:
+        self._socket_error = message
+        if self._socket_failed is not None:
+            self._socket_failed.set()
+
+    def _password(self) -> str | None:
+        """The password from ``mqtt.password_file`` (first line), read at every connect."""
+        path = self.cfg.password_file
+        if path is None:
+            return None
+        try:
+            return Path(path).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise LinkError(
+                f"mqtt.password_file {path} cannot be read ({exc}): create it with the "
+                "broker password on its first line, readable by the gateway's user"
+            ) from None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """A TLS context trusting ``tls.ca_file``, with the client certificate if configured."""
+        tls = self.cfg.tls
+        assert tls is not None
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise LinkError(
+                f"mqtt.tls.ca_file {tls.ca_file} cannot be loaded ({exc}): "
+                "it must be the PEM certificate of the CA that signed the broker's certificate"
+            ) from None
+        if tls.cert_file is not None and tls.key_file is not None:
+            try:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise LinkError(
+                    f"client certificate {tls.cert_file} / key {tls.key_file} cannot be "
+                    f"loaded ({exc}): are both PEM files present, readable and a pair?"
+                ) from None
+        return ctx
+
+    async def _subscribe(self, client: _Client) -> None:
+        """Subscribe to the site's topics (again after every reconnect)."""
+        for topic_filter in subscriptions(self.site, self.gw):
+            granted = await client.subscribe(topic_filter, qos=1)
+            code = granted[0] if granted else 0x80
+            if (code.value if isinstance(code, ReasonCode) else code) >= 0x80:
+                raise LinkError(
+                    f"the broker {self.broker} refused the subscription to {topic_filter}: "
+                    f"{code}. Check that its ACL lets this gateway read its site"
+                )
+
+    async def _announce(self) -> None:
+        """Replace the retained will (offline) with the current status."""
+        try:
+            await self.publish_status(self.status_payload())
+        except LinkError as exc:  # connected, but e.g. the ACL refuses: say so in the status UI
+            self.last_error = exc
+            log.error("MQTT: status not published: %s", exc)
+
+    async def publish_status(self, status: dict[str, Any]) -> None:
+        """Publish ``status`` retained on ``gw/{gw}/status``."""
+        await self.publish(self.status_topic, encode(status), retain=True)
+
+    async def _run_connect_handlers(self) -> None:
+        for handler in self._connect_handlers:
+            try:
+                await handler()
+            except LinkError as exc:
+                log.warning("MQTT: on-connect handler stopped: %s", exc)
+            except Exception:
+                log.exception("MQTT: on-connect handler %r failed", handler)
+
+    async def _pump(self, client: _Client) -> None:
+        """Hand every inbound message to the handlers, in arrival order."""
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            await self.deliver(topic, bytes(payload))
+
+    async def deliver(self, topic: str, payload: bytes) -> None:
+        """Check the size limit and pass one message to the handlers; never raises."""
+        limit = MAX_COMMAND if topic == self.cmd_topic else MAX_PAYLOAD
+        if len(payload) > limit:
+            await self._bad(topic, f"too large: {len(payload)} bytes, the limit is {limit}")
+            return
+        for handler in self._message_handlers:
+            try:
+                await handler(topic, payload)
+            except BadMessage as exc:
+                await self._bad(topic, exc.reason)
+            except Exception:
+                log.exception("MQTT: handler for %s failed (message dropped)", topic)
+
+    async def _bad(self, topic: str, reason: str) -> None:
+        log.warning("MQTT: message on %s dropped: %s", topic, reason)
+        for handler in self._bad_handlers:
+            try:
+                await handler(topic, reason)
+            except Exception:
+                log.exception("MQTT: bad-message handler failed for %s", topic)
+
+
+# -- why a connection failed, in words an installer can act on -----------------------------
+
+_REFUSED_V5 = {
+    0x84: 'it does not speak MQTT 5: set mqtt.protocol = "3.1.1"',
+    0x85: "it does not accept the client id {client_id}",
+    0x86: "bad username or password: check mqtt.username and mqtt.password_file",
+    # Mosquitto answers a wrong password with this code too, not with 0x86.
+    0x87: "not authorised: check mqtt.username and mqtt.password_file, or the client "
+    "certificate, and that the broker's users/ACL know this gateway",
+    0x88: "the server is unavailable: try later, or check the broker's log",
+    0x89: "the server is busy: try later",
+    0x8A: "this client is banned: ask the broker's administrator",
+    0x8C: "bad authentication method",
+}
+_REFUSED_V311 = {1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
+_TLS_REFUSED = ("certificate required", "handshake failure", "bad certificate", "unknown ca",
+                "certificate unknown", "access denied", "alert")  # fmt: skip
+
+
+def explain_connect_failure(
+    link: Link, exc: aiomqtt.MqttError | None, socket_error: str | None
+) -> str:
+    """One line saying why connecting failed and what to check."""
+    where = f"MQTT broker {link.broker}"
+    if isinstance(exc, MqttConnectError):
+        return f"{where} refused the connection: {_refused(link, exc.rc)}"
+    error = socket_error or ""
+    if link.cfg.tls is not None and any(s in error.lower() for s in _TLS_REFUSED):
+        return (
+            f"{where} refused this gateway's TLS client certificate ({error}): set "
+            "mqtt.tls.cert_file/key_file to a certificate signed by the broker's CA with "
+            f"CN {link.site}/gw/{link.gw}"
+        )
+    text = str(exc) if exc is not None else error
+    return f"{where}: {_explain_text(link, text)}"
+
+
+def _refused(link: Link, rc: int | ReasonCode | None) -> str:
+    value = rc.value if isinstance(rc, ReasonCode) else rc
+    if link.cfg.protocol != "5" and isinstance(value, int):
+        value = _REFUSED_V311.get(value, value)
+    template = _REFUSED_V5.get(value or 0)
+    if template is None:
+        return f"reason {rc}"
+    return template.format(client_id=link.client_id, status_topic=link.status_topic)
+
+
+def _explain_text(link: Link, text: str) -> str:
+    low = text.lower()
+    if "connection refused" in low:
+        return "nothing accepts connections there: is the broker running, and mqtt.port right?"
+    if "certificate verify failed" in low:
+        return (
+            f"the broker's TLS certificate was not accepted ({text}): is it signed by the CA "
+            f"in mqtt.tls.ca_file, and issued for the name {link.cfg.host!r}?"
+        )
+    if "wrong version number" in low or "record layer" in low or "[ssl" in low:
+        return f"TLS handshake failed ({text}): is mqtt.port the broker's TLS port?"
+    if "timed out" in low:
+        hint = (
+            "is it a TLS port (then configure mqtt.tls)?"
+            if link.cfg.tls is None
+            else "is it the TLS port, and does the broker want a client certificate?"
+        )
+        return (
+            f"no answer within {link.connect_timeout:g} s ({text}): {hint} "
+            "Or a firewall drops the packets"
+        )
+    if "unreachable" in low or "no route" in low:
+        return f"network unreachable ({text}): check this gateway's network and mqtt.host"
+    if "name or service" in low or "name resolution" in low:
+        return f"cannot resolve {link.cfg.host!r} ({text}): check mqtt.host and DNS"
+    return f"connection failed: {text}"
+
+
+def explain_drop(broker: str, exc: BaseException) -> str:
+    """One line saying why an established connection ended."""
+    cause = exc.__cause__ or exc
+    rc = getattr(exc, "rc", None) or getattr(cause, "rc", None)
+    if isinstance(rc, ReasonCode) and rc.value == 0x8E:
+        return (
+            f"MQTT broker {broker} closed the connection: another client connected with the "
+            "same client id (two gateways configured with the same site and id?)"
+        )
+    return f"connection to the MQTT broker {broker} lost: {cause}"

@@ -1,0 +1,261 @@
+"""PROTOCOL.md, the link: connect, subscribe to the own site, publish with QoS 1, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import MqttSection
+from gateway.errors import BadMessage, LinkError
+from gateway.sync.link import Link, subscriptions
+from tests.support.broker import Broker, Watcher, eventually, running
+from tests.support.ports import free_port
+
+SITE, GW = "oslo", "door-1"
+STATUS = f"acs/v1/{SITE}/gw/{GW}/status"
+ONLINE = {"state": "online", "software": "test"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_link(port: int, **cfg: object) -> Link:
+    """A link to 127.0.0.1:port with fast retries."""
+    section = MqttSection(host="127.0.0.1", port=port, keepalive=5, **cfg)
+    return Link(section, SITE, GW, status_payload=lambda: ONLINE, retry_base=0.1)
+
+
+class Inbox:
+    """Records what the link hands to its handlers."""
+
+    def __init__(self, link: Link) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.bad: list[tuple[str, str]] = []
+        self.connects = 0
+        self.changed = asyncio.Event()
+        link.on_message(self._message)
+        link.on_bad_message(self._bad)
+        link.on_connect(self._connect)
+
+    async def _message(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+        self.changed.set()
+
+    async def _bad(self, topic: str, reason: str) -> None:
+        self.bad.append((topic, reason))
+        self.changed.set()
+
+    async def _connect(self) -> None:
+        self.connects += 1
+        self.changed.set()
+
+    async def until(self, check: object, within: float = 10) -> None:
+        """Wait until ``check()`` is true (woken by the handlers, or every 50 ms)."""
+        async with asyncio.timeout(within):
+            while not check():  # type: ignore[operator]
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 0.05)
+
+
+async def test_connected_link_publishes_its_status_retained(broker: Broker) -> None:
+    link = make_link(broker.port)
+    async with running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        assert link.connected
+        async with Watcher(broker.port, [STATUS]) as central:
+            seen = await central.wait_for(STATUS)
+    assert seen.retain
+    assert json.loads(seen.payload) == ONLINE
+    # MQTT 5, no clean start (a persistent session), client id "{site}.{gw}"
+    assert f"as {SITE}.{GW} (p5, c0, k5)" in broker.log.read_text()
+
+
+async def test_publish_returns_after_the_broker_acknowledged_it(broker: Broker) -> None:
+    link = make_link(broker.port)
+    topic = f"acs/v1/{SITE}/gw/{GW}/checkin"
+    async with Watcher(broker.port, [topic]) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await link.publish(topic, b'{"seq":1}')
+        seen = await central.wait_for(topic)
+    assert seen.payload == b'{"seq":1}'
+
+
+async def test_publishing_while_offline_raises_at_once_and_never_waits() -> None:
+    link = make_link(free_port())
+    with pytest.raises(LinkError, match="not connected"):
+        await asyncio.wait_for(link.publish(STATUS, b"{}"), 0.5)
+
+
+async def test_gateway_subscribes_only_to_its_own_site(broker: Broker) -> None:
+    assert all(f.startswith(f"acs/v1/{SITE}/") for f in subscriptions(SITE, GW))
+    link = make_link(broker.port)
+    inbox = Inbox(link)
+    async with Watcher(broker.port, []) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await central.publish("acs/v1/bergen/time", b"other site")
+        await central.publish(f"acs/v1/{SITE}/gw/door-2/cmd", b"other gateway's command")
+        await central.publish(f"acs/v1/{SITE}/gw/{GW}/cmd", b"mine")
+        await central.publish(f"acs/v1/{SITE}/gw/door-2/checkin", b"peer")
+        await inbox.until(lambda: len(inbox.messages) >= 2)
+        await asyncio.sleep(0.2)
+    assert inbox.messages == [
+        (f"acs/v1/{SITE}/gw/{GW}/cmd", b"mine"),
+        (f"acs/v1/{SITE}/gw/door-2/checkin", b"peer"),
+    ]
+
+
+async def test_link_reconnects_and_resubscribes_after_a_broker_restart(broker: Broker) -> None:
+    link = make_link(broker.port)
+    inbox = Inbox(link)
+    async with running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        broker.stop()
+        await inbox.until(lambda: not link.connected)
+        with pytest.raises(LinkError):
+            await link.publish(STATUS, b"{}")
+        broker.start()  # same port, and no persistence: the subscriptions are gone
+        await inbox.until(lambda: link.connected and inbox.connects == 2, within=20)
+        async with Watcher(broker.port, [STATUS]) as central:
+            await central.publish(f"acs/v1/{SITE}/time", b"after restart")
+            await inbox.until(lambda: inbox.messages)
+            status = await central.wait_for(STATUS)
+    assert inbox.messages == [(f"acs/v1/{SITE}/time", b"after restart")]
+    assert json.loads(status.payload) == ONLINE and status.retain
+
+
+CHILD = """
+import asyncio, sys
+from gateway.config import MqttSection
+from gateway.sync.link import Link
+
+async def main():
+    cfg = MqttSection(host="127.0.0.1", port=int(sys.argv[1]), keepalive=5)
+    link = Link(cfg, "oslo", "door-1", status_payload=lambda: {"state": "online"})
+    task = asyncio.create_task(link.run())
+    await link.wait_connected()
+    print("connected", flush=True)
+    await task
+
+asyncio.run(main())
+"""
+
+
+async def test_messages_sent_while_the_gateway_was_away_arrive_on_reconnect(
+    broker: Broker,
+) -> None:
+    first = make_link(broker.port)
+    async with running(first.run()):
+        await asyncio.wait_for(first.wait_connected(), 10)
+    cmd = f"acs/v1/{SITE}/gw/{GW}/cmd"
+    async with Watcher(broker.port, []) as central:
+        await central.publish(cmd, b"queued while away")
+    again = make_link(broker.port)  # same client id: the broker kept the session
+    inbox = Inbox(again)
+    async with running(again.run()):
+        await inbox.until(lambda: inbox.messages)
+    assert inbox.messages == [(cmd, b"queued while away")]
+
+
+async def test_will_says_offline_when_the_gateway_vanishes_without_disconnecting(
+    broker: Broker,
+) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(broker.port), stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert child.stdout is not None
+        assert (await asyncio.wait_for(child.stdout.readline(), 20)).strip() == b"connected"
+        async with Watcher(broker.port, [STATUS]) as central:
+            await central.wait_for(STATUS, b'{"state":"online"}')
+            child.kill()  # SIGKILL: no DISCONNECT, so the broker publishes the will
+            await central.wait_for(STATUS, b'{"state":"offline"}')
+        async with Watcher(broker.port, [STATUS], identifier="late") as late:
+            retained = await late.wait_for(STATUS)
+        assert retained.retain and json.loads(retained.payload) == {"state": "offline"}
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+
+
+async def test_stopping_the_link_leaves_an_offline_status(broker: Broker) -> None:
+    link = make_link(broker.port)
+    async with running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+    assert not link.connected
+    async with Watcher(broker.port, [STATUS]) as central:
+        seen = await central.wait_for(STATUS)
+    assert json.loads(seen.payload) == {"state": "offline"}
+
+
+async def test_oversized_messages_are_dropped_with_a_reason(broker: Broker) -> None:
+    link = make_link(broker.port)
+    inbox = Inbox(link)
+    cmd = f"acs/v1/{SITE}/gw/{GW}/cmd"
+    delta = f"acs/v1/{SITE}/entitlements/delta"
+    async with Watcher(broker.port, []) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await central.publish(cmd, b"x" * (64 * 1024 + 1))
+        await central.publish(delta, b"y" * (16 * 2**20 + 1))
+        await central.publish(cmd, b"z" * (64 * 1024))
+        await inbox.until(lambda: len(inbox.bad) == 2 and inbox.messages, within=20)
+    assert [t for t, _ in inbox.bad] == [cmd, delta]
+    assert all("too large" in reason for _, reason in inbox.bad)
+    assert inbox.messages == [(cmd, b"z" * (64 * 1024))]
+
+
+async def test_a_handler_raising_bad_message_is_reported_and_the_link_goes_on(
+    broker: Broker,
+) -> None:
+    link = make_link(broker.port)
+    inbox = Inbox(link)
+
+    async def refuse(topic: str, payload: bytes) -> None:
+        if payload == b"bad":
+            raise BadMessage("bad signature", topic)
+
+    link.on_message(refuse)
+    time_topic = f"acs/v1/{SITE}/time"
+    async with Watcher(broker.port, []) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await central.publish(time_topic, b"bad")
+        await central.publish(time_topic, b"good")
+        await inbox.until(lambda: len(inbox.messages) == 2)
+    assert inbox.bad == [(time_topic, "bad signature")]
+    assert [payload for _, payload in inbox.messages] == [b"bad", b"good"]
+
+
+async def test_mqtt_311_fallback_connects_and_publishes(broker: Broker) -> None:
+    link = make_link(broker.port, protocol="3.1.1")
+    inbox = Inbox(link)
+    topic = f"acs/v1/{SITE}/gw/{GW}/event"
+    async with Watcher(broker.port, [topic]) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await link.publish(topic, b'{"seq":7}')
+        seen = await central.wait_for(topic)
+        await central.publish(f"acs/v1/{SITE}/time", b"tick")
+        await inbox.until(lambda: inbox.messages)
+    assert seen.payload == b'{"seq":7}'
+    assert inbox.messages == [(f"acs/v1/{SITE}/time", b"tick")]
+    assert f"as {SITE}.{GW} (p2, c0" in broker.log.read_text()  # MQTT 3.1.1, persistent session
+
+
+async def test_nothing_listening_is_reported_as_connection_refused() -> None:
+    link = make_link(free_port())
+    async with running(link.run()):
+        await eventually(lambda: link.last_error is not None, within=10)
+    assert "nothing accepts connections" in str(link.last_error)
+    assert "127.0.0.1" in str(link.last_error)
+
+
+async def test_an_unknown_broker_name_is_reported_as_dns() -> None:
+    section = MqttSection(host="no-such-broker.invalid", port=1883)
+    link = Link(section, SITE, GW, status_payload=lambda: ONLINE, retry_base=0.1)
+    async with running(link.run()):
+        await eventually(lambda: link.last_error is not None, within=10)
+    assert "cannot resolve" in str(link.last_error)
+    assert "no-such-broker.invalid" in str(link.last_error)
