@@ -5,6 +5,8 @@ Layout (created on first use, mode 0700; secret files 0600)::
     store.sqlite        entitlement store (credential values only as HMAC-SHA-256)
     journal.sqlite      decisions and events until the central system acknowledges them
     passes.sqlite       phone-pass replay cache (survives restarts)
+    history.sqlite      recent passages, to rebuild local state at start
+    commands.sqlite     ids of remote commands already carried out
     secrets/hmac.key    per-gateway secret for credential hashes (32 random bytes)
     secrets/osdp/<reader>.scbk   per-reader OSDP Secure Channel Base Key
     secrets/installer.hash       the installer password hash (web UI)
@@ -50,6 +52,11 @@ class StateDir:
     def passes(self) -> Path:
         """The phone-pass replay cache database."""
         return self.path / "passes.sqlite"
+
+    @property
+    def commands(self) -> Path:
+        """Ids of remote commands already carried out (replay refusal survives restarts)."""
+        return self.path / "commands.sqlite"
 
     def secret(self, name: str, size: int = 32) -> bytes:
         """A random secret kept in ``secrets/<name>``, made (0600) on first use."""
