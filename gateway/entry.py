@@ -89,7 +89,7 @@ class Entrance:
         journal: JournalLike,
         passes: SeenPasses,
         online: Callable[[], bool],
-        published: Callable[[], None],
+        published: Callable[[dict[str, Any]], None],
     ) -> None:
         self.place = place
         self.door = door
@@ -116,7 +116,7 @@ class Entrance:
                 entry.seq, passed=passed, charged=decision.charged if passed else 0
             )
             self.state.apply_checkin(final, own=True)
-            self.published()
+            self.published(final)
             message = render(
                 decision.reason,
                 decision.display,
