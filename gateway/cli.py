@@ -80,13 +80,14 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``accessgw check-config FILE``: ``ok``, or every problem and exit 1."""
-    from gateway.config import load_config
+    from gateway.config import BoardConfig, ReaderConfig, load_config
     from gateway.profiles import find_profile
 
     try:
         config = load_config(args.file)
         problems = []
-        for item in [*config.readers, *config.boards]:
+        items: list[ReaderConfig | BoardConfig] = [*config.readers, *config.boards]
+        for item in items:
             try:
                 find_profile(item.profile)
             except ConfigError as exc:
@@ -144,7 +145,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         module = importlib.import_module(modules[args.kind])
     except ImportError as exc:
         raise BadInput(f"simulator {args.kind} is not available: {exc}") from None
-    result = module.main(list(args.rest))
+    result: int | None = module.main(list(args.rest))
     return int(result or 0)
 
 

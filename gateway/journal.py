@@ -155,7 +155,7 @@ class Journal:
             ).fetchone()
             if row is None:
                 raise JournalError(f"no decision with seq {seq} in the journal")
-            message = json.loads(row[0])
+            message: dict[str, Any] = json.loads(row[0])
             message.update(passed=passed, charged=charged)
             self._conn.execute(
                 "UPDATE records SET final = 1, body = ? WHERE seq = ?", (json.dumps(message), seq)
