@@ -35,7 +35,9 @@ def _instant(text: str) -> datetime:
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
-        raise BadInput(f"--at {text!r} is not an ISO 8601 time (2026-11-22T18:00:00+01:00)") from None
+        raise BadInput(
+            f"--at {text!r} is not an ISO 8601 time (e.g. 2026-11-22T18:00:00+01:00)"
+        ) from None
     if at.tzinfo is None:
         raise BadInput(f"--at {text!r} needs a UTC offset, e.g. 2026-11-22T18:00:00+01:00")
     return at
@@ -145,8 +147,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         module = importlib.import_module(modules[args.kind])
     except ImportError as exc:
         raise BadInput(f"simulator {args.kind} is not available: {exc}") from None
-    result: int | None = module.main(list(args.rest))
-    return int(result or 0)
+    result = module.main(list(args.rest))
+    return int(result) if isinstance(result, int) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     decide = sub.add_parser("decide", help="decide one presentation offline and explain it")
-    decide.add_argument("--set", required=True, help="entitlement set JSON {version, rules, records}")
+    decide.add_argument(
+        "--set", required=True, help="entitlement set JSON: version, rules, records"
+    )
     decide.add_argument("--site", required=True)
     decide.add_argument("--zone", required=True)
     decide.add_argument("--direction", required=True, choices=["in", "out"])
@@ -187,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
 
-    simulate = sub.add_parser("simulate", help="run a simulator: pn532, scanner, osdp, "
-                              "relay-board, turnstile, central")
-    simulate.add_argument("kind", choices=["pn532", "scanner", "osdp", "relay-board",
-                                           "turnstile", "central"])
+    simulate = sub.add_parser(
+        "simulate", help="run a simulator: pn532, scanner, osdp, relay-board, turnstile, central"
+    )
+    simulate.add_argument(
+        "kind", choices=["pn532", "scanner", "osdp", "relay-board", "turnstile", "central"]
+    )
     simulate.add_argument("rest", nargs=argparse.REMAINDER, help="the simulator's own arguments")
     simulate.set_defaults(func=cmd_simulate)
     return parser
