@@ -1,1 +1,1 @@
-"""Hardware drivers, one module per family, each behind a small async interface of the gateway's own."""
+"""Hardware drivers: one module per family, each behind a small async interface of the gateway's."""

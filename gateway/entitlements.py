@@ -9,8 +9,8 @@ newer central system can add fields without breaking older gateways.
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime

@@ -11,18 +11,43 @@ OSLO = ZoneInfo("Europe/Oslo")
 NOW = datetime.fromisoformat("2026-11-25T10:00:00+01:00")
 
 
-def checkin(seq, at, *, gw="door-1", member="M1", zone="gym", direction="in", contract="K",
-            charged=0, ticket=None, decision="granted", passed=True):
-    return {"gw": gw, "seq": seq, "at": at, "member": member, "zone": zone,
-            "direction": direction, "contract": contract, "charged": charged, "ticket": ticket,
-            "decision": decision, "passed": passed}
+def checkin(
+    seq,
+    at,
+    *,
+    gw="door-1",
+    member="M1",
+    zone="gym",
+    direction="in",
+    contract="K",
+    charged=0,
+    ticket=None,
+    decision="granted",
+    passed=True,
+):
+    return {
+        "gw": gw,
+        "seq": seq,
+        "at": at,
+        "member": member,
+        "zone": zone,
+        "direction": direction,
+        "contract": contract,
+        "charged": charged,
+        "ticket": ticket,
+        "decision": decision,
+        "passed": passed,
+    }
 
 
 def test_passages_charges_and_ticket_uses_survive_a_restart(tmp_path):
     h = History.open(tmp_path / "h.sqlite")
     h.add(checkin(1, "2026-11-25T09:00:00+01:00", charged=1))
-    h.add(checkin(2, "2026-11-25T09:10:00+01:00", member=None, ticket="T-1", zone="hall",
-                  contract=None))
+    h.add(
+        checkin(
+            2, "2026-11-25T09:10:00+01:00", member=None, ticket="T-1", zone="hall", contract=None
+        )
+    )
     h.close()
     state = History.open(tmp_path / "h.sqlite").rebuild("door-1", NOW, OSLO, {})
     assert [p.zone for p in state.passages["M1"]] == ["gym"]

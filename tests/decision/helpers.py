@@ -25,16 +25,28 @@ def at(text: str) -> datetime:
 
 def phone(device: str = "dev-1", bound_at: str = "2026-11-01T10:00:00+01:00") -> dict[str, Any]:
     """A phone credential bound to PHONE_KEY."""
-    return {"kind": "phone", "device": device, "key": public_key_b64(PHONE_KEY), "bound_at": bound_at}
+    return {
+        "kind": "phone",
+        "device": device,
+        "key": public_key_b64(PHONE_KEY),
+        "bound_at": bound_at,
+    }
 
 
-def token(member: str = "M1", device: str = "dev-1", when: str = WED_10, key: Any = None,
-          nonce: bytes = b"\x01" * 12) -> str:
+def token(
+    member: str = "M1",
+    device: str = "dev-1",
+    when: str = WED_10,
+    key: Any = None,
+    nonce: bytes = b"\x01" * 12,
+) -> str:
     """A phone pass made at ``when`` (unix seconds)."""
     return make_pass(key or PHONE_KEY, member, device, int(at(when).timestamp()), nonce)
 
 
-def passage(member: str, zone: str, direction: str, when: str, contract: str | None = None) -> Passage:
+def passage(
+    member: str, zone: str, direction: str, when: str, contract: str | None = None
+) -> Passage:
     """A passage in local state."""
     return Passage(member, zone, direction, at(when), contract)  # type: ignore[arg-type]
 

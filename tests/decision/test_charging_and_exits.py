@@ -44,8 +44,13 @@ def test_reentry_exactly_at_the_free_minutes_is_free():
 def test_reentry_on_another_local_date_is_charged():
     state = LocalState()
     state.add_passage(passage("M1", "pool", "in", "2026-11-25T23:30:00+01:00", "K"))
-    result = check([member(contracts=[CARD])], zone="pool", state=state,
-                   when="2026-11-26T00:30:00+01:00", site_rules=rules(opening_schedule=None))
+    result = check(
+        [member(contracts=[CARD])],
+        zone="pool",
+        state=state,
+        when="2026-11-26T00:30:00+01:00",
+        site_rules=rules(opening_schedule=None),
+    )
     assert result.charged == 1
 
 
@@ -89,7 +94,11 @@ def test_exit_is_granted_to_a_blocked_member():
     block = {"from": "2026-11-01T00:00:00+01:00", "to": "2026-12-01T00:00:00+01:00"}
     result = check([member(blocks=[block])], direction="out")
     assert (result.decision, result.reason, result.contract, result.charged) == (
-        "granted", "ok", None, 0)
+        "granted",
+        "ok",
+        None,
+        0,
+    )
 
 
 def test_exit_is_granted_without_any_contract_and_outside_opening_hours():
@@ -104,14 +113,21 @@ def test_exit_with_unknown_credential_is_denied():
 def test_exit_uses_no_ticket():
     from tests.support.sets import ticket
 
-    result = check([ticket()], nfc=None, code="EVT-1", zone="hall", direction="out",
-                   when="2026-11-23T10:00:00+01:00")
+    result = check(
+        [ticket()],
+        nfc=None,
+        code="EVT-1",
+        zone="hall",
+        direction="out",
+        when="2026-11-23T10:00:00+01:00",
+    )
     assert (result.reason, result.ticket, result.charged) == ("ok", "T-1", 0)
 
 
 def test_exit_with_a_bad_pass_is_denied():
     from tests.decision.helpers import OTHER_KEY, phone, token
 
-    result = check([member(credentials=[phone()])], pass_token=token(key=OTHER_KEY),
-                   direction="out")
+    result = check(
+        [member(credentials=[phone()])], pass_token=token(key=OTHER_KEY), direction="out"
+    )
     assert result.reason == "bad_pass"

@@ -11,8 +11,11 @@ from tests.support.sets import member, rules
 
 @pytest.mark.parametrize(
     ("policy", "decision", "reason", "warnings"),
-    [("deny", "denied", "unpaid", []), ("warn", "granted", "ok", ["unpaid"]),
-     ("allow", "granted", "ok", [])],
+    [
+        ("deny", "denied", "unpaid", []),
+        ("warn", "granted", "ok", ["unpaid"]),
+        ("allow", "granted", "ok", []),
+    ],
 )
 def test_unpaid_member_follows_the_site_policy(policy, decision, reason, warnings):
     result = check([member(unpaid=True)], site_rules=rules(unpaid=policy))
@@ -32,8 +35,13 @@ def test_paid_member_is_never_refused_as_unpaid():
         ("2026-11-24", "warn", "ok", ["medical_expired"]),
         (None, "allow", "ok", []),
     ],
-    ids=["expired_yesterday_denied", "missing_denied", "valid_today_granted", "warn_grants_with_warning",
-         "allow_ignores_it"],
+    ids=[
+        "expired_yesterday_denied",
+        "missing_denied",
+        "valid_today_granted",
+        "warn_grants_with_warning",
+        "allow_ignores_it",
+    ],
 )
 def test_medical_certificate_follows_the_site_policy(medical_until, policy, reason, warnings):
     result = check([member(medical_until=medical_until)], site_rules=rules(medical=policy))
@@ -44,7 +52,11 @@ def test_refusal_keeps_warnings_collected_before_the_failing_check():
     state = LocalState()
     state.add_passage(passage("M1", "gym", "in", "2026-11-25T09:55:00+01:00"))
     result = check([member(unpaid=True)], state=state, site_rules=rules(unpaid="warn"))
-    assert (result.reason, list(result.warnings), result.contract) == ("anti_passback", ["unpaid"], None)
+    assert (result.reason, list(result.warnings), result.contract) == (
+        "anti_passback",
+        ["unpaid"],
+        None,
+    )
 
 
 def test_hard_anti_passback_refuses_reentry_without_exit():

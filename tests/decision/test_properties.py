@@ -31,8 +31,10 @@ def contracts(draw, index: int):
     if type_ == "clipcard":
         c["credits"] = draw(st.integers(0, 5))
     if draw(st.booleans()):
-        c["max_visits"] = {"per": draw(st.sampled_from(["day", "week", "month"])),
-                           "count": draw(st.integers(0, 3))}
+        c["max_visits"] = {
+            "per": draw(st.sampled_from(["day", "week", "month"])),
+            "count": draw(st.integers(0, 3)),
+        }
     if draw(st.booleans()):
         f = draw(DAYS)
         c["freezes"] = [{"from": f.isoformat(), "to": (f + timedelta(days=10)).isoformat()}]
@@ -53,8 +55,9 @@ def members(draw):
     }
 
 
-INSTANTS = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31),
-                        timezones=st.just(UTC))
+INSTANTS = st.datetimes(
+    min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)
+)
 
 
 @st.composite
@@ -62,22 +65,32 @@ def states(draw, now: datetime):
     state = LocalState(own_inside={z: draw(st.integers(0, 200)) for z in ZONES})
     for _ in range(draw(st.integers(0, 6))):
         ago = timedelta(minutes=draw(st.integers(0, 60 * 24 * 40)))
-        state.add_passage(Passage("M1", draw(st.sampled_from(ZONES)),
-                                  draw(st.sampled_from(["in", "out"])), now - ago,
-                                  draw(st.sampled_from([None, "C0", "C1", "C2"]))))
+        state.add_passage(
+            Passage(
+                "M1",
+                draw(st.sampled_from(ZONES)),
+                draw(st.sampled_from(["in", "out"])),
+                now - ago,
+                draw(st.sampled_from([None, "C0", "C1", "C2"])),
+            )
+        )
     for _ in range(draw(st.integers(0, 3))):
-        state.charges.append(Charge("M1", draw(st.sampled_from(["C0", "C1", "C2"])),
-                                    draw(st.integers(1, 3))))
+        state.charges.append(
+            Charge("M1", draw(st.sampled_from(["C0", "C1", "C2"])), draw(st.integers(1, 3)))
+        )
     return state
 
 
 def _site_rules(draw):
-    return rules(unpaid=draw(st.sampled_from(["deny", "warn", "allow"])),
-                 medical=draw(st.sampled_from(["deny", "warn", "allow"])))
+    return rules(
+        unpaid=draw(st.sampled_from(["deny", "warn", "allow"])),
+        medical=draw(st.sampled_from(["deny", "warn", "allow"])),
+    )
 
 
-PROPERTY_SETTINGS = settings(max_examples=300, deadline=None,
-                             suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPERTY_SETTINGS
@@ -90,7 +103,11 @@ def test_exits_are_never_refused_for_a_known_member(data):
     door = DoorContext("exit", data.draw(st.sampled_from(ZONES)), "out")
     result = decide(Request(Presented("nfc", "04A1B2C3"), door, now), view, state)
     assert (result.decision, result.reason, result.charged, result.contract) == (
-        "granted", "ok", 0, None)
+        "granted",
+        "ok",
+        0,
+        None,
+    )
 
 
 @PROPERTY_SETTINGS
@@ -113,7 +130,9 @@ def test_the_same_input_always_gives_the_same_output(data):
     now = data.draw(INSTANTS)
     view = MemorySet(_site_rules(data.draw), [data.draw(members())])
     state = data.draw(states(now))
-    door = DoorContext("in", data.draw(st.sampled_from(ZONES)), data.draw(st.sampled_from(["in", "out"])))
+    door = DoorContext(
+        "in", data.draw(st.sampled_from(ZONES)), data.draw(st.sampled_from(["in", "out"]))
+    )
     request = Request(Presented("nfc", "04A1B2C3"), door, now)
     assert decide(request, view, state) == decide(request, view, state)
 
@@ -130,8 +149,11 @@ def test_time_based_contracts_are_chosen_before_clip_cards(data):
     result = decide(Request(Presented("nfc", "04A1B2C3"), door, now), view, state)
     if result.granted:
         used = {c["id"]: c for c in record["contracts"]}[result.contract]
-        usable_time_based = [line for line in result.trace
-                             if line.endswith("(recurring): usable") or line.endswith("(fixed): usable")]
+        usable_time_based = [
+            line
+            for line in result.trace
+            if line.endswith("(recurring): usable") or line.endswith("(fixed): usable")
+        ]
         if used["type"] == "clipcard":
             assert usable_time_based == [] and result.charged in (0, 1)
         else:
