@@ -48,7 +48,7 @@ GRACE_S = 0.2  # readers finish within microseconds; superseded rows go after th
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
-    rowid INTEGER PRIMARY KEY,
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: stale index entries stay stale
     gen INTEGER NOT NULL,
     rid TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -314,7 +314,7 @@ class EntitlementStore:
                 pairs: list[int] = []
                 for batch in _batches(records, 2000):
                     rows = [self._stored(r) for r in batch]
-                    cur = w.execute("SELECT COALESCE(MAX(rowid), 0) FROM records").fetchone()[0]
+                    cur = self._last_rowid()
                     w.executemany(
                         "INSERT INTO records (rowid, gen, rid, kind, hashes, body) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -348,6 +348,14 @@ class EntitlementStore:
             )
             self._after_swap("DELETE FROM records WHERE gen < ?", [(gen,)])
             return notes
+
+    def _last_rowid(self) -> int:
+        """The highest rowid ever used (deleted ones included: rowids are never reused)."""
+        row = self._writer.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0), "
+            "COALESCE((SELECT MAX(rowid) FROM records), 0))"
+        ).fetchone()
+        return int(row[0])
 
     def _dedupe(self, gen: int, pairs: list[int]) -> tuple[_Index, list[str]]:
         """Split sorted pairs into arrays; a credential given twice stays with the later record."""
