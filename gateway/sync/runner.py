@@ -1,0 +1,214 @@
+"""Everything that rides on the MQTT link, wired to one gateway.
+
+The link delivers each inbound message here; entitlement sync, the outbox (acks and
+peers' check-ins), commands and peers' occupancy each take their topics. Nothing here
+sits on the decision path: when the broker is gone, doors keep deciding and the
+check-ins wait in the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import BadMessage, LinkError
+from gateway.sync.commands import Commands, SeenCommands
+from gateway.sync.entitlement_sync import EntitlementSync
+from gateway.sync.envelopes import load_public_key, open_envelope
+from gateway.sync.link import Link
+from gateway.sync.outbox import Outbox
+from gateway.sync.status import OccupancyPublisher, StatusPublisher
+from gateway.sync.topics import gw_topic, parse
+
+if TYPE_CHECKING:
+    from gateway.daemon import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class _DeletingStore:
+    """The store as sync sees it: a delta that deletes members also purges their history."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gw = gateway
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gw.store, name)
+
+    def apply_delta(
+        self,
+        version: int,
+        base: int | None,
+        upsert: Any,
+        delete: Any,
+        rules: Any,
+        checkins_upto: Any,
+        at: datetime,
+    ) -> list[str]:
+        notes = self._gw.store.apply_delta(version, base, upsert, delete, rules, checkins_upto, at)
+        for record_id in delete:
+            self._gw.history.purge_member(record_id)  # privacy: purged at once
+        return list(notes)
+
+
+class SyncRunner:
+    """The link, entitlement sync, outbox, commands, status and occupancy of one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        cfg = gateway.config
+        site, gw = gateway.site, gateway.gw
+        if cfg.central.public_key is None:
+            raise LinkError(
+                "central.public_key is not set: the gateway cannot verify what the "
+                "central system sends; set it in the config (base64 Ed25519 key)"
+            )
+        key = load_public_key(cfg.central.public_key)
+        self.status = StatusPublisher(site, gw, gateway.status, refresh=gateway.refresh_status)
+        self.occupancy = OccupancyPublisher(
+            site, gw, lambda: dict(gateway.state.own_inside), clock=gateway.now
+        )
+        self.link = Link(cfg.mqtt, site, gw, status_payload=self.status.payload)
+        self.entitlements = EntitlementSync(
+            _DeletingStore(gateway),
+            self.link,
+            site=site,
+            gw=gw,
+            public_key=key,
+            on_event=self._event,
+            on_counted=gateway.state.counted,
+            on_time=self._time,
+            on_version=lambda v: self.status.notify(),
+            sync_interval=cfg.mqtt.sync_interval,
+            clock=gateway.now,
+        )
+        self.outbox = Outbox(
+            gateway.journal,
+            self.link,
+            site=site,
+            gw=gw,
+            public_key=key,
+            on_event=self._event,
+            on_peer_checkin=self._peer_checkin,
+            ack_timeout=cfg.mqtt.ack_timeout,
+            inflight=cfg.mqtt.inflight,
+        )
+        self.commands = Commands(
+            gateway,
+            gateway.doors.keys(),
+            SeenCommands(gateway.state_dir.commands),
+            clock=gateway.now,
+        )
+        self._key = key
+        self._cmd_topic = gw_topic(site, gw, "cmd")
+        gateway.on_published(self.outbox.notify)
+        self.link.on_message(self._message)
+        self.link.on_connect(self.outbox.on_connect)
+        self.link.on_connect(self.entitlements.on_connect)
+        self.link.on_bad_message(self._bad_message)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker link is up."""
+        return self.link.connected
+
+    async def run(self) -> None:
+        """Run the link and its riders until cancelled."""
+        import asyncio
+
+        tasks = [
+            asyncio.create_task(self.link.run(), name="mqtt link"),
+            asyncio.create_task(self._watch_link(), name="link watch"),
+            asyncio.create_task(self.outbox.run(), name="outbox"),
+            asyncio.create_task(self.entitlements.run(), name="periodic sync"),
+            asyncio.create_task(self.status.run(self.link), name="status"),
+            asyncio.create_task(self.occupancy.run(self.link), name="occupancy"),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.commands.seen.close()
+
+    async def _watch_link(self) -> None:
+        """Tell the outbox when the link drops, so it stops and re-publishes on reconnect."""
+        import asyncio
+
+        was = False
+        while True:
+            now = self.link.connected
+            if was and not now:
+                self.outbox.on_disconnect()
+            was = now
+            await asyncio.sleep(0.1)
+
+    async def _message(self, name: str, payload: bytes) -> None:
+        if await self.entitlements.handle(name, payload):
+            return
+        if await self.outbox.handle(name, payload):
+            return
+        if name == self._cmd_topic:
+            await self._command(name, payload)
+            return
+        where = parse(name)
+        if where is not None and where.kind == "occupancy" and where.gw is not None:
+            if where.gw != self.gateway.gw:
+                self._peer_occupancy(where.gw, payload)
+
+    async def _command(self, name: str, payload: bytes) -> None:
+        try:
+            env = open_envelope(
+                payload,
+                public_key=self._key,
+                site=self.gateway.site,
+                topic=name,
+                max_bytes=64 * 2**10,
+            )
+        except BadMessage as exc:  # a command we cannot trust gets no result, only an event
+            self._event("bad_message", {"topic": name, "reason": exc.reason})
+            return
+        result = await self.commands.handle(env)
+        try:
+            await self.link.publish(
+                gw_topic(self.gateway.site, self.gateway.gw, "cmd/result"),
+                json.dumps(result).encode(),
+            )
+        except LinkError as exc:
+            log.warning("command %s: result not published: %s", result.get("id"), exc)
+
+    def _peer_checkin(self, checkin: dict[str, Any]) -> None:
+        self.gateway.take_peer_checkin(checkin)
+
+    def _peer_occupancy(self, gw: str, payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+            zones = body["zones"]
+            if not isinstance(zones, dict) or not all(
+                isinstance(n, int) and not isinstance(n, bool) for n in zones.values()
+            ):
+                raise ValueError("zones must map zone ids to integers")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._event("bad_message", {"topic": f"gw/{gw}/occupancy", "reason": str(exc)[:200]})
+            return
+        self.gateway.state.set_peer_occupancy(gw, zones)
+
+    def _time(self, central_now: datetime) -> None:
+        window = self.gateway.store.rules.pass_window_s if self.gateway.store.rules else 30
+        if not self.gateway.clock.confirm(central_now, datetime.now(UTC), window):
+            log.warning(
+                "the central system's time %s is more than %d s from ours: passes stay "
+                "refused until the clock is synced (NTP)",
+                central_now.isoformat(),
+                window,
+            )
+        self.gateway.state.clock_synced = self.gateway.clock.synced()
+
+    async def _bad_message(self, topic: str, reason: str) -> None:
+        self._event("bad_message", {"topic": topic, "reason": reason})
+
+    def _event(self, type_: str, detail: dict[str, Any]) -> None:
+        self.gateway.record_event(type_, None, detail)
