@@ -1,0 +1,356 @@
+"""HARDWARE.md, Readers / OSDP: libosdp's PD on a pty against the gateway's Control Panel.
+
+Secure Channel is always on: a card read arrives as an ``nfc`` credential with its
+format, grant/deny feedback reaches the reader's LED, a reader with the wrong key is
+reported and never read from, install mode gives a reader a new key, and nonsense card
+data never stops the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import stat
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+osdp = pytest.importorskip(
+    "osdp", reason="libosdp (the 'osdp' extra: pip install 'accessgw[osdp]') is not installed"
+)
+
+from drivers.osdp import BadCard, OsdpReader, decode_card  # noqa: E402
+from gateway.config import ReaderConfig  # noqa: E402
+from gateway.entitlements import parse_records, parse_rules  # noqa: E402
+from gateway.profiles import find_profile  # noqa: E402
+from gateway.state_dir import StateDir  # noqa: E402
+from gateway.store import EntitlementStore  # noqa: E402
+from simulators.osdp_pd import OsdpReaderSimulator, pack_bits, wiegand26_bits  # noqa: E402
+from simulators.pty import Pty  # noqa: E402
+from tests.readers.helpers import HealthLog, running  # noqa: E402
+from tests.support import sets  # noqa: E402
+
+ADDRESS = 1
+WITHIN = 15.0  # generous: SC setup takes ~1 s, CI machines are slow and shared
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateDir:
+    """A fresh state directory."""
+    return StateDir(tmp_path / "state").ensure()
+
+
+def store_key(state: StateDir, key: bytes, reader_id: str = "r1") -> None:
+    """Put a reader's SCBK where the driver keeps it (as an installer's backup restore)."""
+    path = state.osdp_scbk(reader_id)
+    path.write_text(key.hex() + "\n")
+    path.chmod(0o600)
+
+
+def make_reader(state: StateDir, port: str, health: HealthLog, **options: Any) -> OsdpReader:
+    """The driver as the daemon builds it, from the profile and a reader config."""
+    profile = find_profile("osdp-generic-v2")
+    config = ReaderConfig(
+        id="r1",
+        profile="osdp-generic-v2",
+        door="front",
+        port=port,
+        address=ADDRESS,
+        options={"baudrate": 115200, "online_timeout": 5.0, **options},
+    )
+    reader = profile.driver_module().create_reader(config, profile, state, health)
+    assert isinstance(reader, OsdpReader)
+    return reader
+
+
+@pytest.fixture
+def pd_factory() -> Iterator[Any]:
+    """Start libosdp PDs on ptys; all are stopped after the test."""
+    started: list[OsdpReaderSimulator] = []
+
+    def start(**kwargs: Any) -> OsdpReaderSimulator:
+        sim = OsdpReaderSimulator(address=ADDRESS, **kwargs).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+async def online(health: HealthLog) -> None:
+    """Wait until the reader is reported online (Secure Channel up)."""
+    report = await health.wait_for(lambda h: h.online, within=WITHIN)
+    assert report.online
+
+
+@pytest.fixture
+async def secure_pair(
+    state: StateDir, pd_factory: Any
+) -> AsyncIterator[tuple[OsdpReaderSimulator, OsdpReader, Any, HealthLog]]:
+    """A PD and the gateway's reader sharing one key, online with Secure Channel."""
+    key = secrets.token_bytes(16)
+    store_key(state, key)
+    sim = pd_factory(scbk=key)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health)
+    async with running(reader) as reads:
+        await online(health)
+        yield sim, reader, reads, health
+
+
+async def test_a_card_read_over_secure_channel_arrives_as_a_wiegand26_credential(
+    secure_pair: Any,
+) -> None:
+    sim, _, reads, _ = secure_pair
+    assert sim.sc_active
+    number = 123 * 65536 + 4567  # facility 123, card 4567
+    assert await asyncio.to_thread(sim.present_card, number)
+    read = await reads.next(WITHIN)
+    assert (read.reader, read.kind, read.value, read.format) == (
+        "r1",
+        "nfc",
+        str(number),
+        "wiegand26",
+    )
+    assert read.bits == wiegand26_bits(number)
+
+
+async def test_a_card_read_finds_the_member_whose_credential_has_that_number(
+    secure_pair: Any, tmp_path: Path
+) -> None:
+    sim, _, reads, _ = secure_pair
+    rules = parse_rules(sets.rules())
+    card = {"kind": "nfc", "uid": str((12 << 16) | 345), "format": "wiegand26"}
+    store = EntitlementStore.open(tmp_path / "store.sqlite", b"k" * 32)
+    try:
+        records = parse_records([sets.member(credentials=[card])], rules)
+        store.replace(1, rules, records, {}, datetime(2026, 11, 25, tzinfo=UTC))
+        assert await asyncio.to_thread(sim.present_card, (12 << 16) | 345)
+        read = await reads.next(WITHIN)
+        found = store.find(read.kind, read.value, read.format)
+    finally:
+        store.close()
+    assert found is not None and found.member == "M1"
+
+
+async def test_other_bit_lengths_keep_the_whole_number_as_raw(secure_pair: Any) -> None:
+    sim, _, reads, _ = secure_pair
+    assert await asyncio.to_thread(sim.present_card, 0x1234567890 & ((1 << 37) - 1), "raw37")
+    read = await reads.next(WITHIN)
+    assert read.format == "raw37" and read.value == str(0x1234567890 & ((1 << 37) - 1))
+    assert read.bits is not None and len(read.bits) == 37
+
+
+async def test_grant_turns_the_reader_led_green_and_deny_red(secure_pair: Any) -> None:
+    sim, reader, _, _ = secure_pair
+    await reader.feedback(True)
+    green = await asyncio.to_thread(sim.wait_for_led, osdp.CommandLEDColor.Green, WITHIN)
+    assert green is not None and green["temporary"] and green["timer_count"] == 20
+    await reader.feedback(False)
+    red = await asyncio.to_thread(sim.wait_for_led, osdp.CommandLEDColor.Red, WITHIN)
+    assert red is not None
+    assert len(sim.buzzes) >= 1
+
+
+async def test_a_reader_with_the_wrong_key_is_reported_and_never_read(
+    state: StateDir, pd_factory: Any
+) -> None:
+    store_key(state, secrets.token_bytes(16))
+    sim = pd_factory(scbk=secrets.token_bytes(16))
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health)
+    async with running(reader) as reads:
+        refused = await health.wait_for(lambda h: "secure channel" in h.reason, within=WITHIN)
+        assert not refused.online
+        assert refused.reason == (
+            f"reader at address {ADDRESS} on {sim.path} refuses the secure channel: "
+            "wrong SCBK? run install mode"
+        )
+        await asyncio.to_thread(sim.present_card, 4242)
+        assert await reads.none_within(1.5)
+    assert not any(h.online for h in health.changes)
+    assert not sim.sc_active
+
+
+async def test_the_key_is_never_in_a_health_report_or_the_log(
+    state: StateDir, pd_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = secrets.token_bytes(16)
+    store_key(state, key)
+    sim = pd_factory(scbk=secrets.token_bytes(16))
+    health = HealthLog()
+    async with running(make_reader(state, sim.path, health)):
+        await health.wait_for(lambda h: "secure channel" in h.reason, within=WITHIN)
+    said = " ".join(h.reason for h in health.changes) + caplog.text
+    assert key.hex() not in said.lower()
+
+
+async def test_install_mode_sets_a_new_key_and_then_secure_channel_works_with_it(
+    state: StateDir, pd_factory: Any
+) -> None:
+    sim = pd_factory(install_mode=True)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health, install_mode=True)
+    async with running(reader):
+        await online(health)
+    stored = state.osdp_scbk("r1")
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    key = bytes.fromhex(stored.read_text().strip())
+    assert sim.scbk == key  # the PD took the key the gateway kept
+    assert any("install mode" in h.reason for h in health.changes)
+
+    # the next start is an ordinary one: enforced Secure Channel with the stored key
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health)
+    async with running(reader) as reads:
+        await online(health)
+        await asyncio.to_thread(sim.present_card, 77)
+        assert (await reads.next(WITHIN)).value == "77"
+
+
+async def test_enroll_is_the_installers_explicit_install_mode(
+    state: StateDir, pd_factory: Any
+) -> None:
+    store_key(state, secrets.token_bytes(16))  # a replaced reader: the old key fails
+    sim = pd_factory(install_mode=True)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health)
+    async with running(reader):
+        await health.wait_for(lambda h: "secure channel" in h.reason, within=WITHIN)
+        assert await reader.enroll(within=WITHIN)
+        await online(health)
+    assert sim.scbk == bytes.fromhex(state.osdp_scbk("r1").read_text())
+
+
+async def test_without_a_key_or_install_mode_the_reader_is_reported_not_used(
+    state: StateDir, pd_factory: Any
+) -> None:
+    sim = pd_factory(install_mode=True)
+    health = HealthLog()
+    async with running(make_reader(state, sim.path, health)) as reads:
+        report = await health.wait_for(lambda h: "no Secure Channel key" in h.reason)
+        assert "install_mode = true" in report.reason
+        assert await reads.none_within(1.0)
+    assert sim.scbk is None and not state.osdp_scbk("r1").exists()
+
+
+async def test_a_reader_talking_in_clear_is_reported_and_its_reads_dropped(
+    state: StateDir, pd_factory: Any
+) -> None:
+    # install mode lets the panel fall back to clear text when the reader is not in install
+    # mode; the driver itself must still pass nothing on without Secure Channel
+    sim = pd_factory(scbk=secrets.token_bytes(16), enforce_secure=False)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health, install_mode=True)
+    async with running(reader) as reads:
+        report = await health.wait_for(lambda h: "did not take the default key" in h.reason)
+        assert not report.online
+        assert await asyncio.to_thread(sim.present_card, 555)
+        assert await reads.none_within(1.5)
+        assert reader.dropped == 1
+        await reader.feedback(True)
+    assert not sim.leds  # nothing is said to it in clear either
+    assert not state.osdp_scbk("r1").exists()
+
+
+async def test_a_silent_reader_is_reported_with_what_to_check(
+    state: StateDir, tmp_path: Path
+) -> None:
+    store_key(state, secrets.token_bytes(16))
+    line = Pty()  # a port with nothing on the bus
+    try:
+        health = HealthLog()
+        async with running(make_reader(state, line.path, health, online_timeout=0.5)):
+            report = await health.wait_for(lambda h: "no answer" in h.reason, within=WITHIN)
+    finally:
+        line.close()
+    assert "RS-485 wiring" in report.reason and f"address {ADDRESS}" in report.reason
+
+
+async def test_a_missing_port_is_reported_and_a_lost_one_too(
+    state: StateDir, tmp_path: Path, pd_factory: Any
+) -> None:
+    store_key(state, secrets.token_bytes(16))
+    health = HealthLog()
+    missing = str(tmp_path / "ttyUSB9")
+    async with running(make_reader(state, missing, health)):
+        report = await health.wait_for(lambda h: "not found" in h.reason, within=WITHIN)
+    assert report.reason.startswith(f"serial port {missing} not found: is the reader plugged in?")
+
+    key = secrets.token_bytes(16)
+    store_key(state, key)
+    sim = pd_factory(scbk=key)
+    health = HealthLog()
+    async with running(make_reader(state, sim.path, health)):
+        await online(health)
+        await asyncio.to_thread(sim.stop)  # unplugged
+        lost = await health.wait_for(lambda h: not h.online and h.reason != "", within=WITHIN)
+    assert sim.path in lost.reason
+
+
+async def test_nonsense_card_data_is_dropped_and_the_reader_keeps_working(
+    secure_pair: Any,
+) -> None:
+    sim, reader, reads, _ = secure_pair
+    good_bits = wiegand26_bits(1000)
+    bad_parity = good_bits[:-1] + ("0" if good_bits[-1] == "1" else "1")
+    for bits in (bad_parity, "1", "10110011"):  # a misread, then line noise
+        assert await asyncio.to_thread(sim.present_bits, bits)
+    # formats libosdp's PD itself refuses to send (deprecated ASCII, unknown codes)
+    await asyncio.to_thread(sim.present_raw, 24, b"\xff\x00\x01", osdp.CardFormat.ASCII)
+    await asyncio.to_thread(sim.present_raw, 4, b"\x01", 0x7F)
+    # what the binding hands the driver, also when it is not what we expect
+    session = reader._session
+    strange: list[dict[str, Any]] = [
+        {"event": osdp.Event.CardRead},
+        {"event": osdp.Event.CardRead, "length": "x", "data": b"1", "format": 0},
+        {"event": osdp.Event.CardRead, "length": 9000, "data": b"", "format": 0},
+        {"event": 99},
+        {},
+    ]
+    for event in strange:
+        reader._on_event(session.number, event)
+    assert await asyncio.to_thread(sim.present_card, 31337)
+    good = await reads.next(WITHIN)  # the first read let through is the good card
+    assert (good.value, good.format) == ("31337", "wiegand26")
+    assert reader.dropped == 3 + 3  # three over the wire, three card events handed over
+    assert reader.health.online
+
+
+def test_wiegand26_decoding_strips_parity_and_keeps_facility_and_card() -> None:
+    bits = wiegand26_bits((17 << 16) | 4660)
+    value, fmt, raw = decode_card(26, pack_bits(bits), osdp.CardFormat.Wiegand)
+    assert (value, fmt, raw) == (str((17 << 16) | 4660), "wiegand26", bits)
+
+
+@pytest.mark.parametrize(
+    ("length", "data", "fmt"),
+    [
+        (0, b"", osdp.CardFormat.Wiegand),
+        (4, b"\xf0", osdp.CardFormat.Wiegand),  # line noise, not a card
+        (26, b"\x00", osdp.CardFormat.Wiegand),  # says 26 bits, carries 8
+        (5000, b"\x00" * 700, osdp.CardFormat.Unspecified),
+        (26, pack_bits("1" * 26), osdp.CardFormat.Wiegand),  # wrong parity
+        (8, b"\xff", osdp.CardFormat.ASCII),
+        (8, b"\x07", osdp.CardFormat.ASCII),
+        (0, b"", osdp.CardFormat.ASCII),
+    ],
+)
+def test_malformed_card_data_is_a_clear_refusal(length: int, data: bytes, fmt: int) -> None:
+    with pytest.raises(BadCard):
+        decode_card(length, data, fmt)
+
+
+def test_the_profile_builds_an_osdp_reader_that_needs_a_port(tmp_path: Path) -> None:
+    profile = find_profile("osdp-generic-v2")
+    assert (profile.role, profile.driver) == ("reader", "osdp")
+    assert profile.settings["install_mode"] is False
+    config = ReaderConfig(id="r2", profile="osdp-generic-v2", door="front", port="/dev/ttyUSB0")
+    reader = profile.driver_module().create_reader(config, profile, StateDir(tmp_path), print)
+    assert isinstance(reader, OsdpReader)
+    assert reader.address == profile.settings["address"]
+    assert reader.settings.baudrate == profile.settings["baudrate"]
