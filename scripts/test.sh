@@ -2,7 +2,7 @@
 # Install what the tests need (Debian packages, a virtualenv) and run lint + the whole test suite.
 source "$(dirname "$0")/_setup.sh" \
   "python3-venv mosquitto mosquitto-clients libnfc-bin libnfc6 libfreefare-dev socat systemd" \
-  "dev,osdp,libnfc"
+  "dev,osdp,libnfc,gpio"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
