@@ -1,49 +1,49 @@
 """The entitlement store: site rules, members and tickets with a version (SQLite, WAL).
 
 Privacy: credential values (NFC UIDs, codes, ticket codes) are kept only as
-HMAC-SHA-256 with a per-gateway secret; the stored record JSON has them removed.
+HMAC-SHA-256 with a per-gateway secret; the stored record JSON has them removed, so a
+stolen SD card yields no clonable UID. Phone credentials (public keys) are kept.
 
-Memory: a million members must fit a 1 GB Raspberry Pi. The credential index is two
-sorted ``array('q')`` (64-bit hash prefixes and record rowids, 16 bytes a credential)
-plus a small overlay of changes since; a hit is confirmed against the full hashes kept
-with the record, so a prefix collision can never open a door for the wrong member.
-The base index is persisted as a blob, so start-up reads no million rows.
+Memory: records stay on disk and are decoded on demand; only the compact
+:class:`~gateway.credential_index.CredentialIndex` lives in memory. Its sorted base is
+persisted as a blob and every change since as a log written in the same transaction as
+the delta, so start-up reads no million rows.
 
-Atomicity: readers (the event loop) use one connection, the writer (possibly a worker
-thread) another. A write commits new rows beside the old ones, then swaps one Python
-reference (:class:`_View`), then removes the superseded rows. A reader sees the old set
-or the new one, never a mix.
+Atomicity: readers (the event loop) use one connection, the writer (usually a worker
+thread) another. Rows of the current set are never changed in place: a write adds new
+rows beside them, commits, swaps one Python reference (:class:`_View`), and only then
+deletes the superseded rows. A reader that finds a row gone after such a swap reads again
+through the new view, so it sees the old set or the new one, never a mix.
 """
 
 from __future__ import annotations
 
-import bisect
+import ctypes
+import dataclasses
 import hashlib
 import hmac
 import json
 import sqlite3
 import threading
-import time
+import uuid
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.entitlements import (
-    Member,
-    SiteRules,
-    Ticket,
-    credential_key,
-    parse_rules,
-)
-from gateway.errors import StoreError
+from gateway.credential_index import CredentialIndex, IndexBuilder
+from gateway.entitlements import Member, SiteRules, Ticket, credential_key, parse_rules
+from gateway.errors import InvalidSet, StoreError
 
 Record = Member | Ticket
+FORMAT = "2"  # of the persisted index; another one is rebuilt from the records at start
 HASH_SIZE = 32
 COMPACT_AFTER = 50_000  # overlay entries before the base index is rebuilt
-GRACE_S = 0.2  # readers finish within microseconds; superseded rows go after this
+COMMIT_EVERY = 50_000  # snapshot rows per transaction: keeps the WAL file small
+_BLOB_CHUNK = 1 << 20
+TICKET_CODE_PLACEHOLDER = "#hashed"  # a stored ticket's code: only its hash is kept
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,52 +70,17 @@ def prefix_of(digest: bytes) -> int:
 
 
 @dataclass(frozen=True)
-class _Index:
-    """Sorted base arrays plus the changes since (added rowids, removed (prefix, rowid))."""
-
-    prefixes: array[int] = field(default_factory=lambda: array("q"))
-    rowids: array[int] = field(default_factory=lambda: array("q"))
-    added: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    removed: frozenset[tuple[int, int]] = frozenset()
-
-    def candidates(self, prefix: int) -> list[int]:
-        """Rowids of records that may hold a credential with this prefix."""
-        lo = bisect.bisect_left(self.prefixes, prefix)
-        hi = bisect.bisect_right(self.prefixes, prefix, lo)
-        found = [r for r in self.rowids[lo:hi] if (prefix, r) not in self.removed]
-        return found + list(self.added.get(prefix, ()))
-
-    def changed(self, add: Iterable[tuple[int, int]], remove: Iterable[tuple[int, int]]) -> _Index:
-        """A new index with these changes (this one stays as it is for current readers)."""
-        added = dict(self.added)
-        removed = set(self.removed)
-        for prefix, rowid in remove:
-            if rowid in added.get(prefix, ()):
-                added[prefix] = tuple(r for r in added[prefix] if r != rowid)
-            else:
-                removed.add((prefix, rowid))
-        for prefix, rowid in add:
-            added[prefix] = (*added.get(prefix, ()), rowid)
-        return _Index(self.prefixes, self.rowids, added, frozenset(removed))
-
-    @property
-    def overlay_size(self) -> int:
-        return sum(len(v) for v in self.added.values()) + len(self.removed)
-
-
-@dataclass(frozen=True)
 class _View:
     """Everything a reader needs, swapped as one reference."""
 
     gen: int = 0
     version: int | None = None
     rules: SiteRules | None = None
-    checkins_upto: dict[str, int] = field(default_factory=dict)
+    checkins_upto: Mapping[str, int] = field(default_factory=dict)
     updated_at: datetime | None = None
     count: int = 0
-    index: _Index = field(default_factory=_Index)
+    index: CredentialIndex = field(default_factory=CredentialIndex)
     max_rowid: int = 0
-    dead: frozenset[int] = frozenset()
 
 
 class EntitlementStore:
@@ -131,6 +96,7 @@ class EntitlementStore:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._view = _View()
+        self._closed = False
 
     # --- opening ------------------------------------------------------------------------
 
@@ -139,81 +105,116 @@ class EntitlementStore:
         """Open (or create) the store at ``path`` (``":memory:"`` for a throw-away one)."""
         name = str(path)
         try:
-            if name == ":memory:":
-                uri = f"file:accessgw-{id(object())}-{time.monotonic_ns()}?mode=memory&cache=shared"
-                writer = sqlite3.connect(
-                    uri, uri=True, check_same_thread=False, isolation_level=None
-                )
-                reader = sqlite3.connect(
-                    uri, uri=True, check_same_thread=False, isolation_level=None
-                )
-                reader.execute("PRAGMA read_uncommitted=0")
-            else:
-                writer = sqlite3.connect(name, check_same_thread=False, isolation_level=None)
-                writer.execute("PRAGMA journal_mode=WAL")
-                writer.execute("PRAGMA synchronous=FULL")
-                reader = sqlite3.connect(name, check_same_thread=False, isolation_level=None)
+            reader, writer = _connect(name)
+        except sqlite3.Error as exc:
+            raise _open_error(name, exc) from exc
+        store = cls(name, hmac_key, reader, writer)
+        try:
             writer.executescript(_SCHEMA)
-            store = cls(name, hmac_key, reader, writer)
             store._view = store._load()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"entitlement store at {name} is damaged ({exc}): delete it; the "
-                "gateway will fetch a fresh snapshot from the central system"
-            ) from exc
+        except (sqlite3.Error, ValueError, KeyError, TypeError, InvalidSet) as exc:
+            store.close()
+            raise _open_error(name, exc) from exc
         return store
 
-    def _meta(self) -> dict[str, str]:
-        return dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
-
     def _load(self) -> _View:
-        meta = self._meta()
+        meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
         if "gen" not in meta:
             return _View()
         gen = int(meta["gen"])
-        row = self._writer.execute(
-            "SELECT prefixes, rowids FROM index_blob WHERE gen = ?", (gen,)
-        ).fetchone()
-        index = _Index()
-        if row is not None:
-            prefixes, rowids = array("q"), array("q")
-            prefixes.frombytes(row[0])
-            rowids.frombytes(row[1])
-            index = _Index(prefixes, rowids)
-        else:
-            index = self._build_index(gen)
-        log = self._writer.execute(
-            "SELECT prefix, rowid, added FROM index_log WHERE gen = ? ORDER BY n", (gen,)
-        )
-        for prefix, rowid, added in log:
-            index = index.changed(
-                [(prefix, rowid)] if added else [], [] if added else [(prefix, rowid)]
-            )
-        (count, max_rowid) = self._writer.execute(
-            "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM records WHERE gen = ?", (gen,)
-        ).fetchone()
+        # leftovers of a snapshot cut short, or of a swap the process did not finish
+        # (two ranges, not !=, so that SQLite uses the (gen, rid) index)
+        self._writer.execute("DELETE FROM records WHERE gen < ?", (gen,))
+        self._writer.execute("DELETE FROM records WHERE gen > ?", (gen,))
+        index = self._load_index(gen, meta.get("format"))
+        count = meta.get("count")
+        if count is None:
+            count = self._writer.execute(
+                "SELECT COUNT(*) FROM records WHERE gen = ?", (gen,)
+            ).fetchone()[0]
         return _View(
             gen=gen,
             version=int(meta["version"]),
             rules=parse_rules(json.loads(meta["rules"])),
-            checkins_upto=json.loads(meta["checkins_upto"]),
+            checkins_upto=dict(json.loads(meta["checkins_upto"])),
             updated_at=datetime.fromisoformat(meta["updated_at"]),
             count=int(count),
             index=index,
-            max_rowid=int(max_rowid),
+            max_rowid=self._last_rowid(),
         )
 
-    def _build_index(self, gen: int) -> _Index:
-        """Rebuild the base index from the records (first start, or after compaction)."""
-        pairs: list[int] = []
+    def _load_index(self, gen: int, fmt: str | None) -> CredentialIndex:
+        """The base blob plus the logged overlay; rebuilt from the records if missing."""
+        w = self._writer
+        row = w.execute("SELECT 1 FROM index_blob WHERE gen = ?", (gen,)).fetchone()
+        if fmt == FORMAT and row is not None:
+            log = w.execute(
+                "SELECT prefix, rowid, added FROM index_log WHERE gen = ? ORDER BY n", (gen,)
+            )
+            index = self._read_base(gen).replayed((p, r, bool(a)) for p, r, a in log)
+            if index.dead:  # rows a delta superseded, if the process stopped before deleting
+                _in_transaction(w, "DELETE FROM records WHERE rowid = ?", index.dead)
+            return index
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            index = self._rebuild(gen)
+            self._save_index(gen, index)
+            w.execute("COMMIT")
+        except BaseException:
+            _rollback(w)
+            raise
+        return index
+
+    def _rebuild(self, gen: int) -> CredentialIndex:
+        """The base index built from the stored records of generation ``gen``."""
+        builder = IndexBuilder()
         rows = self._writer.execute("SELECT rowid, hashes FROM records WHERE gen = ?", (gen,))
         for rowid, hashes in rows:
-            for i in range(0, len(hashes), HASH_SIZE):
-                pairs.append(((prefix_of(hashes[i : i + HASH_SIZE]) + 2**63) << 64) | rowid)
-        pairs.sort()
-        prefixes = array("q", ((p >> 64) - 2**63 for p in pairs))
-        rowids = array("q", (p & 0xFFFF_FFFF_FFFF_FFFF for p in pairs))
-        return _Index(prefixes, rowids)
+            for digest in _split(hashes):
+                builder.add(prefix_of(digest), rowid)
+        return IndexBuilder.index(builder.runs())
+
+    def _save_index(self, gen: int, index: CredentialIndex) -> None:
+        """Persist ``index`` as the base (inside the caller's transaction); clear the log.
+
+        Written in chunks through incremental blob I/O, so that a 48 MB index is not copied
+        twice more in memory on its way to disk.
+        """
+        w = self._writer
+        w.execute("DELETE FROM index_blob")
+        w.execute("DELETE FROM index_log")
+        size = len(index.prefixes) * index.prefixes.itemsize
+        w.execute(
+            "INSERT INTO index_blob (gen, prefixes, rowids) VALUES (?, zeroblob(?), zeroblob(?))",
+            (gen, size, size),
+        )
+        for column, values in (("prefixes", index.prefixes), ("rowids", index.rowids)):
+            data = memoryview(values).cast("B")
+            with w.blobopen("index_blob", column, gen) as blob:
+                for start in range(0, len(data), _BLOB_CHUNK):
+                    blob.write(data[start : start + _BLOB_CHUNK])
+        self._set_meta("format", FORMAT)
+
+    def _read_base(self, gen: int) -> CredentialIndex:
+        """The persisted base index of ``gen``, read in chunks straight into arrays."""
+        columns = []
+        for column in ("prefixes", "rowids"):
+            values = array("q")
+            with self._writer.blobopen("index_blob", column, gen, readonly=True) as blob:
+                while chunk := blob.read(_BLOB_CHUNK):
+                    values.frombytes(chunk)
+            columns.append(values)
+        if len(columns[0]) != len(columns[1]):
+            raise ValueError("the persisted credential index is inconsistent")
+        return CredentialIndex(columns[0], columns[1])
+
+    def _last_rowid(self) -> int:
+        """The highest rowid ever used (deleted ones included: rowids are never reused)."""
+        row = self._writer.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0), "
+            "COALESCE((SELECT MAX(rowid) FROM records), 0))"
+        ).fetchone()
+        return int(row[0])
 
     # --- reading ------------------------------------------------------------------------
 
@@ -247,20 +248,23 @@ class EntitlementStore:
         return hmac.new(self._key, key.encode("utf-8"), hashlib.sha256).digest()
 
     def find(self, kind: str, value: str, fmt: str | None = None) -> Record | None:
-        """The member or ticket a card/code belongs to, or None."""
+        """The member or ticket a card (``nfc``) or code (``code``) belongs to, or None."""
         key = credential_key(kind, value, fmt)
         if key is None:
             return None
         digest = self.hash(key)
-        view = self._view
-        for rowid in view.index.candidates(prefix_of(digest)):
-            row = self._row(
-                "SELECT hashes, kind, body FROM records WHERE rowid = ? AND gen = ?",
-                (rowid, view.gen),
-            )
-            if row is not None and rowid not in view.dead and _holds(row[0], digest):
-                return _decode(row[1], row[2])
-        return None
+        prefix = prefix_of(digest)
+        while True:
+            view = self._view
+            missing = False
+            for rowid in view.index.candidates(prefix):
+                row = self._read("SELECT hashes, kind, body FROM records WHERE rowid = ?", rowid)
+                if not row:
+                    missing = True  # superseded after a swap: read again through the new view
+                elif _holds(row[0][0], digest):
+                    return _decode(row[0][1], row[0][2])
+            if not missing or self._view is view:
+                return None
 
     def member(self, member_id: str) -> Member | None:
         """A member by id."""
@@ -273,24 +277,29 @@ class EntitlementStore:
         return record if isinstance(record, Ticket) else None
 
     def _by_id(self, rid: str) -> Record | None:
-        view = self._view
-        rows = self._rows(
-            "SELECT rowid, kind, body FROM records WHERE gen = ? AND rid = ? AND rowid <= ? "
-            "ORDER BY rowid DESC",
-            (view.gen, rid, view.max_rowid),
-        )
-        for rowid, kind, body in rows:
-            if rowid not in view.dead:
-                return _decode(kind, body)
-        return None
+        while True:
+            view = self._view
+            rows = self._read(
+                "SELECT rowid, kind, body FROM records WHERE gen = ? AND rid = ? AND rowid <= ? "
+                "ORDER BY rowid DESC",
+                view.gen,
+                rid,
+                view.max_rowid,
+            )
+            for rowid, kind, body in rows:
+                if rowid not in view.index.dead:
+                    return _decode(kind, body)
+            if self._view is view:
+                return None
 
-    def _row(self, sql: str, args: tuple[Any, ...]) -> Any:
-        with self._read_lock:
-            return self._reader.execute(sql, args).fetchone()
-
-    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        with self._read_lock:
-            return self._reader.execute(sql, args).fetchall()
+    def _read(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            with self._read_lock:
+                return self._reader.execute(sql, args).fetchall()
+        except sqlite3.ProgrammingError as exc:
+            raise StoreError(f"entitlement store at {self._path} is closed ({exc})") from exc
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self._path, exc) from exc
 
     # --- writing ------------------------------------------------------------------------
 
@@ -302,98 +311,127 @@ class EntitlementStore:
         checkins_upto: dict[str, int],
         at: datetime,
     ) -> list[str]:
-        """Replace the whole set (a snapshot), atomically for readers; durable on return."""
+        """Replace the whole set (a snapshot), atomically for readers; durable on return.
+
+        Returns a note for each credential that two records were given (the later keeps it).
+        """
         with self._write_lock:
             old = self._view
             gen = old.gen + 1
-            notes: list[str] = []
-            w = self._writer
             try:
-                w.execute("BEGIN IMMEDIATE")
-                w.execute("DELETE FROM records WHERE gen = ?", (gen,))  # a crashed attempt
-                pairs: list[int] = []
-                for batch in _batches(records, 2000):
-                    rows = [self._stored(r) for r in batch]
-                    cur = self._last_rowid()
-                    w.executemany(
-                        "INSERT INTO records (rowid, gen, rid, kind, hashes, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        [
-                            (cur + i + 1, gen, rid, kind, hashes, body)
-                            for i, (rid, kind, hashes, body) in enumerate(rows)
-                        ],
-                    )
-                    for i, (_, _, hashes, _) in enumerate(rows):
-                        for j in range(0, len(hashes), HASH_SIZE):
-                            prefix = prefix_of(hashes[j : j + HASH_SIZE])
-                            pairs.append(((prefix + 2**63) << 64) | (cur + i + 1))
-                pairs.sort()
-                index, notes = self._dedupe(gen, pairs)
-                w.execute("DELETE FROM index_blob")
-                w.execute("DELETE FROM index_log")
-                w.execute(
-                    "INSERT INTO index_blob (gen, prefixes, rowids) VALUES (?, ?, ?)",
-                    (gen, index.prefixes.tobytes(), index.rowids.tobytes()),
+                count, last, index, notes = self._write_generation(
+                    gen, version, rules, records, checkins_upto, at
                 )
-                self._write_meta(gen, version, rules, checkins_upto, at)
-                count, max_rowid = w.execute(
-                    "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM records WHERE gen = ?", (gen,)
-                ).fetchone()
-                w.execute("COMMIT")
-            except BaseException:
-                _rollback(w)
+            except BaseException as exc:
+                _rollback(self._writer)
+                self._discard(gen)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._write_error(exc) from exc
                 raise
-            self._view = _View(
-                gen, version, rules, dict(checkins_upto), at, int(count), index, int(max_rowid)
-            )
-            self._after_swap("DELETE FROM records WHERE gen < ?", [(gen,)])
+            self._view = _View(gen, version, rules, dict(checkins_upto), at, count, index, last)
+            self._quietly("DELETE FROM records WHERE gen < ?", [(gen,)])
+            _release_freed_memory()
             return notes
 
-    def _last_rowid(self) -> int:
-        """The highest rowid ever used (deleted ones included: rowids are never reused)."""
-        row = self._writer.execute(
-            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0), "
-            "COALESCE((SELECT MAX(rowid) FROM records), 0))"
-        ).fetchone()
-        return int(row[0])
+    def _write_generation(
+        self,
+        gen: int,
+        version: int,
+        rules: SiteRules,
+        records: Iterable[Record],
+        checkins_upto: dict[str, int],
+        at: datetime,
+    ) -> tuple[int, int, CredentialIndex, list[str]]:
+        """Write the rows of ``gen`` beside the current ones; the last commit switches over.
 
-    def _dedupe(self, gen: int, pairs: list[int]) -> tuple[_Index, list[str]]:
-        """Split sorted pairs into arrays; a credential given twice stays with the later record."""
-        prefixes, rowids = array("q"), array("q")
+        Rows are committed in batches (readers never look at ``gen`` before the switch, and
+        a start-up after a crash deletes them), so the WAL file stays small.
+        """
+        w = self._writer
+        w.execute("DELETE FROM records WHERE gen >= ?", (gen,))
+        w.execute("BEGIN IMMEDIATE")
+        builder = IndexBuilder()
+        rowid = self._last_rowid()
+        inserted = uncommitted = 0
+        for batch in _batches(records, 2000):
+            rows = []
+            for record in batch:
+                rowid += 1
+                rid, kind, hashes, body = self._stored(record)
+                rows.append((rowid, gen, rid, kind, hashes, body))
+                for digest in _split(hashes):
+                    builder.add(prefix_of(digest), rowid)
+            w.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+            inserted += len(rows)
+            uncommitted += len(rows)
+            if uncommitted >= COMMIT_EVERY:
+                w.execute("COMMIT")
+                w.execute("BEGIN IMMEDIATE")
+                uncommitted = 0
+        superseded = self._drop_repeated_ids(gen)
         notes: list[str] = []
-        last_prefix: int | None = None
-        for pair in pairs:
-            prefix, rowid = (pair >> 64) - 2**63, pair & 0xFFFF_FFFF_FFFF_FFFF
-            if prefix == last_prefix:
-                moved = self._settle_duplicate(gen, prefix, rowids[-1], rowid)
-                if moved is not None:
-                    notes.append(moved)
-                    rowids[-1] = rowid  # the later record keeps it
-                    continue
-            prefixes.append(prefix)
-            rowids.append(rowid)
-            last_prefix = prefix
-        return _Index(prefixes, rowids), notes
+        index = IndexBuilder.index(self._settled(builder.runs(), superseded, notes))
+        count = inserted - len(superseded)
+        self._save_index(gen, index)
+        self._write_meta(gen=gen, version=version, rules=rules, upto=checkins_upto, at=at)
+        self._set_meta("count", str(count))
+        w.execute("COMMIT")
+        return count, rowid, index, notes
 
-    def _settle_duplicate(self, gen: int, prefix: int, earlier: int, later: int) -> str | None:
-        """Two records share a prefix: the same credential (moved, noted) or a collision."""
-        rows = dict(
-            self._writer.execute(
-                "SELECT rowid, hashes FROM records WHERE rowid IN (?, ?)", (earlier, later)
-            ).fetchall()
-        )
-        shared = set(_hashes(rows[earlier])) & set(_hashes(rows[later]))
-        shared = {h for h in shared if prefix_of(h) == prefix}
-        if not shared:
-            return None  # a prefix collision: both keep their own credential
-        kept = b"".join(h for h in _hashes(rows[earlier]) if h not in shared)
-        self._writer.execute("UPDATE records SET hashes = ? WHERE rowid = ?", (kept, earlier))
-        ids = dict(
-            self._writer.execute(
-                "SELECT rowid, rid FROM records WHERE rowid IN (?, ?)", (earlier, later)
-            ).fetchall()
-        )
-        return f"a credential of {ids[earlier]} was also given to {ids[later]}; {ids[later]} has it"
+    def _drop_repeated_ids(self, gen: int) -> set[int]:
+        """A set that lists an id twice keeps the later record; returns the dropped rowids."""
+        repeated = self._writer.execute(
+            "SELECT rid, MAX(rowid) FROM records WHERE gen = ? GROUP BY rid HAVING COUNT(*) > 1",
+            (gen,),
+        ).fetchall()
+        dropped: set[int] = set()
+        for rid, keep in repeated:
+            rows = self._writer.execute(
+                "SELECT rowid FROM records WHERE gen = ? AND rid = ? AND rowid != ?",
+                (gen, rid, keep),
+            )
+            dropped.update(r for (r,) in rows)
+        _many(self._writer, "DELETE FROM records WHERE rowid = ?", dropped)
+        return dropped
+
+    def _settled(
+        self, runs: Iterable[tuple[int, list[int]]], dropped: set[int], notes: list[str]
+    ) -> Iterator[tuple[int, list[int]]]:
+        """Sorted index runs with each credential left only with the last record given it."""
+        for prefix, rowids in runs:
+            live = [r for r in rowids if r not in dropped] if dropped else rowids
+            if len(live) > 1:
+                live = self._share_out(prefix, live, notes)
+            if live:
+                yield prefix, live
+
+    def _share_out(self, prefix: int, rowids: list[int], notes: list[str]) -> list[int]:
+        """Rows whose credentials share a prefix: the same credential, or a collision.
+
+        Of the rows holding the same full hash, the last one (in set order) keeps it; the
+        others lose it and a note says so. Different hashes (a collision) all stay.
+        """
+        rows: dict[int, tuple[str, bytes]] = {}
+        for rowid in sorted(set(rowids)):
+            found = self._writer.execute(
+                "SELECT rid, hashes FROM records WHERE rowid = ?", (rowid,)
+            ).fetchone()
+            rows[rowid] = (found[0], found[1])
+        holder: dict[bytes, int] = {}
+        for rowid in rows:  # in set order
+            for digest in _split(rows[rowid][1]):
+                if prefix_of(digest) != prefix:
+                    continue
+                earlier = holder.get(digest)
+                if earlier is not None and earlier != rowid:
+                    rid, hashes = rows[earlier]
+                    rows[earlier] = (rid, _without(hashes, digest))
+                    self._writer.execute(
+                        "UPDATE records SET hashes = ? WHERE rowid = ?", (rows[earlier][1], earlier)
+                    )  # a row of the new generation: no reader sees it yet
+                    notes.append(_moved(rid, rows[rowid][0]))
+                holder[digest] = rowid
+        return sorted(set(holder.values()))
 
     def apply_delta(
         self,
@@ -405,102 +443,122 @@ class EntitlementStore:
         checkins_upto: dict[str, int] | None,
         at: datetime,
     ) -> list[str]:
-        """Apply a delta on top of version ``base``, atomically for readers; durable on return."""
+        """Apply a delta on top of version ``base``, atomically for readers; durable on return.
+
+        Raises :class:`StoreError` (and changes nothing) when ``base`` is not the store's
+        version. Returns a note for each credential that moved to another record.
+        """
         with self._write_lock:
             old = self._view
             if old.version is None or base != old.version:
+                have = "no set yet" if old.version is None else f"version {old.version}"
                 raise StoreError(
-                    f"delta {version} is based on version {base}, but the store "
-                    f"has {old.version}: ask the central system to sync"
+                    f"delta {version} is based on version {base}, but the store has {have}: "
+                    "it was not applied; ask the central system to sync"
                 )
-            w = self._writer
-            notes: list[str] = []
-            add: list[tuple[int, int]] = []
-            remove: list[tuple[int, int]] = []
-            dead: set[int] = set()
             try:
-                w.execute("BEGIN IMMEDIATE")
-                for rid in [*delete, *(r.id for r in upsert)]:
-                    for rowid, hashes in self._live_rows(rid, old, dead):
-                        dead.add(rowid)
-                        remove.extend((prefix_of(h), rowid) for h in _hashes(hashes))
-                for record in upsert:
-                    rid, kind, hashes, body = self._stored(record)
-                    hashes = self._take_credentials(record, hashes, old, dead, remove, notes)
-                    cur = w.execute(
-                        "INSERT INTO records (gen, rid, kind, hashes, body) VALUES (?, ?, ?, ?, ?)",
-                        (old.gen, rid, kind, hashes, body),
-                    )
-                    rowid = int(cur.lastrowid or 0)
-                    add.extend((prefix_of(h), rowid) for h in _hashes(hashes))
-                w.executemany(
-                    "INSERT INTO index_log (gen, prefix, rowid, added) VALUES (?,?,?,0)",
-                    [(old.gen, p, r) for p, r in remove],
-                )
-                w.executemany(
-                    "INSERT INTO index_log (gen, prefix, rowid, added) VALUES (?,?,?,1)",
-                    [(old.gen, p, r) for p, r in add],
-                )
-                new_rules = rules or old.rules
-                assert new_rules is not None
-                upto = checkins_upto if checkins_upto is not None else old.checkins_upto
-                self._write_meta(old.gen, version, new_rules, upto, at)
-                max_rowid = w.execute("SELECT COALESCE(MAX(rowid), 0) FROM records").fetchone()[0]
-                w.execute("COMMIT")
-            except BaseException:
-                _rollback(w)
+                self._writer.execute("BEGIN IMMEDIATE")
+                new = self._write_delta(old, version, upsert, delete, rules, checkins_upto, at)
+                self._writer.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(self._writer)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._write_error(exc) from exc
                 raise
-            index = old.index.changed(add, remove)
-            count = old.count - len(dead) + len(upsert)
-            self._view = _View(
-                old.gen,
-                version,
-                new_rules,
-                dict(upto),
-                at,
-                count,
-                index,
-                int(max_rowid),
-                frozenset(old.dead | dead),
-            )
-            self._after_swap("DELETE FROM records WHERE rowid = ?", [(r,) for r in dead])
-            if index.overlay_size > COMPACT_AFTER:
+            view, notes = new
+            self._view = view
+            superseded = view.index.dead - old.index.dead
+            self._quietly("DELETE FROM records WHERE rowid = ?", [(r,) for r in superseded])
+            if view.index.overlay_size > COMPACT_AFTER:
                 self._compact()
             return notes
 
-    def _live_rows(self, rid: str, view: _View, dead: set[int]) -> list[tuple[int, bytes]]:
-        rows = self._writer.execute(
-            "SELECT rowid, hashes FROM records WHERE gen = ? AND rid = ?", (view.gen, rid)
-        ).fetchall()
-        return [(r, h) for r, h in rows if r not in view.dead and r not in dead]
-
-    def _take_credentials(
+    def _write_delta(
         self,
-        record: Record,
-        hashes: bytes,
-        view: _View,
-        dead: set[int],
-        remove: list[tuple[int, int]],
-        notes: list[str],
-    ) -> bytes:
-        """A credential that another record holds moves to ``record`` (the later one wins)."""
-        for digest in _hashes(hashes):
-            prefix = prefix_of(digest)
-            for rowid in view.index.candidates(prefix):
-                if rowid in dead or rowid in view.dead:
-                    continue
-                row = self._writer.execute(
-                    "SELECT rid, hashes FROM records WHERE rowid = ?", (rowid,)
-                ).fetchone()
-                if row is None or not _holds(row[1], digest):
-                    continue
-                kept = b"".join(h for h in _hashes(row[1]) if h != digest)
-                self._writer.execute("UPDATE records SET hashes = ? WHERE rowid = ?", (kept, rowid))
-                remove.append((prefix, rowid))
-                notes.append(
-                    f"a credential of {row[0]} was also given to {record.id}; {record.id} has it"
-                )
-        return hashes
+        old: _View,
+        version: int,
+        upsert: Sequence[Record],
+        delete: Sequence[str],
+        rules: SiteRules | None,
+        checkins_upto: dict[str, int] | None,
+        at: datetime,
+    ) -> tuple[_View, list[str]]:
+        """Write the delta's rows and log inside the caller's transaction; the new view."""
+        position = {r.id: i for i, r in enumerate(upsert)}
+        final = [r for i, r in enumerate(upsert) if position[r.id] == i]  # an id twice: the later
+        kill: set[int] = set()
+        for rid in {*delete, *(r.id for r in final)}:
+            kill.update(self._live_rowids(old, rid))
+        removed = len(kill)
+        rows, notes = self._moves(old, final, kill)
+        add: list[tuple[int, int]] = []
+        last = old.max_rowid
+        for rid, kind, hashes, body in rows:
+            cur = self._writer.execute(
+                "INSERT INTO records (gen, rid, kind, hashes, body) VALUES (?, ?, ?, ?, ?)",
+                (old.gen, rid, kind, hashes, body),
+            )
+            last = int(cur.lastrowid or 0)
+            add.extend((prefix_of(d), last) for d in _split(hashes))
+        self._writer.executemany(
+            "INSERT INTO index_log (gen, prefix, rowid, added) VALUES (?, ?, ?, ?)",
+            [(old.gen, 0, r, 0) for r in sorted(kill)] + [(old.gen, p, r, 1) for p, r in add],
+        )
+        new_rules = rules or old.rules
+        upto = dict(checkins_upto if checkins_upto is not None else old.checkins_upto)
+        count = old.count - removed + len(final)
+        assert new_rules is not None
+        self._write_meta(gen=old.gen, version=version, rules=new_rules, upto=upto, at=at)
+        self._set_meta("count", str(count))
+        index = old.index.changed(add, kill)
+        return _View(old.gen, version, new_rules, upto, at, count, index, last), notes
+
+    def _moves(
+        self, old: _View, final: list[Record], kill: set[int]
+    ) -> tuple[list[tuple[str, str, bytes, str]], list[str]]:
+        """The rows to insert: the delta's records, and copies of records that lost a credential.
+
+        A credential already held by another record (or by an earlier record of this delta)
+        moves to the later one: the holder is written again without it (``kill`` gets its
+        old row), so the current view's rows never change under a reader.
+        """
+        notes: list[str] = []
+        rows: list[list[Any]] = []  # [rid, kind, hashes, body], changed as credentials move
+        copies: list[list[Any]] = []
+        taken: dict[bytes, list[Any]] = {}  # credential hash -> the row to be written with it
+        for record in final:
+            row: list[Any] = list(self._stored(record))
+            for digest in _split(row[2]):
+                holder = taken.get(digest)
+                if holder is None and (holder := self._holder(old, digest, kill)) is not None:
+                    copies.append(holder)
+                    for other in _split(holder[2]):
+                        taken.setdefault(other, holder)
+                if holder is not None:
+                    holder[2] = _without(holder[2], digest)
+                    notes.append(_moved(holder[0], row[0]))
+                taken[digest] = row
+            rows.append(row)
+        return [(r[0], r[1], r[2], r[3]) for r in rows + copies], notes
+
+    def _holder(self, old: _View, digest: bytes, kill: set[int]) -> list[Any] | None:
+        """A copy of the live row of the current set holding ``digest`` (its row dies)."""
+        for rowid in old.index.candidates(prefix_of(digest)):
+            if rowid in kill:
+                continue  # deleted or replaced by this delta, or already copied
+            row = self._writer.execute(
+                "SELECT rid, kind, hashes, body FROM records WHERE rowid = ?", (rowid,)
+            ).fetchone()
+            if row is not None and _holds(row[2], digest):
+                kill.add(rowid)
+                return list(row)
+        return None
+
+    def _live_rowids(self, view: _View, rid: str) -> list[int]:
+        rows = self._writer.execute(
+            "SELECT rowid FROM records WHERE gen = ? AND rid = ?", (view.gen, rid)
+        )
+        return [r for (r,) in rows if r not in view.index.dead]
 
     def touch(self, at: datetime) -> None:
         """The central system confirmed the current version (a ``time`` envelope)."""
@@ -508,24 +566,14 @@ class EntitlementStore:
             old = self._view
             if old.version is None:
                 return
-            self._writer.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                ("updated_at", at.isoformat()),
-            )
-            self._view = _View(
-                old.gen,
-                old.version,
-                old.rules,
-                old.checkins_upto,
-                at,
-                old.count,
-                old.index,
-                old.max_rowid,
-                old.dead,
-            )
+            try:
+                self._set_meta("updated_at", at.isoformat())
+            except sqlite3.Error as exc:
+                raise self._write_error(exc) from exc
+            self._view = dataclasses.replace(old, updated_at=at)
 
     def _write_meta(
-        self, gen: int, version: int, rules: SiteRules, checkins_upto: dict[str, int], at: datetime
+        self, *, gen: int, version: int, rules: SiteRules, upto: Mapping[str, int], at: datetime
     ) -> None:
         self._writer.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -533,71 +581,149 @@ class EntitlementStore:
                 ("gen", str(gen)),
                 ("version", str(version)),
                 ("rules", rules.model_dump_json(by_alias=True)),
-                ("checkins_upto", json.dumps(checkins_upto)),
+                ("checkins_upto", json.dumps(dict(upto))),
                 ("updated_at", at.isoformat()),
             ],
         )
 
-    def _after_swap(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Remove superseded rows once readers of the old view are done with them."""
-        time.sleep(GRACE_S)
-        self._writer.executemany(sql, rows)
+    def _set_meta(self, key: str, value: str) -> None:
+        self._writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def _compact(self) -> None:
-        """Fold the overlay into a new base index blob."""
+        """Fold the overlay into a new base index (built and saved while readers go on)."""
         view = self._view
-        index = self._build_index(view.gen)
         w = self._writer
-        w.execute("BEGIN IMMEDIATE")
-        w.execute("DELETE FROM index_blob")
-        w.execute("DELETE FROM index_log")
-        w.execute(
-            "INSERT INTO index_blob (gen, prefixes, rowids) VALUES (?, ?, ?)",
-            (view.gen, index.prefixes.tobytes(), index.rowids.tobytes()),
-        )
-        w.execute("COMMIT")
-        self._view = _View(
-            view.gen,
-            view.version,
-            view.rules,
-            view.checkins_upto,
-            view.updated_at,
-            view.count,
-            index,
-            view.max_rowid,
-            frozenset(),
+        try:
+            w.execute("BEGIN IMMEDIATE")
+            _many(w, "DELETE FROM records WHERE rowid = ?", view.index.dead)
+            index = self._rebuild(view.gen)
+            self._save_index(view.gen, index)
+            w.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(w)
+            return  # the overlay stays valid; compaction is tried again after the next delta
+        self._view = dataclasses.replace(view, index=index)
+
+    def _discard(self, gen: int) -> None:
+        """Remove the rows of a snapshot that failed part-way (some batches were committed)."""
+        self._quietly("DELETE FROM records WHERE gen >= ?", [(gen,)])
+
+    def _quietly(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Clean-up after a swap: if it fails, the next start-up removes the rows."""
+        try:
+            _in_transaction(self._writer, sql, [r[0] for r in rows])
+        except sqlite3.Error:
+            _rollback(self._writer)
+
+    def _write_error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"entitlement store at {self._path} could not be written ({exc}); nothing was "
+            "applied: is the disk full or failing? The update will be asked for again"
         )
 
     def _stored(self, record: Record) -> tuple[str, str, bytes, str]:
         """(id, kind, credential hashes, JSON without card/code values) of a record."""
-        hashes = b"".join(self.hash(k) for k in record.credential_keys())
+        hashes = b"".join(dict.fromkeys(self.hash(k) for k in record.credential_keys()))
         data = record.model_dump(mode="json", by_alias=True)
         if isinstance(record, Member):
             data["credentials"] = [c for c in data["credentials"] if c["kind"] == "phone"]
             return record.member, "member", hashes, json.dumps(data, separators=(",", ":"))
-        data["code"] = "#"  # only its hash is kept
+        data["code"] = TICKET_CODE_PLACEHOLDER
         return record.ticket, "ticket", hashes, json.dumps(data, separators=(",", ":"))
 
     def close(self) -> None:
-        """Close both connections."""
-        with self._write_lock:
+        """Close both connections (a second call does nothing)."""
+        with self._write_lock, self._read_lock:
+            if self._closed:
+                return
+            self._closed = True
             self._reader.close()
             self._writer.close()
 
 
-def _hashes(blob: bytes) -> list[bytes]:
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _connect(name: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """(reader, writer) connections to the store."""
+    if name == ":memory:":
+        # two connections need a shared-cache database; reading uncommitted rows is safe
+        # here because readers only look at rows of their view, which no write changes
+        uri = f"file:accessgw-store-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        writer = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        reader.execute("PRAGMA read_uncommitted=1")
+        return reader, writer
+    writer = sqlite3.connect(name, check_same_thread=False, isolation_level=None, timeout=10)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA synchronous=FULL")
+        writer.execute("PRAGMA journal_size_limit=67108864")  # truncate a grown WAL to 64 MB
+        reader = sqlite3.connect(name, check_same_thread=False, isolation_level=None, timeout=10)
+    except sqlite3.Error:
+        writer.close()
+        raise
+    return reader, writer
+
+
+def _release_freed_memory() -> None:
+    """Give the heap freed after a snapshot back to the system (glibc keeps it otherwise).
+
+    Building the index of a million members frees some hundred MB in small pieces; on a
+    1 GB gateway that memory should not stay with this process until it restarts.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
+
+
+def _damaged(path: str, exc: BaseException) -> StoreError:
+    return StoreError(
+        f"entitlement store at {path} is damaged ({exc}): delete it (and its -wal and -shm "
+        "files); the gateway will fetch a fresh snapshot from the central system"
+    )
+
+
+def _open_error(path: str, exc: BaseException) -> StoreError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return StoreError(
+            f"entitlement store at {path} cannot be opened ({text}): does its directory "
+            "exist, and may the gateway's user write there?"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return StoreError(
+            f"entitlement store at {path} is locked ({text}): is another accessgw process "
+            "running on the same state directory?"
+        )
+    return _damaged(path, exc)
+
+
+def _split(blob: bytes | None) -> list[bytes]:
+    if not blob:
+        return []
     return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
 
 
 def _holds(blob: bytes, digest: bytes) -> bool:
-    return any(hmac.compare_digest(h, digest) for h in _hashes(blob))
+    return any(hmac.compare_digest(h, digest) for h in _split(blob))
+
+
+def _without(blob: bytes, digest: bytes) -> bytes:
+    return b"".join(h for h in _split(blob) if h != digest)
+
+
+def _moved(earlier: str, later: str) -> str:
+    """The note for a credential given to two records (it never names the value)."""
+    return f"a card or code of {earlier} was also given to {later}: {later} keeps it"
 
 
 def _decode(kind: str, body: str) -> Record:
-    data = json.loads(body)
+    # trusted data (validated before it was stored): no InvalidSet wrapping needed
     if kind == "member":
-        return Member.model_validate(data, strict=False)
-    return Ticket.model_validate({**data, "code": "#"}, strict=False)
+        return Member.model_validate_json(body, strict=False)
+    return Ticket.model_validate_json(body, strict=False)
 
 
 def _batches(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -611,8 +737,20 @@ def _batches(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
         yield batch
 
 
+def _many(conn: sqlite3.Connection, sql: str, rowids: Iterable[int]) -> None:
+    conn.executemany(sql, ((r,) for r in rowids))
+
+
+def _in_transaction(conn: sqlite3.Connection, sql: str, rowids: Iterable[int]) -> None:
+    """``sql`` for each rowid in one transaction (one fsync, not one per row)."""
+    conn.execute("BEGIN IMMEDIATE")
+    _many(conn, sql, rowids)
+    conn.execute("COMMIT")
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     try:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass

@@ -1,14 +1,22 @@
-"""The entitlement store: hashed credentials, matching, atomic replace and delta, restart."""
+"""The entitlement store (ENTITLEMENTS.md: Privacy, Credential matching, Invalid sets;
+PROTOCOL.md: Entitlement sync): hashed credentials, matching, duplicates, atomic snapshot
+and delta, purging, restart from the persisted index, damaged files."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import gateway.store as store_module
-from gateway.entitlements import parse_records, parse_rules
+from gateway.entitlements import Member, Ticket, parse_records, parse_rules
 from gateway.errors import StoreError
 from gateway.store import EntitlementStore
 from tests.support.sets import contract, member, rules, ticket
@@ -18,67 +26,172 @@ AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 RULES = parse_rules(rules())
 
 
-def records(*raws):
+def records(*raws: dict[str, Any]) -> list[Member | Ticket]:
     return parse_records(list(raws), RULES)
 
 
-def card(uid):
+def card(uid: str) -> dict[str, str]:
     return {"kind": "nfc", "uid": uid}
 
 
+def found(store: EntitlementStore, uid: str) -> str | None:
+    """The id of the record a card resolves to."""
+    record = store.find("nfc", uid)
+    return None if record is None else record.id
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = EntitlementStore.open(tmp_path / "store.sqlite", KEY)
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[EntitlementStore]:
+    s = EntitlementStore.open(path, KEY)
     yield s
     s.close()
 
 
-def test_uid_matches_ignoring_case_and_separators(store):
+def rows_of(path: Path, rid: str) -> int:
+    """Rows a record id has in the database file (read with a separate connection)."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM records WHERE rid = ?", (rid,)).fetchone()[0])
+
+
+# --- privacy ---------------------------------------------------------------------------------
+
+
+def test_no_clear_uid_or_code_is_ever_written_to_disk(tmp_path: Path, path: Path) -> None:
+    secrets = [b"04A1B2C3D4E5F6", b"SECRET-CODE-77", b"TICKET-CODE-99", b"04BEEF01", b"NEW-77"]
+    s = EntitlementStore.open(path, KEY)
+    creds = [card("04:a1:b2:c3:d4:e5:f6"), {"kind": "code", "value": "SECRET-CODE-77"}]
+    s.replace(1, RULES, records(member(credentials=creds), ticket(code="TICKET-CODE-99")), {}, AT)
+    delta = records(
+        member("M2", credentials=[card("04BEEF01"), {"kind": "code", "value": "NEW-77"}])
+    )
+    s.apply_delta(2, 1, delta, [], None, None, AT)
+    files = list(tmp_path.iterdir())
+    assert any(p.name.endswith("-wal") for p in files)  # the WAL is grepped too
+    raw_open = b"".join(p.read_bytes() for p in files)
+    s.close()
+    raw_closed = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    for secret in secrets:
+        for raw in (raw_open, raw_closed):
+            assert secret not in raw and secret.lower() not in raw
+
+
+def test_a_stored_member_keeps_its_phone_and_display_but_no_card_values(
+    store: EntitlementStore,
+) -> None:
+    phone = {
+        "kind": "phone",
+        "device": "dev-1",
+        "key": "A" * 43 + "=",
+        "bound_at": "2026-11-01T10:00:00+01:00",
+    }
+    store.replace(1, RULES, records(member(credentials=[card("04A1B2C3"), phone])), {}, AT)
+    m = store.member("M1")
+    assert m is not None and m.display == "Kari N."
+    assert [c.kind for c in m.credentials] == ["phone"] and m.phone and m.phone.device == "dev-1"
+
+
+# --- credential matching ---------------------------------------------------------------------
+
+
+def test_uid_matches_ignoring_case_and_separators(store: EntitlementStore) -> None:
     store.replace(1, RULES, records(member(credentials=[card("04A1B2C3D4E5F6")])), {}, AT)
-    assert store.find("nfc", "04:a1:b2:c3:d4:e5:f6").member == "M1"
-    assert store.find("nfc", "04a1b2c3d4e5f7") is None
+    assert found(store, "04:a1:b2:c3:d4:e5:f6") == "M1"
+    assert found(store, "04-A1-B2 c3d4e5f6") == "M1"
+    assert found(store, "04a1b2c3d4e5f7") is None
+    assert found(store, "not hex") is None
 
 
-def test_codes_are_trimmed_and_wiegand_numbers_need_their_format(store):
+def test_codes_are_trimmed_and_wiegand_numbers_need_their_format(
+    store: EntitlementStore,
+) -> None:
     creds = [
         {"kind": "code", "value": "FLX-1"},
         {"kind": "nfc", "uid": "12345", "format": "wiegand26"},
     ]
     store.replace(1, RULES, records(member(credentials=creds)), {}, AT)
-    assert store.find("code", " FLX-1\n").member == "M1"
-    assert store.find("nfc", "012345", "wiegand26").member == "M1"
+    assert store.find("code", " FLX-1\n").id == "M1"  # type: ignore[union-attr]
+    assert store.find("code", "flx-1") is None  # codes compare exactly
+    assert store.find("nfc", "012345", "wiegand26").id == "M1"  # type: ignore[union-attr]
+    assert store.find("nfc", "12345", "wiegand34") is None
     assert store.find("nfc", "12345") is None
 
 
-def test_no_clear_uid_or_code_is_ever_written_to_disk(tmp_path):
-    s = EntitlementStore.open(tmp_path / "store.sqlite", KEY)
-    creds = [card("04A1B2C3D4E5F6"), {"kind": "code", "value": "SECRET-CODE-77"}]
-    s.replace(1, RULES, records(member(credentials=creds), ticket(code="TICKET-CODE-99")), {}, AT)
-    s.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
-    for secret in (b"04A1B2C3D4E5F6", b"SECRET-CODE-77", b"TICKET-CODE-99"):
-        assert secret not in raw and secret.lower() not in raw
-
-
-def test_a_ticket_is_found_by_its_code(store):
+def test_a_ticket_is_found_by_its_code(store: EntitlementStore) -> None:
     store.replace(1, RULES, records(ticket()), {}, AT)
-    assert store.find("code", "EVT-1").ticket == "T-1"
-    assert store.ticket("T-1").uses == 1
+    found_ticket = store.find("code", "EVT-1")
+    assert isinstance(found_ticket, Ticket) and found_ticket.ticket == "T-1"
+    assert store.ticket("T-1").uses == 1  # type: ignore[union-attr]
+    assert store.member("T-1") is None and store.ticket("M1") is None
 
 
-def test_a_credential_given_twice_stays_with_the_later_record(store):
-    notes = store.replace(1, RULES, records(member("M1"), member("M2")), {}, AT)
-    assert store.find("nfc", "04A1B2C3").member == "M2"
-    assert len(notes) == 1 and "M1" in notes[0] and "M2" in notes[0]
+def test_a_card_listed_twice_in_one_record_still_opens(store: EntitlementStore) -> None:
+    creds = [card("04A1B2C3"), card("04:a1:b2:c3")]
+    notes = store.replace(1, RULES, records(member(credentials=creds)), {}, AT)
+    assert notes == [] and found(store, "04A1B2C3") == "M1"
+    notes = store.apply_delta(2, 1, records(member(credentials=creds)), [], None, None, AT)
+    assert notes == [] and found(store, "04A1B2C3") == "M1"
 
 
-def test_a_delta_moving_a_credential_notes_it(store):
-    store.replace(1, RULES, records(member("M1")), {}, AT)
+# --- a credential belongs to one record ------------------------------------------------------
+
+
+def test_a_credential_given_twice_in_a_snapshot_stays_with_the_later_record(
+    store: EntitlementStore,
+) -> None:
+    m1 = member("M1", credentials=[card("04A1B2C3"), card("04000001")])
+    notes = store.replace(1, RULES, records(m1, member("M2"), member("M3")), {}, AT)
+    assert found(store, "04A1B2C3") == "M3"
+    assert found(store, "04000001") == "M1"  # M1 keeps its other card
+    assert notes == [
+        "a card or code of M1 was also given to M2: M2 keeps it",
+        "a card or code of M2 was also given to M3: M3 keeps it",
+    ]
+
+
+def test_a_delta_moving_a_credential_notes_it_and_the_old_holder_keeps_the_rest(
+    store: EntitlementStore,
+) -> None:
+    store.replace(
+        1, RULES, records(member("M1", credentials=[card("04A1B2C3"), card("04000001")])), {}, AT
+    )
     notes = store.apply_delta(2, 1, records(member("M2")), [], None, None, AT)
-    assert store.find("nfc", "04A1B2C3").member == "M2" and notes
+    assert notes == ["a card or code of M1 was also given to M2: M2 keeps it"]
+    assert found(store, "04A1B2C3") == "M2" and found(store, "04000001") == "M1"
+    assert store.member("M1") is not None and store.record_count == 2
 
 
-def test_delta_upserts_deletes_and_checks_its_base(store):
+def test_two_records_of_one_delta_with_the_same_card_the_later_keeps_it(
+    store: EntitlementStore,
+) -> None:
+    store.replace(1, RULES, records(member("M1", credentials=[card("04000001")])), {}, AT)
+    delta = records(
+        member("M2", credentials=[card("04000009")]), member("M3", credentials=[card("04000009")])
+    )
+    notes = store.apply_delta(2, 1, delta, [], None, None, AT)
+    assert found(store, "04000009") == "M3"
+    assert notes == ["a card or code of M2 was also given to M3: M3 keeps it"]
+
+
+def test_a_record_listed_twice_keeps_the_later_copy(store: EntitlementStore) -> None:
+    first = member("M1", credentials=[card("04000001")], display="first")
+    second = member("M1", credentials=[card("04000002")], display="second")
+    store.replace(1, RULES, records(first, second), {}, AT)
+    assert store.record_count == 1 and store.member("M1").display == "second"  # type: ignore[union-attr]
+    assert found(store, "04000001") is None and found(store, "04000002") == "M1"
+    store.apply_delta(2, 1, records(second, first), [], None, None, AT)
+    assert store.record_count == 1 and store.member("M1").display == "first"  # type: ignore[union-attr]
+    assert found(store, "04000002") is None and found(store, "04000001") == "M1"
+
+
+# --- deltas ----------------------------------------------------------------------------------
+
+
+def test_delta_upserts_deletes_and_updates_rules_and_counts(store: EntitlementStore) -> None:
     store.replace(
         1,
         RULES,
@@ -87,103 +200,316 @@ def test_delta_upserts_deletes_and_checks_its_base(store):
         AT,
     )
     frozen = contract("C1", freezes=[{"from": "2026-11-01", "to": "2026-11-30"}])
+    later = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    new_rules = parse_rules(rules(max_offline_hours=12))
     store.apply_delta(
-        2, 1, records(member("M1", contracts=[frozen])), ["M2"], None, {"door-1": 9}, AT
+        2, 1, records(member("M1", contracts=[frozen])), ["M2"], new_rules, {"door-1": 9}, later
     )
-    assert store.version == 2 and store.checkins_upto == {"door-1": 9}
-    assert store.find("nfc", "04A1B2C3").contracts[0].freezes
-    assert store.find("nfc", "04000002") is None and store.member("M2") is None
+    assert (store.version, store.checkins_upto, store.updated_at) == (2, {"door-1": 9}, later)
+    assert store.rules is not None and store.rules.max_offline_hours == 12
+    assert store.find("nfc", "04A1B2C3").contracts[0].freezes  # type: ignore[union-attr]
     assert store.record_count == 1
-    with pytest.raises(StoreError, match="based on version 1"):
-        store.apply_delta(3, 1, [], [], None, None, AT)
+    store.apply_delta(3, 2, [], [], None, None, later)
+    assert store.rules.max_offline_hours == 12 and store.checkins_upto == {"door-1": 9}
 
 
-def test_everything_survives_a_restart(tmp_path):
-    s = EntitlementStore.open(tmp_path / "store.sqlite", KEY)
-    s.replace(1, RULES, records(member("M1"), member("M2", credentials=[card("04000002")])), {}, AT)
+def test_a_delta_on_the_wrong_base_is_refused_and_changes_nothing(
+    store: EntitlementStore,
+) -> None:
+    with pytest.raises(StoreError, match="no set yet"):
+        store.apply_delta(1, 0, records(member("M1")), [], None, None, AT)
+    store.replace(1, RULES, records(member("M1")), {}, AT)
+    with pytest.raises(StoreError, match="based on version 2, but the store has version 1"):
+        store.apply_delta(
+            3, 2, records(member("M9", credentials=[card("04000009")])), ["M1"], None, None, AT
+        )
+    assert (
+        store.version == 1 and found(store, "04A1B2C3") == "M1" and found(store, "04000009") is None
+    )
+
+
+def test_a_delta_that_fails_half_way_is_not_applied_at_all(
+    path: Path, store: EntitlementStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.replace(
+        1, RULES, records(member("M1"), member("M2", credentials=[card("04000002")])), {}, AT
+    )
+    real = EntitlementStore._stored
+
+    def fail_on_m4(self: EntitlementStore, record: Member | Ticket) -> Any:
+        if record.id == "M4":
+            raise RuntimeError("power cut")
+        return real(self, record)
+
+    monkeypatch.setattr(EntitlementStore, "_stored", fail_on_m4)
+    delta = records(
+        member("M3", credentials=[card("04000003")]), member("M4", credentials=[card("04000004")])
+    )
+    with pytest.raises(RuntimeError):
+        store.apply_delta(2, 1, delta, ["M2"], None, None, AT)
+    monkeypatch.undo()
+    assert store.version == 1 and store.record_count == 2
+    assert found(store, "04000002") == "M2" and found(store, "04000003") is None
+    store.close()
+    again = EntitlementStore.open(path, KEY)
+    assert again.version == 1 and found(again, "04000002") == "M2" and again.member("M3") is None
+    again.close()
+
+
+def test_a_deleted_member_is_purged_at_once(path: Path, store: EntitlementStore) -> None:
+    store.replace(
+        1, RULES, records(member("M1"), member("M2", credentials=[card("04000002")])), {}, AT
+    )
+    store.apply_delta(2, 1, [], ["M2"], None, None, AT)
+    assert found(store, "04000002") is None and store.member("M2") is None
+    assert rows_of(path, "M2") == 0
+    store.apply_delta(3, 2, records(member("M1", display="Kari")), [], None, None, AT)
+    assert rows_of(path, "M1") == 1  # the superseded row is gone too
+
+
+# --- atomic for readers ----------------------------------------------------------------------
+
+
+def version_set(v: int, n: int = 2000) -> list[Member | Ticket]:
+    """n members whose contracts all carry the version tag ``v{v}``."""
+    return records(
+        *[
+            member(f"M{i}", credentials=[card(f"04{i:06X}")], contracts=[contract(f"v{v}")])
+            for i in range(n)
+        ]
+    )
+
+
+def read_pass(store: EntitlementStore, n: int, seen: list[int], problems: list[str]) -> None:
+    """Read three members by card and by id; note their version tags, or that one vanished."""
+    for i in (0, n // 2, n - 1):
+        record = store.find("nfc", f"04{i:06X}")
+        by_id = store.member(f"M{i}")
+        if record is None or by_id is None:
+            problems.append(f"M{i} vanished")
+            continue
+        seen += [int(record.contracts[0].id[1:]), int(by_id.contracts[0].id[1:])]
+
+
+def assert_never_goes_back(seen: list[int]) -> None:
+    assert seen and all(a <= b for a, b in itertools.pairwise(seen)), "an older set came back"
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_replace_in_a_thread_is_atomic_for_a_reader_thread(path: Path, where: str) -> None:
+    s = EntitlementStore.open(path if where == "file" else ":memory:", KEY)
+    s.replace(1, RULES, version_set(1), {}, AT)
+    stop = threading.Event()
+    seen: list[int] = []
+    problems: list[str] = []
+
+    def reader_loop() -> None:
+        while not stop.is_set():
+            read_pass(s, 2000, seen, problems)
+
+    reader = threading.Thread(target=reader_loop)
+    reader.start()
+    for v in (2, 3):
+        s.replace(v, RULES, version_set(v), {}, AT)
+    stop.set()
+    reader.join()
+    assert problems == []
+    assert_never_goes_back(seen)
+    assert set(seen) <= {1, 2, 3} and found(s, "04000000") == "M0"
+    assert s.member("M1999").contracts[0].id == "v3"  # type: ignore[union-attr]
+    s.close()
+
+
+async def test_replace_and_delta_in_worker_threads_are_atomic_for_the_event_loop(
+    store: EntitlementStore,
+) -> None:
+    n = 1500
+    store.replace(1, RULES, version_set(1, n), {}, AT)
+    done = False
+    seen: list[int] = []
+    problems: list[str] = []
+
+    async def loop_reader() -> None:
+        while not done:
+            read_pass(store, n, seen, problems)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(loop_reader())
+    await asyncio.to_thread(store.replace, 2, RULES, version_set(2, n), {}, AT)
+    await asyncio.to_thread(store.apply_delta, 3, 2, version_set(3, n), [], None, None, AT)
+    done = True
+    await task
+    assert problems == []
+    assert_never_goes_back(seen)
+    assert store.find("nfc", f"04{n - 1:06X}").contracts[0].id == "v3"  # type: ignore[union-attr]
+
+
+# --- restart ---------------------------------------------------------------------------------
+
+
+def test_everything_survives_a_restart_and_the_index_loads_from_blob_and_log(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = EntitlementStore.open(path, KEY)
+    s.replace(
+        1, RULES, records(member("M1"), member("M2", credentials=[card("04000002")])), {"gw": 3}, AT
+    )
     s.apply_delta(
-        2, 1, records(member("M3", credentials=[card("04000003")])), ["M2"], None, None, AT
+        2,
+        1,
+        records(member("M3", credentials=[card("04000003"), card("04A1B2C3")])),
+        ["M2"],
+        None,
+        None,
+        AT,
     )
     s.close()
-    s = EntitlementStore.open(tmp_path / "store.sqlite", KEY)
-    assert (s.version, s.record_count, s.rules.site) == (2, 2, "oslo-sentrum")
-    assert s.find("nfc", "04000003").member == "M3"
-    assert s.find("nfc", "04000002") is None
-    assert s.find("nfc", "04A1B2C3").member == "M1"
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM index_log").fetchone()[0] > 0
+
+    def no_rebuild(self: EntitlementStore, gen: int) -> None:
+        raise AssertionError("the index was rebuilt from the records")
+
+    monkeypatch.setattr(EntitlementStore, "_rebuild", no_rebuild)
+    s = EntitlementStore.open(path, KEY)
+    assert (s.version, s.record_count, s.checkins_upto, s.updated_at) == (2, 2, {"gw": 3}, AT)
+    assert s.rules is not None and s.rules.site == "oslo-sentrum"
+    assert found(s, "04000003") == "M3" and found(s, "04A1B2C3") == "M3"
+    assert found(s, "04000002") is None and s.member("M2") is None
+    assert s.member("M1") is not None and s.member("M1").credentials == []  # type: ignore[union-attr]
     s.close()
 
 
-def test_touch_confirms_the_set_without_changing_it(store):
+def test_the_index_is_compacted_into_a_new_blob_and_still_correct(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "COMPACT_AFTER", 5)
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, records(member("M1")), {}, AT)
+    for v in range(2, 8):
+        s.apply_delta(
+            v,
+            v - 1,
+            records(member(f"M{v}", credentials=[card(f"040000{v:02X}")])),
+            [f"M{v - 1}"] if v > 2 else [],
+            None,
+            None,
+            AT,
+        )
+    assert s._view.index.overlay_size <= 5
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM index_log").fetchone()[0] <= 5
+    assert (
+        found(s, "04000007") == "M7"
+        and found(s, "04000006") is None
+        and found(s, "04A1B2C3") == "M1"
+    )
+    s.close()
+    s = EntitlementStore.open(path, KEY)
+    assert found(s, "04000007") == "M7" and found(s, "04000006") is None and s.record_count == 2
+    s.close()
+
+
+def test_leftovers_of_an_interrupted_snapshot_are_removed_at_start(path: Path) -> None:
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, records(member("M1")), {}, AT)
+    s.close()
+    with sqlite3.connect(path) as db:  # as if the power went out between two batches
+        db.execute(
+            "INSERT INTO records (gen, rid, kind, hashes, body) "
+            "VALUES (2, 'M1', 'member', x'', '{}')"
+        )
+    s = EntitlementStore.open(path, KEY)
+    assert s.record_count == 1 and rows_of(path, "M1") == 1 and found(s, "04A1B2C3") == "M1"
+    s.close()
+
+
+def test_touch_confirms_the_set_without_changing_it(path: Path, store: EntitlementStore) -> None:
+    store.touch(AT)
+    assert store.updated_at is None  # nothing to confirm yet
     store.replace(1, RULES, records(member()), {}, AT)
     later = datetime(2026, 11, 26, tzinfo=UTC)
     store.touch(later)
     assert (store.version, store.updated_at) == (1, later)
+    store.close()
+    again = EntitlementStore.open(path, KEY)
+    assert again.updated_at == later
+    again.close()
 
 
-def test_a_prefix_collision_never_returns_the_wrong_record(tmp_path, monkeypatch):
+# --- prefix collisions -----------------------------------------------------------------------
+
+
+def test_a_prefix_collision_never_returns_the_wrong_record(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(store_module, "prefix_of", lambda digest: 7)  # every hash collides
-    s = EntitlementStore.open(tmp_path / "store.sqlite", KEY)
+    s = EntitlementStore.open(path, KEY)
     notes = s.replace(
         1,
         RULES,
         records(
             member("M1", credentials=[card("04000001")]),
             member("M2", credentials=[card("04000002")]),
+            member("M3", credentials=[card("04000001"), card("04000003")]),
         ),
         {},
         AT,
     )
-    assert notes == []
-    assert s.find("nfc", "04000001").member == "M1"
-    assert s.find("nfc", "04000002").member == "M2"
-    assert s.find("nfc", "04000003") is None
+    assert notes == ["a card or code of M1 was also given to M3: M3 keeps it"]
+    assert [found(s, f"0400000{i}") for i in (1, 2, 3, 4)] == ["M3", "M2", "M3", None]
+    notes = s.apply_delta(
+        2, 1, records(member("M4", credentials=[card("04000002")])), ["M3"], None, None, AT
+    )
+    assert notes == ["a card or code of M2 was also given to M4: M4 keeps it"]
+    assert [found(s, f"0400000{i}") for i in (1, 2, 3, 4)] == [None, "M4", None, None]
+    assert s.member("M2") is not None
+    s.close()
+    s = EntitlementStore.open(path, KEY)
+    assert [found(s, f"0400000{i}") for i in (1, 2, 3)] == [None, "M4", None]
     s.close()
 
 
-def test_replace_is_atomic_for_a_concurrent_reader(tmp_path):
-    def version_set(v):
-        return records(
-            *[
-                member(f"M{i}", credentials=[card(f"04{i:06X}")], contracts=[contract(f"v{v}")])
-                for i in range(3000)
-            ]
-        )
+# --- damaged or missing files ----------------------------------------------------------------
 
-    s = EntitlementStore.open(tmp_path / "store.sqlite", KEY)
-    s.replace(1, RULES, version_set(1), {}, AT)
-    new = version_set(2)
-    order: list[str] = []
-    problems: list[str] = []
-    stop = threading.Event()
 
-    def read_loop():
-        while not stop.is_set():
-            for i in (0, 1500, 2999):
-                record = s.find("nfc", f"04{i:06X}")
-                if record is None:
-                    problems.append(f"M{i} vanished during the replace")
-                    continue
-                order.append(record.contracts[0].id)
+def test_a_damaged_file_is_a_clear_error(path: Path) -> None:
+    path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(StoreError, match=r"is damaged .*delete it.*fresh snapshot"):
+        EntitlementStore.open(path, KEY)
 
-    reader = threading.Thread(target=read_loop)
-    reader.start()
-    s.replace(2, RULES, new, {}, AT)
-    stop.set()
-    reader.join()
-    assert problems == []
-    assert set(order) <= {"v1", "v2"}
-    # once the new set was seen, the old one never comes back
-    assert "v1" not in order[order.index("v2") :] if "v2" in order else True
-    assert s.find("nfc", "04000000").contracts[0].id == "v2"
+
+def test_damaged_contents_are_a_clear_error(path: Path) -> None:
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, records(member()), {}, AT)
+    s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = 'not json' WHERE key = 'rules'")
+    with pytest.raises(StoreError, match="is damaged"):
+        EntitlementStore.open(path, KEY)
+
+
+def test_a_missing_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"cannot be opened.*directory"):
+        EntitlementStore.open(tmp_path / "nowhere" / "store.sqlite", KEY)
+
+
+def test_an_empty_store_finds_nothing(store: EntitlementStore) -> None:
+    assert store.version is None and store.rules is None and store.record_count == 0
+    assert store.find("nfc", "04A1B2C3") is None and store.member("M1") is None
+
+
+def test_memory_store_for_the_cli() -> None:
+    s = EntitlementStore.open(":memory:", KEY)
+    s.replace(4, RULES, records(member(), ticket()), {}, AT)
+    assert (s.version, s.record_count, found(s, "04A1B2C3")) == (4, 2, "M1")
     s.close()
 
 
-def test_a_damaged_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "store.sqlite"
-    bad.write_bytes(b"garbage" * 1000)
-    with pytest.raises(StoreError, match="fresh snapshot"):
-        EntitlementStore.open(bad, KEY)
-
-
-def test_an_empty_store_finds_nothing(store):
-    assert store.version is None and store.find("nfc", "04A1B2C3") is None
+def test_an_empty_set_survives_a_restart(path: Path) -> None:
+    s = EntitlementStore.open(path, KEY)
+    s.replace(3, RULES, [], {}, AT)
+    s.close()
+    s = EntitlementStore.open(path, KEY)
+    assert (s.version, s.record_count, found(s, "04A1B2C3")) == (3, 0, None)
+    s.close()
