@@ -1,23 +1,35 @@
 """The journal: every decision and event, durable before any lock moves (PROTOCOL.md).
 
-SQLite in WAL mode with ``synchronous=FULL``, written by one dedicated thread so the
-event loop never waits on fsync. ``seq`` comes from the committed row itself (the
-high-water mark is kept in the same transaction), so it has no gap and is never
-reused, across restarts and power cuts: a seq is only ever reported after its commit.
+SQLite in WAL mode with ``synchronous=FULL``, driven by one dedicated thread holding one
+``sqlite3`` connection, so the event loop never waits on fsync. (aiosqlite has the same
+shape, one thread per connection, but pays a thread hop per statement: a whole
+"read the counter, insert, bump the counter, commit" transaction here is one hop: a
+durable ``record_decision`` took 0.40 ms at the median against 0.52 ms with aiosqlite on
+the development machine, and cancellation can be handled where the write happens.)
 
-A record is kept until the central system acknowledges it (``ack upto``), then pruned.
-A decision that was never finalised (the process died between energising the lock
-and seeing the passage) is finalised at open as ``passed: false, charged: 0``:
-nobody saw a passage, so nothing is charged and it does not block the outbox.
+``seq`` is assigned inside the transaction that writes the row, from a high-water mark
+kept in the ``meta`` table and bumped in that same transaction. A process that dies
+before the commit leaves neither the row nor the bump, so the next seq is the same
+number, never reported to anyone: no gap, no reuse. Pruning acknowledged rows leaves the
+high-water mark alone, so the counter never goes back, across restarts and power cuts.
+
+A record is kept until the central system acknowledges it (``ack upto``), then pruned;
+a record that is not final yet is never pruned. A decision that was never finalised (the
+process died between journalling it and seeing the passage) is finalised at open as
+``passed: false, charged: 0``: nobody saw a passage, so nothing is charged, and it no
+longer holds back the records after it. One whose caller was cancelled while it was being
+written (no lock moved for it) is finalised the same way at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,9 +38,12 @@ from typing import Any, TypeVar
 from gateway.errors import JournalError
 from gateway.uuid7 import uuid7
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 _SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -38,7 +53,14 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0), ('acked_upto', 0);
+COMMIT;
 """
+
+_DAMAGED = (
+    "journal {path} is damaged ({exc}): stop the gateway, keep a copy of the file for the "
+    "vendor, then delete it; check-ins in it that the central system has not acknowledged "
+    "are lost, and the new journal starts again at seq 1 (tell the central system)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +75,15 @@ class Journal:
     """Decisions and events in ``seq`` order until the central system acknowledges them."""
 
     def __init__(
-        self,
-        conn: sqlite3.Connection,
-        gw: str,
-        executor: ThreadPoolExecutor,
-        last_seq: int,
-        acked_upto: int,
+        self, conn: sqlite3.Connection, path: str, gw: str, executor: ThreadPoolExecutor
     ) -> None:
         self._conn = conn
+        self._path = path
         self.gw = gw
         self._executor = executor
-        self._last_seq = last_seq
-        self._acked_upto = acked_upto
+        self._last_seq = _meta(conn, "last_seq")
+        self._acked_upto = _meta(conn, "acked_upto")
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path | str, gw: str) -> Journal:
@@ -72,31 +91,49 @@ class Journal:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         loop = asyncio.get_running_loop()
         try:
-            conn, last, acked = await loop.run_in_executor(executor, _open, str(path))
+            conn = await loop.run_in_executor(executor, _open, str(path))
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(conn, gw, executor, last, acked)
+        return cls(conn, str(path), gw, executor)
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        on_cancel: Callable[[Future[T]], None] | None = None,
+    ) -> T:
+        """Run ``fn`` on the journal's thread; explain database errors to the installer.
+
+        When the caller is cancelled, the thread still finishes ``fn`` (a commit cannot be
+        taken back); ``on_cancel`` then gets its future to tidy up.
+        """
+        if self._closed:
+            raise JournalError(f"journal {self._path} is closed (the gateway is stopping)")
+        future = self._executor.submit(fn, *args)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                future.add_done_callback(on_cancel)
+            raise
         except sqlite3.OperationalError as exc:
-            raise JournalError(_explain(exc)) from exc
+            raise JournalError(_explain(exc, self._path)) from exc
         except sqlite3.DatabaseError as exc:
-            raise JournalError(
-                f"journal is damaged ({exc}): keep a copy for the vendor, "
-                "then delete it; unacknowledged check-ins in it are lost"
-            ) from exc
+            raise JournalError(_DAMAGED.format(path=self._path, exc=exc)) from exc
 
     # --- writing ------------------------------------------------------------------------
 
     async def record_decision(self, checkin: dict[str, Any]) -> Entry:
         """Journal a decision durably (fsync) before the caller energises a lock.
 
-        Assigns ``id``, ``seq`` and ``gw``; the record is not final until :meth:`finalise`.
+        Assigns ``id`` (UUIDv7), ``seq`` and ``gw``; the record is not final, and holds back
+        publishing, until :meth:`finalise`. If the caller is cancelled while the record is
+        being written, it is finalised as not passed at once, so that it never blocks.
         """
-        return await self._append("checkin", checkin, final=False)
+        body = _encodable(checkin)
+        [entry] = await self._run(self._insert, [("checkin", body, False)], on_cancel=self._abandon)
+        return entry
 
     async def record_event(
         self, type: str, *, door: str | None, detail: dict[str, Any], at: datetime
@@ -108,57 +145,70 @@ class Journal:
             "type": type,
             "detail": detail,
         }
-        return await self._append("event", event, final=True)
-
-    async def record_many(self, checkins: list[dict[str, Any]]) -> list[Entry]:
-        """Journal several final check-ins in one transaction (benchmarks, imports)."""
-        entries = await self._run(self._insert_many, checkins)
-        self._last_seq = entries[-1].seq if entries else self._last_seq
-        return entries
-
-    async def _append(self, kind: str, body: dict[str, Any], *, final: bool) -> Entry:
-        entry = await self._run(self._insert, kind, body, final)
-        self._last_seq = entry.seq
+        [entry] = await self._run(self._insert, [("event", _encodable(event), True)])
         return entry
 
-    def _insert(self, kind: str, body: dict[str, Any], final: bool) -> Entry:
-        return self._insert_all([(kind, body, final)])[0]
+    async def record_many(
+        self, checkins: list[dict[str, Any]], *, final: bool = True
+    ) -> list[Entry]:
+        """Journal several check-ins in one transaction (benchmarks, tests, imports)."""
+        items = [("checkin", _encodable(c), final) for c in checkins]
+        entries = await self._run(self._insert, items)
+        return entries
 
-    def _insert_many(self, checkins: list[dict[str, Any]]) -> list[Entry]:
-        return self._insert_all([("checkin", c, True) for c in checkins])
-
-    def _insert_all(self, items: list[tuple[str, dict[str, Any], bool]]) -> list[Entry]:
+    def _insert(self, items: list[tuple[str, dict[str, Any], bool]]) -> list[Entry]:
+        """One transaction: the rows and the bumped high-water mark commit together."""
         conn = self._conn
-        with conn:  # one transaction: the seq and the row commit together
-            (last,) = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        with _transaction(conn):
+            last = _meta(conn, "last_seq")
             entries = []
             for kind, body, final in items:
                 last += 1
                 record_id = str(uuid7())
-                message = {"id": record_id, "seq": last, "gw": self.gw, **_without_keys(body)}
+                message = {"id": record_id, "seq": last, "gw": self.gw, **body}
                 conn.execute(
                     "INSERT INTO records (seq, id, kind, final, body) VALUES (?,?,?,?,?)",
-                    (last, record_id, kind, int(final), json.dumps(message)),
+                    (last, record_id, kind, int(final), _dumps(message)),
                 )
                 entries.append(Entry(last, record_id))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
+        self._last_seq = last  # only this thread writes it, once committed
         return entries
 
+    def _abandon(self, future: Future[list[Entry]]) -> None:
+        """A decision written for a cancelled caller: no lock moved, finalise it now."""
+        if future.cancelled() or future.exception() is not None:
+            return  # nothing was written
+        seq = future.result()[0].seq
+        log.warning("decision seq %d was abandoned by its caller: finalised as not passed", seq)
+        try:
+            self._executor.submit(self._finalise, seq, False, 0)
+        except RuntimeError:
+            pass  # the journal is closing: it is finalised at the next open instead
+
     async def finalise(self, seq: int, *, passed: bool, charged: int) -> dict[str, Any]:
-        """Set the final state of a decision (passage seen or not, credits charged)."""
+        """Set the final state of a decision (passage seen or not, credits charged).
+
+        Returns the final check-in, exactly the PROTOCOL.md message. A record already final
+        is returned unchanged: it may have been published, and a message never changes.
+        """
         return await self._run(self._finalise, seq, passed, charged)
 
     def _finalise(self, seq: int, passed: bool, charged: int) -> dict[str, Any]:
-        with self._conn:
+        with _transaction(self._conn):
             row = self._conn.execute(
-                "SELECT body FROM records WHERE seq = ? AND kind = 'checkin'", (seq,)
+                "SELECT kind, final, body FROM records WHERE seq = ?", (seq,)
             ).fetchone()
-            if row is None:
-                raise JournalError(f"no decision with seq {seq} in the journal")
-            message: dict[str, Any] = json.loads(row[0])
+            if row is None or row[0] != "checkin":
+                what = "an event" if row else "not in the journal (acknowledged already?)"
+                raise JournalError(f"cannot finalise seq {seq}: it is {what}; this is a bug")
+            message: dict[str, Any] = json.loads(row[2])
+            if row[1]:
+                log.warning("seq %d is final already: kept as it was", seq)
+                return message
             message.update(passed=passed, charged=charged)
             self._conn.execute(
-                "UPDATE records SET final = 1, body = ? WHERE seq = ?", (json.dumps(message), seq)
+                "UPDATE records SET final = 1, body = ? WHERE seq = ?", (_dumps(message), seq)
             )
         return message
 
@@ -167,7 +217,8 @@ class Journal:
     async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         """Final, unacknowledged records after ``after_seq`` in seq order, up to ``limit``.
 
-        Stops at the first record that is not final yet: publishing is in seq order.
+        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``. Stops at the
+        first record that is not final yet: publishing is in seq order.
         """
         return await self._run(self._unacked, after_seq, limit)
 
@@ -183,14 +234,50 @@ class Journal:
             out.append({"kind": kind, "seq": seq, "message": json.loads(body)})
         return out
 
+    async def records_since(self, at: datetime) -> list[dict[str, Any]]:
+        """Final granted check-ins still in the journal decided at or after ``at``.
+
+        For rebuilding local state at start (passages, ticket uses, charges), seq order.
+        """
+        if at.tzinfo is None:
+            raise ValueError("records_since needs an aware datetime")
+        return await self._run(self._records_since, at)
+
+    def _records_since(self, at: datetime) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT body FROM records WHERE kind = 'checkin' AND final = 1 "
+            "AND json_extract(body, '$.decision') = 'granted' ORDER BY seq"
+        ).fetchall()
+        out = []
+        for (body,) in rows:
+            message: dict[str, Any] = json.loads(body)
+            when = _parse_at(message.get("at"))
+            if when is None:
+                log.warning("journal seq %s has no usable time: skipped", message.get("seq"))
+            elif when >= at:
+                out.append(message)
+        return out
+
     async def ack(self, upto: int) -> int:
-        """The central system has everything up to ``upto``: prune those records."""
+        """The central system has everything up to ``upto``: prune those final records.
+
+        Returns how many were pruned. Records not final yet are kept (they were never
+        published). The seq counter is not touched: it never goes back.
+        """
+        if upto > self._last_seq:
+            log.warning(
+                "central acknowledged seq %d beyond the last one journalled (%d): "
+                "is another gateway using the id %r?",
+                upto,
+                self._last_seq,
+                self.gw,
+            )
         count = await self._run(self._ack, upto)
         self._acked_upto = max(self._acked_upto, upto)
         return count
 
     def _ack(self, upto: int) -> int:
-        with self._conn:
+        with _transaction(self._conn):
             count = self._conn.execute(
                 "DELETE FROM records WHERE seq <= ? AND final = 1", (upto,)
             ).rowcount
@@ -200,10 +287,11 @@ class Journal:
         return int(count)
 
     async def pending_count(self) -> int:
-        """Records not yet acknowledged."""
-        return await self._run(
-            lambda: int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
-        )
+        """Records not yet acknowledged (final or not)."""
+        return await self._run(self._count)
+
+    def _count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     @property
     def last_seq(self) -> int:
@@ -216,58 +304,122 @@ class Journal:
         return self._acked_upto
 
     async def close(self) -> None:
-        """Close the database and its thread."""
+        """Close the database and its thread (waits for writes under way)."""
+        if self._closed:
+            return
         await self._run(self._conn.close)
+        self._closed = True
         self._executor.shutdown(wait=True)
 
 
-def _without_keys(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in ("id", "seq", "gw")}
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT (durable: synchronous=FULL), ROLLBACK on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+            conn.execute("ROLLBACK")
+        raise
 
 
-def _open(path: str) -> tuple[sqlite3.Connection, int, int]:
+def _meta(conn: sqlite3.Connection, key: str) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def _encodable(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without the keys the journal assigns, checked to be JSON (nothing written else)."""
+    clean = {k: v for k, v in body.items() if k not in ("id", "seq", "gw")}
+    try:
+        _dumps(clean)
+    except (TypeError, ValueError) as exc:
+        raise JournalError(f"record not journalled, it is not plain JSON ({exc}): a bug") from exc
+    return clean
+
+
+def _parse_at(value: Any) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """Open the database, create the schema, finalise decisions a crash left open."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_SCHEMA)
-        with conn:  # decisions a crash left open: nobody saw a passage
-            for seq, body in conn.execute(
-                "SELECT seq, body FROM records WHERE final = 0 AND kind = 'checkin'"
-            ).fetchall():
-                message = json.loads(body)
-                message.update(passed=False, charged=0)
-                conn.execute(
-                    "UPDATE records SET final = 1, body = ? WHERE seq = ?",
-                    (json.dumps(message), seq),
-                )
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            _prepare(conn, path)
+        except BaseException:
+            conn.close()
+            raise
     except sqlite3.OperationalError as exc:
         raise JournalError(_explain(exc, path)) from exc
     except sqlite3.DatabaseError as exc:
-        raise JournalError(
-            f"journal {path} is damaged ({exc}): keep a copy for the vendor, "
-            "then delete it; unacknowledged check-ins in it are lost"
-        ) from exc
+        raise JournalError(_DAMAGED.format(path=path, exc=exc)) from exc
     except OSError as exc:
         raise JournalError(
             f"journal {path} cannot be created: {exc.strerror}; "
             "check gateway.state_dir and its permissions"
         ) from exc
-    return conn, int(meta["last_seq"]), int(meta["acked_upto"])
+    return conn
 
 
-def _explain(exc: sqlite3.OperationalError, path: str = "") -> str:
+def _prepare(conn: sqlite3.Connection, path: str) -> None:
+    (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise JournalError(
+            f"journal {path}: the file system refuses SQLite's WAL mode ({mode}); "
+            "put gateway.state_dir on a local disk (ext4), not a network share"
+        )
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    with _transaction(conn):  # decisions a crash left open: nobody saw a passage
+        orphans = conn.execute(
+            "SELECT seq, body FROM records WHERE final = 0 AND kind = 'checkin'"
+        ).fetchall()
+        for seq, body in orphans:
+            message = json.loads(body)
+            message.update(passed=False, charged=0)
+            conn.execute(
+                "UPDATE records SET final = 1, body = ? WHERE seq = ?", (_dumps(message), seq)
+            )
+    if orphans:
+        log.warning(
+            "journal %s: %d decision(s) left open by a crash, finalised as not passed",
+            path,
+            len(orphans),
+        )
+
+
+def _explain(exc: sqlite3.OperationalError, path: str) -> str:
+    """What the installer should do about a database error."""
     text = str(exc)
-    where = f" {path}" if path else ""
     if "full" in text:
-        return f"journal{where}: the disk is full ({text}); free space on the state directory"
+        return f"journal {path}: the disk is full ({text}); free space in gateway.state_dir"
     if "readonly" in text or "read-only" in text:
-        return f"journal{where} is read-only ({text}); check the state directory's permissions"
+        return (
+            f"journal {path} is read-only ({text}); the file system may have been remounted "
+            "read-only after an error (check dmesg) or the service user may not own it"
+        )
+    if "disk I/O" in text:
+        return f"journal {path}: disk I/O error ({text}); the SD card or disk may be failing"
+    if "locked" in text or "busy" in text:
+        return (
+            f"journal {path} is locked ({text}): is another gateway process running "
+            "with the same state directory?"
+        )
     if "unable to open" in text:
         return (
-            f"journal{where} cannot be opened ({text}); check that gateway.state_dir "
+            f"journal {path} cannot be opened ({text}); check that gateway.state_dir "
             "exists and is writable"
         )
-    return f"journal{where}: {text}"
+    return f"journal {path}: {text}"

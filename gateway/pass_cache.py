@@ -1,8 +1,14 @@
 """The phone-pass replay cache (PASSES.md): ``(d, t, n)`` seen at this gateway.
 
-A pass that was presented stays used after a power cut: each entry is committed before
-the decision goes on. An in-memory set mirrors the table for the pure decision; entries
-whose ``t`` is outside the window are pruned, since they can never verify again.
+A pass that was presented stays used after a power cut: :meth:`PassCache.add` commits
+(WAL, ``synchronous=FULL``) before it returns, and the entrance calls it before the door
+decision goes on. An in-memory set mirrors the table, so :meth:`PassCache.seen` and
+:meth:`PassCache.entries` never touch the disk. Entries whose ``t`` is outside the window
+are pruned: such a pass fails ``pass_expired`` before the replay check, so it can never
+verify again.
+
+The API is synchronous, called from the event loop: a seen-check is a set lookup, and an
+add is one small commit (one WAL fsync) per phone pass presented, which is rare.
 """
 
 from __future__ import annotations
@@ -13,55 +19,101 @@ from pathlib import Path
 from gateway.errors import StoreError
 from gateway.passes import SeenKey
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS seen (device TEXT NOT NULL, t INTEGER NOT NULL, "
+    "nonce TEXT NOT NULL, PRIMARY KEY (device, t, nonce)) WITHOUT ROWID"
+)
+
 
 class PassCache:
     """Seen pass tokens, durable (SQLite) and mirrored in memory."""
 
-    def __init__(self, conn: sqlite3.Connection, seen: set[SeenKey]) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, seen: set[SeenKey]) -> None:
         self._conn = conn
+        self._path = path
         self._seen = seen
 
     @classmethod
     def open(cls, path: Path | str) -> PassCache:
-        """Open (or create) the cache and load it."""
+        """Open (or create) the cache and load it into memory."""
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS seen (device TEXT NOT NULL, t INTEGER NOT "
-                "NULL, nonce TEXT NOT NULL, PRIMARY KEY (device, t, nonce))"
-            )
-            seen = {(d, int(t), n) for d, t, n in conn.execute("SELECT device, t, nonce FROM seen")}
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"pass replay cache {path} is damaged ({exc}): delete it; passes "
-                "seen in the last minute could then be replayed once"
-            ) from exc
-        return cls(conn, seen)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(_SCHEMA)
+                rows = conn.execute("SELECT device, t, nonce FROM seen").fetchall()
+            except BaseException:
+                conn.close()
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(_explain(exc, str(path))) from exc
+        return cls(conn, str(path), {(d, int(t), n) for d, t, n in rows})
 
     def seen(self, device: str, t: int, nonce: str) -> bool:
-        """True if this token was already presented here."""
+        """True if this token was already presented here (and not pruned)."""
         return (device, t, nonce) in self._seen
 
     def add(self, device: str, t: int, nonce: str) -> None:
-        """Remember a presented token, durably."""
-        self._conn.execute(
-            "INSERT OR IGNORE INTO seen (device, t, nonce) VALUES (?, ?, ?)", (device, t, nonce)
-        )
-        self._seen.add((device, t, nonce))
+        """Remember a presented token, durably (committed before this returns)."""
+        key = (device, t, nonce)
+        if key in self._seen:
+            return
+        try:
+            self._conn.execute("INSERT OR IGNORE INTO seen (device, t, nonce) VALUES (?,?,?)", key)
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(exc, self._path)) from exc
+        self._seen.add(key)
 
     def prune(self, now_unix: int, window_s: int) -> int:
-        """Forget tokens whose time is outside the window: they can never verify again."""
+        """Forget tokens whose time is outside ``now ± window``: they can never verify again.
+
+        Returns how many were forgotten.
+        """
         low, high = now_unix - window_s, now_unix + window_s
-        count = self._conn.execute("DELETE FROM seen WHERE t < ? OR t > ?", (low, high)).rowcount
+        try:
+            count = self._conn.execute(
+                "DELETE FROM seen WHERE t < ? OR t > ?", (low, high)
+            ).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(exc, self._path)) from exc
         self._seen = {k for k in self._seen if low <= k[1] <= high}
         return int(count)
 
     def entries(self) -> set[SeenKey]:
-        """The current set, for the decision's local state."""
+        """A copy of the current set, for the decision's local state."""
         return set(self._seen)
+
+    def __len__(self) -> int:
+        """How many tokens are remembered."""
+        return len(self._seen)
 
     def close(self) -> None:
         """Close the database."""
         self._conn.close()
+
+
+def _explain(exc: sqlite3.Error | OSError, path: str) -> str:
+    """What the installer should do about a replay-cache error."""
+    text = str(exc)
+    if isinstance(exc, OSError):
+        return (
+            f"pass replay cache {path} cannot be created ({exc.strerror}); "
+            "check gateway.state_dir and its permissions"
+        )
+    if "full" in text:
+        return (
+            f"pass replay cache {path}: the disk is full ({text}); free space in gateway.state_dir"
+        )
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"pass replay cache {path} is read-only ({text}); check dmesg for a file system "
+            "remounted read-only, and that the service user owns gateway.state_dir"
+        )
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"pass replay cache {path}: {text}; check gateway.state_dir"
+    return (
+        f"pass replay cache {path} is damaged ({text}): stop the gateway and delete it; "
+        "passes shown in the last minute could then be used once more"
+    )

@@ -1,30 +1,40 @@
-"""The journal: gap-free seq, UUIDv7 ids, durable before the lock, kept until acknowledged."""
+"""PROTOCOL.md, Check-ins and Events: the journal (gap-free seq, UUIDv7 ids, durable before
+the lock, kept until acknowledged, crash-left decisions finalised)."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
+import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gateway.errors import JournalError
 from gateway.journal import Journal
-from gateway.uuid7 import uuid7
 
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+CHECKIN_KEYS = {
+    "id", "seq", "gw", "at", "door", "zone", "direction", "credential", "member", "ticket",
+    "decision", "reason", "contract", "charged", "passed", "warnings", "offline",
+    "entitlements_version",
+}  # fmt: skip
 
 
-def checkin(n: int = 0) -> dict:
+def checkin(n: int = 0, *, at: datetime = AT, decision: str = "granted") -> dict:
+    """A check-in as the entrance hands it to the journal (no id, seq, gw yet)."""
     return {
-        "at": AT.isoformat(),
+        "at": at.isoformat(timespec="milliseconds"),
         "door": "main-in",
         "zone": "gym",
         "direction": "in",
         "credential": "nfc",
         "member": f"M{n}",
         "ticket": None,
-        "decision": "granted",
-        "reason": "ok",
+        "decision": decision,
+        "reason": "ok" if decision == "granted" else "unknown_credential",
         "contract": "C1",
         "charged": 1,
         "passed": False,
@@ -34,88 +44,167 @@ def checkin(n: int = 0) -> dict:
     }
 
 
-async def test_seq_counts_up_without_gaps_and_ids_are_uuid7(tmp_path):
+@pytest.fixture
+async def journal(tmp_path):
     j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    entries = [await j.record_decision(checkin(i)) for i in range(5)]
+    yield j
+    await j.close()
+
+
+async def reopen(j: Journal, tmp_path) -> Journal:
+    await j.close()
+    return await Journal.open(tmp_path / "j.sqlite", "door-1")
+
+
+async def test_seq_counts_up_from_one_without_gaps_and_ids_are_unique_uuid7(journal):
+    entries = [await journal.record_decision(checkin(i)) for i in range(5)]
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert all(uuid.UUID(e.id).version == 7 for e in entries)
     assert len({e.id for e in entries}) == 5
-    await j.close()
+    assert journal.last_seq == 5
 
 
-async def test_finalise_makes_a_decision_publishable_with_its_final_state(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    e = await j.record_decision(checkin())
-    assert await j.unacked() == []  # not final yet
-    final = await j.finalise(e.seq, passed=True, charged=1)
-    assert (final["seq"], final["id"], final["gw"], final["passed"]) == (
-        e.seq,
-        e.id,
-        "door-1",
-        True,
-    )
-    [record] = await j.unacked()
-    assert record["kind"] == "checkin" and record["message"] == final
-    await j.close()
+async def test_the_journal_assigns_id_seq_and_gw_whatever_the_caller_put_there(journal):
+    entry = await journal.record_decision({**checkin(), "id": "x", "seq": 99, "gw": "other"})
+    final = await journal.finalise(entry.seq, passed=True, charged=1)
+    assert (final["id"], final["seq"], final["gw"]) == (entry.id, entry.seq, "door-1")
 
 
-async def test_events_share_the_checkins_counter(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    a = await j.record_decision(checkin())
-    b = await j.record_event("door_forced", door="main-in", detail={}, at=AT)
+async def test_finalise_makes_a_decision_publishable_as_the_protocol_checkin(journal):
+    e = await journal.record_decision(checkin())
+    assert await journal.unacked() == []  # not final yet: not published
+    final = await journal.finalise(e.seq, passed=True, charged=1)
+    assert set(final) == CHECKIN_KEYS
+    assert (final["seq"], final["id"], final["gw"]) == (e.seq, e.id, "door-1")
+    assert (final["passed"], final["charged"]) == (True, 1)
+    [record] = await journal.unacked()
+    assert record == {"kind": "checkin", "seq": e.seq, "message": final}
+
+
+async def test_a_final_checkin_never_changes_again(journal):
+    e = await journal.record_decision(checkin())
+    first = await journal.finalise(e.seq, passed=True, charged=1)
+    assert await journal.finalise(e.seq, passed=False, charged=0) == first
+    [record] = await journal.unacked()
+    assert record["message"]["passed"] is True
+
+
+async def test_finalising_an_event_or_an_unknown_seq_is_refused(journal):
+    ev = await journal.record_event("started", door=None, detail={}, at=AT)
+    with pytest.raises(JournalError, match="event"):
+        await journal.finalise(ev.seq, passed=True, charged=0)
+    with pytest.raises(JournalError, match="not in the journal"):
+        await journal.finalise(42, passed=True, charged=0)
+
+
+async def test_events_share_the_checkins_counter_and_are_final_at_once(journal):
+    a = await journal.record_decision(checkin())
+    await journal.finalise(a.seq, passed=False, charged=0)
+    b = await journal.record_event("door_forced", door="main-in", detail={"s": 3}, at=AT)
     assert b.seq == a.seq + 1
-    await j.close()
+    records = await journal.unacked()
+    assert [r["kind"] for r in records] == ["checkin", "event"]
+    assert records[1]["message"] == {
+        "id": b.id,
+        "seq": b.seq,
+        "gw": "door-1",
+        "at": "2026-11-25T09:00:00.000+00:00",
+        "door": "main-in",
+        "type": "door_forced",
+        "detail": {"s": 3},
+    }
 
 
-async def test_unacked_stops_at_the_first_record_not_yet_final(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    await j.record_event("started", door=None, detail={}, at=AT)
-    open_one = await j.record_decision(checkin())
-    await j.record_event("door_closed", door="main-in", detail={}, at=AT)
-    assert [r["seq"] for r in await j.unacked()] == [1]
-    await j.finalise(open_one.seq, passed=False, charged=0)
-    assert [r["seq"] for r in await j.unacked()] == [1, 2, 3]
-    await j.close()
+async def test_unacked_stops_at_the_first_record_not_yet_final(journal):
+    await journal.record_event("started", door=None, detail={}, at=AT)
+    open_one = await journal.record_decision(checkin())
+    await journal.record_event("door_closed", door="main-in", detail={}, at=AT)
+    assert [r["seq"] for r in await journal.unacked()] == [1]
+    await journal.finalise(open_one.seq, passed=False, charged=0)
+    assert [r["seq"] for r in await journal.unacked()] == [1, 2, 3]
 
 
-async def test_ack_prunes_final_records_and_keeps_open_ones(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    await j.record_event("started", door=None, detail={}, at=AT)
-    await j.record_decision(checkin())  # still open
-    assert await j.ack(2) == 1
-    assert await j.pending_count() == 1
-    await j.close()
+async def test_unacked_pages_after_a_seq_with_a_limit(journal):
+    await journal.record_many([checkin(i) for i in range(10)])
+    assert [r["seq"] for r in await journal.unacked(after_seq=4, limit=3)] == [5, 6, 7]
 
 
-async def test_seq_never_goes_back_after_pruning_and_restart(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
+async def test_ack_prunes_final_records_and_keeps_those_not_final(journal):
+    await journal.record_event("started", door=None, detail={}, at=AT)
+    open_one = await journal.record_decision(checkin())
+    await journal.record_event("door_closed", door="main-in", detail={}, at=AT)
+    assert await journal.ack(3) == 2
+    assert await journal.pending_count() == 1
+    final = await journal.finalise(open_one.seq, passed=True, charged=1)
+    assert [r["message"] for r in await journal.unacked()] == [final]
+
+
+async def test_seq_never_goes_back_after_pruning_everything_and_a_restart(journal, tmp_path):
     for _ in range(3):
-        await j.record_event("started", door=None, detail={}, at=AT)
-    await j.ack(3)
-    await j.close()
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    assert (await j.record_event("started", door=None, detail={}, at=AT)).seq == 4
-    assert j.last_seq == 4 and j.acked_upto == 3
-    await j.close()
+        await journal.record_event("started", door=None, detail={}, at=AT)
+    assert await journal.ack(3) == 3
+    assert await journal.pending_count() == 0
+    journal = await reopen(journal, tmp_path)
+    assert (journal.last_seq, journal.acked_upto) == (3, 3)
+    assert (await journal.record_event("started", door=None, detail={}, at=AT)).seq == 4
 
 
-async def test_a_decision_left_open_by_a_crash_is_finalised_as_not_passed(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    e = await j.record_decision(checkin())
-    await j.close()  # the process "died" before the passage was seen
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    [record] = await j.unacked()
-    assert record["seq"] == e.seq
+async def test_a_decision_left_open_by_a_crash_is_finalised_as_not_passed(journal, tmp_path):
+    e = await journal.record_decision(checkin())
+    journal = await reopen(journal, tmp_path)  # the process "died" before the passage
+    [record] = await journal.unacked()
+    assert (record["seq"], record["message"]["id"]) == (e.seq, e.id)
     assert (record["message"]["passed"], record["message"]["charged"]) == (False, 0)
-    await j.close()
 
 
-async def test_record_many_writes_one_transaction_in_order(tmp_path):
-    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
-    entries = await j.record_many([checkin(i) for i in range(100)])
+async def test_a_decision_whose_caller_was_cancelled_does_not_block_the_outbox(journal):
+    writing, go = threading.Event(), threading.Event()
+    insert = journal._insert
+
+    def slow_insert(items):  # holds the journal thread mid-write, as a slow fsync would
+        writing.set()
+        go.wait(10)
+        return insert(items)
+
+    journal._insert = slow_insert
+    task = asyncio.ensure_future(journal.record_decision(checkin()))
+    await asyncio.to_thread(writing.wait, 10)
+    task.cancel()  # e.g. the gateway is stopping: no lock will move for this decision
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    journal._insert = insert
+    after = await journal.record_event("started", door=None, detail={}, at=AT)
+    records = await journal.unacked()
+    assert [r["seq"] for r in records] == [1, after.seq]
+    assert (records[0]["message"]["passed"], records[0]["message"]["charged"]) == (False, 0)
+
+
+async def test_records_since_gives_final_granted_checkins_from_that_time(journal):
+    old = await journal.record_decision(checkin(1, at=AT - timedelta(days=2)))
+    new = await journal.record_decision(checkin(2, at=AT + timedelta(hours=1)))
+    denied = await journal.record_decision(
+        checkin(3, at=AT + timedelta(hours=1), decision="denied")
+    )
+    pending = await journal.record_decision(checkin(4, at=AT + timedelta(hours=2)))
+    for e in (old, new, denied):
+        await journal.finalise(e.seq, passed=True, charged=1)
+    await journal.record_event("started", door=None, detail={}, at=AT + timedelta(hours=1))
+    since = await journal.records_since(AT)
+    assert [m["seq"] for m in since] == [new.seq]
+    assert pending.seq not in [m["seq"] for m in since]
+
+
+async def test_record_many_writes_one_transaction_in_order(journal):
+    entries = await journal.record_many([checkin(i) for i in range(100)])
     assert [e.seq for e in entries] == list(range(1, 101))
-    assert len(await j.unacked(limit=1000)) == 100
-    await j.close()
+    assert len(await journal.unacked(limit=1000)) == 100
+
+
+async def test_a_record_that_is_not_json_is_refused_and_uses_no_seq(journal):
+    with pytest.raises(JournalError, match="not plain JSON"):
+        await journal.record_decision({**checkin(), "at": AT})  # a datetime, not a string
+    assert (await journal.record_decision(checkin())).seq == 1
 
 
 async def test_unwritable_path_gets_a_clear_error(tmp_path):
@@ -132,9 +221,39 @@ async def test_damaged_file_gets_a_clear_error(tmp_path):
         await Journal.open(bad, "door-1")
 
 
-def test_uuid7_sort_by_time_and_are_unique():
-    ids = [uuid7(1_795_000_000_000 + i) for i in range(100)]
-    assert ids == sorted(ids)
-    assert len({uuid7() for _ in range(10_000)}) == 10_000
-    u = uuid7()
-    assert u.version == 7 and u.variant == uuid.RFC_4122
+def chattr(flag: str, path) -> bool:
+    """Set or clear the immutable flag (even root cannot write such a file)."""
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", flag, path], capture_output=True).returncode == 0
+
+
+async def test_read_only_journal_gets_a_clear_error(tmp_path):
+    path = tmp_path / "j.sqlite"
+    await (await Journal.open(path, "door-1")).close()
+    if not await asyncio.to_thread(chattr, "+i", path):
+        pytest.skip("chattr +i (immutable file) is not available here")
+    try:
+        with pytest.raises(JournalError, match="read-only"):
+            await Journal.open(path, "door-1")
+    finally:
+        await asyncio.to_thread(chattr, "-i", path)
+
+
+async def test_a_full_disk_gets_a_clear_error_and_the_journal_recovers(journal):
+    # a page limit makes SQLite report SQLITE_FULL, as a full disk does
+    await journal._run(journal._conn.execute, "PRAGMA max_page_count=8")
+    with pytest.raises(JournalError, match="disk is full"):
+        for _ in range(100):
+            await journal.record_many([{"member": "x" * 1000}] * 5)
+    last = journal.last_seq
+    assert await journal.ack(last) > 0  # the central catches up: space is freed
+    assert (await journal.record_event("started", door=None, detail={}, at=AT)).seq == last + 1
+
+
+async def test_a_closed_journal_refuses_writes(tmp_path):
+    j = await Journal.open(tmp_path / "j.sqlite", "door-1")
+    await j.close()
+    await j.close()  # twice is fine
+    with pytest.raises(JournalError, match="closed"):
+        await j.record_decision(checkin())
