@@ -1,0 +1,306 @@
+"""A Modbus relay board: pymodbus's own server with 8 coils and 8 discrete inputs.
+
+It speaks real Modbus, over TCP on loopback or RTU on a pty pair (two ptys joined by a
+small relay thread: a null-modem cable). The server runs in a thread with its own event
+loop, so a test's event loop and the board never wait on each other, as with a real board.
+
+For tests: :attr:`RelayBoardSim.history` (every coil change with its time.monotonic()),
+:meth:`set_input`, :meth:`stick` (a relay takes the write but does not move: read-back
+disagrees), :meth:`unplug` / :meth:`plug` (server stopped, then started again; a board
+that lost power comes back with every relay off).
+
+Run by hand: ``python -m simulators.relay_board --tcp 5020`` or ``--rtu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from simulators.pty import Pty
+
+FC_READ_COILS, FC_READ_INPUTS, FC_WRITE_COIL, FC_WRITE_COILS = 1, 2, 5, 15
+
+CoilListener = Callable[[int, bool, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CoilChange:
+    """One relay change on the simulated board (time.monotonic() when it was written)."""
+
+    index: int
+    value: bool
+    at: float
+
+
+class NullModem:
+    """Two ptys cross-connected by a thread: what one side writes, the other reads.
+
+    ``connected = False`` pulls the cable: bytes are dropped, as on a dead RS-485 line.
+    """
+
+    def __init__(self) -> None:
+        self.a, self.b = Pty(), Pty()
+        self.connected = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="null-modem", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        ends = {self.a.master: self.b, self.b.master: self.a}
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select(list(ends), [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            for fd in ready:
+                try:
+                    data = os_read(fd)
+                except OSError:
+                    continue
+                if data and self.connected:
+                    ends[fd].write(data)
+
+    def close(self) -> None:
+        """Stop the relay thread and hang up both ptys."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.a.close()
+        self.b.close()
+
+
+def os_read(fd: int) -> bytes:
+    """Read what is waiting on a non-blocking fd (b"" if nothing)."""
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b""
+
+
+class RelayBoardSim:
+    """A simulated Modbus relay board (pymodbus server) on TCP or RTU."""
+
+    def __init__(
+        self, *, coils: int = 8, inputs: int = 8, unit: int = 1, baudrate: int = 9600
+    ) -> None:
+        if not (0 < coils <= 64 and 0 < inputs <= 64):
+            raise ValueError("coils and inputs: 1..64")
+        self.n_coils, self.n_inputs, self.unit, self.baudrate = coils, inputs, unit, baudrate
+        self.coils = [False] * coils
+        self.inputs = [False] * inputs
+        self.history: list[CoilChange] = []
+        self.stuck: set[int] = set()
+        self.listeners: list[CoilListener] = []
+        self.transport: str | None = None
+        self.host, self.port = "127.0.0.1", 0
+        self.modem: NullModem | None = None
+        self._lock = threading.Lock()
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="relay-board", daemon=True
+        )
+        self._thread.start()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start_tcp(self, port: int = 0, host: str = "127.0.0.1") -> RelayBoardSim:
+        """Serve Modbus TCP on ``host:port`` (0: a free port, see :attr:`port`)."""
+        self.transport, self.host = "tcp", host
+        self.port = port or _free_port(host)
+        self._call(self._serve())
+        return self
+
+    def start_rtu(self) -> RelayBoardSim:
+        """Serve Modbus RTU on one end of a pty pair; the driver opens :attr:`path`."""
+        self.transport = "rtu"
+        self.modem = NullModem()
+        self._call(self._serve())
+        return self
+
+    @property
+    def path(self) -> str:
+        """The serial port a driver opens (RTU)."""
+        assert self.modem is not None, "start_rtu() first"
+        return self.modem.b.path
+
+    def unplug(self, power_loss: bool = True) -> None:
+        """Stop answering (server stopped, RS-485 cable pulled); relays drop on power loss."""
+        if self.modem is not None:
+            self.modem.connected = False
+        self._call(self._shutdown())
+        if power_loss:
+            with self._lock:
+                for index in range(self.n_coils):
+                    self._change(index, False, time.monotonic())
+
+    def plug(self) -> None:
+        """Answer again, on the same port."""
+        self._call(self._serve())
+        if self.modem is not None:
+            self.modem.connected = True
+
+    def close(self) -> None:
+        """Stop the server, the thread and the ptys."""
+        with contextlib.suppress(Exception):
+            self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+        if self.modem is not None:
+            self.modem.close()
+
+    def __enter__(self) -> RelayBoardSim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what tests look at and do -------------------------------------------------------
+
+    def coil(self, index: int) -> bool:
+        """The relay's state now."""
+        with self._lock:
+            return self.coils[index]
+
+    def changes(self, index: int) -> list[CoilChange]:
+        """Every recorded change of relay ``index``."""
+        with self._lock:
+            return [c for c in self.history if c.index == index]
+
+    def set_input(self, index: int, value: bool) -> None:
+        """Put a level on discrete input ``index`` (thread-safe, callable from anywhere)."""
+        with self._lock:
+            self.inputs[index] = value
+
+    def stick(self, index: int, stuck: bool = True) -> None:
+        """Make relay ``index`` ignore writes (the reply still says OK)."""
+        with self._lock:
+            (self.stuck.add if stuck else self.stuck.discard)(index)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the board's own thread after ``delay`` seconds."""
+        self._loop.call_soon_threadsafe(self._loop.call_later, delay, callback)
+
+    # --- inside the board's thread -------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    def _device(self) -> SimDevice:
+        def bits(n: int) -> list[SimData]:
+            return [SimData(0, count=n, values=False, datatype=DataType.BITS)]
+
+        regs = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
+        return SimDevice(
+            id=self.unit,
+            simdata=(bits(self.n_coils), bits(self.n_inputs), regs, list(regs)),
+            action=self._action,
+        )
+
+    async def _serve(self) -> None:
+        if self._server is not None:
+            return
+        if self.transport == "tcp":
+            self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
+        else:
+            assert self.modem is not None
+            self._server = ModbusSerialServer(
+                self._device(), port=self.modem.a.path, baudrate=self.baudrate
+            )
+        await self._server.serve_forever(background=True)
+
+    async def _shutdown(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> None:
+        """pymodbus calls this on every access: keep the board's own state authoritative."""
+        now = time.monotonic()
+        with self._lock:
+            if function_code in (FC_WRITE_COIL, FC_WRITE_COILS) and values is not None:
+                for offset in range(len(values)):
+                    index = address + offset
+                    if index in self.stuck:
+                        values[offset] = self.coils[index]  # the write is "taken" but not done
+                    else:
+                        self._change(index, bool(values[offset]), now)
+            elif function_code == FC_READ_COILS:
+                _pack(self.coils, registers)
+            elif function_code == FC_READ_INPUTS and values is None:
+                _pack(self.inputs, registers)
+
+    def _change(self, index: int, value: bool, at: float) -> None:
+        if index >= self.n_coils or self.coils[index] == value:
+            return
+        self.coils[index] = value
+        self.history.append(CoilChange(index, value, at))
+        for listener in list(self.listeners):
+            listener(index, value, at)
+
+
+def _pack(levels: list[bool], registers: list[int]) -> None:
+    """Levels into pymodbus's bit registers (16 per register, bit 0 first)."""
+    for reg in range((len(levels) + 15) // 16):
+        chunk = levels[reg * 16 : reg * 16 + 16]
+        registers[reg] = sum(1 << i for i, level in enumerate(chunk) if level)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``accessgw simulate relay-board``: serve a board until Ctrl-C, print relay changes."""
+    parser = argparse.ArgumentParser(prog="accessgw simulate relay-board", description=__doc__)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--tcp", type=int, metavar="PORT", help="Modbus TCP on 127.0.0.1:PORT")
+    where.add_argument("--rtu", action="store_true", help="Modbus RTU on a new pty pair")
+    parser.add_argument("--unit", type=int, default=1)
+    args = parser.parse_args(argv)
+    stop = threading.Event()  # set up before the first line: a supervisor may stop us at once
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sim = RelayBoardSim(unit=args.unit)
+    sim.listeners.append(
+        lambda i, v, at: print(f"{at:.3f} relay {i} {'ON' if v else 'off'}", flush=True)
+    )
+    if args.rtu:
+        sim.start_rtu()
+        print(f"Modbus RTU relay board, unit {args.unit}, on {sim.path}", flush=True)
+    else:
+        sim.start_tcp(args.tcp or 5020)
+        print(f"Modbus TCP relay board, unit {args.unit}, on {sim.host}:{sim.port}", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
