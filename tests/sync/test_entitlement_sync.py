@@ -1,0 +1,402 @@
+"""PROTOCOL.md, Entitlement sync and Time: a gateway follows the central simulator's set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.config import MqttSection
+from gateway.store import EntitlementStore
+from gateway.sync.entitlement_sync import EntitlementSync
+from gateway.sync.envelopes import load_public_key, seal
+from gateway.sync.link import Link
+from simulators.central import CentralSimulator, generated_member
+from tests.support.broker import Broker, running
+from tests.support.sets import member
+
+SITE, GW = "oslo", "door-1"
+DELTA_TOPIC = f"acs/v1/{SITE}/entitlements/delta"
+UID = "04A1B2C3"
+
+
+async def until(check: Callable[[], Any], within: float = 10.0) -> None:
+    """Wait until ``check()`` is true, polling every 10 ms; TimeoutError after ``within`` s."""
+    for _ in range(int(within / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    if not check():
+        raise TimeoutError(f"not true within {within} s")
+
+
+@dataclass
+class Gateway:
+    """A gateway's sync side: the real store, link and entitlement sync."""
+
+    store: EntitlementStore
+    link: Link
+    sync: EntitlementSync
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    counted: list[dict[str, int]] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def connect(self) -> None:
+        """Start the link (again)."""
+        self.task = asyncio.create_task(self.link.run())
+
+    async def disconnect(self) -> None:
+        """Stop the link, as when the gateway's network goes away."""
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    def bad(self) -> list[dict[str, Any]]:
+        return [d for t, d in self.events if t == "bad_message"]
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    broker: Broker, central: CentralSimulator, path: Path, **kw: Any
+) -> AsyncIterator[Gateway]:
+    """A gateway connected to ``broker`` and synced to ``central`` (until its version)."""
+    store = EntitlementStore.open(path / "store.sqlite", b"k" * 32)
+    cfg = MqttSection(host="127.0.0.1", port=broker.port, keepalive=5, reconnect_max=0.5)
+    link = Link(cfg, SITE, GW, status_payload=lambda: {"state": "online"}, retry_base=0.1)
+    gw = Gateway(store, link, None)  # type: ignore[arg-type]
+    gw.sync = EntitlementSync(
+        store, link, site=SITE, gw=GW, public_key=load_public_key(central.public_key_b64),
+        on_event=lambda t, d: gw.events.append((t, d)), on_counted=gw.counted.append,
+        on_time=gw.times.append, on_version=gw.versions.append, **kw,
+    )  # fmt: skip
+
+    async def deliver(topic: str, payload: bytes) -> None:
+        await gw.sync.handle(topic, payload)
+
+    link.on_message(deliver)
+    link.on_connect(gw.sync.on_connect)
+    gw.connect()
+    try:
+        await until(lambda: store.version == central.version, 30)
+        yield gw
+    finally:
+        await gw.disconnect()
+        store.close()
+
+
+@pytest.fixture
+async def central(broker: Broker) -> AsyncIterator[CentralSimulator]:
+    """A central simulator with three generated members and M1 (card 04A1B2C3)."""
+    async with CentralSimulator(
+        port=broker.port, site=SITE, members=3, records=[member("M1")], time_interval=None
+    ) as c:
+        yield c
+
+
+# --- changes at the central system reach the store ------------------------------------------
+
+
+async def test_a_member_added_frozen_blocked_and_deleted_reaches_the_store_within_1_s(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        card = "04C0FFEE"
+        await central.add_member(member("M9", credentials=[{"kind": "nfc", "uid": card}]))
+        await until(lambda: gw.store.find("nfc", card) is not None, 1.0)
+        assert gw.store.find("nfc", card).member == "M9"  # type: ignore[union-attr]
+
+        await central.freeze_contract("M9", "C1", "2026-07-01", "2026-07-31")
+        await until(lambda: gw.store.member("M9").contracts[0].freezes, 1.0)  # type: ignore[union-attr]
+
+        await central.block("M9", "2026-12-01T00:00:00+01:00", "2026-12-08T00:00:00+01:00")
+        await until(lambda: gw.store.member("M9").blocks, 1.0)  # type: ignore[union-attr]
+        assert gw.store.member("M9").blocks[0].reason == "blacklist"  # type: ignore[union-attr]
+
+        await central.delete("M9")
+        await until(lambda: gw.store.find("nfc", card) is None, 1.0)
+        assert gw.store.member("M9") is None
+        await until(lambda: gw.versions[-1:] == [5])  # reported once durable
+        assert gw.store.version == central.version == 5
+        assert gw.versions[-4:] == [2, 3, 4, 5] and gw.bad() == []
+
+
+async def test_a_ticket_added_at_the_central_system_is_found_by_its_code(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    ticket = {
+        "ticket": "T-88812",
+        "code": "EVT-88812-XK",
+        "uses": 1,
+        "valid_from": "2026-11-22T18:00:00+01:00",
+        "valid_to": "2026-11-22T23:00:00+01:00",
+    }
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.add_ticket(ticket)
+        await until(lambda: gw.store.find("code", "EVT-88812-XK") is not None, 1.0)
+        assert gw.store.ticket("T-88812") is not None
+
+
+# --- what is refused --------------------------------------------------------------------------
+
+
+async def test_a_delta_with_a_bad_signature_changes_nothing_and_is_reported(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    forged = {"version": 2, "base": 1, "upsert": [member("M66")], "delete": ["M1"]}
+    async with gateway(broker, central, tmp_path) as gw:
+        payload = seal("delta", SITE, forged, Ed25519PrivateKey.generate(), datetime.now(UTC))
+        await central.publish_raw(DELTA_TOPIC, payload)
+        await until(lambda: gw.bad())
+        assert gw.bad() == [{"topic": DELTA_TOPIC, "reason": "bad signature"}]
+        assert gw.store.version == 1 and gw.store.member("M66") is None
+        assert gw.store.find("nfc", UID) is not None
+
+
+async def test_a_delta_for_another_site_changes_nothing_and_is_reported(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    other = {"version": 2, "base": 1, "upsert": [], "delete": ["M1"]}
+    async with gateway(broker, central, tmp_path) as gw:
+        payload = seal("delta", "bergen", other, central.key, datetime.now(UTC))
+        await central.publish_raw(DELTA_TOPIC, payload)
+        await until(lambda: gw.bad())
+        assert gw.bad() == [{"topic": DELTA_TOPIC, "reason": "for another site"}]
+        assert gw.store.version == 1 and gw.store.member("M1") is not None
+
+
+async def test_an_invalid_delta_is_refused_whole(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    broken = member("M8", contracts=[{"id": "C1", "type": "lifetime", "start": "2026-01-01"}])
+    body = {"version": 2, "base": 1, "upsert": [member("M7"), broken], "delete": ["M1"]}
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.publish_raw(DELTA_TOPIC, central.seal("delta", body))
+        await until(lambda: gw.bad())
+        (bad,) = gw.bad()
+        assert bad["topic"] == DELTA_TOPIC and bad["reason"].startswith("invalid set")
+        assert "M8" in bad["reason"]
+        assert gw.store.version == 1 and gw.store.member("M7") is None
+        assert gw.store.member("M1") is not None
+
+
+async def test_a_payload_that_is_not_json_is_reported_without_its_content(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.publish_raw(DELTA_TOPIC, b'{"secret-uid": "04A1B2C3D4"')
+        await until(lambda: gw.bad())
+        assert gw.bad() == [{"topic": DELTA_TOPIC, "reason": "not valid JSON in UTF-8"}]
+        assert "04A1B2C3D4" not in json.dumps(gw.events)
+
+
+# --- gaps ---------------------------------------------------------------------------------------
+
+
+async def test_missed_deltas_are_asked_for_and_applied_in_order(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        for i in (10, 11, 12):  # lost on the way: the gateway never sees them
+            await central.update([generated_member(i)], publish=False)
+        await central.update([generated_member(13)])  # base 4: the gateway is at 1
+        await until(lambda: gw.versions[-1:] == [5])
+        assert all(gw.store.member(f"M{i:07d}") is not None for i in (10, 11, 12, 13))
+    assert [s["why"] for s in central.received[GW].syncs] == ["startup", "gap"]
+    assert central.received[GW].syncs[1]["have"] == 1
+    assert gw.versions == [1, 2, 3, 4, 5]
+    assert gw.sync.buffered == {}
+
+
+async def test_deltas_missed_while_disconnected_are_caught_up_after_reconnecting(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        await gw.disconnect()
+        for i in (20, 21):  # the gateway's session has expired: nobody keeps these for it
+            await central.update([generated_member(i)], publish=False)
+        await central.update(delete=["M1"], publish=False)
+        gw.connect()
+        await until(lambda: gw.store.version == 4)
+        assert gw.store.member("M0000021") is not None and gw.store.find("nfc", UID) is None
+    assert central.received[GW].syncs[-1] == {"have": 1, "why": "reconnect"}
+
+
+async def test_after_a_broker_restart_the_next_time_envelope_brings_the_gateway_up_to_date(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async with CentralSimulator(port=broker.port, site=SITE, members=3,
+                                time_interval=0.3) as central:  # fmt: skip
+        async with gateway(broker, central, tmp_path) as gw:
+            broker.stop()  # sessions and subscriptions go with it
+            await until(lambda: not gw.link.connected)
+            await central.update([generated_member(20)], publish=False)
+            broker.start()
+            await until(lambda: gw.store.version == 2, 15)
+            assert gw.store.member("M0000020") is not None
+
+
+async def test_a_gateway_with_an_empty_store_starts_from_a_snapshot(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async with CentralSimulator(port=broker.port, site=SITE, members=4100,
+                                time_interval=None) as central:  # fmt: skip
+        async with gateway(broker, central, tmp_path) as gw:
+            assert gw.store.record_count == 4100
+            assert gw.store.find("code", "CODE-4100").member == "M0004100"  # type: ignore[union-attr]
+    assert central.received[GW].syncs[0] == {"have": None, "why": "startup"}
+
+
+# --- snapshots are applied atomically -----------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_50000_member_snapshot_replaces_the_set_at_once_while_decisions_run(
+    broker: Broker, tmp_path: Path
+) -> None:
+    n = 50_000
+    async with CentralSimulator(port=broker.port, site=SITE, members=n,
+                                time_interval=None) as central:  # fmt: skip
+        async with gateway(broker, central, tmp_path) as gw:
+            # Version 2 gives every member the contract "C-2" (version 1: "C-1").
+            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, n + 1)}
+            central.set.version += 1
+            central.set.deltas.clear()  # no delta to offer: the answer is a snapshot
+            seen: list[tuple[str, str]] = []
+            done = asyncio.Event()
+
+            async def decide_continuously() -> None:
+                i = 0
+                while not done.is_set():
+                    i = (i * 7919 + 1) % n  # members from all over the set
+                    first = gw.store.find("nfc", f"04{1 + i:012X}")
+                    last = gw.store.find("code", f"CODE-{n - i}")
+                    assert first is not None and last is not None
+                    seen.append((first.contracts[0].id, last.contracts[0].id))
+                    await asyncio.sleep(0)
+
+            reader = asyncio.create_task(decide_continuously())
+            await gw.sync.request("installer")
+            await until(lambda: gw.store.version == 2, 120)
+            await asyncio.sleep(0.05)
+            done.set()
+            await reader
+            assert gw.store.record_count == n
+    tags = [tag for pair in seen for tag in pair]  # in the order the lookups ran
+    assert tags[0] == "C-1" and tags[-1] == "C-2"
+    # never a mix: each lookup sees the old set or the new one, and once the new set shows,
+    # the old one never comes back (the switch may fall between two lookups of one pair)
+    switch = tags.index("C-2")
+    assert set(tags[:switch]) == {"C-1"} and set(tags[switch:]) == {"C-2"}
+    assert sum(a != b for a, b in seen) <= 1
+
+
+async def test_a_snapshot_is_applied_only_once_all_its_chunks_are_in(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async with CentralSimulator(port=broker.port, site=SITE, members=10, chunk_records=4,
+                                time_interval=None) as central:  # fmt: skip
+        async with gateway(broker, central, tmp_path) as gw:
+            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
+            central.set.version = 2
+            bodies = central.set.snapshot_bodies(4)
+            assert len(bodies) == 3
+            await central.send_snapshot(GW, [bodies[2], bodies[1]])  # chunk 0 not yet
+            await asyncio.sleep(0.3)
+            assert gw.store.version == 1
+            assert gw.store.member("M0000010").contracts[0].id == "C-1"  # type: ignore[union-attr]
+            await central.send_snapshot(GW, [bodies[0]])
+            await until(lambda: gw.store.version == 2)
+            assert gw.store.member("M0000010").contracts[0].id == "C-2"  # type: ignore[union-attr]
+
+
+# --- counted check-ins, time, periodic sync -------------------------------------------------------
+
+
+async def test_checkins_upto_goes_to_the_store_and_the_local_state(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        central.set.checkins_upto = {"door-1": 41, "door-2": 7}
+        await central.add_member(member("M5", credentials=[]))
+        await until(lambda: gw.counted)
+        assert gw.counted[-1] == {"door-1": 41, "door-2": 7}
+        assert gw.store.checkins_upto == {"door-1": 41, "door-2": 7}
+
+
+async def test_a_time_envelope_confirms_a_current_set_and_sets_clock_trust(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.send_time()
+        await until(lambda: gw.times)
+        before = gw.store.updated_at
+        await asyncio.sleep(0.01)
+        await central.send_time()
+        await until(lambda: len(gw.times) == 2)
+        await until(lambda: gw.store.updated_at != before)
+        assert gw.store.updated_at is not None and before is not None
+        assert gw.store.updated_at > before
+        assert abs(gw.times[-1] - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+async def test_a_replayed_time_envelope_is_refused(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        old = seal("time", SITE, {"now": "2026-01-01T00:00:00+00:00", "version": 1},
+                   central.key, datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+        await central.send_time()
+        await until(lambda: gw.times)
+        await central.publish_raw(f"acs/v1/{SITE}/time", old)
+        await until(lambda: gw.bad())
+        assert "replayed" in gw.bad()[0]["reason"] and len(gw.times) == 1
+
+
+async def test_a_time_envelope_naming_a_newer_version_makes_the_gateway_catch_up(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.update([generated_member(30)], publish=False)
+        await central.send_time()
+        await until(lambda: gw.store.version == 2)
+    assert central.received[GW].syncs[-1] == {"have": 1, "why": "gap"}
+
+
+async def test_sync_is_sent_every_sync_interval(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    async with gateway(broker, central, tmp_path, sync_interval=0.1) as gw:
+        async with running(gw.sync.run()):
+            await central.wait_until(
+                lambda: [s["why"] for s in central.received[GW].syncs].count("periodic") >= 2
+            )
+    assert central.received[GW].syncs[0]["why"] == "startup"
+
+
+async def test_a_snapshot_with_an_invalid_record_in_its_last_chunk_changes_nothing(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async with CentralSimulator(
+        port=broker.port, site=SITE, members=10, chunk_records=4, time_interval=None
+    ) as central:
+        async with gateway(broker, central, tmp_path) as gw:
+            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
+            central.set.records["M0000010"]["contracts"][0]["type"] = "lifetime"
+            central.set.version = 2
+            await central.send_snapshot(GW)
+            await until(lambda: gw.bad())
+            assert gw.bad()[0]["reason"].startswith("invalid set")
+            assert "M0000010" in gw.bad()[0]["reason"]
+            assert gw.store.version == 1 and gw.store.record_count == 10
+            assert gw.store.member("M0000001").contracts[0].id == "C-1"  # type: ignore[union-attr]
