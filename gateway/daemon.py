@@ -198,6 +198,10 @@ class Gateway:
         self.sync = SyncRunner(self)
         self._tasks.append(asyncio.create_task(self.sync.run(), name="sync"))
 
+    def link_up(self) -> bool:
+        """Whether the broker link is up (for tests and the web UI)."""
+        return self.online()
+
     def online(self) -> bool:
         """Whether the broker link is up (check-ins record ``offline`` otherwise)."""
         return bool(self.sync and self.sync.connected)
