@@ -133,11 +133,7 @@ class Gateway:
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
-            door = Door(
-                door_cfg,
-                self.boards,
-                on_event=lambda t, d, door_id=door_cfg.id: self.record_event(t, door_id, d),
-            )
+            door = Door(door_cfg, self.boards, on_event=self._door_events(door_cfg.id))
             await door.start()
             self.doors[door_cfg.id] = door
             place = DoorPlace(
@@ -157,6 +153,14 @@ class Gateway:
                 online=self.online,
                 published=self._own_checkin,
             )
+
+    def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
+        """The event sink of one door: its events are journalled with its id."""
+
+        def on_event(type_: str, detail: dict[str, Any]) -> None:
+            self.record_event(type_, door_id, detail)
+
+        return on_event
 
     def _start_readers(self) -> None:
         for reader_cfg in self.config.readers:

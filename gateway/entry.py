@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 class PassageSeen(Protocol):
     """The outcome of a release: did someone walk through?"""
 
-    passed: bool
+    @property
+    def passed(self) -> bool: ...
 
 
 class DoorControl(Protocol):

@@ -5,4 +5,5 @@ source "$(dirname "$0")/_setup.sh" \
   "dev,osdp,libnfc,gpio"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -353,7 +353,7 @@ class CentralSimulator:
                     self._connected.set()
                     async for message in client.messages:
                         payload = message.payload
-                        await self._on_message(str(message.topic), bytes(payload or b""))  # type: ignore[arg-type]
+                        await self._on_message(str(message.topic), bytes(payload or b""))
             except aiomqtt.MqttError as exc:
                 log.info("central: connection lost (%s); reconnecting", exc)
             finally:
@@ -370,6 +370,9 @@ class CentralSimulator:
 
     def _seal(self, type_: str, body: dict[str, Any]) -> bytes:
         return seal(type_, self.site, body, self.key, datetime.now(UTC))
+
+    def _seal_all(self, type_: str, bodies: list[dict[str, Any]]) -> list[bytes]:
+        return [self._seal(type_, body) for body in bodies]
 
     # --- inbound ---------------------------------------------------------------------------
 
@@ -397,7 +400,11 @@ class CentralSimulator:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     def _record(self, gw: str, kind: str, message: dict[str, Any]) -> None:
         got = self.received[gw]
@@ -548,9 +555,7 @@ class CentralSimulator:
         window = 8
         for start in range(0, len(bodies), window):
             part = bodies[start : start + window]
-            payloads = await asyncio.to_thread(
-                lambda p=part: [self._seal("snapshot", b) for b in p]
-            )
+            payloads = await asyncio.to_thread(self._seal_all, "snapshot", part)
             await asyncio.gather(*(self._publish(name, p) for p in payloads))
 
     def _time_payload(self) -> bytes:
