@@ -475,17 +475,23 @@ def check_schedules(records: Iterable[Record], rules: SiteRules) -> list[str]:
     return problems
 
 
-def parse_records(raws: Iterable[object], rules: SiteRules) -> list[Record]:
-    """Validate a list of records against the rules; collects up to 10 problems, then raises."""
+def collect_records(raws: Iterable[object], where: str) -> tuple[list[Record], list[str]]:
+    """The records that validate, and the problems of the others (it stops at 10)."""
     records: list[Record] = []
     problems: list[str] = []
     for i, raw in enumerate(raws):
         try:
-            records.append(parse_record(raw, f"records[{i}]"))
+            records.append(parse_record(raw, f"{where}[{i}]"))
         except InvalidSet as exc:
             problems.extend(exc.problems)
             if len(problems) >= 10:
                 break
+    return records, problems
+
+
+def parse_records(raws: Iterable[object], rules: SiteRules) -> list[Record]:
+    """Validate a list of records against the rules; collects up to 10 problems, then raises."""
+    records, problems = collect_records(raws, "records")
     problems.extend(check_schedules(records, rules))
     if problems:
         raise InvalidSet(problems)

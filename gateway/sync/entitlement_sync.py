@@ -29,7 +29,7 @@ from gateway.entitlements import (
     SiteRules,
     Ticket,
     check_schedules,
-    parse_record,
+    collect_records,
     parse_records,
     parse_rules,
 )
@@ -446,15 +446,7 @@ class EntitlementSync:
 
 def _parse_chunk(raws: list[Any], chunk: int) -> list[Record]:
     """Validate one chunk's records (schedules are checked once the rules are known)."""
-    records: list[Record] = []
-    problems: list[str] = []
-    for i, raw in enumerate(raws):
-        try:
-            records.append(parse_record(raw, f"chunk{chunk}.records[{i}]"))
-        except InvalidSet as exc:
-            problems.extend(exc.problems)
-            if len(problems) >= 10:
-                break
+    records, problems = collect_records(raws, f"chunk{chunk}.records")
     if problems:
         raise InvalidSet(problems)
     return records
