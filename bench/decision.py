@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import latency_line  # noqa: E402
 from gateway.decision import DoorContext, Presented, Request, decide  # noqa: E402
 from gateway.entitlements import parse_record, parse_rules  # noqa: E402
 from gateway.state import LocalState  # noqa: E402
@@ -79,11 +80,6 @@ def probe_startup(path: Path) -> dict:
     return dict(json.loads(probe.stdout))
 
 
-def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile of sorted ``values``."""
-    return values[min(len(values) - 1, int(len(values) * p / 100))]
-
-
 def presented(rng: random.Random, members: int) -> Presented:
     """A random credential: 20% unknown, else one of a random member's three."""
     i = rng.randrange(members)
@@ -95,15 +91,6 @@ def presented(rng: random.Random, members: int) -> Presented:
     if roll < 0.8:
         return Presented("nfc", f"{i:08X}")
     return Presented("code", f"FLX-{i:09d}")
-
-
-def latency_line(label: str, latencies: list[float]) -> str:
-    """p50/p99/max of latencies in ms."""
-    latencies.sort()
-    return (
-        f"{label}: p50 {percentile(latencies, 50):.3f} ms, "
-        f"p99 {percentile(latencies, 99):.3f} ms, max {latencies[-1]:.3f} ms"
-    )
 
 
 def lookups(store: EntitlementStore, members: int, count: int) -> list[float]:
@@ -179,14 +166,11 @@ def main() -> None:
     print(f"RSS after start-up: {child['rss_kib'] / 1024:.0f} MiB (target <= 300)")
 
     store = EntitlementStore.open(path, KEY)
-    print(
-        latency_line(
-            f"find()+member() over {args.decisions:,}", lookups(store, args.members, args.decisions)
-        )
-    )
+    found = lookups(store, args.members, args.decisions)
+    print(latency_line("find()+member()", found, unit="look-ups", target_p99_ms=None))
     latencies, outcomes = decisions(store, args.members, args.decisions)
     print(f"decisions: {args.decisions:,} {outcomes}")
-    print(latency_line("decision latency (target p99 <= 1 ms)", latencies))
+    print(latency_line("decision latency", latencies, unit="decisions", target_p99_ms=1.0))
     delta_ms = delta_seconds(store, args.members) * 1000
     print(f"delta of 1,000 upserts (one moving a code) and 100 deletes: {delta_ms:.0f} ms")
     store.close()

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.figures import latency_line
 from drivers.modbus import ModbusBoard
 from gateway.config import BoardConfig, DoorConfig, Point
 from gateway.doors import Door
@@ -35,13 +39,8 @@ READ_INPUTS_REQUEST, READ_INPUTS_REPLY = 8, 6  # fc 02, 8 inputs: the same sizes
 
 def summary(name: str, samples: list[float]) -> str:
     """p50 / p99 / max of ``samples`` (seconds) in milliseconds, against the target."""
-    ms = sorted(s * 1000 for s in samples)
-    p50 = statistics.median(ms)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    verdict = "ok" if p99 <= TARGET_P99_MS else "OVER TARGET"
-    return (
-        f"{name}: {len(ms)} grants, p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms "
-        f"(target p99 <= {TARGET_P99_MS} ms: {verdict})"
+    return latency_line(
+        name, [s * 1000 for s in samples], unit="grants", target_p99_ms=TARGET_P99_MS
     )
 
 

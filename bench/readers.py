@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.figures import latency_line
 from drivers.pn532 import Pn532Reader, Pn532Settings
 from drivers.serial_scanner import SerialScanner
 from simulators.pn532 import Pn532Simulator
@@ -25,13 +29,8 @@ TARGET_P99_MS = 5.0
 
 def summary(name: str, samples: list[float]) -> str:
     """p50 / p99 / max of ``samples`` (seconds) in milliseconds, against the target."""
-    ms = sorted(s * 1000 for s in samples)
-    p50 = statistics.median(ms)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    verdict = "ok" if p99 <= TARGET_P99_MS else "OVER TARGET"
-    return (
-        f"{name}: {len(ms)} reads, p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms "
-        f"(target p99 <= {TARGET_P99_MS} ms: {verdict})"
+    return latency_line(
+        name, [s * 1000 for s in samples], unit="reads", target_p99_ms=TARGET_P99_MS
     )
 
 

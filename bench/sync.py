@@ -1,4 +1,4 @@
-"""Sync figures, run by hand: ``/work/venv/bin/python bench/sync.py [drain|snapshot|all]``.
+"""Sync figures, run by hand: ``.venv/bin/python bench/sync.py [drain|snapshot|all]``.
 
 (a) drain: N check-ins queued in the journal (a day offline), drained by the outbox to a real
     mosquitto with the central simulator acking; check-ins/s, beside the raw rate of a bare
@@ -20,7 +20,6 @@ import json
 import logging
 import multiprocessing
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
+from bench.figures import percentile  # noqa: E402
 from gateway.config import MqttSection  # noqa: E402
 from gateway.sync.envelopes import load_public_key  # noqa: E402
 from gateway.sync.link import Link  # noqa: E402
@@ -193,12 +193,6 @@ class DoorProbe:
             i += 1
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return statistics.quantiles(values, n=1000)[int(q * 10) - 1] if len(values) > 1 else values[0]
-
-
 def central_process(port: int, members: int, conn: Any) -> None:
     """The central simulator in a process of its own, so that it takes no time from the
     gateway's event loop. Sends its public key, then answers: "bump" makes version 2 (every
@@ -276,11 +270,11 @@ async def snapshot(port: int, workdir: Path, members: int) -> dict[str, float]:
         stop.set()
         await probing
         out["decisions"] = len(probe.decide_ms)
-        out["decide_p50_ms"] = pct(probe.decide_ms, 50)
-        out["decide_p99_ms"] = pct(probe.decide_ms, 99)
+        out["decide_p50_ms"] = percentile(sorted(probe.decide_ms), 50)
+        out["decide_p99_ms"] = percentile(sorted(probe.decide_ms), 99)
         out["decide_max_ms"] = max(probe.decide_ms, default=float("nan"))
-        out["door_p50_ms"] = pct(probe.total_ms, 50)
-        out["door_p99_ms"] = pct(probe.total_ms, 99)
+        out["door_p50_ms"] = percentile(sorted(probe.total_ms), 50)
+        out["door_p99_ms"] = percentile(sorted(probe.total_ms), 99)
         out["door_max_ms"] = max(probe.total_ms, default=float("nan"))
         out["probe_used_decide"] = float(probe.uses_decide)
         task.cancel()
