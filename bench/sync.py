@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import socket
 import sys
 import tempfile
 import time
@@ -88,18 +87,7 @@ async def fill_journal(journal: Any, n: int) -> float:
     return time.perf_counter() - t0
 
 
-async def _link_no_delay(link: Link) -> None:
-    """What the bench proposes for gateway/sync/link.py: TCP_NODELAY on the broker socket
-    once connected. Without it, Nagle holds each small PUBLISH until the previous segment is
-    ACKed, which caps a pipelined drain at about a quarter of its rate."""
-    sock = link._client._client.socket() if link._client is not None else None
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-async def drain(
-    port: int, workdir: Path, n: int, *, no_delay: bool = False, **outbox_kw: Any
-) -> dict[str, float]:
+async def drain(port: int, workdir: Path, n: int, **outbox_kw: Any) -> dict[str, float]:
     from gateway.journal import Journal
     from gateway.sync.outbox import Outbox
 
@@ -112,8 +100,6 @@ async def drain(
         outbox = Outbox(journal, link, site=SITE, gw=GW, **outbox_kw,
                         public_key=load_public_key(central.public_key))  # fmt: skip
         link.on_message(lambda t, p: outbox.handle(t, p))  # type: ignore[arg-type, return-value]
-        if no_delay:
-            link.on_connect(lambda: _link_no_delay(link))
         link.on_connect(outbox.on_connect)
         tasks = [asyncio.create_task(link.run()), asyncio.create_task(outbox.run())]
         t0 = time.perf_counter()
@@ -308,19 +294,17 @@ async def amain(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.what in ("drain", "all"):
             n = args.checkins
-            for no_delay in (False, True):
-                workdir = Path(tmp) / f"drain-{no_delay}"
-                broker = start_broker(workdir, args.nodelay, args.broker_conf)
-                try:
-                    d = await drain(broker.port, workdir, n, no_delay=no_delay, window=args.window)
-                finally:
-                    broker.stop()
-                link = "link with TCP_NODELAY" if no_delay else "link as it is"
-                show(f"(a) drain {n} check-ins, {link}", d)
-                rate, floor = n / d["drain_s"], n / d["raw_s"]
-                print(f"  outbox {rate:,.0f}/s; bare QoS 1 loop {floor:,.0f}/s "
-                      f"({100 * rate / floor:.0f}% of it); pipelined bare loop "
-                      f"{n / d['raw_pipelined_s']:,.0f}/s")  # fmt: skip
+            workdir = Path(tmp) / "drain"
+            broker = start_broker(workdir, args.nodelay, args.broker_conf)
+            try:
+                d = await drain(broker.port, workdir, n, window=args.window)
+            finally:
+                broker.stop()
+            show(f"(a) drain {n} check-ins", d)
+            rate, floor = n / d["drain_s"], n / d["raw_s"]
+            print(f"  outbox {rate:,.0f}/s; bare QoS 1 loop {floor:,.0f}/s "
+                  f"({100 * rate / floor:.0f}% of it); pipelined bare loop "
+                  f"{n / d['raw_pipelined_s']:,.0f}/s")  # fmt: skip
         if args.what in ("snapshot", "all"):
             workdir = Path(tmp) / "snapshot"
             broker = start_broker(workdir, args.nodelay, args.broker_conf)

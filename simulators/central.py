@@ -29,7 +29,6 @@ import csv
 import json
 import logging
 import random
-import socket
 import sys
 import uuid
 from collections import defaultdict, deque
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.sync.envelopes import public_key_b64, seal
+from gateway.sync.link import no_delay
 from gateway.sync.topics import gw_topic, parse, topic
 
 log = logging.getLogger(__name__)
@@ -253,13 +253,6 @@ class Received:
             self.seqs.discard(self.upto)
 
 
-def _no_delay(client: aiomqtt.Client) -> None:
-    """Turn off Nagle's algorithm: acks are small and must not wait for the peer's ACK."""
-    sock = client._client.socket()  # paho's socket; aiomqtt does not expose it
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class CentralSimulator:
     """The simulated central system on one MQTT broker, for one site."""
 
@@ -345,7 +338,7 @@ class CentralSimulator:
                     self.host, self.port, identifier=f"central-{self.site}-{uuid.uuid4().hex[:6]}",
                     protocol=aiomqtt.ProtocolVersion.V311, max_inflight_messages=1000,
                 ) as client:  # fmt: skip
-                    _no_delay(client)
+                    no_delay(client)
                     base = topic(self.site, "gw", "+")
                     for kind in ("sync", "checkin", "event", "cmd/result"):
                         await client.subscribe(f"{base}/{kind}", qos=1)

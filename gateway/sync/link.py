@@ -31,6 +31,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttSection
 from gateway.errors import BadMessage, LinkError
@@ -273,6 +274,7 @@ class Link:
     async def _session(self) -> None:
         """One connection: connect, subscribe, announce, then pump messages until it drops."""
         client = await self._connect()
+        no_delay(client)
         try:
             await self._subscribe(client)
             self._client = client
@@ -310,6 +312,9 @@ class Link:
         self._socket_failed = asyncio.Event()
         kwargs["logger"] = self._paho_logger(asyncio.get_running_loop())
         client = _Client(self.cfg.host, self.cfg.port, **kwargs)
+        # aiomqtt warns on every publish beyond 10 awaiting PUBACK; the outbox keeps up to
+        # ``inflight`` of them on purpose
+        client.pending_calls_threshold = self.cfg.inflight + 10
         enter = asyncio.ensure_future(client.__aenter__())
         failed = asyncio.ensure_future(self._socket_failed.wait())
         try:
@@ -375,8 +380,13 @@ class Link:
         return kwargs
 
     def _paho_logger(self, loop: asyncio.AbstractEventLoop) -> logging.Logger:
-        """A private logger for this connection's paho client (not in the global registry)."""
-        paho_log = logging.Logger(f"{__name__}.paho", logging.DEBUG)
+        """A private logger for this connection's paho client (not in the global registry).
+
+        paho logs every packet at debug level; those lines are only made when the link's
+        own log is at debug, since making them costs more than sending the packet.
+        """
+        level = logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING
+        paho_log = logging.Logger(f"{__name__}.paho", level)
         paho_log.propagate = False
 
         def on_error(message: str) -> None:  # paho may log from the connect thread
@@ -425,9 +435,19 @@ class Link:
         return ctx
 
     async def _subscribe(self, client: _Client) -> None:
-        """Subscribe to the site's topics (again after every reconnect)."""
+        """Subscribe to the site's topics (again after every reconnect).
+
+        With MQTT 5 the broker is asked not to send our own publications back (no local):
+        the ``gw/+/checkin`` filter would otherwise echo every check-in of ours, doubling
+        the traffic of a backlog drain. With 3.1.1 they come back and are ignored.
+        """
+        v5 = self.cfg.protocol == "5"
         for topic_filter in subscriptions(self.site, self.gw):
-            granted = await client.subscribe(topic_filter, qos=1)
+            if v5:
+                options = SubscribeOptions(qos=1, noLocal=True)
+                granted = await client.subscribe(topic_filter, options=options)
+            else:
+                granted = await client.subscribe(topic_filter, qos=1)
             code = granted[0] if granted else 0x80
             if (code.value if isinstance(code, ReasonCode) else code) >= 0x80:
                 raise LinkError(
@@ -573,3 +593,17 @@ def explain_drop(broker: str, exc: BaseException) -> str:
             "same client id (two gateways configured with the same site and id?)"
         )
     return f"connection to the MQTT broker {broker} lost: {cause}"
+
+
+def no_delay(client: aiomqtt.Client) -> None:
+    """Turn off Nagle's algorithm on the broker connection.
+
+    Check-ins, acks and PUBACKs are small: with Nagle, each small PUBLISH waits until the
+    previous segment is acknowledged, and the peer delays that acknowledgement, so a
+    pipelined backlog drain runs at a fraction of its rate. aiomqtt does not expose the
+    socket; paho does.
+    """
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -108,6 +108,20 @@ async def test_gateway_subscribes_only_to_its_own_site(broker: Broker) -> None:
     ]
 
 
+async def test_own_check_ins_do_not_come_back_from_the_broker_with_mqtt_5(broker: Broker) -> None:
+    link = make_link(broker.port)
+    inbox = Inbox(link)
+    own, peer = f"acs/v1/{SITE}/gw/{GW}/checkin", f"acs/v1/{SITE}/gw/door-2/checkin"
+    async with Watcher(broker.port, [own]) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await link.publish(own, b"ours")
+        await central.wait_for(own)  # the broker has it and passes it on
+        await central.publish(peer, b"peer")
+        await inbox.until(lambda: len(inbox.messages) >= 1)
+        await asyncio.sleep(0.2)
+    assert inbox.messages == [(peer, b"peer")]
+
+
 async def test_link_reconnects_and_resubscribes_after_a_broker_restart(broker: Broker) -> None:
     link = make_link(broker.port)
     inbox = Inbox(link)
