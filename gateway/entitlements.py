@@ -49,9 +49,12 @@ def _require_offset(value: datetime) -> datetime:
     return value
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _parse_date(value: object) -> object:
     if isinstance(value, str):
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if not _DATE.fullmatch(value):
             raise ValueError("must be a date YYYY-MM-DD")
         return date.fromisoformat(value)
     return _require_str(value)
@@ -83,12 +86,13 @@ class _Wire(BaseModel):
 # --- credentials -------------------------------------------------------------------------
 
 _HEX_SEPARATORS = re.compile(r"[\s:\-]")
+_HEX = re.compile(r"[0-9A-F]+")
 
 
 def normalise_uid(uid: str) -> str | None:
     """An NFC UID as upper-case hex without separators, or None if it is not 4, 7 or 10 bytes."""
     clean = _HEX_SEPARATORS.sub("", uid).upper()
-    if len(clean) not in (8, 14, 20) or not re.fullmatch(r"[0-9A-F]+", clean):
+    if len(clean) not in (8, 14, 20) or not _HEX.fullmatch(clean):
         return None
     return clean
 
@@ -123,17 +127,22 @@ class NfcCredential(_Wire):
 
     @model_validator(mode="after")
     def _valid_uid(self) -> NfcCredential:
-        if credential_key("nfc", self.uid, self.format) is None:
+        if self._canonical is None:
             if self.format:
                 raise ValueError(f"card number {self.uid!r} with format must be decimal digits")
             raise ValueError("uid must be hex of 4, 7 or 10 bytes")
         return self
 
+    @functools.cached_property
+    def _canonical(self) -> str | None:
+        """Worked out once, when the record is validated, and kept for :attr:`key`."""
+        return credential_key("nfc", self.uid, self.format)
+
     @property
     def key(self) -> str:
         """Canonical value for hashing."""
-        key = credential_key("nfc", self.uid, self.format)
-        assert key is not None
+        key = self._canonical
+        assert key is not None  # the validator refused the record otherwise
         return key
 
 

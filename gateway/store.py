@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -91,6 +92,7 @@ class EntitlementStore:
     ) -> None:
         self._path = path
         self._key = key
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._reader = reader
         self._writer = writer
         self._write_lock = threading.Lock()
@@ -112,6 +114,8 @@ class EntitlementStore:
         try:
             writer.executescript(_SCHEMA)
             store._view = store._load()
+            if name != ":memory:":
+                _remove_file(staged_path(name))  # a snapshot cut short by a stop or crash
         except (sqlite3.Error, ValueError, KeyError, TypeError, InvalidSet) as exc:
             store.close()
             raise _open_error(name, exc) from exc
@@ -127,21 +131,7 @@ class EntitlementStore:
         self._writer.execute("DELETE FROM records WHERE gen < ?", (gen,))
         self._writer.execute("DELETE FROM records WHERE gen > ?", (gen,))
         index = self._load_index(gen, meta.get("format"))
-        count = meta.get("count")
-        if count is None:
-            count = self._writer.execute(
-                "SELECT COUNT(*) FROM records WHERE gen = ?", (gen,)
-            ).fetchone()[0]
-        return _View(
-            gen=gen,
-            version=int(meta["version"]),
-            rules=parse_rules(json.loads(meta["rules"])),
-            checkins_upto=dict(json.loads(meta["checkins_upto"])),
-            updated_at=datetime.fromisoformat(meta["updated_at"]),
-            count=int(count),
-            index=index,
-            max_rowid=self._last_rowid(),
-        )
+        return _view_of(self._writer, meta, index)
 
     def _load_index(self, gen: int, fmt: str | None) -> CredentialIndex:
         """The base blob plus the logged overlay; rebuilt from the records if missing."""
@@ -151,7 +141,7 @@ class EntitlementStore:
             log = w.execute(
                 "SELECT prefix, rowid, added FROM index_log WHERE gen = ? ORDER BY n", (gen,)
             )
-            index = self._read_base(gen).replayed((p, r, bool(a)) for p, r, a in log)
+            index = _read_base(w, gen).replayed((p, r, bool(a)) for p, r, a in log)
             if index.dead:  # rows a delta superseded, if the process stopped before deleting
                 _in_transaction(w, "DELETE FROM records WHERE rowid = ?", index.dead)
             return index
@@ -167,12 +157,16 @@ class EntitlementStore:
 
     def _rebuild(self, gen: int) -> CredentialIndex:
         """The base index built from the stored records of generation ``gen``."""
+        return IndexBuilder.index(self._builder(gen).runs())
+
+    def _builder(self, gen: int) -> IndexBuilder:
+        """The index entries of the stored records of generation ``gen``."""
         builder = IndexBuilder()
         rows = self._writer.execute("SELECT rowid, hashes FROM records WHERE gen = ?", (gen,))
         for rowid, hashes in rows:
             for digest in _split(hashes):
                 builder.add(prefix_of(digest), rowid)
-        return IndexBuilder.index(builder.runs())
+        return builder
 
     def _save_index(self, gen: int, index: CredentialIndex) -> None:
         """Persist ``index`` as the base (inside the caller's transaction); clear the log.
@@ -194,27 +188,6 @@ class EntitlementStore:
                 for start in range(0, len(data), _BLOB_CHUNK):
                     blob.write(data[start : start + _BLOB_CHUNK])
         self._set_meta("format", FORMAT)
-
-    def _read_base(self, gen: int) -> CredentialIndex:
-        """The persisted base index of ``gen``, read in chunks straight into arrays."""
-        columns = []
-        for column in ("prefixes", "rowids"):
-            values = array("q")
-            with self._writer.blobopen("index_blob", column, gen, readonly=True) as blob:
-                while chunk := blob.read(_BLOB_CHUNK):
-                    values.frombytes(chunk)
-            columns.append(values)
-        if len(columns[0]) != len(columns[1]):
-            raise ValueError("the persisted credential index is inconsistent")
-        return CredentialIndex(columns[0], columns[1])
-
-    def _last_rowid(self) -> int:
-        """The highest rowid ever used (deleted ones included: rowids are never reused)."""
-        row = self._writer.execute(
-            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0), "
-            "COALESCE((SELECT MAX(rowid) FROM records), 0))"
-        ).fetchone()
-        return int(row[0])
 
     # --- reading ------------------------------------------------------------------------
 
@@ -245,7 +218,9 @@ class EntitlementStore:
 
     def hash(self, key: str) -> bytes:
         """HMAC-SHA-256 of a canonical credential value with the gateway's secret."""
-        return hmac.new(self._key, key.encode("utf-8"), hashlib.sha256).digest()
+        mac = self._mac.copy()  # keyed once: copying skips hashing the key again
+        mac.update(key.encode("utf-8"))
+        return mac.digest()
 
     def find(self, kind: str, value: str, fmt: str | None = None) -> Record | None:
         """The member or ticket a card (``nfc``) or code (``code``) belongs to, or None."""
@@ -351,7 +326,7 @@ class EntitlementStore:
         w.execute("DELETE FROM records WHERE gen >= ?", (gen,))
         w.execute("BEGIN IMMEDIATE")
         builder = IndexBuilder()
-        rowid = self._last_rowid()
+        rowid = _last_rowid(self._writer)
         inserted = uncommitted = 0
         for batch in _batches(records, 2000):
             rows = []
@@ -368,6 +343,25 @@ class EntitlementStore:
                 w.execute("COMMIT")
                 w.execute("BEGIN IMMEDIATE")
                 uncommitted = 0
+        count, index, notes = self._seal(gen, builder, inserted, version, rules, checkins_upto, at)
+        w.execute("COMMIT")
+        return count, rowid, index, notes
+
+    def _seal(
+        self,
+        gen: int,
+        builder: IndexBuilder,
+        inserted: int,
+        version: int,
+        rules: SiteRules,
+        checkins_upto: Mapping[str, int],
+        at: datetime,
+    ) -> tuple[int, CredentialIndex, list[str]]:
+        """Finish the rows of ``gen`` (inside the caller's transaction): one record per id,
+        each credential with the last record given it, the index and the meta saved.
+
+        Returns the record count, the index and a note per credential given twice.
+        """
         superseded = self._drop_repeated_ids(gen)
         notes: list[str] = []
         index = IndexBuilder.index(self._settled(builder.runs(), superseded, notes))
@@ -375,8 +369,7 @@ class EntitlementStore:
         self._save_index(gen, index)
         self._write_meta(gen=gen, version=version, rules=rules, upto=checkins_upto, at=at)
         self._set_meta("count", str(count))
-        w.execute("COMMIT")
-        return count, rowid, index, notes
+        return count, index, notes
 
     def _drop_repeated_ids(self, gen: int) -> set[int]:
         """A set that lists an id twice keeps the later record; returns the dropped rowids."""
@@ -615,6 +608,58 @@ class EntitlementStore:
         except sqlite3.Error:
             _rollback(self._writer)
 
+    # --- a whole new set written elsewhere ----------------------------------------------
+
+    def staging(self) -> Staging:
+        """Where and how a :class:`StagedSet` for this store is to be written."""
+        if self._path == ":memory:":
+            raise StoreError("an in-memory store cannot take a staged set (it has no file)")
+        with self._write_lock:
+            view = self._view
+            first_rowid = max(view.max_rowid, _last_rowid(self._writer))
+        return Staging(str(staged_path(self._path)), self._key, view.gen + 1, first_rowid)
+
+    def adopt(self, staged: Path | str) -> None:
+        """Switch to the finished :class:`StagedSet` at ``staged``, atomically for readers and
+        durably: its file takes the place of the store's.
+
+        The new view is read before anything is locked. Then, for a few milliseconds, readers
+        wait while the connections are closed, the file moved in place (with the old WAL
+        gone: it belongs to the old file) and opened again. Raises :class:`StoreError` and
+        keeps the current set when the staged file is not a finished set newer than it.
+        """
+        staged = str(staged)
+        if self._path == ":memory:":
+            raise StoreError("an in-memory store cannot take a staged set (it has no file)")
+        try:
+            conn = sqlite3.connect(f"file:{staged}?mode=ro", uri=True)
+            try:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                view = _view_of(conn, meta, _read_base(conn, int(meta["gen"])))
+            finally:
+                conn.close()
+        except (sqlite3.Error, ValueError, KeyError, TypeError, InvalidSet) as exc:
+            raise StoreError(f"staged set {staged} cannot be read ({exc}): not applied") from exc
+        with self._write_lock:
+            if view.gen <= self._view.gen:
+                raise StoreError(f"staged set {staged} is older than the store: not applied")
+            with self._read_lock:
+                self._reader.close()
+                self._writer.close()
+                try:
+                    for suffix in ("-wal", "-shm"):
+                        _remove_file(self._path + suffix)
+                    os.replace(staged, self._path)
+                    _fsync_directory(self._path)
+                    self._view = view
+                finally:
+                    try:
+                        self._reader, self._writer = _connect(self._path)
+                    except sqlite3.Error as exc:
+                        self._closed = True
+                        raise _open_error(self._path, exc) from exc
+        _release_freed_memory()
+
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(
             f"entitlement store at {self._path} could not be written ({exc}); nothing was "
@@ -624,12 +669,14 @@ class EntitlementStore:
     def _stored(self, record: Record) -> tuple[str, str, bytes, str]:
         """(id, kind, credential hashes, JSON without card/code values) of a record."""
         hashes = b"".join(dict.fromkeys(self.hash(k) for k in record.credential_keys()))
-        data = record.model_dump(mode="json", by_alias=True)
         if isinstance(record, Member):
-            data["credentials"] = [c for c in data["credentials"] if c["kind"] == "phone"]
-            return record.member, "member", hashes, json.dumps(data, separators=(",", ":"))
-        data["code"] = TICKET_CODE_PLACEHOLDER
-        return record.ticket, "ticket", hashes, json.dumps(data, separators=(",", ":"))
+            cards = {i for i, c in enumerate(record.credentials) if c.kind != "phone"}
+            body = record.model_dump_json(by_alias=True, exclude={"credentials": cards})
+            return record.member, "member", hashes, body
+        body = record.model_copy(update={"code": TICKET_CODE_PLACEHOLDER}).model_dump_json(
+            by_alias=True
+        )
+        return record.ticket, "ticket", hashes, body
 
     def close(self) -> None:
         """Close both connections (a second call does nothing)."""
@@ -641,7 +688,146 @@ class EntitlementStore:
             self._writer.close()
 
 
+@dataclass(frozen=True)
+class Staging:
+    """What a :class:`StagedSet` needs to continue a store: its file, the HMAC key, and the
+    generation and rowid to start from (so that no row of the new file has the rowid of a
+    row of the current one: a reader still on the old view finds nothing and reads again)."""
+
+    path: str
+    key: bytes = field(repr=False)
+    gen: int
+    first_rowid: int
+
+
+class StagedSet:
+    """A whole new set written to a fresh store file, chunk by chunk, in any order.
+
+    The snapshot builder (:mod:`gateway.sync.snapshots`, a process of its own) fills one as
+    a snapshot's chunks arrive; the gateway then adopts the finished file
+    (:meth:`EntitlementStore.adopt`). A record's rowid is its place in the set (chunk, then
+    position), so "the later record wins" works as in :meth:`EntitlementStore.replace`. The file
+    is written without a journal or fsync while it is being filled (a failure discards it
+    whole); :meth:`finish` makes it durable.
+    """
+
+    def __init__(self, staging: Staging, *, chunk_size: int) -> None:
+        self.path = staging.path
+        self.gen = staging.gen
+        self.chunks: set[int] = set()
+        self._first = staging.first_rowid
+        self._chunk_size = chunk_size
+        self._inserted = 0
+        _remove_file(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-16384")  # 16 MiB
+        conn.executescript(_SCHEMA)
+        self._store = EntitlementStore(self.path, staging.key, conn, conn)
+
+    def add(self, chunk: int, records: Sequence[Record]) -> None:
+        """Write one chunk's records (validated already)."""
+        if len(records) > self._chunk_size:
+            raise ValueError(f"a chunk holds at most {self._chunk_size} records")
+        base = self._first + chunk * self._chunk_size + 1
+        rows = [(base + i, self.gen, *self._store._stored(r)) for i, r in enumerate(records)]
+        w = self._store._writer
+        w.execute("BEGIN")
+        w.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+        w.execute("COMMIT")
+        self.chunks.add(chunk)
+        self._inserted += len(rows)
+
+    def finish(
+        self, version: int, rules: SiteRules, checkins_upto: Mapping[str, int], at: datetime
+    ) -> tuple[int, list[str]]:
+        """Index and seal the set, make the file durable and close it.
+
+        Returns the record count and a note per credential that two records were given.
+        """
+        store = self._store
+        w = store._writer
+        w.execute("BEGIN")
+        builder = store._builder(self.gen)
+        count, _, notes = store._seal(
+            self.gen, builder, self._inserted, version, rules, checkins_upto, at
+        )
+        w.execute("COMMIT")
+        store.close()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return count, notes
+
+    def discard(self) -> None:
+        """Close and delete the file (a snapshot refused or given up)."""
+        self._store.close()
+        _remove_file(self.path)
+
+
+def staged_path(store_path: Path | str) -> Path:
+    """Where a new set for the store at ``store_path`` is written before it is adopted."""
+    return Path(f"{store_path}.next")
+
+
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _view_of(conn: sqlite3.Connection, meta: dict[str, str], index: CredentialIndex) -> _View:
+    """The view of the set whose ``meta`` rows were read from ``conn``."""
+    gen = int(meta["gen"])
+    count = meta.get("count")
+    if count is None:
+        count = conn.execute("SELECT COUNT(*) FROM records WHERE gen = ?", (gen,)).fetchone()[0]
+    return _View(
+        gen=gen,
+        version=int(meta["version"]),
+        rules=parse_rules(json.loads(meta["rules"])),
+        checkins_upto=dict(json.loads(meta["checkins_upto"])),
+        updated_at=datetime.fromisoformat(meta["updated_at"]),
+        count=int(count),
+        index=index,
+        max_rowid=_last_rowid(conn),
+    )
+
+
+def _read_base(conn: sqlite3.Connection, gen: int) -> CredentialIndex:
+    """The persisted base index of ``gen``, read in chunks straight into arrays."""
+    columns = []
+    for column in ("prefixes", "rowids"):
+        values = array("q")
+        with conn.blobopen("index_blob", column, gen, readonly=True) as blob:
+            while chunk := blob.read(_BLOB_CHUNK):
+                values.frombytes(chunk)
+        columns.append(values)
+    if len(columns[0]) != len(columns[1]):
+        raise ValueError("the persisted credential index is inconsistent")
+    return CredentialIndex(columns[0], columns[1])
+
+
+def _last_rowid(conn: sqlite3.Connection) -> int:
+    """The highest rowid ever used (deleted ones included: rowids are never reused)."""
+    row = conn.execute(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0), "
+        "COALESCE((SELECT MAX(rowid) FROM records), 0))"
+    ).fetchone()
+    return int(row[0])
+
+
+def _remove_file(path: Path | str) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+def _fsync_directory(path: str) -> None:
+    """Make a rename in the directory of ``path`` durable."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _connect(name: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:

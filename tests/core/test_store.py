@@ -18,7 +18,7 @@ import pytest
 import gateway.store as store_module
 from gateway.entitlements import Member, Ticket, parse_records, parse_rules
 from gateway.errors import StoreError
-from gateway.store import EntitlementStore
+from gateway.store import EntitlementStore, StagedSet, Staging
 from tests.support.sets import contract, member, rules, ticket
 
 KEY = b"k" * 32
@@ -512,4 +512,134 @@ def test_an_empty_set_survives_a_restart(path: Path) -> None:
     s.close()
     s = EntitlementStore.open(path, KEY)
     assert (s.version, s.record_count, found(s, "04A1B2C3")) == (3, 0, None)
+    s.close()
+
+
+# --- a whole new set staged in a file of its own, then adopted --------------------------------
+
+
+def staged(store: EntitlementStore, chunks: dict[int, list[Member | Ticket]]) -> StagedSet:
+    """A staged set for ``store`` with ``chunks`` added in the order given."""
+    new = StagedSet(store.staging(), chunk_size=CHUNK)
+    for i, part in chunks.items():
+        new.add(i, part)
+    return new
+
+
+CHUNK = 3
+
+
+def test_a_staged_set_written_out_of_order_is_the_set_in_chunk_order(
+    path: Path, store: EntitlementStore
+) -> None:
+    store.replace(
+        1, RULES, records(member("M1"), member("M9", credentials=[card("04000009")])), {}, AT
+    )
+    first = records(member("M1", credentials=[card("04A1B2C3")]), member("M2", display="old"))
+    second = records(member("M2", display="new", credentials=[card("04A1B2C3")]))
+    new = staged(store, {1: second, 0: first})  # chunk 1 arrives first
+    count, notes = new.finish(2, RULES, {"gw-a": 7}, AT)
+    assert (count, notes) == (2, ["a card or code of M1 was also given to M2: M2 keeps it"])
+    assert store.version == 1 and found(store, "04000009") == "M9"  # nothing seen yet
+    store.adopt(new.path)
+    assert store.version == 2 and store.record_count == 2 and store.checkins_upto == {"gw-a": 7}
+    assert found(store, "04A1B2C3") == "M2" and found(store, "04000009") is None
+    assert store.member("M2").display == "new"  # type: ignore[union-attr]
+    assert not Path(new.path).exists()
+    store.close()
+    again = EntitlementStore.open(path, KEY)  # durable: the adopted file is the store now
+    assert again.version == 2 and found(again, "04A1B2C3") == "M2"
+    again.apply_delta(
+        3, 2, records(member("M3", credentials=[card("04000003")])), [], None, None, AT
+    )
+    assert found(again, "04000003") == "M3" and again.record_count == 3
+    again.close()
+
+
+def test_a_staged_set_keeps_no_card_value_in_clear(path: Path, store: EntitlementStore) -> None:
+    store.replace(1, RULES, records(member("M1")), {}, AT)
+    creds = [card("04BEEF01020304"), {"kind": "code", "value": "STAGED-CODE-1"}]
+    new = staged(store, {0: records(member("M2", credentials=creds), ticket(code="TCODE-42"))})
+    new.finish(2, RULES, {}, AT)
+    store.adopt(new.path)
+    assert store.find("code", "TCODE-42") is not None
+    data = b"".join(p.read_bytes() for p in path.parent.iterdir())
+    assert not any(s in data for s in (b"04BEEF01020304", b"STAGED-CODE-1", b"TCODE-42"))
+
+
+def test_readers_see_the_old_set_or_the_new_one_while_a_staged_set_is_adopted(
+    path: Path, store: EntitlementStore
+) -> None:
+    store.replace(1, RULES, version_set(1), {}, AT)
+    stop = threading.Event()
+    seen: list[int] = []
+    problems: list[str] = []
+
+    def reader_loop() -> None:
+        while not stop.is_set():
+            read_pass(store, 2000, seen, problems)
+
+    reader = threading.Thread(target=reader_loop)
+    reader.start()
+    for v in (2, 3):
+        new = StagedSet(store.staging(), chunk_size=2000)
+        new.add(0, version_set(v))
+        new.finish(v, RULES, {}, AT)
+        store.adopt(new.path)
+    stop.set()
+    reader.join()
+    assert problems == []
+    assert_never_goes_back(seen)
+    assert store.member("M1999").contracts[0].id == "v3"  # type: ignore[union-attr]
+
+
+def test_a_staged_set_that_is_not_finished_is_refused_and_the_store_keeps_its_set(
+    store: EntitlementStore,
+) -> None:
+    store.replace(1, RULES, records(member("M1")), {}, AT)
+    new = staged(store, {0: records(member("M2"))})
+    with pytest.raises(StoreError, match="cannot be read"):
+        store.adopt(new.path)  # no index, no meta yet
+    new.discard()
+    assert store.version == 1 and found(store, "04A1B2C3") == "M1"
+    with pytest.raises(StoreError, match="cannot be read"):
+        store.adopt(new.path)  # gone
+
+
+def test_a_staged_set_of_an_older_generation_is_refused(store: EntitlementStore) -> None:
+    store.replace(1, RULES, records(member("M1")), {}, AT)
+    current = store.staging()
+    old = StagedSet(Staging(current.path, KEY, current.gen - 1, current.first_rowid), chunk_size=3)
+    old.add(0, records(member("M2")))
+    old.finish(2, RULES, {}, AT)
+    with pytest.raises(StoreError, match="older than the store"):
+        store.adopt(old.path)
+    assert store.version == 1 and found(store, "04A1B2C3") == "M1"
+
+
+def test_a_chunk_with_too_many_records_is_refused(store: EntitlementStore) -> None:
+    store.replace(1, RULES, records(member("M1")), {}, AT)
+    new = StagedSet(store.staging(), chunk_size=1)
+    with pytest.raises(ValueError, match="at most 1"):
+        new.add(0, records(member("M2"), member("M3")))
+    new.discard()
+
+
+def test_a_staged_set_left_by_a_crash_is_removed_at_start(path: Path) -> None:
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, records(member("M1")), {}, AT)
+    new = staged(s, {0: records(member("M2"))})  # the power goes out here
+    s.close()
+    assert Path(new.path).exists()
+    s = EntitlementStore.open(path, KEY)
+    assert not Path(new.path).exists() and s.version == 1
+    s.close()
+
+
+def test_a_memory_store_cannot_stage() -> None:
+    s = EntitlementStore.open(":memory:", KEY)
+    with pytest.raises(StoreError, match="in-memory"):
+        s.staging()
+    with pytest.raises(StoreError, match="in-memory"):
+        s.adopt("/nonexistent")
     s.close()
