@@ -263,10 +263,21 @@ async def snapshot(port: int, workdir: Path, members: int) -> dict[str, float]:
         out["door_p99_ms"] = percentile(sorted(probe.total_ms), 99)
         out["door_max_ms"] = max(probe.total_ms, default=float("nan"))
         out["probe_used_decide"] = float(probe.uses_decide)
+        figures = sync.last_snapshot or {}
+        out["builder_peak_rss_mib"] = int(figures.get("rss_kib") or 0) / 1024
+        out["gateway_peak_rss_mib"] = peak_rss_kib() / 1024
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         store.close()
     return out
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import base64
 import binascii
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -470,18 +470,27 @@ def parse_record(raw: object, where: str = "record") -> Record:
     raise InvalidSet([f"{where}: has neither 'member' nor 'ticket'"])
 
 
-def check_schedules(records: Iterable[Record], rules: SiteRules) -> list[str]:
-    """Problems with contracts that name a schedule the site rules do not define."""
-    problems = []
+def schedule_uses(records: Iterable[Record]) -> Iterator[tuple[str, str]]:
+    """``(schedule, where)`` for every contract of ``records`` that names a schedule."""
     for record in records:
         if isinstance(record, Member):
             for contract in record.contracts:
-                if contract.schedule is not None and contract.schedule not in rules.schedules:
-                    problems.append(
-                        f"record({record.member}).contracts({contract.id}).schedule: "
-                        f"names schedule {contract.schedule!r}, which is not defined"
-                    )
-    return problems
+                if contract.schedule is not None:
+                    yield contract.schedule, f"record({record.member}).contracts({contract.id})"
+
+
+def undefined_schedules(uses: Iterable[tuple[str, str]], rules: SiteRules) -> list[str]:
+    """The problems of ``uses`` (from :func:`schedule_uses`) that the rules do not define."""
+    return [
+        f"{where}.schedule: names schedule {name!r}, which is not defined"
+        for name, where in uses
+        if name not in rules.schedules
+    ]
+
+
+def check_schedules(records: Iterable[Record], rules: SiteRules) -> list[str]:
+    """Problems with contracts that name a schedule the site rules do not define."""
+    return undefined_schedules(schedule_uses(records), rules)
 
 
 def collect_records(raws: Iterable[object], where: str) -> tuple[list[Record], list[str]]:

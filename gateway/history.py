@@ -77,6 +77,11 @@ class History:
         """Forget a deleted member's passages (privacy)."""
         return self._conn.execute("DELETE FROM checkins WHERE member = ?", (member,)).rowcount
 
+    def members(self) -> list[str]:
+        """The members whose passages are kept."""
+        rows = self._conn.execute("SELECT DISTINCT member FROM checkins WHERE member IS NOT NULL")
+        return [m for (m,) in rows]
+
     def prune(self, now: datetime) -> int:
         """Forget what is older than any rule looks back over."""
         cutoff = (now - PASSAGE_HORIZON).timestamp()

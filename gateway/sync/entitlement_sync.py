@@ -4,10 +4,11 @@ Inbound envelopes are opened and verified first (:mod:`gateway.sync.envelopes`);
 envelope or an invalid set is dropped whole, nothing of it applied, and reported as a
 ``bad_message`` event with the topic and the reason. Deltas apply in version order: one whose
 ``base`` is not the store's version waits in a bounded buffer while the gateway asks ``sync``
-with ``why: gap``. Snapshot chunks are gathered until all k chunks of one version are in,
-then validated and applied with one ``store.replace`` in a worker thread, so that decisions
-keep running and see the old set or the new one, never a mix. Every apply is durable (the
-store commits before it returns) before the new version is reported through ``on_version``.
+with ``why: gap``. Snapshot chunks go, unopened, to the snapshot builder process
+(:mod:`gateway.sync.snapshots`), which verifies them and stages the set in a file of its own;
+once all k chunks of one version are in, the store adopts that file, so that decisions keep
+running and see the old set or the new one, never a mix. Every apply is durable (the store
+commits before it returns) before the new version is reported through ``on_version``.
 """
 
 from __future__ import annotations
@@ -17,35 +18,26 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.entitlements import (
-    Member,
-    SiteRules,
-    Ticket,
-    check_schedules,
-    collect_records,
-    parse_records,
-    parse_rules,
-)
-from gateway.errors import BadMessage, InvalidSet, LinkError
+from gateway.entitlements import SiteRules, check_schedules
+from gateway.errors import BadMessage, InvalidSet, LinkError, StoreError
+from gateway.store import Staging
+from gateway.sync.bodies import Delta, count, parse_delta
 from gateway.sync.envelopes import Envelope, open_envelope
+from gateway.sync.snapshots import SnapshotBuilder, SnapshotBuilderFailed
 from gateway.sync.topics import gw_topic, topic
 
 log = logging.getLogger(__name__)
 
-CHUNK_RECORDS = 2000
-MAX_CHUNKS = 5000  # 10 million records: anything beyond is not a gym's member list
 GAP_RETRY_S = 10.0
 SNAPSHOT_PATIENCE_S = 30.0
 WHYS = ("startup", "gap", "reconnect", "periodic", "installer")
 
-Record = Member | Ticket
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 
@@ -67,14 +59,9 @@ class Store(Protocol):
     @property
     def rules(self) -> SiteRules | None: ...
 
-    def replace(
-        self,
-        version: int,
-        rules: SiteRules,
-        records: Any,
-        checkins_upto: dict[str, int],
-        at: datetime,
-    ) -> list[str]: ...
+    def staging(self) -> Staging: ...
+
+    def adopt(self, staged: str) -> None: ...
 
     def apply_delta(
         self,
@@ -88,94 +75,6 @@ class Store(Protocol):
     ) -> list[str]: ...
 
     def touch(self, at: datetime) -> None: ...
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A validated delta body."""
-
-    version: int
-    base: int
-    upsert: list[Record]
-    delete: list[str]
-    rules: SiteRules | None
-    checkins_upto: dict[str, int] | None
-
-
-@dataclass
-class PartialSnapshot:
-    """The chunks of one snapshot version received so far, as their verified payloads.
-
-    Bytes rather than parsed records: a million parsed records would not fit a small
-    gateway's memory, and millions of live Python objects make every full garbage
-    collection pause the event loop (and so the doors) for seconds.
-    """
-
-    version: int
-    chunks: int
-    payloads: dict[int, bytes] = field(default_factory=dict)
-    rules: SiteRules | None = None
-    checkins_upto: dict[str, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def complete(self) -> bool:
-        """All chunks are in, chunk 0 (with the rules) among them."""
-        return len(self.payloads) == self.chunks and self.rules is not None
-
-    def records(self) -> Iterator[Record]:
-        """Every record in chunk order, validated one chunk at a time as it is consumed;
-        raises :class:`InvalidSet` at the first invalid chunk."""
-        assert self.rules is not None
-        for i in range(self.chunks):
-            raws = json.loads(self.payloads[i])["body"]["records"]  # verified on arrival
-            records = _parse_chunk(raws, i)
-            problems = check_schedules(records, self.rules)
-            if problems:
-                raise InvalidSet(problems)
-            yield from records
-
-
-def _int(body: Mapping[str, Any], key: str, *, optional: bool = False) -> int | None:
-    value = body.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidSet([f"{key}: must be a non-negative integer"])
-    return value
-
-
-def parse_checkins_upto(raw: Any) -> dict[str, int] | None:
-    """``checkins_upto`` as {gw: seq}; None when absent."""
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        for k, v in raw.items()
-    ):
-        raise InvalidSet(["checkins_upto: must map gateway ids to non-negative integers"])
-    return dict(raw)
-
-
-def parse_delta(body: Mapping[str, Any], current_rules: SiteRules | None) -> Delta:
-    """Validate a delta body against ENTITLEMENTS.md; raises :class:`InvalidSet`."""
-    version, base = _int(body, "version"), _int(body, "base")
-    assert version is not None and base is not None
-    if version != base + 1:
-        raise InvalidSet(["version: must be base + 1"])
-    upsert, delete = body.get("upsert", []), body.get("delete", [])
-    if not isinstance(upsert, list):
-        raise InvalidSet(["upsert: must be a list"])
-    if not isinstance(delete, list) or not all(isinstance(d, str) for d in delete):
-        raise InvalidSet(["delete: must be a list of ids"])
-    rules = parse_rules(body["rules"]) if body.get("rules") is not None else None
-    effective = rules or current_rules
-    if effective is None:
-        raise InvalidSet(["rules: the gateway has no rules yet and the delta brings none"])
-    records = parse_records(upsert, effective)
-    return Delta(
-        version, base, records, delete, rules, parse_checkins_upto(body.get("checkins_upto"))
-    )
 
 
 class EntitlementSync:
@@ -209,7 +108,11 @@ class EntitlementSync:
         self.max_buffered = max_buffered
         self.clock = clock
         self.buffered: dict[int, Delta] = {}  # by base
-        self.partial: PartialSnapshot | None = None
+        self.builder = SnapshotBuilder(
+            public_key=public_key, site=site, topic=gw_topic(site, gw, "snapshot")
+        )
+        self._snapshot_progress: float | None = None  # when the last chunk was staged
+        self.last_snapshot: dict[str, Any] | None = None  # the builder's figures, last one
         self._lock = asyncio.Lock()
         self._started = False
         self._want_snapshot = False
@@ -265,21 +168,22 @@ class EntitlementSync:
             return False
         async with self._lock:
             try:
+                if types == ("snapshot",):  # opened by the builder, off the event loop
+                    await self._take_chunk(name, payload)
+                    return True
                 env = open_envelope(payload, public_key=self.public_key, site=self.site, topic=name)
                 if env.type not in types:
                     raise BadMessage(f"a {env.type} envelope does not belong on this topic", name)
-                await self._apply(env, payload)
+                await self._apply(env)
             except BadMessage as exc:
                 await self._bad(name, exc.reason)
             except InvalidSet as exc:
                 await self._bad(name, "invalid set: " + "; ".join(exc.problems[:3]))
         return True
 
-    async def _apply(self, env: Envelope, payload: bytes) -> None:
+    async def _apply(self, env: Envelope) -> None:
         if env.type == "delta":
             await self._take_delta(env.body)
-        elif env.type == "snapshot":
-            await self._take_chunk(env.body, payload)
         else:
             await self._take_time(env)
 
@@ -317,9 +221,10 @@ class EntitlementSync:
             del self.buffered[max(self.buffered)]
 
     def _snapshot_coming(self) -> bool:
-        """A snapshot is being gathered (recently): it will bring the store up to date."""
-        part = self.partial
-        return part is not None and time.monotonic() - part.started < SNAPSHOT_PATIENCE_S
+        """A snapshot is being gathered, and its last chunk came recently: it will bring the
+        store up to date (a big one takes minutes: progress counts, not its start)."""
+        last = self._snapshot_progress
+        return last is not None and time.monotonic() - last < SNAPSHOT_PATIENCE_S
 
     async def _ask_gap(self, have: int | None) -> None:
         """Ask ``sync`` (gap) once per missing version, again after GAP_RETRY_S."""
@@ -355,77 +260,102 @@ class EntitlementSync:
         await self._applied(d.version, d.checkins_upto, notes)
 
     async def _applied(
-        self, version: int, checkins_upto: dict[str, int] | None, notes: list[str]
+        self,
+        version: int,
+        checkins_upto: dict[str, int] | None,
+        notes: list[str],
+        noted: int | None = None,
     ) -> None:
-        """After a durable apply: counted charges, duplicate credentials, the new version."""
+        """After a durable apply: counted charges, duplicate credentials, the new version.
+
+        ``noted``: how many credentials were given twice, when ``notes`` holds only some.
+        """
         log.info("entitlements: now at version %d", version)
         if checkins_upto and self.on_counted is not None:
             self.on_counted(checkins_upto)
         if notes:
             await self._event(
                 "duplicate_credential",
-                {"version": version, "count": len(notes), "notes": notes[:20]},
+                {"version": version, "count": noted or len(notes), "notes": notes[:20]},
             )
         if self.on_version is not None:
             self.on_version(version)
 
     # --- snapshots ------------------------------------------------------------------------
 
-    async def _take_chunk(self, body: dict[str, Any], payload: bytes) -> None:
-        version, chunk, chunks = _int(body, "version"), _int(body, "chunk"), _int(body, "chunks")
-        assert version is not None and chunk is not None and chunks is not None
-        if not 1 <= chunks <= MAX_CHUNKS or chunk >= chunks:
-            raise InvalidSet(["chunk/chunks: chunk must be below chunks, chunks 1..5000"])
-        records = body.get("records", [])
-        if not isinstance(records, list) or len(records) > CHUNK_RECORDS:
-            raise InvalidSet(["records: must be a list of at most 2000 records"])
-        have = self.store.version
-        if have is not None and (version < have or (version == have and not self._want_snapshot)):
-            return  # an old snapshot: nothing new in it
-        part = self._partial_for(version, chunks)
-        if part is None:
+    async def _take_chunk(self, name: str, payload: bytes) -> None:
+        """Hand a chunk to the builder; once it says a version is complete, adopt it."""
+        try:
+            staging = self.store.staging()
+            answer = await self.builder.take(
+                payload,
+                have=self.store.version,
+                want=self._want_snapshot,
+                at=self.clock(),
+                staging=staging,
+            )
+        except (SnapshotBuilderFailed, StoreError) as exc:
+            log.error("entitlement sync: snapshot not applied: %s", exc)
+            self._snapshot_progress = None
+            self._want_snapshot = True  # asked for again with the next sync
             return
-        if chunk == 0:
-            part.rules = parse_rules(body.get("rules"))
-            part.checkins_upto = parse_checkins_upto(body.get("checkins_upto")) or {}
-        part.payloads[chunk] = payload
-        if part.complete:
-            self.partial = None
-            await self._replace(part)
+        status = answer.get("status")
+        if status == "bad":
+            self._snapshot_progress = None
+            raise BadMessage(str(answer.get("reason")), name)
+        if status == "failed":
+            log.error("entitlement sync: snapshot not applied: %s", answer.get("reason"))
+            self._snapshot_progress = None
+            self._want_snapshot = True
+        elif status in ("staged", "duplicate"):
+            self._snapshot_progress = time.monotonic()
+            asyncio.get_running_loop().call_later(SNAPSHOT_PATIENCE_S, self._check_patience)
+        elif status == "complete":
+            await self._adopt(answer)
 
-    def _partial_for(self, version: int, chunks: int) -> PartialSnapshot | None:
-        """The snapshot being gathered for ``version`` (a newer version starts over)."""
-        part = self.partial
-        if part is not None and part.version > version:
-            return None
-        if part is None or part.version < version or part.chunks != chunks:
-            part = self.partial = PartialSnapshot(version, chunks)
-        return part
+    def _check_patience(self) -> None:
+        """A snapshot whose chunks stopped coming is given up (its file with it)."""
+        if self.builder.running and not self._snapshot_coming() and not self._lock.locked():
+            log.warning("entitlement sync: a snapshot stopped arriving: given up")
+            self._snapshot_progress = None
+            asyncio.get_running_loop().create_task(self.builder.close())
 
-    async def _replace(self, part: PartialSnapshot) -> None:
-        """Validate and store the whole set in one ``store.replace`` in a worker thread.
-
-        The records are validated as the store consumes them; an invalid one raises out of
-        ``replace``, whose transaction then rolls back: nothing of an invalid set is applied.
-        """
-        assert part.rules is not None
-        notes = await asyncio.to_thread(
-            self.store.replace, part.version, part.rules, part.records(), part.checkins_upto,
-            self.clock(),
-        )  # fmt: skip
+    async def _adopt(self, answer: dict[str, Any]) -> None:
+        """Switch the store to the staged set the builder finished (durable on return)."""
+        version = int(answer["version"])
+        log.info(
+            "entitlements: snapshot %d staged (%d records, builder peak %d MiB): adopting",
+            version,
+            answer.get("count", 0),
+            int(answer.get("rss_kib", 0)) // 1024,
+        )
+        await self.builder.close()
+        self._snapshot_progress = None
+        self.last_snapshot = {k: answer.get(k) for k in ("version", "count", "rss_kib")}
+        try:
+            await asyncio.to_thread(self.store.adopt, str(answer["path"]))
+        except StoreError as exc:
+            log.error("entitlement sync: snapshot %d not applied: %s", version, exc)
+            self._want_snapshot = True
+            return
         self._want_snapshot = False
         self._gap_asked = None
-        self.buffered = {b: d for b, d in self.buffered.items() if b >= part.version}
-        await self._applied(part.version, part.checkins_upto, notes)
+        self.buffered = {b: d for b, d in self.buffered.items() if b >= version}
+        upto = answer.get("checkins_upto") or {}
+        notes = [str(n) for n in answer.get("notes", [])]
+        await self._applied(version, upto, notes, int(answer.get("notes_count", len(notes))))
         await self._drain_buffer()
+
+    async def close(self) -> None:
+        """Stop the snapshot builder (a snapshot being gathered is dropped)."""
+        await self.builder.close()
 
     # --- time -----------------------------------------------------------------------------
 
     async def _take_time(self, env: Envelope) -> None:
         """A newer ``time`` confirms a current set (store.touch) and may set clock trust."""
         body = env.body
-        version = _int(body, "version")
-        assert version is not None
+        version = count(body, "version")
         try:
             now = datetime.fromisoformat(body["now"])
             if now.utcoffset() is None:
@@ -442,11 +372,3 @@ class EntitlementSync:
             await asyncio.to_thread(self.store.touch, self.clock())
         elif (have is None or version > have) and not self._snapshot_coming():
             await self._ask_gap(have)
-
-
-def _parse_chunk(raws: list[Any], chunk: int) -> list[Record]:
-    """Validate one chunk's records (schedules are checked once the rules are known)."""
-    records, problems = collect_records(raws, f"chunk{chunk}.records")
-    if problems:
-        raise InvalidSet(problems)
-    return records

@@ -52,6 +52,14 @@ class _DeletingStore:
             self._gw.history.purge_member(record_id)  # privacy: purged at once
         return list(notes)
 
+    def adopt(self, staged: str) -> None:
+        """A snapshot: the members it no longer has are deleted, so purged at once too."""
+        store, history = self._gw.store, self._gw.history
+        store.adopt(staged)
+        for member in history.members():
+            if store.member(member) is None:
+                history.purge_member(member)
+
 
 class SyncRunner:
     """The link, entitlement sync, outbox, commands, status and occupancy of one gateway."""
@@ -132,6 +140,7 @@ class SyncRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.entitlements.close()
             self.commands.seen.close()
 
     async def _watch_link(self) -> None:
