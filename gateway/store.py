@@ -18,6 +18,7 @@ through the new view, so it sees the old set or the new one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -116,6 +117,7 @@ class EntitlementStore:
             store._view = store._load()
             if name != ":memory:":
                 _remove_file(staged_path(name))  # a snapshot cut short by a stop or crash
+                _remove_file(retired_path(name))  # a replaced file not yet deleted
         except (sqlite3.Error, ValueError, KeyError, TypeError, InvalidSet) as exc:
             store.close()
             raise _open_error(name, exc) from exc
@@ -640,6 +642,7 @@ class EntitlementStore:
                 conn.close()
         except (sqlite3.Error, ValueError, KeyError, TypeError, InvalidSet) as exc:
             raise StoreError(f"staged set {staged} cannot be read ({exc}): not applied") from exc
+        old = retired_path(self._path)
         with self._write_lock:
             if view.gen <= self._view.gen:
                 raise StoreError(f"staged set {staged} is older than the store: not applied")
@@ -649,6 +652,11 @@ class EntitlementStore:
                 try:
                     for suffix in ("-wal", "-shm"):
                         _remove_file(self._path + suffix)
+                    # Freeing a big file's blocks takes a while (180 ms for 700 MB): keep a
+                    # second name for the old file so the rename does not free them here,
+                    # with readers waiting, and delete it after.
+                    with contextlib.suppress(OSError):
+                        os.link(self._path, old)
                     os.replace(staged, self._path)
                     _fsync_directory(self._path)
                     self._view = view
@@ -658,6 +666,7 @@ class EntitlementStore:
                     except sqlite3.Error as exc:
                         self._closed = True
                         raise _open_error(self._path, exc) from exc
+        _remove_file(old)
         _release_freed_memory()
 
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
@@ -771,6 +780,11 @@ class StagedSet:
 def staged_path(store_path: Path | str) -> Path:
     """Where a new set for the store at ``store_path`` is written before it is adopted."""
     return Path(f"{store_path}.next")
+
+
+def retired_path(store_path: Path | str) -> Path:
+    """The second name a replaced store file has until it is deleted."""
+    return Path(f"{store_path}.old")
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -545,7 +545,11 @@ def test_a_staged_set_written_out_of_order_is_the_set_in_chunk_order(
     assert store.version == 2 and store.record_count == 2 and store.checkins_upto == {"gw-a": 7}
     assert found(store, "04A1B2C3") == "M2" and found(store, "04000009") is None
     assert store.member("M2").display == "new"  # type: ignore[union-attr]
-    assert not Path(new.path).exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "store.sqlite",
+        "store.sqlite-shm",
+        "store.sqlite-wal",
+    ]  # the staged file became the store; the replaced one is gone
     store.close()
     again = EntitlementStore.open(path, KEY)  # durable: the adopted file is the store now
     assert again.version == 2 and found(again, "04A1B2C3") == "M2"
@@ -629,10 +633,12 @@ def test_a_staged_set_left_by_a_crash_is_removed_at_start(path: Path) -> None:
     s = EntitlementStore.open(path, KEY)
     s.replace(1, RULES, records(member("M1")), {}, AT)
     new = staged(s, {0: records(member("M2"))})  # the power goes out here
+    retired = path.with_name(path.name + ".old")
+    retired.write_bytes(b"a replaced file the power cut left behind")
     s.close()
     assert Path(new.path).exists()
     s = EntitlementStore.open(path, KEY)
-    assert not Path(new.path).exists() and s.version == 1
+    assert not Path(new.path).exists() and not retired.exists() and s.version == 1
     s.close()
 
 
