@@ -113,6 +113,7 @@ class EntitlementSync:
         )
         self._snapshot_progress: float | None = None  # when the last chunk was staged
         self.last_snapshot: dict[str, Any] | None = None  # the builder's figures, last one
+        self._giving_up: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._started = False
         self._want_snapshot = False
@@ -315,10 +316,13 @@ class EntitlementSync:
 
     def _check_patience(self) -> None:
         """A snapshot whose chunks stopped coming is given up (its file with it)."""
-        if self.builder.running and not self._snapshot_coming() and not self._lock.locked():
+        loop = asyncio.get_running_loop()
+        if self._lock.locked():  # a chunk is being taken right now: look again later
+            loop.call_later(SNAPSHOT_PATIENCE_S, self._check_patience)
+        elif self.builder.running and not self._snapshot_coming():
             log.warning("entitlement sync: a snapshot stopped arriving: given up")
             self._snapshot_progress = None
-            asyncio.get_running_loop().create_task(self.builder.close())
+            self._giving_up = loop.create_task(self.builder.close())  # kept: tasks are weak
 
     async def _adopt(self, answer: dict[str, Any]) -> None:
         """Switch the store to the staged set the builder finished (durable on return)."""

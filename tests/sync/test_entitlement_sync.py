@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.config import MqttSection
 from gateway.store import EntitlementStore
+from gateway.sync import entitlement_sync
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, seal
 from gateway.sync.link import Link
@@ -318,6 +319,44 @@ async def test_a_snapshot_is_applied_only_once_all_its_chunks_are_in(
             await central.send_snapshot(GW, [bodies[0]])
             await until(lambda: gw.store.version == 2)
             assert gw.store.member("M0000010").contracts[0].id == "C-2"  # type: ignore[union-attr]
+
+
+async def test_a_snapshot_that_stops_arriving_is_given_up_with_its_staged_file(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(entitlement_sync, "SNAPSHOT_PATIENCE_S", 0.5)
+    async with CentralSimulator(port=broker.port, site=SITE, members=10, chunk_records=4,
+                                time_interval=None) as central:  # fmt: skip
+        async with gateway(broker, central, tmp_path) as gw:
+            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
+            central.set.version = 2
+            await central.send_snapshot(GW, central.set.snapshot_bodies(4)[:1])
+            staged = Path(gw.store.staging().path)
+            await until(staged.exists)
+            await until(lambda: not gw.sync.builder.running and not staged.exists(), 5)
+            assert gw.store.version == 1
+
+
+async def test_a_snapshot_builder_that_dies_is_reported_and_the_snapshot_asked_for_again(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with CentralSimulator(port=broker.port, site=SITE, members=10, chunk_records=4,
+                                time_interval=None) as central:  # fmt: skip
+        async with gateway(broker, central, tmp_path) as gw:
+            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
+            central.set.version = 2
+            bodies = central.set.snapshot_bodies(4)
+            await central.send_snapshot(GW, [bodies[0]])
+            await until(lambda: gw.sync.builder.running)
+            gw.sync.builder._proc.kill()  # type: ignore[union-attr]  # as the OOM killer would
+            await asyncio.sleep(0.2)
+            syncs = len(central.received[GW].syncs)
+            await central.send_snapshot(GW, bodies[1:])
+            await until(lambda: "snapshot builder process ended" in caplog.text)
+            assert gw.store.version == 1 and gw.bad() == []
+            await gw.sync.on_connect()  # the next sync asks for a whole snapshot
+            await until(lambda: gw.store.version == 2)
+            assert central.received[GW].syncs[syncs]["have"] is None
 
 
 # --- counted check-ins, time, periodic sync -------------------------------------------------------
