@@ -5,6 +5,7 @@ and delta, purging, restart from the persisted index, damaged files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import threading
@@ -291,6 +292,26 @@ def read_pass(store: EntitlementStore, n: int, seen: list[int], problems: list[s
         seen += [int(record.contracts[0].id[1:]), int(by_id.contracts[0].id[1:])]
 
 
+@contextlib.contextmanager
+def reading(store: EntitlementStore) -> Iterator[tuple[list[int], list[str]]]:
+    """A thread reading ``store`` over and over (:func:`read_pass`) until the block ends."""
+    stop = threading.Event()
+    seen: list[int] = []
+    problems: list[str] = []
+
+    def reader_loop() -> None:
+        while not stop.is_set():
+            read_pass(store, 2000, seen, problems)
+
+    reader = threading.Thread(target=reader_loop)
+    reader.start()
+    try:
+        yield seen, problems
+    finally:
+        stop.set()
+        reader.join()
+
+
 def assert_never_goes_back(seen: list[int]) -> None:
     assert seen and all(a <= b for a, b in itertools.pairwise(seen)), "an older set came back"
 
@@ -299,20 +320,9 @@ def assert_never_goes_back(seen: list[int]) -> None:
 def test_replace_in_a_thread_is_atomic_for_a_reader_thread(path: Path, where: str) -> None:
     s = EntitlementStore.open(path if where == "file" else ":memory:", KEY)
     s.replace(1, RULES, version_set(1), {}, AT)
-    stop = threading.Event()
-    seen: list[int] = []
-    problems: list[str] = []
-
-    def reader_loop() -> None:
-        while not stop.is_set():
-            read_pass(s, 2000, seen, problems)
-
-    reader = threading.Thread(target=reader_loop)
-    reader.start()
-    for v in (2, 3):
-        s.replace(v, RULES, version_set(v), {}, AT)
-    stop.set()
-    reader.join()
+    with reading(s) as (seen, problems):
+        for v in (2, 3):
+            s.replace(v, RULES, version_set(v), {}, AT)
     assert problems == []
     assert_never_goes_back(seen)
     assert set(seen) <= {1, 2, 3} and found(s, "04000000") == "M0"
@@ -575,23 +585,12 @@ def test_readers_see_the_old_set_or_the_new_one_while_a_staged_set_is_adopted(
     path: Path, store: EntitlementStore
 ) -> None:
     store.replace(1, RULES, version_set(1), {}, AT)
-    stop = threading.Event()
-    seen: list[int] = []
-    problems: list[str] = []
-
-    def reader_loop() -> None:
-        while not stop.is_set():
-            read_pass(store, 2000, seen, problems)
-
-    reader = threading.Thread(target=reader_loop)
-    reader.start()
-    for v in (2, 3):
-        new = StagedSet(store.staging(), chunk_size=2000)
-        new.add(0, version_set(v))
-        new.finish(v, RULES, {}, AT)
-        store.adopt(new.path)
-    stop.set()
-    reader.join()
+    with reading(store) as (seen, problems):
+        for v in (2, 3):
+            new = StagedSet(store.staging(), chunk_size=2000)
+            new.add(0, version_set(v))
+            new.finish(v, RULES, {}, AT)
+            store.adopt(new.path)
     assert problems == []
     assert_never_goes_back(seen)
     assert store.member("M1999").contracts[0].id == "v3"  # type: ignore[union-attr]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,22 +21,12 @@ from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, seal
 from gateway.sync.link import Link
 from simulators.central import CentralSimulator, generated_member
-from tests.support.broker import Broker, running
+from tests.support.broker import Broker, eventually, running
 from tests.support.sets import member
 
 SITE, GW = "oslo", "door-1"
 DELTA_TOPIC = f"acs/v1/{SITE}/entitlements/delta"
 UID = "04A1B2C3"
-
-
-async def until(check: Callable[[], Any], within: float = 10.0) -> None:
-    """Wait until ``check()`` is true, polling every 10 ms; TimeoutError after ``within`` s."""
-    for _ in range(int(within / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    if not check():
-        raise TimeoutError(f"not true within {within} s")
 
 
 @dataclass
@@ -89,11 +79,27 @@ async def gateway(
     link.on_connect(gw.sync.on_connect)
     gw.connect()
     try:
-        await until(lambda: store.version == central.version, 30)
+        await eventually(lambda: store.version == central.version, 30)
         yield gw
     finally:
         await gw.disconnect()
         store.close()
+
+
+@contextlib.asynccontextmanager
+async def small_central(broker: Broker) -> AsyncIterator[CentralSimulator]:
+    """A central simulator with ten generated members, sending snapshots in chunks of four."""
+    async with CentralSimulator(
+        port=broker.port, site=SITE, members=10, chunk_records=4, time_interval=None
+    ) as c:
+        yield c
+
+
+def change_everyone(central: CentralSimulator) -> list[dict[str, Any]]:
+    """Version 2 at the central: every member's contract is now C-2. Its snapshot's bodies."""
+    central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
+    central.set.version = 2
+    return central.set.snapshot_bodies(4)
 
 
 @pytest.fixture
@@ -114,20 +120,20 @@ async def test_a_member_added_frozen_blocked_and_deleted_reaches_the_store_withi
     async with gateway(broker, central, tmp_path) as gw:
         card = "04C0FFEE"
         await central.add_member(member("M9", credentials=[{"kind": "nfc", "uid": card}]))
-        await until(lambda: gw.store.find("nfc", card) is not None, 1.0)
+        await eventually(lambda: gw.store.find("nfc", card) is not None, 1.0)
         assert gw.store.find("nfc", card).member == "M9"  # type: ignore[union-attr]
 
         await central.freeze_contract("M9", "C1", "2026-07-01", "2026-07-31")
-        await until(lambda: gw.store.member("M9").contracts[0].freezes, 1.0)  # type: ignore[union-attr]
+        await eventually(lambda: gw.store.member("M9").contracts[0].freezes, 1.0)  # type: ignore[union-attr]
 
         await central.block("M9", "2026-12-01T00:00:00+01:00", "2026-12-08T00:00:00+01:00")
-        await until(lambda: gw.store.member("M9").blocks, 1.0)  # type: ignore[union-attr]
+        await eventually(lambda: gw.store.member("M9").blocks, 1.0)  # type: ignore[union-attr]
         assert gw.store.member("M9").blocks[0].reason == "blacklist"  # type: ignore[union-attr]
 
         await central.delete("M9")
-        await until(lambda: gw.store.find("nfc", card) is None, 1.0)
+        await eventually(lambda: gw.store.find("nfc", card) is None, 1.0)
         assert gw.store.member("M9") is None
-        await until(lambda: gw.versions[-1:] == [5])  # reported once durable
+        await eventually(lambda: gw.versions[-1:] == [5])  # reported once durable
         assert gw.store.version == central.version == 5
         assert gw.versions[-4:] == [2, 3, 4, 5] and gw.bad() == []
 
@@ -144,7 +150,7 @@ async def test_a_ticket_added_at_the_central_system_is_found_by_its_code(
     }
     async with gateway(broker, central, tmp_path) as gw:
         await central.add_ticket(ticket)
-        await until(lambda: gw.store.find("code", "EVT-88812-XK") is not None, 1.0)
+        await eventually(lambda: gw.store.find("code", "EVT-88812-XK") is not None, 1.0)
         assert gw.store.ticket("T-88812") is not None
 
 
@@ -158,7 +164,7 @@ async def test_a_delta_with_a_bad_signature_changes_nothing_and_is_reported(
     async with gateway(broker, central, tmp_path) as gw:
         payload = seal("delta", SITE, forged, Ed25519PrivateKey.generate(), datetime.now(UTC))
         await central.publish_raw(DELTA_TOPIC, payload)
-        await until(lambda: gw.bad())
+        await eventually(lambda: gw.bad())
         assert gw.bad() == [{"topic": DELTA_TOPIC, "reason": "bad signature"}]
         assert gw.store.version == 1 and gw.store.member("M66") is None
         assert gw.store.find("nfc", UID) is not None
@@ -171,7 +177,7 @@ async def test_a_delta_for_another_site_changes_nothing_and_is_reported(
     async with gateway(broker, central, tmp_path) as gw:
         payload = seal("delta", "bergen", other, central.key, datetime.now(UTC))
         await central.publish_raw(DELTA_TOPIC, payload)
-        await until(lambda: gw.bad())
+        await eventually(lambda: gw.bad())
         assert gw.bad() == [{"topic": DELTA_TOPIC, "reason": "for another site"}]
         assert gw.store.version == 1 and gw.store.member("M1") is not None
 
@@ -183,7 +189,7 @@ async def test_an_invalid_delta_is_refused_whole(
     body = {"version": 2, "base": 1, "upsert": [member("M7"), broken], "delete": ["M1"]}
     async with gateway(broker, central, tmp_path) as gw:
         await central.publish_raw(DELTA_TOPIC, central.seal("delta", body))
-        await until(lambda: gw.bad())
+        await eventually(lambda: gw.bad())
         (bad,) = gw.bad()
         assert bad["topic"] == DELTA_TOPIC and bad["reason"].startswith("invalid set")
         assert "M8" in bad["reason"]
@@ -196,7 +202,7 @@ async def test_a_payload_that_is_not_json_is_reported_without_its_content(
 ) -> None:
     async with gateway(broker, central, tmp_path) as gw:
         await central.publish_raw(DELTA_TOPIC, b'{"secret-uid": "04A1B2C3D4"')
-        await until(lambda: gw.bad())
+        await eventually(lambda: gw.bad())
         assert gw.bad() == [{"topic": DELTA_TOPIC, "reason": "not valid JSON in UTF-8"}]
         assert "04A1B2C3D4" not in json.dumps(gw.events)
 
@@ -211,7 +217,7 @@ async def test_missed_deltas_are_asked_for_and_applied_in_order(
         for i in (10, 11, 12):  # lost on the way: the gateway never sees them
             await central.update([generated_member(i)], publish=False)
         await central.update([generated_member(13)])  # base 4: the gateway is at 1
-        await until(lambda: gw.versions[-1:] == [5])
+        await eventually(lambda: gw.versions[-1:] == [5])
         assert all(gw.store.member(f"M{i:07d}") is not None for i in (10, 11, 12, 13))
     assert [s["why"] for s in central.received[GW].syncs] == ["startup", "gap"]
     assert central.received[GW].syncs[1]["have"] == 1
@@ -228,7 +234,7 @@ async def test_deltas_missed_while_disconnected_are_caught_up_after_reconnecting
             await central.update([generated_member(i)], publish=False)
         await central.update(delete=["M1"], publish=False)
         gw.connect()
-        await until(lambda: gw.store.version == 4)
+        await eventually(lambda: gw.store.version == 4)
         assert gw.store.member("M0000021") is not None and gw.store.find("nfc", UID) is None
     assert central.received[GW].syncs[-1] == {"have": 1, "why": "reconnect"}
 
@@ -240,10 +246,10 @@ async def test_after_a_broker_restart_the_next_time_envelope_brings_the_gateway_
                                 time_interval=0.3) as central:  # fmt: skip
         async with gateway(broker, central, tmp_path) as gw:
             broker.stop()  # sessions and subscriptions go with it
-            await until(lambda: not gw.link.connected)
+            await eventually(lambda: not gw.link.connected)
             await central.update([generated_member(20)], publish=False)
             broker.start()
-            await until(lambda: gw.store.version == 2, 15)
+            await eventually(lambda: gw.store.version == 2, 15)
             assert gw.store.member("M0000020") is not None
 
 
@@ -288,7 +294,7 @@ async def test_a_50000_member_snapshot_replaces_the_set_at_once_while_decisions_
 
             reader = asyncio.create_task(decide_continuously())
             await gw.sync.request("installer")
-            await until(lambda: gw.store.version == 2, 120)
+            await eventually(lambda: gw.store.version == 2, 120)
             await asyncio.sleep(0.05)
             done.set()
             await reader
@@ -305,58 +311,47 @@ async def test_a_50000_member_snapshot_replaces_the_set_at_once_while_decisions_
 async def test_a_snapshot_is_applied_only_once_all_its_chunks_are_in(
     broker: Broker, tmp_path: Path
 ) -> None:
-    async with CentralSimulator(port=broker.port, site=SITE, members=10, chunk_records=4,
-                                time_interval=None) as central:  # fmt: skip
-        async with gateway(broker, central, tmp_path) as gw:
-            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
-            central.set.version = 2
-            bodies = central.set.snapshot_bodies(4)
-            assert len(bodies) == 3
-            await central.send_snapshot(GW, [bodies[2], bodies[1]])  # chunk 0 not yet
-            await asyncio.sleep(0.3)
-            assert gw.store.version == 1
-            assert gw.store.member("M0000010").contracts[0].id == "C-1"  # type: ignore[union-attr]
-            await central.send_snapshot(GW, [bodies[0]])
-            await until(lambda: gw.store.version == 2)
-            assert gw.store.member("M0000010").contracts[0].id == "C-2"  # type: ignore[union-attr]
+    async with small_central(broker) as central, gateway(broker, central, tmp_path) as gw:
+        bodies = change_everyone(central)
+        assert len(bodies) == 3
+        await central.send_snapshot(GW, [bodies[2], bodies[1]])  # chunk 0 not yet
+        await asyncio.sleep(0.3)
+        assert gw.store.version == 1
+        assert gw.store.member("M0000010").contracts[0].id == "C-1"  # type: ignore[union-attr]
+        await central.send_snapshot(GW, [bodies[0]])
+        await eventually(lambda: gw.store.version == 2)
+        assert gw.store.member("M0000010").contracts[0].id == "C-2"  # type: ignore[union-attr]
 
 
 async def test_a_snapshot_that_stops_arriving_is_given_up_with_its_staged_file(
     broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(entitlement_sync, "SNAPSHOT_PATIENCE_S", 0.5)
-    async with CentralSimulator(port=broker.port, site=SITE, members=10, chunk_records=4,
-                                time_interval=None) as central:  # fmt: skip
-        async with gateway(broker, central, tmp_path) as gw:
-            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
-            central.set.version = 2
-            await central.send_snapshot(GW, central.set.snapshot_bodies(4)[:1])
-            staged = Path(gw.store.staging().path)
-            await until(staged.exists)
-            await until(lambda: not gw.sync.builder.running and not staged.exists(), 5)
-            assert gw.store.version == 1
+    async with small_central(broker) as central, gateway(broker, central, tmp_path) as gw:
+        bodies = change_everyone(central)
+        await central.send_snapshot(GW, bodies[:1])
+        staged = Path(gw.store.staging().path)
+        await eventually(staged.exists)
+        await eventually(lambda: not gw.sync.builder.running and not staged.exists(), 5)
+        assert gw.store.version == 1
 
 
 async def test_a_snapshot_builder_that_dies_is_reported_and_the_snapshot_asked_for_again(
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with CentralSimulator(port=broker.port, site=SITE, members=10, chunk_records=4,
-                                time_interval=None) as central:  # fmt: skip
-        async with gateway(broker, central, tmp_path) as gw:
-            central.set.records = {f"M{i:07d}": generated_member(i, "2") for i in range(1, 11)}
-            central.set.version = 2
-            bodies = central.set.snapshot_bodies(4)
-            await central.send_snapshot(GW, [bodies[0]])
-            await until(lambda: gw.sync.builder.running)
-            gw.sync.builder._proc.kill()  # type: ignore[union-attr]  # as the OOM killer would
-            await asyncio.sleep(0.2)
-            syncs = len(central.received[GW].syncs)
-            await central.send_snapshot(GW, bodies[1:])
-            await until(lambda: "snapshot builder process ended" in caplog.text)
-            assert gw.store.version == 1 and gw.bad() == []
-            await gw.sync.on_connect()  # the next sync asks for a whole snapshot
-            await until(lambda: gw.store.version == 2)
-            assert central.received[GW].syncs[syncs]["have"] is None
+    async with small_central(broker) as central, gateway(broker, central, tmp_path) as gw:
+        bodies = change_everyone(central)
+        await central.send_snapshot(GW, [bodies[0]])
+        await eventually(lambda: gw.sync.builder.running)
+        gw.sync.builder._proc.kill()  # type: ignore[union-attr]  # as the OOM killer would
+        await asyncio.sleep(0.2)
+        syncs = len(central.received[GW].syncs)
+        await central.send_snapshot(GW, bodies[1:])
+        await eventually(lambda: "snapshot builder process ended" in caplog.text)
+        assert gw.store.version == 1 and gw.bad() == []
+        await gw.sync.on_connect()  # the next sync asks for a whole snapshot
+        await eventually(lambda: gw.store.version == 2)
+        assert central.received[GW].syncs[syncs]["have"] is None
 
 
 # --- counted check-ins, time, periodic sync -------------------------------------------------------
@@ -368,7 +363,7 @@ async def test_checkins_upto_goes_to_the_store_and_the_local_state(
     async with gateway(broker, central, tmp_path) as gw:
         central.set.checkins_upto = {"door-1": 41, "door-2": 7}
         await central.add_member(member("M5", credentials=[]))
-        await until(lambda: gw.counted)
+        await eventually(lambda: gw.counted)
         assert gw.counted[-1] == {"door-1": 41, "door-2": 7}
         assert gw.store.checkins_upto == {"door-1": 41, "door-2": 7}
 
@@ -378,12 +373,12 @@ async def test_a_time_envelope_confirms_a_current_set_and_sets_clock_trust(
 ) -> None:
     async with gateway(broker, central, tmp_path) as gw:
         await central.send_time()
-        await until(lambda: gw.times)
+        await eventually(lambda: gw.times)
         before = gw.store.updated_at
         await asyncio.sleep(0.01)
         await central.send_time()
-        await until(lambda: len(gw.times) == 2)
-        await until(lambda: gw.store.updated_at != before)
+        await eventually(lambda: len(gw.times) == 2)
+        await eventually(lambda: gw.store.updated_at != before)
         assert gw.store.updated_at is not None and before is not None
         assert gw.store.updated_at > before
         assert abs(gw.times[-1] - datetime.now(UTC)) < timedelta(seconds=5)
@@ -396,9 +391,9 @@ async def test_a_replayed_time_envelope_is_refused(
         old = seal("time", SITE, {"now": "2026-01-01T00:00:00+00:00", "version": 1},
                    central.key, datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
         await central.send_time()
-        await until(lambda: gw.times)
+        await eventually(lambda: gw.times)
         await central.publish_raw(f"acs/v1/{SITE}/time", old)
-        await until(lambda: gw.bad())
+        await eventually(lambda: gw.bad())
         assert "replayed" in gw.bad()[0]["reason"] and len(gw.times) == 1
 
 
@@ -408,7 +403,7 @@ async def test_a_time_envelope_naming_a_newer_version_makes_the_gateway_catch_up
     async with gateway(broker, central, tmp_path) as gw:
         await central.update([generated_member(30)], publish=False)
         await central.send_time()
-        await until(lambda: gw.store.version == 2)
+        await eventually(lambda: gw.store.version == 2)
     assert central.received[GW].syncs[-1] == {"have": 1, "why": "gap"}
 
 
@@ -434,7 +429,7 @@ async def test_a_snapshot_with_an_invalid_record_in_its_last_chunk_changes_nothi
             central.set.records["M0000010"]["contracts"][0]["type"] = "lifetime"
             central.set.version = 2
             await central.send_snapshot(GW)
-            await until(lambda: gw.bad())
+            await eventually(lambda: gw.bad())
             assert gw.bad()[0]["reason"].startswith("invalid set")
             assert "M0000010" in gw.bad()[0]["reason"]
             assert gw.store.version == 1 and gw.store.record_count == 10

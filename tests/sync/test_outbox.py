@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,20 +20,10 @@ from gateway.sync.envelopes import load_public_key, seal
 from gateway.sync.link import Link
 from gateway.sync.outbox import Outbox
 from simulators.central import CentralSimulator
-from tests.support.broker import Broker
+from tests.support.broker import Broker, eventually
 
 SITE, GW = "oslo", "door-1"
 AT = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
-
-
-async def until(check: Callable[[], Any], within: float = 10.0) -> None:
-    """Wait until ``check()`` is true, polling every 10 ms; TimeoutError after ``within`` s."""
-    for _ in range(int(within / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    if not check():
-        raise TimeoutError(f"not true within {within} s")
 
 
 def decision(member: str = "M1", **kw: Any) -> dict[str, Any]:
@@ -132,8 +122,8 @@ async def test_final_records_are_published_in_seq_order_and_pruned_once_acked(
 ) -> None:
     async with gateway(broker, central, tmp_path) as gw:
         seqs = await gw.write(30)
-        await until(lambda: central.received[GW].upto == 30)
-        await until(lambda: gw.outbox.acked_upto == 30)
+        await eventually(lambda: central.received[GW].upto == 30)
+        await eventually(lambda: gw.outbox.acked_upto == 30)
         assert await gw.journal.pending_count() == 0
     got = central.received[GW]
     assert [m["seq"] for m in got.checkins] == [s for s in seqs if s % 10]
@@ -152,7 +142,7 @@ async def test_a_record_not_yet_final_holds_back_the_ones_after_it(
         assert central.received[GW].arrivals == []
         await gw.journal.finalise(first.seq, passed=False, charged=0)
         gw.outbox.notify()
-        await until(lambda: central.received[GW].arrivals == [1, 2, 3, 4])
+        await eventually(lambda: central.received[GW].arrivals == [1, 2, 3, 4])
 
 
 async def test_a_new_final_record_is_published_as_soon_as_the_outbox_is_notified(
@@ -160,10 +150,10 @@ async def test_a_new_final_record_is_published_as_soon_as_the_outbox_is_notified
 ) -> None:
     async with gateway(broker, central, tmp_path) as gw:
         await gw.write(1)
-        await until(lambda: central.received[GW].arrivals == [1])
+        await eventually(lambda: central.received[GW].arrivals == [1])
         await asyncio.sleep(0.2)  # the outbox is idle now
         await gw.write(1)
-        await until(lambda: central.received[GW].arrivals == [1, 2], within=1.0)
+        await eventually(lambda: central.received[GW].arrivals == [1, 2], within=1.0)
 
 
 @pytest.mark.slow
@@ -173,16 +163,16 @@ async def test_after_an_outage_every_record_arrives_once_in_seq_order_and_is_pru
     n = 5000
     async with gateway(broker, central, tmp_path, ack_timeout=5) as gw:
         await gw.write(5)
-        await until(lambda: gw.outbox.acked_upto == 5)
+        await eventually(lambda: gw.outbox.acked_upto == 5)
         broker.stop()
-        await until(lambda: not gw.link.connected)
+        await eventually(lambda: not gw.link.connected)
         await gw.disconnect()
         await gw.write(n)  # offline
         broker.start()
         await central.wait_connected()
         gw.connect()
-        await until(lambda: central.received[GW].upto == n + 5, 120)
-        await until(lambda: gw.outbox.acked_upto == n + 5)
+        await eventually(lambda: central.received[GW].upto == n + 5, 120)
+        await eventually(lambda: gw.outbox.acked_upto == n + 5)
         assert await gw.journal.pending_count() == 0
     got = central.received[GW]
     assert got.arrivals == list(range(1, n + 6))  # in seq order, none missing
@@ -195,11 +185,11 @@ async def test_what_the_central_does_not_ack_is_published_again_and_kept(
     central.set_ack_mode("none")
     async with gateway(broker, central, tmp_path, ack_timeout=0.3) as gw:
         await gw.write(5)
-        await until(lambda: central.received[GW].duplicates >= 10)
+        await eventually(lambda: central.received[GW].duplicates >= 10)
         assert await gw.journal.pending_count() == 5
         assert central.received[GW].arrivals[:5] == [1, 2, 3, 4, 5]
         central.set_ack_mode("normal")
-        await until(lambda: gw.outbox.acked_upto == 5, 5)
+        await eventually(lambda: gw.outbox.acked_upto == 5, 5)
         assert await gw.journal.pending_count() == 0
 
 
@@ -209,13 +199,13 @@ async def test_late_and_shuffled_acks_prune_up_to_the_highest(
     central.set_ack_mode("shuffled")
     async with gateway(broker, central, tmp_path) as gw:
         await gw.write(40)
-        await until(lambda: gw.outbox.acked_upto == 40)
+        await eventually(lambda: gw.outbox.acked_upto == 40)
         assert await gw.journal.pending_count() == 0
         central.set_ack_mode("late", delay=0.5)
         await gw.write(5)
-        await until(lambda: central.received[GW].upto == 45)
+        await eventually(lambda: central.received[GW].upto == 45)
         assert await gw.journal.pending_count() == 5  # not acked yet
-        await until(lambda: gw.outbox.acked_upto == 45, 5)
+        await eventually(lambda: gw.outbox.acked_upto == 45, 5)
     assert sorted(central.received[GW].acks_sent[:40]) != central.received[GW].acks_sent[:40]
 
 
@@ -225,10 +215,10 @@ async def test_a_forged_ack_prunes_nothing(
     central.set_ack_mode("none")
     async with gateway(broker, central, tmp_path) as gw:
         await gw.write(3)
-        await until(lambda: central.received[GW].upto == 3)
+        await eventually(lambda: central.received[GW].upto == 3)
         forged = seal("ack", SITE, {"upto": 3}, Ed25519PrivateKey.generate(), datetime.now(UTC))
         await central.publish_raw(f"acs/v1/{SITE}/gw/{GW}/checkin/ack", forged)
-        await until(lambda: gw.events)
+        await eventually(lambda: gw.events)
         assert gw.events == [
             (
                 "bad_message",
@@ -245,14 +235,14 @@ async def test_an_ack_beyond_what_was_published_prunes_only_what_was_published(
     async with gateway(broker, central, tmp_path) as gw:
         await gw.write(2)
         pending = await gw.journal.record_decision(decision())
-        await until(lambda: central.received[GW].upto == 2)
+        await eventually(lambda: central.received[GW].upto == 2)
         await central.publish_raw(f"acs/v1/{SITE}/gw/{GW}/checkin/ack",
                                   central.seal("ack", {"upto": 99}))  # fmt: skip
-        await until(lambda: gw.outbox.acked_upto == 2)
+        await eventually(lambda: gw.outbox.acked_upto == 2)
         assert await gw.journal.pending_count() == 1
         await gw.journal.finalise(pending.seq, passed=True, charged=0)
         gw.outbox.notify()
-        await until(lambda: central.received[GW].upto == 3)
+        await eventually(lambda: central.received[GW].upto == 3)
 
 
 # --- peers' check-ins ----------------------------------------------------------------------
@@ -270,7 +260,7 @@ async def test_peer_check_ins_reach_the_local_state_once_and_own_ones_not_at_all
         for _ in range(2):  # at least once: the peer may publish it again
             await central.publish_raw(f"acs/v1/{SITE}/gw/door-2/checkin", json.dumps(peer).encode())
         await gw.write(1)  # our own check-in comes back on gw/door-1/checkin
-        await until(lambda: gw.peers and central.received[GW].upto == 1)
+        await eventually(lambda: gw.peers and central.received[GW].upto == 1)
         await asyncio.sleep(0.2)
     assert gw.peers == [peer] and gw.events == []
 
@@ -293,5 +283,5 @@ async def test_a_malformed_peer_check_in_is_reported_and_not_applied(
     name = f"acs/v1/{SITE}/gw/door-2/checkin"
     async with gateway(broker, central, tmp_path) as gw:
         await central.publish_raw(name, payload)
-        await until(lambda: gw.events)
+        await eventually(lambda: gw.events)
     assert gw.events == [("bad_message", {"topic": name, "reason": reason})] and gw.peers == []
