@@ -285,7 +285,11 @@ class EntitlementSync:
     # --- snapshots ------------------------------------------------------------------------
 
     async def _take_chunk(self, name: str, payload: bytes) -> None:
-        """Hand a chunk to the builder; once it says a version is complete, adopt it."""
+        """Hand a chunk to the builder; once it says a version is complete, adopt it.
+
+        The store's version goes with every chunk, and the chunk that completes a version is
+        adopted under the same lock, so no delta can take the store past it in between.
+        """
         try:
             staging = self.store.staging()
             answer = await self.builder.take(

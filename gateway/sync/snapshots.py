@@ -272,7 +272,11 @@ class SnapshotBuilder:
         if not line:
             await self.close()
             raise _ended(proc.returncode, error)
-        answer: dict[str, Any] = json.loads(line)
+        try:
+            answer: dict[str, Any] = json.loads(line)
+        except ValueError:
+            await self.close()
+            raise SnapshotBuilderFailed("the snapshot builder answered nonsense: a bug") from None
         return answer
 
     async def _started(self, key: bytes) -> asyncio.subprocess.Process:
