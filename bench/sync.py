@@ -268,6 +268,7 @@ async def snapshot(port: int, workdir: Path, members: int) -> dict[str, float]:
         out["gateway_peak_rss_mib"] = peak_rss_kib() / 1024
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await sync.close()
         store.close()
     return out
 

@@ -283,7 +283,8 @@ class SnapshotBuilder:
         if self._proc is not None:
             if self._proc.returncode is None:
                 return self._proc
-            code, self._proc = self._proc.returncode, None  # it died between two chunks
+            code = self._proc.returncode  # it died between two chunks
+            await self.close()
             raise _ended(code)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -307,15 +308,15 @@ class SnapshotBuilder:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.stdin is not None:
-            with contextlib.suppress(ConnectionError, OSError):
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
+        try:  # end of input tells it to stop; its output is read to the end and closed
+            if proc.stdin is not None:
+                proc.stdin.close()  # communicate() of Python 3.11 leaves it open
+            await asyncio.wait_for(proc.communicate(), 10)
+        except (TimeoutError, ConnectionError, OSError):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
+            with contextlib.suppress(ConnectionError, OSError):
+                await proc.communicate()
 
 
 def _ended(code: int | None, error: OSError | None = None) -> SnapshotBuilderFailed:

@@ -83,6 +83,7 @@ async def gateway(
         yield gw
     finally:
         await gw.disconnect()
+        await gw.sync.close()
         store.close()
 
 
