@@ -187,6 +187,9 @@ async def test_the_builder_process_stages_a_snapshot_and_reports_its_memory(
         first = await builder.take(
             chunk(2, 0, 2, members(0, 500)), have=1, want=False, at=AT, staging=staging
         )
+        pid = builder._proc.pid  # type: ignore[union-attr]
+        # short of memory, the kernel kills the builder before the gateway
+        assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "500"
         done = await builder.take(
             chunk(2, 1, 2, members(500, 500)), have=1, want=False, at=AT, staging=staging
         )
