@@ -178,6 +178,11 @@ def test_a_credential_given_twice_across_chunks_stays_with_the_later_record(
 # --- the builder process ---------------------------------------------------------------------
 
 
+def oom_score_adj(pid: int) -> int:
+    """How much sooner than others the kernel kills process ``pid`` when memory runs out."""
+    return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
 async def test_the_builder_process_stages_a_snapshot_and_reports_its_memory(
     store: EntitlementStore,
 ) -> None:
@@ -189,7 +194,7 @@ async def test_the_builder_process_stages_a_snapshot_and_reports_its_memory(
         )
         pid = builder._proc.pid  # type: ignore[union-attr]
         # short of memory, the kernel kills the builder before the gateway
-        assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "500"
+        assert oom_score_adj(pid) == 500
         done = await builder.take(
             chunk(2, 1, 2, members(500, 500)), have=1, want=False, at=AT, staging=staging
         )
