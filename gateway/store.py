@@ -614,12 +614,10 @@ class EntitlementStore:
 
     def staging(self) -> Staging:
         """Where and how a :class:`StagedSet` for this store is to be written."""
-        if self._path == ":memory:":
-            raise StoreError("an in-memory store cannot take a staged set (it has no file)")
+        self._need_file()
         with self._write_lock:
-            view = self._view
-            first_rowid = max(view.max_rowid, _last_rowid(self._writer))
-        return Staging(str(staged_path(self._path)), self._key, view.gen + 1, first_rowid)
+            gen, first_rowid = self._view.gen + 1, _last_rowid(self._writer)
+        return Staging(str(staged_path(self._path)), self._key, gen, first_rowid)
 
     def adopt(self, staged: Path | str) -> None:
         """Switch to the finished :class:`StagedSet` at ``staged``, atomically for readers and
@@ -631,8 +629,7 @@ class EntitlementStore:
         keeps the current set when the staged file is not a finished set newer than it.
         """
         staged = str(staged)
-        if self._path == ":memory:":
-            raise StoreError("an in-memory store cannot take a staged set (it has no file)")
+        self._need_file()
         try:
             conn = sqlite3.connect(f"file:{staged}?mode=ro", uri=True)
             try:
@@ -668,6 +665,10 @@ class EntitlementStore:
                         raise _open_error(self._path, exc) from exc
         _remove_file(old)
         _release_freed_memory()
+
+    def _need_file(self) -> None:
+        if self._path == ":memory:":
+            raise StoreError("an in-memory store cannot take a staged set (it has no file)")
 
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(

@@ -169,7 +169,7 @@ class EntitlementSync:
             return False
         async with self._lock:
             try:
-                if types == ("snapshot",):  # opened by the builder, off the event loop
+                if name == self.builder.topic:  # opened by the builder, off the event loop
                     await self._take_chunk(name, payload)
                     return True
                 env = open_envelope(payload, public_key=self.public_key, site=self.site, topic=name)

@@ -241,6 +241,7 @@ class SnapshotBuilder:
     """The gateway's handle on the builder process, started at the first chunk."""
 
     def __init__(self, *, public_key: Ed25519PublicKey, site: str, topic: str) -> None:
+        self.topic = topic
         self._init = {"public_key": public_key_b64(public_key), "site": site, "topic": topic}
         self._proc: asyncio.subprocess.Process | None = None
 
