@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.errors import AccessGwError, ConfigError, InvalidSet
+from gateway.state_dir import make_files_private
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``accessgw`` console command."""
+    make_files_private()  # state, secrets and databases: 0700/0600 whoever runs us
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
