@@ -105,7 +105,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
-    print(json.dumps({"ok": True, "file": args.file, "problems": []}) if args.json else "ok")
+    from gateway.broker_safety import broker_warnings
+
+    warnings = broker_warnings(config.mqtt)
+    if args.json:
+        print(json.dumps({"ok": True, "file": args.file, "problems": [], "warnings": warnings}))
+        return EXIT_OK
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("ok")
     return EXIT_OK
 
 
