@@ -143,7 +143,7 @@ class SnapshotStager:
                 part.schedules.setdefault(name, contract)
             part.staged.add(head.chunk, records)
             if not part.complete:
-                return {"status": "staged", **where}
+                return {"status": "staged", "rss_kib": _peak_rss_kib(), **where}
             assert part.rules is not None
             problems = undefined_schedules(part.schedules.items(), part.rules)
             if problems:
