@@ -1,7 +1,8 @@
 """Firmware profiles: data files that describe a supported hardware model.
 
-A profile (``firmware-profiles/<name>.toml``) names the driver module in ``drivers/``
-and the settings that model needs (baud rate, frame options, coil numbering, quirks).
+A profile (``gateway/firmware_profiles/<name>.toml``, package data read through
+:mod:`importlib.resources`, so an installed wheel finds them) names the driver module in
+``drivers/`` and the settings that model needs (baud rate, frame options, coil numbering, quirks).
 An installer picks a profile by name and fills in the port or address in the config;
 per-device ``options`` in the config override the profile's ``settings``.
 
@@ -25,9 +26,12 @@ what ``check-config``, ``run`` and the web UI call (through gateway/validation.p
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
     from gateway.outputs import Board
     from gateway.readers import HealthCallback, Reader
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "firmware-profiles"
+PROFILE_DIR: Traversable = resources.files("gateway") / "firmware_profiles"
 ROLES = ("reader", "relay", "input", "turnstile")
 
 
@@ -59,8 +63,45 @@ class Profile:
         """The profile's settings overridden by a device's own ``options``."""
         return {**self.settings, **options}
 
+    def driver_module(self) -> ModuleType:
+        """Import the driver module (``drivers/<driver>.py``) on demand.
 
-def load_profile(path: Path) -> Profile:
+        Optional extras (osdp, gpio, libnfc) are imported only when a profile uses them;
+        a missing extra names the extra to install. Any other ImportError is a broken
+        install and is raised as it is, never hidden behind a friendlier message.
+        """
+        if self.driver not in DRIVERS:
+            raise ConfigError(
+                f"profile {self.name}",
+                [f"driver {self.driver!r} is unknown; drivers: {', '.join(DRIVERS)}"],
+            )
+        module, extra = DRIVERS[self.driver]
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            if extra is None:
+                raise
+            raise ConfigError(
+                f"profile {self.name}",
+                [
+                    f"driver {self.driver!r} needs the optional extra {extra!r}, which is not "
+                    f"installed ({exc}): pip install 'accessgw[{extra}]'"
+                ],
+            ) from exc
+
+
+def _stem(path: Traversable) -> str:
+    return path.name.removesuffix(".toml")
+
+
+def _profile_files(directory: Traversable) -> list[Traversable]:
+    return sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".toml") and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def load_profile(path: Traversable) -> Profile:
     """Read one profile file; raise ConfigError naming the file and the key."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -74,19 +115,34 @@ def load_profile(path: Path) -> Profile:
         problems.append("[settings] must be a table")
     if problems:
         raise ConfigError(str(path), problems)
-    return Profile(path.stem, str(data["model"]), str(data["role"]), str(data["driver"]), settings)
+    name, model, role, driver = _stem(path), str(data["model"]), str(data["role"]), data["driver"]
+    return Profile(name, model, role, str(driver), settings)
 
 
-def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
+def load_profiles(directory: Traversable = PROFILE_DIR) -> dict[str, Profile]:
     """Every profile in ``directory``, by name (the file name without ``.toml``)."""
-    return {p.stem: load_profile(p) for p in sorted(directory.glob("*.toml"))}
+    return {_stem(p): load_profile(p) for p in _profile_files(directory)}
 
 
-def find_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
+def profile_names(directory: Traversable = PROFILE_DIR) -> list[str]:
+    """The names of the profiles that exist, sorted."""
+    return [_stem(p) for p in _profile_files(directory)]
+
+
+# A name, never a path: "../config/example" must not load any TOML file it points at.
+PROFILE_NAME = re.compile(r"[a-z0-9-]{1,64}")
+
+
+def find_profile(name: str, directory: Traversable = PROFILE_DIR) -> Profile:
     """The profile called ``name``; the error lists the ones that exist."""
+    known = ", ".join(profile_names(directory)) or "none"
+    if not PROFILE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"profile {name!r}",
+            [f"firmware profile names are a-z, 0-9 and '-' only: {name!r}; profiles: {known}"],
+        )
     path = directory / f"{name}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
         raise ConfigError(str(path), [f"no firmware profile {name!r}; profiles: {known}"])
     return load_profile(path)
 
@@ -296,21 +352,10 @@ DRIVERS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _driver_module(name: str, where: str) -> ModuleType:
-    if name not in DRIVERS:
-        raise ConfigError(where, [f"driver {name!r} is unknown; drivers: {', '.join(DRIVERS)}"])
-    module, extra = DRIVERS[name]
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        hint = f" Install its extra: pip install 'accessgw[{extra}]'." if extra else ""
-        raise ConfigError(where, [f"driver {name!r} cannot be loaded: {exc}.{hint}"]) from exc
-
-
 def board_driver(profile: Profile) -> BoardDriver:
     """The board driver a profile names; ConfigError if it is no board driver."""
     where = f"profile {profile.name}"
-    driver = getattr(_driver_module(profile.driver, where), "BOARD_DRIVER", None)
+    driver = getattr(profile.driver_module(), "BOARD_DRIVER", None)
     if driver is None:
         raise ConfigError(where, [f"driver {profile.driver!r} does not drive boards"])
     return driver  # type: ignore[no-any-return]
@@ -319,7 +364,7 @@ def board_driver(profile: Profile) -> BoardDriver:
 def reader_driver(profile: Profile) -> ReaderDriver:
     """The reader driver a profile names; ConfigError if it is no reader driver."""
     where = f"profile {profile.name}"
-    driver = getattr(_driver_module(profile.driver, where), "READER_DRIVER", None)
+    driver = getattr(profile.driver_module(), "READER_DRIVER", None)
     if driver is None:
         raise ConfigError(where, [f"driver {profile.driver!r} does not drive readers"])
     return driver  # type: ignore[no-any-return]
@@ -337,7 +382,7 @@ def reader_address(config: ReaderConfig) -> DeviceAddress:
     return DeviceAddress(port=config.port, address=config.address)
 
 
-def build_board(config: BoardConfig, directory: Path = PROFILE_DIR) -> Board:
+def build_board(config: BoardConfig, directory: Traversable = PROFILE_DIR) -> Board:
     """A board from its config entry (not started); ConfigError naming every problem."""
     profile = find_profile(config.profile, directory)
     driver = board_driver(profile)
@@ -354,7 +399,7 @@ def build_reader(
     config: ReaderConfig,
     secrets: ReaderSecrets,
     on_health: HealthCallback,
-    directory: Path = PROFILE_DIR,
+    directory: Traversable = PROFILE_DIR,
 ) -> Reader:
     """A reader from its config entry (not started); ConfigError naming every problem."""
     profile = find_profile(config.profile, directory)
@@ -396,13 +441,13 @@ def _settings_key(prefix: str, key: str, options: Mapping[str, Any], profile: st
     return f"{prefix}.profile ({profile}: [settings].{key})"
 
 
-def check_board(config: BoardConfig, directory: Path = PROFILE_DIR) -> list[DeviceProblem]:
+def check_board(config: BoardConfig, directory: Traversable = PROFILE_DIR) -> list[DeviceProblem]:
     """Every problem with one board's profile, settings and address (nothing started)."""
     problems, _ = _check_board(config, directory)
     return problems
 
 
-def check_reader(config: ReaderConfig, directory: Path = PROFILE_DIR) -> list[DeviceProblem]:
+def check_reader(config: ReaderConfig, directory: Traversable = PROFILE_DIR) -> list[DeviceProblem]:
     """Every problem with one reader's profile, settings and address (nothing started)."""
     problems, _ = _check_reader(config, directory)
     return problems
@@ -414,7 +459,7 @@ def _check_device(
     options: Mapping[str, Any],
     address: DeviceAddress,
     role: str,
-    directory: Path,
+    directory: Traversable,
 ) -> tuple[list[DeviceProblem], _Checked | None]:
     try:
         profile = find_profile(profile_name, directory)
@@ -436,7 +481,7 @@ def _check_device(
 
 
 def _check_board(
-    config: BoardConfig, directory: Path
+    config: BoardConfig, directory: Traversable
 ) -> tuple[list[DeviceProblem], _Checked | None]:
     prefix = f"boards[{config.id}]"
     return _check_device(
@@ -445,7 +490,7 @@ def _check_board(
 
 
 def _check_reader(
-    config: ReaderConfig, directory: Path
+    config: ReaderConfig, directory: Traversable
 ) -> tuple[list[DeviceProblem], _Checked | None]:
     prefix = f"readers[{config.id}]"
     return _check_device(
@@ -453,7 +498,7 @@ def _check_reader(
     )
 
 
-def check_devices(config: Config, directory: Path = PROFILE_DIR) -> list[DeviceProblem]:
+def check_devices(config: Config, directory: Traversable = PROFILE_DIR) -> list[DeviceProblem]:
     """Every device problem ``run`` would refuse, found without starting anything.
 
     Each board's and reader's settings and address; each door point within its board's
