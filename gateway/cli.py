@@ -101,6 +101,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
+    if config.web.enabled and (warning := config.web.insecure_listen_problem()):
+        print(f"warning: {warning}", file=sys.stderr)
     print("ok")
     return EXIT_OK
 
@@ -187,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--code", help="barcode/QR value")
     which.add_argument("--pass", dest="pass_token", help="phone-pass token AGP1....")
     decide.set_defaults(func=cmd_decide)
+
+    from gateway.web.commands import add_commands
+
+    add_commands(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
