@@ -11,7 +11,6 @@ minutes. Failed attempts slow the next ones, per client and for everybody togeth
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -24,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.errors import AccessGwError
+from gateway.state_dir import write_secret_atomically
 
 IDLE_SECONDS = 30 * 60
 MIN_PASSWORD = 10
@@ -48,22 +48,7 @@ def setup_code_path(secrets_dir: Path) -> Path:
 def write_secret(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` (mode 0600) atomically: a crash leaves the old or the new."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_secret_atomically(path, text.encode("utf-8"))
 
 
 def password_problem(password: str) -> str | None:
