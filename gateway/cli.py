@@ -102,6 +102,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.broker_safety import broker_warnings
 
     warnings = broker_warnings(config.mqtt)
+    if config.web.enabled and (web_warning := config.web.insecure_listen_problem()):
+        warnings.append(web_warning)
     if args.json:
         print(json.dumps({"ok": True, "file": args.file, "problems": [], "warnings": warnings}))
         return EXIT_OK
@@ -253,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--code", help="barcode/QR value")
     which.add_argument("--pass", dest="pass_token", help="phone-pass token AGP1....")
     decide.set_defaults(func=cmd_decide)
+
+    from gateway.web.commands import add_commands
+
+    add_commands(sub)
 
     version = _parser(sub, "version", "print the version")
     version.set_defaults(func=cmd_version)

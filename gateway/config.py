@@ -218,11 +218,63 @@ class DoorConfig(_Section):
 
 
 class WebSection(_Section):
-    """The installer's local web UI."""
+    """The installer's local web UI (README: The web UI)."""
 
     enabled: bool = True
     listen: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    tls: Literal["off", "self-signed", "files"] = Field(
+        "off",
+        description="HTTPS: off, self-signed (a certificate made once and kept in the state "
+        "directory) or files (cert_file and key_file)",
+    )
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    allow_insecure_listen: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address anyway (sessions and member "
+        "data then cross the LAN in clear)",
+    )
+    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")]] = Field(
+        default_factory=list,
+        description="host names the UI answers to besides localhost, the listen address and "
+        "the box's own name (a guard against DNS rebinding)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> WebSection:
+        if self.tls == "files" and (self.cert_file is None or self.key_file is None):
+            raise ValueError('tls = "files" needs cert_file and key_file')
+        if self.tls != "files" and (self.cert_file or self.key_file):
+            raise ValueError('cert_file and key_file are used only with tls = "files"')
+        return self
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can reach the UI (then plain HTTP is fine)."""
+        return is_loopback(self.listen)
+
+    def insecure_listen_problem(self) -> str | None:
+        """Why serving this section as configured would expose the UI in clear, if it would."""
+        if self.tls != "off" or self.loopback_only or self.allow_insecure_listen:
+            return None
+        return (
+            f"web.listen = {self.listen!r} serves the installer UI to the network without TLS: "
+            'set web.tls = "self-signed" (or "files"), listen on 127.0.0.1 and use an SSH '
+            "tunnel, or set web.allow_insecure_listen = true if you really mean it"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Config(_Section):
