@@ -25,6 +25,7 @@ from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError, ConfigError
 from gateway.history import History
 from gateway.journal import Journal
+from gateway.loop_lag import LoopLagProbe
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
@@ -52,6 +53,7 @@ class Gateway:
         self.activity = Activity()
         self.clock = ClockTrust(config.gateway.clock)
         self.started_at = now()
+        self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Any] = {}
         self.boards: dict[str, Any] = {}
         self.entrances: dict[str, Entrance] = {}
@@ -89,6 +91,7 @@ class Gateway:
             self._start_web()
         self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop_lag"))
         notify("READY=1")
         log.info(
             "gateway %s of site %s started: %d doors, %d readers, entitlements v%s",
@@ -341,6 +344,7 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "loop_lag": self.loop_lag.summary(),
         }
 
     async def _housekeeping(self) -> None:

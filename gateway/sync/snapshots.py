@@ -255,7 +255,7 @@ class SnapshotBuilder:
         self.topic = topic
         self._init = {"public_key": public_key_b64(public_key), "site": site, "topic": topic}
         self._proc: asyncio.subprocess.Process | None = None
-        self._deadline_s = answer_deadline_s
+        self.answer_deadline_s = answer_deadline_s
 
     @property
     def pid(self) -> int | None:
@@ -286,7 +286,7 @@ class SnapshotBuilder:
         }
         error: OSError | None = None
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(self.answer_deadline_s):
                 proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
                 await proc.stdin.drain()
                 line = await proc.stdout.readline()
@@ -295,7 +295,7 @@ class SnapshotBuilder:
                 proc.kill()  # hung, not dead: it would never answer
             await self.close()
             raise SnapshotBuilderFailed(
-                f"the snapshot builder did not answer within {self._deadline_s:g} s and was "
+                f"the snapshot builder did not answer within {self.answer_deadline_s:g} s and was "
                 "stopped: is the disk stuck or the gateway short of memory? The snapshot is "
                 "asked for again"
             ) from None
