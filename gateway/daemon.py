@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.activity import Activity
 from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
@@ -86,13 +86,16 @@ class Gateway:
         self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         notify("READY=1")
+        version = self.store.version
         log.info(
-            "gateway %s of site %s started: %d doors, %d readers, entitlements v%s",
+            "gateway %s of site %s started: %d doors, %d readers, %s",
             self.gw,
             self.site,
             len(self.doors),
             len(self.readers),
-            self.store.version,
+            "no entitlements yet (waiting for the first sync)"
+            if version is None
+            else f"entitlements version {version}",
         )
 
     async def stop(self) -> None:
@@ -131,6 +134,7 @@ class Gateway:
         for board_cfg in self.config.boards:
             profile = find_profile(board_cfg.profile)
             board = profile.driver_module().create_board(board_cfg, profile)
+            board.subscribe(self._board_events)
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
@@ -154,6 +158,11 @@ class Gateway:
                 online=self.online,
                 published=self._own_checkin,
             )
+
+    def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
+        """A board's health changes are logged (its relay faults reach us through doors)."""
+        if kind in ("board_online", "board_offline"):
+            logs.log_state_change(kind, None, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -228,6 +237,7 @@ class Gateway:
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
+        logs.log_state_change(type_, door, detail)
 
         async def write() -> None:
             try:
@@ -381,10 +391,12 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     config = load_config(args.config)
+    logs.configure(
+        getattr(args, "log_level", None) or config.log.level,
+        getattr(args, "log_format", None) or config.log.format,
+        config.log.libraries,
+    )
     refuse_insecure_broker(config.mqtt, args.config)
 
     async def main() -> None:

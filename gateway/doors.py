@@ -383,7 +383,7 @@ class Door:
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
-        log.info("door %s: %s %s", self.id, kind, detail)
+        log.debug("door %s: %s %s", self.id, kind, detail)  # in words: gateway.logs
         if self._on_event is None:
             return
         try:

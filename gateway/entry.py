@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway import logs
 from gateway.decision import Decision, DoorContext, EntitlementView, Presented, Request, decide
-from gateway.messages import render
 from gateway.readers import CredentialRead
 from gateway.state import LocalState
 
@@ -106,7 +107,9 @@ class Entrance:
     async def present(self, read: CredentialRead) -> dict[str, Any]:
         """Decide a read, release the door on a grant, and return the final check-in."""
         async with self._one_at_a_time:
+            began = time.perf_counter()
             decision = self._decide(read)
+            decided_in = time.perf_counter() - began
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
             entry = await self.journal.record_decision(checkin)  # durable before the lock moves
@@ -118,21 +121,7 @@ class Entrance:
             )
             self.state.apply_checkin(final, own=True)
             self.published(final)
-            message = render(
-                decision.reason,
-                decision.display,
-                self.place.language,
-                self.store.rules.messages if self.store.rules else None,
-            )
-            log.info(
-                "%s %s at %s: %s %s (%s)",
-                read.kind,
-                decision.member or decision.ticket or "-",
-                self.place.id,
-                decision.decision,
-                decision.reason,
-                message,
-            )
+            logs.log_decision(final, decided_in)
             return final
 
     def _decide(self, read: CredentialRead) -> Decision:
