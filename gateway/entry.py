@@ -92,6 +92,7 @@ class Entrance:
         passes: SeenPasses,
         online: Callable[[], bool],
         published: Callable[[dict[str, Any]], None],
+        explained: Callable[[str | None, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.place = place
         self.door = door
@@ -102,6 +103,7 @@ class Entrance:
         self.passes = passes
         self.online = online
         self.published = published
+        self.explained = explained  # the name and trace, for the installer's UI only
         self._one_at_a_time = asyncio.Lock()
 
     async def present(self, read: CredentialRead) -> dict[str, Any]:
@@ -120,6 +122,8 @@ class Entrance:
                 entry.seq, passed=passed, charged=decision.charged if passed else 0
             )
             self.state.apply_checkin(final, own=True)
+            if self.explained is not None:
+                self.explained(decision.display, decision.trace)
             self.published(final)
             logs.log_decision(final, decided_in)
             return final
