@@ -22,6 +22,7 @@ from gateway.clock import ClockTrust
 from gateway.config import Config, load_config
 from gateway.entry import DoorPlace, Entrance
 from gateway.history import History
+from gateway.identity import load_identity
 from gateway.journal import Journal
 from gateway.pass_cache import PassCache
 from gateway.profiles import find_profile
@@ -66,6 +67,7 @@ class Gateway:
         """Open the state, put outputs in their safe state, start readers and sync."""
         cfg = self.config
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
+        self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
         self.passes = PassCache.open(self.state_dir.passes)
@@ -212,7 +214,7 @@ class Gateway:
 
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
-        self.history.add(checkin)
+        self.history.add(checkin)  # on the history's writer thread, in order
         self.activity.add("decision", **checkin)
         self._final_checkin()
 
@@ -283,25 +285,6 @@ class Gateway:
         """Command ``resync``: ask for a full snapshot."""
         if self.sync is not None:
             await self.sync.entitlements.resync()
-
-    def take_peer_checkin(self, checkin: dict[str, Any]) -> None:
-        """Another gateway of the site let someone through: share its effects."""
-        self.history.add(checkin)
-        self.state.apply_checkin(checkin, own=False)
-        ticket_id = checkin.get("ticket")
-        if ticket_id and checkin.get("decision") == "granted" and checkin.get("passed"):
-            ticket = self.store.ticket(ticket_id)
-            if ticket is not None and self.state.ticket_uses(ticket_id) > ticket.uses:
-                self.record_event(
-                    "ticket_double_use",
-                    checkin.get("door"),
-                    {
-                        "ticket": ticket_id,
-                        "uses": self.state.ticket_uses(ticket_id),
-                        "allowed": ticket.uses,
-                        "gw": checkin.get("gw"),
-                    },
-                )
 
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
