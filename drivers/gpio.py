@@ -6,7 +6,7 @@ kernel (with its own de-bounce, ``debounce_period``) and are read on the event l
 line request's file descriptor goes to ``loop.add_reader``, so nothing blocks and nothing
 polls.
 
-Settings (see firmware-profiles/rpi-relay-hat-gpio.toml): ``chip``, ``outputs`` and
+Settings (see gateway/firmware_profiles/rpi-relay-hat-gpio.toml): ``chip``, ``outputs`` and
 ``inputs`` (lists of line offsets; a door's point index n is the n-th entry),
 ``outputs_active_low``, ``inputs_active_low``, ``bias`` and ``debounce`` (seconds).
 """

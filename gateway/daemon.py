@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.activity import Activity
+from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
 from gateway.config import Config, load_config
 from gateway.entry import DoorPlace, Entrance
@@ -367,6 +368,7 @@ def run_daemon(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = load_config(args.config)
+    refuse_insecure_broker(config.mqtt, args.config)
 
     async def main() -> None:
         stop = asyncio.Event()

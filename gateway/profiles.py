@@ -1,7 +1,8 @@
 """Firmware profiles: data files that describe a supported hardware model.
 
-A profile (``firmware-profiles/<name>.toml``) names the driver module in ``drivers/``
-and the settings that model needs (baud rate, frame options, coil numbering, quirks).
+A profile (``gateway/firmware_profiles/<name>.toml``, package data read through
+:mod:`importlib.resources`, so an installed wheel finds them) names the driver module in
+``drivers/`` and the settings that model needs (baud rate, frame options, coil numbering, quirks).
 An installer picks a profile by name and fills in the port or address in the config;
 per-device ``options`` in the config override the profile's ``settings``.
 
@@ -17,16 +18,20 @@ Profile file::
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from types import ModuleType
 from typing import Any
 
 from gateway.errors import ConfigError
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "firmware-profiles"
+PROFILE_DIR: Traversable = resources.files("gateway") / "firmware_profiles"
 ROLES = ("reader", "relay", "input", "turnstile")
+# Drivers whose libraries are optional extras (pyproject ``[project.optional-dependencies]``).
+OPTIONAL_EXTRAS = {"osdp": "osdp", "gpio": "gpio", "libnfc": "libnfc"}
 
 
 @dataclass(frozen=True)
@@ -46,21 +51,37 @@ class Profile:
     def driver_module(self) -> ModuleType:
         """Import the driver module (``drivers/<driver>.py``) on demand.
 
-        Optional extras (osdp, gpio, libnfc) are imported only when a profile uses them.
+        Optional extras (osdp, gpio, libnfc) are imported only when a profile uses them;
+        a missing extra names the extra to install. Any other ImportError is a broken
+        install and is raised as it is, never hidden behind a friendlier message.
         """
         try:
             return importlib.import_module(f"drivers.{self.driver}")
         except ImportError as exc:
+            extra = OPTIONAL_EXTRAS.get(self.driver)
+            if extra is None:
+                raise
             raise ConfigError(
                 f"profile {self.name}",
                 [
-                    f"driver {self.driver!r} cannot be loaded: {exc}. "
-                    f"Is its extra installed (pip install 'accessgw[{self.driver}]')?"
+                    f"driver {self.driver!r} needs the optional extra {extra!r}, which is not "
+                    f"installed ({exc}): pip install 'accessgw[{extra}]'"
                 ],
             ) from exc
 
 
-def load_profile(path: Path) -> Profile:
+def _stem(path: Traversable) -> str:
+    return path.name.removesuffix(".toml")
+
+
+def _profile_files(directory: Traversable) -> list[Traversable]:
+    return sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".toml") and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def load_profile(path: Traversable) -> Profile:
     """Read one profile file; raise ConfigError naming the file and the key."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -74,18 +95,33 @@ def load_profile(path: Path) -> Profile:
         problems.append("[settings] must be a table")
     if problems:
         raise ConfigError(str(path), problems)
-    return Profile(path.stem, str(data["model"]), str(data["role"]), str(data["driver"]), settings)
+    name, model, role, driver = _stem(path), str(data["model"]), str(data["role"]), data["driver"]
+    return Profile(name, model, role, str(driver), settings)
 
 
-def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
+def load_profiles(directory: Traversable = PROFILE_DIR) -> dict[str, Profile]:
     """Every profile in ``directory``, by name (the file name without ``.toml``)."""
-    return {p.stem: load_profile(p) for p in sorted(directory.glob("*.toml"))}
+    return {_stem(p): load_profile(p) for p in _profile_files(directory)}
 
 
-def find_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
+def profile_names(directory: Traversable = PROFILE_DIR) -> list[str]:
+    """The names of the profiles that exist, sorted."""
+    return [_stem(p) for p in _profile_files(directory)]
+
+
+# A name, never a path: "../config/example" must not load any TOML file it points at.
+PROFILE_NAME = re.compile(r"[a-z0-9-]{1,64}")
+
+
+def find_profile(name: str, directory: Traversable = PROFILE_DIR) -> Profile:
     """The profile called ``name``; the error lists the ones that exist."""
+    known = ", ".join(profile_names(directory)) or "none"
+    if not PROFILE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"profile {name!r}",
+            [f"firmware profile names are a-z, 0-9 and '-' only: {name!r}; profiles: {known}"],
+        )
     path = directory / f"{name}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
         raise ConfigError(str(path), [f"no firmware profile {name!r}; profiles: {known}"])
     return load_profile(path)
