@@ -83,18 +83,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``accessgw check-config FILE``: ``ok``, or every problem and exit 1."""
-    from gateway.config import BoardConfig, ReaderConfig, load_config
-    from gateway.profiles import find_profile
+    from gateway.config import load_config
+    from gateway.profiles import check_devices
 
     try:
         config = load_config(args.file)
-        problems = []
-        items: list[ReaderConfig | BoardConfig] = [*config.readers, *config.boards]
-        for item in items:
-            try:
-                find_profile(item.profile)
-            except ConfigError as exc:
-                problems.append(f"{item.id}: " + "; ".join(exc.problems))
+        problems = [str(problem) for problem in check_devices(config)]
         if problems:
             raise ConfigError(args.file, problems)
     except ConfigError as exc:
@@ -108,6 +102,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.broker_safety import broker_warnings
 
     warnings = broker_warnings(config.mqtt)
+    if config.web.enabled and (web_warning := config.web.insecure_listen_problem()):
+        warnings.append(web_warning)
     if args.json:
         print(json.dumps({"ok": True, "file": args.file, "problems": [], "warnings": warnings}))
         return EXIT_OK
@@ -223,6 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "run", "run the gateway daemon", "  accessgw run /etc/accessgw/accessgw.toml"
     )
     run.add_argument("config", help="the TOML config file")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="what to log (default: [log] level, else info)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default=None,
+        help="json lines or text (default auto: text on a terminal, json otherwise)",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = _parser(
@@ -277,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ident.add_argument("config", help="the TOML config file")
     ident.set_defaults(func=cmd_id)
+
+    from gateway.web.commands import add_commands
+
+    add_commands(sub)
 
     version = _parser(sub, "version", "print the version")
     version.set_defaults(func=cmd_version)

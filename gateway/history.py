@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.errors import StoreError
 from gateway.state import PASSAGE_HORIZON, LocalState
-from gateway.writer_thread import WriterThread
+from gateway.writer_thread import InlineWriter, WriterThread
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,13 @@ def changes_state(checkin: Mapping[str, Any]) -> bool:
 class History:
     """Final granted check-ins of the site, kept for a month (SQLite, WAL)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str, writer: WriterThread) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: str = "", writer: WriterThread | None = None
+    ) -> None:
+        """``writer`` None: statements run in the caller's thread (a tool reading a copy)."""
         self._conn = conn
         self._path = path
-        self._writer = writer
+        self._writer = writer or InlineWriter("history")
 
     @classmethod
     def open(cls, path: Path | str) -> History:

@@ -46,3 +46,27 @@ class WriterThread:
     def _log_failure(self, future: Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
             log.error("%s: a write failed: %s", self.name, future.exception())
+
+
+class InlineWriter(WriterThread):
+    """Runs each statement at once in the caller's thread: for a read-only look at a
+    database from a tool (no event loop to keep free, a connection bound to its thread)."""
+
+    def __init__(self, name: str = "inline") -> None:
+        self.name = name
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` now; its outcome as a finished future."""
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` now."""
+        return fn(*args)
+
+    def close(self) -> None:
+        """Nothing to stop."""
