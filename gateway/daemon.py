@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import __version__, logs
+from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
@@ -63,6 +63,7 @@ class Gateway:
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
@@ -89,6 +90,8 @@ class Gateway:
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
             self._start_web()
+        if cfg.metrics.enabled:
+            self._start_metrics()
         self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         notify("READY=1")
@@ -120,6 +123,8 @@ class Gateway:
                 await self._web.stop()
             except Exception:
                 log.exception("the web UI did not stop cleanly")
+        if self._metrics is not None:
+            self._metrics.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -132,6 +137,21 @@ class Gateway:
         self.store.close()
 
     # --- the parts ----------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        """Prometheus metrics on their own address and thread, sampled on the loop."""
+        cfg = self.config.metrics
+        self._metrics = metrics.MetricsServer(cfg.listen, cfg.port, cfg.token_file).start()
+        sampler = metrics.Sampler(
+            self.journal,
+            self.store,
+            link_up=self.online,
+            connections=lambda: self.sync.link.connections if self.sync else 0,
+            snapshot_coming=lambda: bool(
+                self.sync and self.sync.entitlements.snapshot_in_progress()
+            ),
+        )
+        self._tasks.append(asyncio.create_task(sampler.run(), name="metrics sampler"))
 
     async def _start_doors(self) -> None:
         from gateway.doors import Door
@@ -168,6 +188,7 @@ class Gateway:
         """A board's health changes are logged (its relay faults reach us through doors)."""
         if kind in ("board_online", "board_offline"):
             logs.log_state_change(kind, None, detail)
+            metrics.event(kind, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -249,6 +270,7 @@ class Gateway:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
         logs.log_state_change(type_, door, detail)
+        metrics.event(type_, detail)
 
         async def write() -> None:
             try:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway import metrics
 from gateway.entitlements import SiteRules
 from gateway.errors import BadMessage
 from gateway.history import changes_state
@@ -214,6 +215,7 @@ class PeerEffects:
                      "not applied", checkin["gw"], checkin["seq"])  # fmt: skip
             return False
         self.state.apply_checkin(checkin, own=False)
+        metrics.peer_checkin_accepted()
         if ticket_id:
             self._check_double_use(ticket_id, checkin)
         return True
