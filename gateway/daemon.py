@@ -9,30 +9,32 @@ the link last so the ``stopping`` event still has a chance to leave.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.activity import Activity
+from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
 from gateway.config import Config, load_config
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
+from gateway.errors import AccessGwError, ConfigError
 from gateway.history import History
 from gateway.journal import Journal
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
-from gateway.profiles import find_profile
+from gateway.profiles import build_board, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
+from gateway.web.next_card import NextCard
 
 if TYPE_CHECKING:
     from gateway.sync.runner import SyncRunner
@@ -75,6 +77,8 @@ class Gateway:
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self.next_card = NextCard()
+        self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -97,18 +101,21 @@ class Gateway:
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
-            self.supervisor.start("web", self._serve_web)
+            self._start_web()
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
         notify("READY=1")
+        version = self.store.version
         log.info(
-            "gateway %s of site %s started: %d doors, %d readers, entitlements v%s",
+            "gateway %s of site %s started: %d doors, %d readers, %s",
             self.gw,
             self.site,
             len(self.doors),
             len(self.readers),
-            self.store.version,
+            "no entitlements yet (waiting for the first sync)"
+            if version is None
+            else f"entitlements version {version}",
         )
 
     async def stop(self) -> None:
@@ -128,9 +135,8 @@ class Gateway:
         await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
             await _logged(f"stopping door {door.id}", door.stop())
-        if self._web is not None:  # let uvicorn finish its lifespan instead of cancelling it
-            self._web.should_exit = True
-            await self.supervisor.finish("web", 5)
+        if self._web is not None:
+            await _logged("stopping the web UI", self._web.stop())
         await self.supervisor.stop()
         for board_id, board in self.boards.items():
             await _logged(f"closing board {board_id}", board.close())
@@ -168,8 +174,8 @@ class Gateway:
 
     async def _start_doors(self) -> None:
         for board_cfg in self.config.boards:
-            profile = find_profile(board_cfg.profile)
-            board = profile.driver_module().create_board(board_cfg, profile)
+            board = build_board(board_cfg)
+            board.subscribe(self._board_events)
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
@@ -193,7 +199,13 @@ class Gateway:
                 passes=self.passes,
                 online=self.online,
                 published=self._own_checkin,
+                explained=self._explained,
             )
+
+    def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
+        """A board's health changes are logged (its relay faults reach us through doors)."""
+        if kind in ("board_online", "board_offline"):
+            logs.log_state_change(kind, None, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -205,11 +217,8 @@ class Gateway:
 
     def _start_readers(self) -> None:
         for reader_cfg in self.config.readers:
-            profile = find_profile(reader_cfg.profile)
             self._reader_doors[reader_cfg.id] = reader_cfg.door  # its health may come at once
-            reader = profile.driver_module().create_reader(
-                reader_cfg, profile, self.state_dir, self.reader_health
-            )
+            reader = build_reader(reader_cfg, self.state_dir, self.reader_health)
             self.attach_reader(reader, reader_cfg.door, reader_cfg.repeat_guard)
 
     def attach_reader(self, reader: Reader, door: str, repeat_guard: float) -> None:
@@ -226,6 +235,7 @@ class Gateway:
     async def _read_loop(self, reader: Reader, entrance: Entrance, guard: RepeatGuard) -> None:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
+            self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
             try:
                 checkin = await entrance.present(read)
             except Exception:  # one bad read must not stop the reader
@@ -266,10 +276,18 @@ class Gateway:
         """Whether the broker link is up (check-ins record ``offline`` otherwise)."""
         return bool(self.sync and self.sync.connected)
 
+    def _explained(self, display: str | None, trace: tuple[str, ...]) -> None:
+        """The decision behind the check-in about to be published (for the installer only)."""
+        self._trace = (display, trace)
+
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
         self.history.add(checkin)
-        self.activity.add("decision", **checkin)
+        shown = dict(checkin)
+        if self._trace is not None:  # never on the wire: the name and trace stay on the box
+            shown["display"], shown["trace"] = self._trace[0], list(self._trace[1])
+            self._trace = None
+        self.activity.add("decision", **shown)
         self._final_checkin()
 
     def _final_checkin(self) -> None:
@@ -283,6 +301,7 @@ class Gateway:
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
+        logs.log_state_change(type_, door, detail)
 
         async def write() -> None:
             try:
@@ -328,10 +347,10 @@ class Gateway:
             self.state.apply_checkin(final, own=True)
             self._own_checkin(final)
 
-    async def set_mode(self, door: str, mode: Mode) -> None:
+    async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
         for door_id in self._doors_named(door):
-            self.doors[door_id].set_mode(mode)
+            self.doors[door_id].set_mode(cast(Mode, mode))  # Door.set_mode checks it
             if mode == "lockdown":
                 self.record_event("lockdown", door_id, {"by": "central"})
 
@@ -402,30 +421,18 @@ class Gateway:
             self.state.seen_passes = set(self.passes.entries())
             self.state.clock_synced = self.clock.synced()
 
-    async def _serve_web(self) -> None:
-        import uvicorn
+    def _start_web(self) -> None:
+        """The installer's web UI, in a thread of its own (it never slows the doors)."""
+        from gateway.web.server import WebServer
 
-        from gateway.web import create_app
-
-        class QuietServer(uvicorn.Server):
-            """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
-
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-        web = self.config.web
-        app = create_app(self.status, self.activity)
-        server = QuietServer(
-            uvicorn.Config(app, host=web.listen, port=web.port, log_level="warning")
-        )
-        self._web = server
+        web = WebServer(self, self.config.web, self.state_dir.path)
         try:
-            await server.serve()
-        except SystemExit as exc:  # uvicorn exits when it cannot listen: not the doors' end
-            raise RuntimeError(
-                f"web UI could not serve on {web.listen}:{web.port} (port in use?)"
-            ) from exc
+            web.start()
+        except AccessGwError as exc:  # the doors work without the UI
+            log.error("%s", exc)
+            self.record_event("component_failed", None, {"component": "web", "error": str(exc)})
+            return
+        self._web = web
 
 
 def _part(kind: str, name: str) -> str:
@@ -460,10 +467,16 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     config = load_config(args.config)
+    logs.configure(
+        getattr(args, "log_level", None) or config.log.level,
+        getattr(args, "log_format", None) or config.log.format,
+        config.log.libraries,
+    )
+    refuse_insecure_broker(config.mqtt, args.config)
+    insecure = config.web.insecure_listen_problem() if config.web.enabled else None
+    if insecure:
+        raise ConfigError(str(args.config), [insecure])
 
     async def main() -> None:
         stop = asyncio.Event()
