@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from gateway import __version__, logs
+from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
@@ -77,6 +77,7 @@ class Gateway:
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
@@ -102,6 +103,8 @@ class Gateway:
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
             self._start_web()
+        if cfg.metrics.enabled:
+            self._start_metrics()
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
@@ -137,6 +140,8 @@ class Gateway:
             await _logged(f"stopping door {door.id}", door.stop())
         if self._web is not None:
             await _logged("stopping the web UI", self._web.stop())
+        if self._metrics is not None:
+            self._metrics.stop()
         await self.supervisor.stop()
         for board_id, board in self.boards.items():
             await _logged(f"closing board {board_id}", board.close())
@@ -172,6 +177,21 @@ class Gateway:
 
     # --- the parts ----------------------------------------------------------------------
 
+    def _start_metrics(self) -> None:
+        """Prometheus metrics on their own address and thread, sampled on the loop."""
+        cfg = self.config.metrics
+        self._metrics = metrics.MetricsServer(cfg.listen, cfg.port, cfg.token_file).start()
+        sampler = metrics.Sampler(
+            self.journal,
+            self.store,
+            link_up=self.online,
+            connections=lambda: self.sync.link.connections if self.sync else 0,
+            snapshot_coming=lambda: bool(
+                self.sync and self.sync.entitlements.snapshot_in_progress()
+            ),
+        )
+        self.supervisor.start("metrics sampler", sampler.run)
+
     async def _start_doors(self) -> None:
         for board_cfg in self.config.boards:
             board = build_board(board_cfg)
@@ -206,6 +226,7 @@ class Gateway:
         """A board's health changes are logged (its relay faults reach us through doors)."""
         if kind in ("board_online", "board_offline"):
             logs.log_state_change(kind, None, detail)
+            metrics.event(kind, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -302,6 +323,7 @@ class Gateway:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
         logs.log_state_change(type_, door, detail)
+        metrics.event(type_, detail)
 
         async def write() -> None:
             try:
@@ -361,6 +383,7 @@ class Gateway:
 
     def take_peer_checkin(self, checkin: dict[str, Any]) -> None:
         """Another gateway of the site let someone through: share its effects."""
+        metrics.peer_checkin_accepted()
         self.history.add(checkin)
         self.state.apply_checkin(checkin, own=False)
         ticket_id = checkin.get("ticket")
