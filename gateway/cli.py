@@ -83,18 +83,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``accessgw check-config FILE``: ``ok``, or every problem and exit 1."""
-    from gateway.config import BoardConfig, ReaderConfig, load_config
-    from gateway.profiles import find_profile
+    from gateway.config import load_config
+    from gateway.profiles import check_devices
 
     try:
         config = load_config(args.file)
-        problems = []
-        items: list[ReaderConfig | BoardConfig] = [*config.readers, *config.boards]
-        for item in items:
-            try:
-                find_profile(item.profile)
-            except ConfigError as exc:
-                problems.append(f"{item.id}: " + "; ".join(exc.problems))
+        problems = [str(problem) for problem in check_devices(config)]
         if problems:
             raise ConfigError(args.file, problems)
     except ConfigError as exc:

@@ -168,6 +168,16 @@ class Point(_Section):
     active_low: bool = False
 
 
+class ContactPoint(Point):
+    """The door contact: which input level means *closed* is named, never assumed
+    (a contact wired to GND with a pull-up reads active when closed)."""
+
+    closed_when: Literal["active", "inactive"] = Field(
+        "active",
+        description="the input level (after active_low) that means the door is closed",
+    )
+
+
 class DoorConfig(_Section):
     """A door or turnstile (HARDWARE.md, Doors)."""
 
@@ -176,15 +186,35 @@ class DoorConfig(_Section):
     direction: Literal["in", "out"]
     kind: Literal["door", "turnstile"] = "door"
     lock: Point | None = None
-    contact: Point | None = None
+    contact: ContactPoint | None = None
     rex: Point | None = None
     passage: Point | None = None
     fire: Point | None = None
     unlock_seconds: Seconds = 5
+    pulse_seconds: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        None, description="turnstile: length of the pulse on its open input (default 0.5 s)"
+    )
+    relock_on_close: bool | None = Field(
+        None, description="end a grant when the door closes (default: on with a contact)"
+    )
     held_open_seconds: Seconds = 30
     pass_timeout: Seconds = 10
     fail_mode: Literal["safe", "secure"] = "secure"
+    fire_unknown_is_alarm: bool | None = Field(
+        None,
+        description="a fire input that cannot be read counts as alarm (default: on for "
+        "fail_mode = safe doors)",
+    )
     language: str | None = None
+
+    @model_validator(mode="after")
+    def _turnstile_fail_mode(self) -> DoorConfig:
+        if self.kind == "turnstile" and self.fail_mode == "safe":
+            raise ValueError(
+                'fail_mode = "safe" is refused for a turnstile: it would hold the open input '
+                "forever; a turnstile's emergency release is its own controller's fire input"
+            )
+        return self
 
 
 class WebSection(_Section):

@@ -26,7 +26,7 @@ from gateway.errors import AccessGwError, ConfigError
 from gateway.history import History
 from gateway.journal import Journal
 from gateway.pass_cache import PassCache
-from gateway.profiles import find_profile
+from gateway.profiles import build_board, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
@@ -132,8 +132,7 @@ class Gateway:
         from gateway.doors import Door
 
         for board_cfg in self.config.boards:
-            profile = find_profile(board_cfg.profile)
-            board = profile.driver_module().create_board(board_cfg, profile)
+            board = build_board(board_cfg)
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
@@ -169,10 +168,7 @@ class Gateway:
 
     def _start_readers(self) -> None:
         for reader_cfg in self.config.readers:
-            profile = find_profile(reader_cfg.profile)
-            reader = profile.driver_module().create_reader(
-                reader_cfg, profile, self.state_dir, self._reader_health
-            )
+            reader = build_reader(reader_cfg, self.state_dir, self._reader_health)
             self.readers[reader_cfg.id] = reader
             entrance = self.entrances[reader_cfg.door]
             task = asyncio.create_task(
