@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
@@ -62,6 +62,7 @@ class Gateway:
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
@@ -87,16 +88,21 @@ class Gateway:
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
             self._start_web()
+        if cfg.metrics.enabled:
+            self._start_metrics()
         self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         notify("READY=1")
+        version = self.store.version
         log.info(
-            "gateway %s of site %s started: %d doors, %d readers, entitlements v%s",
+            "gateway %s of site %s started: %d doors, %d readers, %s",
             self.gw,
             self.site,
             len(self.doors),
             len(self.readers),
-            self.store.version,
+            "no entitlements yet (waiting for the first sync)"
+            if version is None
+            else f"entitlements version {version}",
         )
 
     async def stop(self) -> None:
@@ -115,6 +121,8 @@ class Gateway:
                 await self._web.stop()
             except Exception:
                 log.exception("the web UI did not stop cleanly")
+        if self._metrics is not None:
+            self._metrics.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -128,11 +136,27 @@ class Gateway:
 
     # --- the parts ----------------------------------------------------------------------
 
+    def _start_metrics(self) -> None:
+        """Prometheus metrics on their own address and thread, sampled on the loop."""
+        cfg = self.config.metrics
+        self._metrics = metrics.MetricsServer(cfg.listen, cfg.port, cfg.token_file).start()
+        sampler = metrics.Sampler(
+            self.journal,
+            self.store,
+            link_up=self.online,
+            connections=lambda: self.sync.link.connections if self.sync else 0,
+            snapshot_coming=lambda: bool(
+                self.sync and self.sync.entitlements.snapshot_in_progress()
+            ),
+        )
+        self._tasks.append(asyncio.create_task(sampler.run(), name="metrics sampler"))
+
     async def _start_doors(self) -> None:
         from gateway.doors import Door
 
         for board_cfg in self.config.boards:
             board = build_board(board_cfg)
+            board.subscribe(self._board_events)
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
@@ -157,6 +181,12 @@ class Gateway:
                 published=self._own_checkin,
                 explained=self._explained,
             )
+
+    def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
+        """A board's health changes are logged (its relay faults reach us through doors)."""
+        if kind in ("board_online", "board_offline"):
+            logs.log_state_change(kind, None, detail)
+            metrics.event(kind, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -237,6 +267,8 @@ class Gateway:
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
+        logs.log_state_change(type_, door, detail)
+        metrics.event(type_, detail)
 
         async def write() -> None:
             try:
@@ -296,6 +328,7 @@ class Gateway:
 
     def take_peer_checkin(self, checkin: dict[str, Any]) -> None:
         """Another gateway of the site let someone through: share its effects."""
+        metrics.peer_checkin_accepted()
         self.history.add(checkin)
         self.state.apply_checkin(checkin, own=False)
         ticket_id = checkin.get("ticket")
@@ -383,10 +416,12 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     config = load_config(args.config)
+    logs.configure(
+        getattr(args, "log_level", None) or config.log.level,
+        getattr(args, "log_format", None) or config.log.format,
+        config.log.libraries,
+    )
     refuse_insecure_broker(config.mqtt, args.config)
     insecure = config.web.insecure_listen_problem() if config.web.enabled else None
     if insecure:

@@ -44,6 +44,7 @@ class PassageOutcome:
 
     passed: bool
     seen_at: datetime | None
+    released_at: float | None = None  # time.monotonic() when the lock was released (metrics)
 
 
 def _utc_now() -> datetime:
@@ -235,12 +236,13 @@ class Door:
         self._wake.set()
         try:
             energised = await applied
+            released = time.monotonic() if energised else None
             if expected is None:  # nothing can see the passage: assume it happened
-                return PassageOutcome(energised, self._now() if energised else None)
+                return PassageOutcome(energised, self._now() if energised else None, released)
             await asyncio.wait({expected}, timeout=self.config.pass_timeout)
             if expected.done() and not expected.cancelled():
-                return PassageOutcome(True, expected.result())
-            return PassageOutcome(False, None)
+                return PassageOutcome(True, expected.result(), released)
+            return PassageOutcome(False, None, released)
         finally:
             if expected is not None:
                 with contextlib.suppress(ValueError):
@@ -441,7 +443,7 @@ class Door:
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
-        log.info("door %s: %s %s", self.id, kind, detail)
+        log.debug("door %s: %s %s", self.id, kind, detail)  # in words: gateway.logs
         if self._on_event is None:
             return
         try:
