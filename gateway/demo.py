@@ -270,7 +270,7 @@ async def run_demo_async(state_dir: Path, web_port: int, seconds: float | None) 
                     f"gateway {GW} of site {SITE}: entitlements v{gateway.store.version}, "
                     f"{gateway.store.record_count} records; web UI: http://127.0.0.1:{web_port}/"
                 )
-                board = gateway.boards["io"]
+                board: Any = gateway.boards["io"]  # the demo's fake-io board (set_input)
                 board.set_input(0, False)  # the turnstile's rotation sensor at rest
                 await Scenario(gateway, nfc, qr, board).run(central)
                 if central is not None:
