@@ -111,6 +111,9 @@ class LogSection(_Section):
     format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: text on a terminal, JSON lines otherwise (the journal)"
     )
+    libraries: Literal["debug", "info", "warning", "error"] = Field(
+        "warning", description="pymodbus, paho, uvicorn, aiomqtt: quiet unless asked"
+    )
 
 
 class MetricsSection(_Section):

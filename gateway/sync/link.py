@@ -157,6 +157,7 @@ class Link:
         *,
         status_payload: Callable[[], dict[str, Any]],
         state_dir: StateDir | None = None,
+        signer: Callable[[str, bytes], bytes] | None = None,
         connect_timeout: float = 10.0,
         retry_base: float = 0.5,
     ) -> None:
@@ -165,12 +166,14 @@ class Link:
         self.gw = gw
         self.status_payload = status_payload
         self.state_dir = state_dir  # accepted for the agreed API; the link keeps no state
+        self.signer = signer  # signs what the gateway publishes (gateway.identity)
         self.connect_timeout = connect_timeout
         self.retry_base = retry_base
         self.client_id = f"{site}.{gw}"  # stable; unique even when sites share gateway ids
         self.status_topic = gw_topic(site, gw, "status")
         self.cmd_topic = gw_topic(site, gw, "cmd")
         self.last_error: LinkError | None = None
+        self.connections = 0  # sessions that got as far as connected (metrics: reconnects)
         self._message_handlers: list[MessageHandler] = []
         self._connect_handlers: list[ConnectHandler] = []
         self._bad_handlers: list[BadMessageHandler] = []
@@ -230,6 +233,8 @@ class Link:
         client = self._client
         if client is None or not self.connected:
             raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
+        if self.signer is not None:  # the one place every publisher passes through
+            payload = self.signer(topic, payload)
         try:
             code = await client.publish_acked(topic, payload, qos, retain, self.cfg.ack_timeout)
         except aiomqtt.MqttError as exc:
@@ -246,13 +251,14 @@ class Link:
         """Connect, serve, and reconnect with back-off, until cancelled."""
         logging.getLogger("asyncio").addFilter(_STALE_SOCKETS)  # a set: added once
         attempt = 0
+        last_said = ""
         while True:
             started = time.monotonic()
+            connections = self.connections
             try:
                 await self._session()
             except LinkError as exc:
                 self.last_error = exc
-                log.warning("%s", exc)
             except Exception as exc:  # a bug must not end the link: log it, connect again
                 self.last_error = LinkError(f"MQTT link to {self.broker} failed: {exc!r}")
                 log.exception("MQTT: unexpected error in the link to %s", self.broker)
@@ -263,7 +269,13 @@ class Link:
                 attempt = 0
             delay = self._backoff(attempt)
             attempt += 1
-            log.info("MQTT: next connection attempt to %s in %.1f s", self.broker, delay)
+            # one line per retry; a warning only when the link's state or its reason changed
+            if self.connections != connections:
+                last_said = ""  # it was up: going down is news
+            said = str(self.last_error)
+            level = logging.DEBUG if said == last_said else logging.WARNING
+            log.log(level, "%s; next connection attempt in %.1f s", said, delay)
+            last_said = said
             await asyncio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -280,6 +292,7 @@ class Link:
             self._client = client
             self._connected.set()
             self.last_error = None
+            self.connections += 1
             log.info("MQTT: connected to %s as %s", self.broker, self.client_id)
             await self._announce()
             async with asyncio.TaskGroup() as tasks:
