@@ -64,8 +64,9 @@ def pin_cpus(cpus: int | None) -> str:
 
 @dataclass
 class Row:
-    """One line of the table. ``target`` is a rule on ``value`` (``<= 15``) or on the ratio
-    value/floor (``ratio <= 1.5``, ``ratio >= 0.9``); ``unit`` is the value's and floor's."""
+    """One line of the table. ``target`` is a rule on ``value`` (``value <= 15``), on the
+    ratio value/floor (``ratio <= 1.5``, ``ratio >= 0.9``) or on value - floor (``excess <=
+    2``); ``unit`` is the value's and the floor's."""
 
     figure: str
     value: float
@@ -81,12 +82,17 @@ class Row:
         return self.value / self.floor
 
     @property
+    def excess(self) -> float | None:
+        """How much the value is above its floor."""
+        return None if self.floor is None else self.value - self.floor
+
+    @property
     def holds(self) -> bool | None:
         """Whether the target holds (None when there is no target)."""
         if not self.target:
             return None
         subject, op, bound = self.target.split()
-        x = self.ratio if subject == "ratio" else self.value
+        x = {"ratio": self.ratio, "value": self.value, "excess": self.excess}[subject]
         if x is None or math.isnan(x):
             return False
         return x <= float(bound) if op == "<=" else x >= float(bound)
@@ -111,7 +117,13 @@ def table(rows: list[Row], title: str = "") -> str:
     ]
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        target = r.target.replace("value ", "") + (f" {r.unit}" if "value" in r.target else "")
+        target = r.target.replace("value ", "")
+        target += f" {r.unit}" if "value" in r.target or "excess" in r.target else ""
+        target = (
+            target.replace("excess", "floor +")
+            .replace("+ <=", "+")
+            .replace("floor + ", "<= floor + ")
+        )
         holds = {True: "yes", False: "**no**", None: "-"}[r.holds]
         name = r.figure + (f" ({r.note})" if r.note else "")
         lines.append(

@@ -68,7 +68,9 @@ def read_frames(path: Path) -> Iterator[bytes]:
             yield src.read(struct.unpack(">I", head)[0])
 
 
-def central_process(port: int, members: int, capture: str | None, conn: Any) -> None:
+def central_process(
+    port: int, members: int, capture: str | None, rules: dict[str, Any] | None, conn: Any
+) -> None:
     """The central simulator in a process of its own, so that it takes no time from the
     gateway's event loop. Sends its public key, then answers: "bump" makes the next version
     (every member gets contract C-<version>), "stats" sends (distinct, duplicates, upto) of
@@ -99,7 +101,7 @@ def central_process(port: int, members: int, capture: str | None, conn: Any) -> 
                         write_frame(out, p)
 
     async def serve() -> None:
-        central = Capturing(port=port, site=SITE, members=members, time_interval=None)
+        central = Capturing(port=port, site=SITE, members=members, time_interval=None, rules=rules)
         async with central:
             conn.send(central.public_key_b64)
             while (command := await asyncio.to_thread(conn.recv)) != "stop":
@@ -112,6 +114,12 @@ def central_process(port: int, members: int, capture: str | None, conn: Any) -> 
                     central.set.deltas.clear()  # no delta to offer: a sync gets a snapshot
                     await asyncio.to_thread(central.seal_ahead)
                     conn.send("bumped")
+                elif isinstance(command, tuple) and command[0] == "register":
+                    conn.send(await central.register_gateway(command[1], command[2]))
+                elif isinstance(command, tuple) and command[0] == "delta":  # n records changed
+                    tag = f"D{central.set.version + 1}"
+                    upsert = [generated_member(i, tag) for i in range(1, command[1] + 1)]
+                    conn.send(await central.update(upsert))
                 elif command == "stats":
                     got = central.received[GW]
                     conn.send((len(got.checkins) + len(got.events), got.duplicates, got.upto))
@@ -122,12 +130,18 @@ def central_process(port: int, members: int, capture: str | None, conn: Any) -> 
 class CentralProcess:
     """Starts :func:`central_process` and talks to it."""
 
-    def __init__(self, port: int, members: int = 0, capture: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        members: int = 0,
+        capture: Path | None = None,
+        rules: dict[str, Any] | None = None,
+    ) -> None:
         self.conn, child = multiprocessing.Pipe()
         ctx = multiprocessing.get_context("spawn")
         where = str(capture) if capture else None
         self.proc = ctx.Process(
-            target=central_process, args=(port, members, where, child), daemon=True
+            target=central_process, args=(port, members, where, rules, child), daemon=True
         )
 
     async def __aenter__(self) -> CentralProcess:
@@ -135,7 +149,7 @@ class CentralProcess:
         self.public_key = await asyncio.to_thread(self.conn.recv)
         return self
 
-    async def ask(self, command: str) -> Any:
+    async def ask(self, command: str | tuple[Any, ...]) -> Any:
         self.conn.send(command)
         return await asyncio.to_thread(self.conn.recv)
 
