@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
+import sqlite3
 
 import pytest
 
 from gateway.cli import main as cli_main
+from gateway.web.eventlog import EventLog, Filter
 from tests.web.harness import Site, eventually
 
 
@@ -20,6 +21,19 @@ def _config_file(gw: Site) -> str:
     return str(path)
 
 
+def _kept(gw: Site, member: str) -> bool:
+    try:
+        history = EventLog.reading(gw.state / "web-events.sqlite")
+    except sqlite3.Error:
+        return False  # the UI process has not made it yet
+    try:
+        return bool(history.page(Filter(member=member), limit=1))
+    except sqlite3.Error:
+        return False
+    finally:
+        history.close()
+
+
 def test_why_explains_a_refusal_beside_the_running_gateway(
     gw: Site, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -27,7 +41,7 @@ def test_why_explains_a_refusal_beside_the_running_gateway(
     items = gw.gateway.activity.items
     eventually(lambda: any(i.get("member") == "M1002" for i in items))
     gw.nfc.remove()
-    time.sleep(0.5)  # the web history's writer stores it
+    assert eventually(lambda: _kept(gw, "M1002"))  # the UI process's history has it
     config = _config_file(gw)
     assert cli_main(["why", "--member", "M1002", "--door", "main-in", "--config", config]) == 0
     answer = json.loads(capsys.readouterr().out)
