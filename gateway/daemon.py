@@ -90,6 +90,8 @@ class Gateway:
             self._start_web()
         if cfg.metrics.enabled:
             self._start_metrics()
+        if cfg.mqtt.enabled:
+            self._start_home_assistant()
         self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         notify("READY=1")
@@ -135,6 +137,21 @@ class Gateway:
         self.store.close()
 
     # --- the parts ----------------------------------------------------------------------
+
+    def _start_home_assistant(self) -> None:
+        """Home Assistant discovery on its own connection (or removal, once switched off)."""
+        from gateway.homeassistant import GatewayParts, HomeAssistantBridge
+
+        parts = GatewayParts(
+            doors=self.doors,
+            readers_online=lambda: {r: h.online for r, h in self.activity.readers.items()},
+            inside=self.state.inside,
+            listen=self.activity.listen,
+            commands=self,
+            marker=self.state_dir.path / "homeassistant.announced",
+        )
+        self.home_assistant = HomeAssistantBridge(self.config, parts)
+        self._tasks.append(asyncio.create_task(self.home_assistant.run(), name="home assistant"))
 
     def _start_metrics(self) -> None:
         """Prometheus metrics on their own address and thread, sampled on the loop."""
