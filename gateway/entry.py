@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -54,7 +55,7 @@ class JournalLike(Protocol):
 class SeenPasses(Protocol):
     """The durable replay cache (gateway.pass_cache.PassCache provides it)."""
 
-    def add(self, device: str, t: int, nonce: str) -> None: ...
+    def add(self, device: str, t: int, nonce: str) -> Future[None]: ...
 
 
 class StoreLike(EntitlementView, Protocol):
@@ -151,9 +152,8 @@ class Entrance:
 
     async def _remember_pass(self, decision: Decision, read: CredentialRead) -> None:
         if decision.pass_seen is not None:
-            self.passes.add(
-                *decision.pass_seen
-            )  # durable: a used pass stays used after a power cut
+            # durable before the decision goes on: a used pass stays used after a power cut
+            await asyncio.wrap_future(self.passes.add(*decision.pass_seen))
             self.state.seen_passes.add(decision.pass_seen)
         if decision.clock_unsynced:
             await self.journal.record_event(
@@ -188,4 +188,6 @@ class Entrance:
         }
         if decision.member_message:
             checkin["member_message"] = decision.member_message  # for the reception
+        if decision.pass_seen is not None:  # peers add it to their replay caches
+            checkin["pass"] = list(decision.pass_seen)
         return checkin

@@ -254,15 +254,13 @@ class HomeAssistantBridge:
 
     async def run(self) -> None:
         """Connect, announce (or remove), and keep states current; reconnect with back-off."""
-        if not self.enabled and not self.gateway.marker.exists():
-            return  # never announced: nothing to remove, no connection needed
         if self.enabled:
             self.gateway.listen(self._on_item)
         while True:
             try:
                 await self._session()
-                if not self.enabled:
-                    return  # the stale configs are gone: nothing more to do
+                if not self.enabled:  # the stale configs are gone: nothing more to do
+                    await asyncio.Event().wait()  # (a supervised part does not return)
             except (aiomqtt.MqttError, LinkError) as exc:
                 log.warning("Home Assistant: broker connection: %s; retrying", exc)
             finally:
