@@ -19,7 +19,7 @@ from typing import Any
 from gateway import __version__
 from gateway.activity import Activity
 from gateway.clock import ClockTrust
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.entry import DoorPlace, Entrance
 from gateway.history import History
 from gateway.journal import Journal
@@ -383,7 +383,12 @@ def run_daemon(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = load_config(args.config)
+    from gateway.validation import validate_file  # the same checks as check-config
+
+    report = validate_file(args.config)
+    for warning in report.warnings:
+        log.warning("config %s: %s", report.file, warning)
+    config = report.valid_config()
 
     async def main() -> None:
         stop = asyncio.Event()
