@@ -92,6 +92,43 @@ class MqttSection(_Section):
     sync_interval: Seconds = 3600
     inflight: int = Field(100, ge=1, le=10_000)
     reconnect_max: Seconds = 60
+    allow_insecure: bool = Field(
+        False,
+        description="let `run` use plain MQTT (no TLS) to a broker on another host; "
+        "anyone on the network can then read check-ins and forge commands",
+    )
+
+
+class LogSection(_Section):
+    """What the gateway logs (``--log-level`` and ``--log-format`` win over this)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: text on a terminal, JSON lines otherwise (the journal)"
+    )
+
+
+class MetricsSection(_Section):
+    """Prometheus metrics on an address of their own (not the installer's web UI)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(9464, ge=1, le=65535)
+    token_file: Path | None = Field(
+        None, description="a file holding the bearer token scrapers must send (optional)"
+    )
+
+
+class HomeAssistantSection(_Section):
+    """Home Assistant MQTT discovery: doors, readers, occupancy and decisions as entities."""
+
+    enabled: bool = False
+    discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "homeassistant"
+    commands: bool = Field(
+        False,
+        description="offer unlock/lock buttons; only with a broker that signs users in "
+        "and restricts who may write the command topics",
+    )
 
 
 class ReaderConfig(_Section):
@@ -163,6 +200,9 @@ class Config(_Section):
     boards: list[BoardConfig] = Field(default_factory=list)
     doors: list[DoorConfig] = Field(default_factory=list)
     web: WebSection = WebSection()
+    log: LogSection = LogSection()
+    metrics: MetricsSection = MetricsSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:

@@ -18,6 +18,7 @@ Profile file::
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -108,10 +109,19 @@ def profile_names(directory: Traversable = PROFILE_DIR) -> list[str]:
     return [_stem(p) for p in _profile_files(directory)]
 
 
+# A name, never a path: "../config/example" must not load any TOML file it points at.
+PROFILE_NAME = re.compile(r"[a-z0-9-]{1,64}")
+
+
 def find_profile(name: str, directory: Traversable = PROFILE_DIR) -> Profile:
     """The profile called ``name``; the error lists the ones that exist."""
+    known = ", ".join(profile_names(directory)) or "none"
+    if not PROFILE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"profile {name!r}",
+            [f"firmware profile names are a-z, 0-9 and '-' only: {name!r}; profiles: {known}"],
+        )
     path = directory / f"{name}.toml"
-    if "/" in name or not path.is_file():
-        known = ", ".join(profile_names(directory)) or "none"
+    if not path.is_file():
         raise ConfigError(str(path), [f"no firmware profile {name!r}; profiles: {known}"])
     return load_profile(path)

@@ -12,7 +12,6 @@ the network) are listed apart and never fail.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.broker_safety import broker_warnings, is_loopback, refuse_insecure_broker
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.messages import DEFAULTS as LANGUAGES
@@ -371,6 +371,13 @@ def _state_dir(config: Config) -> Iterable[Found]:
         yield ("gateway", "state_dir"), why
 
 
+def _insecure_broker(config: Config) -> Iterable[Found]:
+    try:
+        refuse_insecure_broker(config.mqtt, "")
+    except ConfigError as exc:
+        yield from ((("mqtt", "tls"), p.removeprefix("mqtt: ")) for p in exc.problems)
+
+
 def _central_key(config: Config) -> Iterable[Found]:
     if config.mqtt.enabled and config.central.public_key is None:
         yield (
@@ -382,19 +389,15 @@ def _central_key(config: Config) -> Iterable[Found]:
 
 # what the file alone must get right, and what depends on the box and the other sections
 STRUCTURE_CHECKS: tuple[Callable[[Config], Iterable[Found]], ...] = (_cross_references,)
-RUN_CHECKS: tuple[Callable[[Config], Iterable[Found]], ...] = (_files, _state_dir, _central_key)
+RUN_CHECKS: tuple[Callable[[Config], Iterable[Found]], ...] = (
+    _files,
+    _state_dir,
+    _central_key,
+    _insecure_broker,
+)
 
 
 # --- warnings ---------------------------------------------------------------------------
-
-
-def _loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _warnings(config: Config) -> Iterable[Found]:
@@ -412,19 +415,15 @@ def _warnings(config: Config) -> Iterable[Found]:
                 f"language {door.language!r} has no texts; members see English. Languages: {known}",
             )
     web = config.web
-    if web.enabled and not _loopback(web.listen) and getattr(web, "tls", None) is None:
+    if web.enabled and not is_loopback(web.listen) and getattr(web, "tls", None) is None:
         yield (
             ("web", "listen"),
             f"the web UI listens on {web.listen} without TLS: the installer password and "
             "session cross the network in clear text (listen on 127.0.0.1, or use TLS)",
         )
-    mqtt = config.mqtt
-    if mqtt.enabled and mqtt.tls is None and not _loopback(mqtt.host):
-        yield (
-            ("mqtt", "tls"),
-            f"MQTT to {mqtt.host} without TLS: check-ins and credentials cross the network "
-            "in clear text; add [mqtt.tls] with ca_file",
-        )
+    for warning in broker_warnings(config.mqtt):
+        key = "password_file" if "password" in warning else "tls"
+        yield ("mqtt", key), warning.removeprefix("mqtt: ")
 
 
 # --- the validation ---------------------------------------------------------------------

@@ -168,6 +168,15 @@ CASES = [
         mqtt='[mqtt]\nhost = "127.0.0.1"\n',
     ),
     Case(
+        "plain MQTT to another host",
+        "",
+        "",
+        "mqtt.tls",
+        "[mqtt]",
+        "plain TCP without TLS to 10.0.0.5:1883 is refused",
+        mqtt=f'[central]\npublic_key = "{KEY}"\n[mqtt]\nhost = "10.0.0.5"\n',
+    ),
+    Case(
         "a CA file that does not exist",
         "",
         '[mqtt.tls]\nca_file = "/nonexistent/ca.crt"\n',
@@ -348,11 +357,12 @@ def test_the_example_config_on_a_box_without_its_files_names_each_file(
         (
             (
                 "[mqtt]\nenabled = false\n",
-                f'[central]\npublic_key = "{KEY}"\n[mqtt]\nhost = "broker.example.net"\n',
+                f'[central]\npublic_key = "{KEY}"\n[mqtt]\nhost = "broker.example.net"\n'
+                "allow_insecure = true\n",
             ),
             "mqtt.tls",
             "[mqtt]",  # the table that lacks [mqtt.tls]
-            "MQTT to broker.example.net without TLS",
+            "plain TCP without TLS to broker.example.net:1883 (allowed by mqtt.allow_insecure)",
         ),
     ],
     ids=["unknown language", "web beyond loopback", "mqtt in clear text"],
