@@ -37,16 +37,17 @@ from pydantic import Field
 
 from drivers.serial_port import (
     Backoff,
-    DriverSettings,
     not_found,
-    parse_settings,
-    require_port,
 )
-from gateway.config import ReaderConfig
 from gateway.errors import HardwareError
-from gateway.profiles import Profile
+from gateway.profiles import (
+    DeviceAddress,
+    DriverSettings,
+    ReaderDriverSpec,
+    ReaderSecrets,
+    needs_port,
+)
 from gateway.readers import CredentialRead, HealthCallback, Reader, utc_now
-from gateway.state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -598,12 +599,21 @@ def _stop_panel(session: Session) -> None:
 
 
 def create_reader(
-    config: ReaderConfig, profile: Profile, state_dir: StateDir, on_health: HealthCallback
+    reader_id: str,
+    address: DeviceAddress,
+    settings: OsdpSettings,
+    secrets: ReaderSecrets,
+    on_health: HealthCallback,
 ) -> Reader:
     """The driver factory named by ``driver = "osdp"`` profiles."""
-    where = f"reader {config.id} (profile {profile.name})"
-    settings = parse_settings(OsdpSettings, profile.merged(config.options), where)
-    port = require_port(config.port, config.id, profile.name)
-    address = config.address if config.address is not None else settings.address
-    keys = ScbkFile(state_dir.osdp_scbk(config.id))
-    return OsdpReader(config.id, port, address, keys, settings, on_health)
+    assert address.port is not None  # checked by needs_port
+    pd_address = address.address if address.address is not None else settings.address
+    keys = ScbkFile(secrets.osdp_scbk(reader_id))
+    return OsdpReader(reader_id, address.port, pd_address, keys, settings, on_health)
+
+
+def _bus(address: DeviceAddress, settings: OsdpSettings) -> tuple[str, str] | None:
+    return None if address.port is None else (address.port, f"OSDP {settings.baudrate} 8N1")
+
+
+READER_DRIVER = ReaderDriverSpec(OsdpSettings, create_reader, needs_port, _bus)

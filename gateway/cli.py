@@ -202,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "run", "run the gateway daemon", "  accessgw run /etc/accessgw/accessgw.toml"
     )
     run.add_argument("config", help="the TOML config file")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="what to log (default: [log] level, else info)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default=None,
+        help="json lines or text (default auto: text on a terminal, json otherwise)",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = _parser(
@@ -246,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--code", help="barcode/QR value")
     which.add_argument("--pass", dest="pass_token", help="phone-pass token AGP1....")
     decide.set_defaults(func=cmd_decide)
+
+    from gateway.web.commands import add_commands
+
+    add_commands(sub)
 
     version = _parser(sub, "version", "print the version")
     version.set_defaults(func=cmd_version)

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.errors import ConfigError
+
 ID_PATTERN = r"^[a-z0-9-]{1,64}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -106,6 +108,9 @@ class LogSection(_Section):
     format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: text on a terminal, JSON lines otherwise (the journal)"
     )
+    libraries: Literal["debug", "info", "warning", "error"] = Field(
+        "warning", description="pymodbus, paho, uvicorn, aiomqtt: quiet unless asked"
+    )
 
 
 class MetricsSection(_Section):
@@ -163,6 +168,16 @@ class Point(_Section):
     active_low: bool = False
 
 
+class ContactPoint(Point):
+    """The door contact: which input level means *closed* is named, never assumed
+    (a contact wired to GND with a pull-up reads active when closed)."""
+
+    closed_when: Literal["active", "inactive"] = Field(
+        "active",
+        description="the input level (after active_low) that means the door is closed",
+    )
+
+
 class DoorConfig(_Section):
     """A door or turnstile (HARDWARE.md, Doors)."""
 
@@ -171,23 +186,95 @@ class DoorConfig(_Section):
     direction: Literal["in", "out"]
     kind: Literal["door", "turnstile"] = "door"
     lock: Point | None = None
-    contact: Point | None = None
+    contact: ContactPoint | None = None
     rex: Point | None = None
     passage: Point | None = None
     fire: Point | None = None
     unlock_seconds: Seconds = 5
+    pulse_seconds: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        None, description="turnstile: length of the pulse on its open input (default 0.5 s)"
+    )
+    relock_on_close: bool | None = Field(
+        None, description="end a grant when the door closes (default: on with a contact)"
+    )
     held_open_seconds: Seconds = 30
     pass_timeout: Seconds = 10
     fail_mode: Literal["safe", "secure"] = "secure"
+    fire_unknown_is_alarm: bool | None = Field(
+        None,
+        description="a fire input that cannot be read counts as alarm (default: on for "
+        "fail_mode = safe doors)",
+    )
     language: str | None = None
+
+    @model_validator(mode="after")
+    def _turnstile_fail_mode(self) -> DoorConfig:
+        if self.kind == "turnstile" and self.fail_mode == "safe":
+            raise ValueError(
+                'fail_mode = "safe" is refused for a turnstile: it would hold the open input '
+                "forever; a turnstile's emergency release is its own controller's fire input"
+            )
+        return self
 
 
 class WebSection(_Section):
-    """The installer's local web UI."""
+    """The installer's local web UI (README: The web UI)."""
 
     enabled: bool = True
     listen: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    tls: Literal["off", "self-signed", "files"] = Field(
+        "off",
+        description="HTTPS: off, self-signed (a certificate made once and kept in the state "
+        "directory) or files (cert_file and key_file)",
+    )
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    allow_insecure_listen: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address anyway (sessions and member "
+        "data then cross the LAN in clear)",
+    )
+    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")]] = Field(
+        default_factory=list,
+        description="host names the UI answers to besides localhost, the listen address and "
+        "the box's own name (a guard against DNS rebinding)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> WebSection:
+        if self.tls == "files" and (self.cert_file is None or self.key_file is None):
+            raise ValueError('tls = "files" needs cert_file and key_file')
+        if self.tls != "files" and (self.cert_file or self.key_file):
+            raise ValueError('cert_file and key_file are used only with tls = "files"')
+        return self
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can reach the UI (then plain HTTP is fine)."""
+        return is_loopback(self.listen)
+
+    def insecure_listen_problem(self) -> str | None:
+        """Why serving this section as configured would expose the UI in clear, if it would."""
+        if self.tls != "off" or self.loopback_only or self.allow_insecure_listen:
+            return None
+        return (
+            f"web.listen = {self.listen!r} serves the installer UI to the network without TLS: "
+            'set web.tls = "self-signed" (or "files"), listen on 127.0.0.1 and use an SSH '
+            "tunnel, or set web.allow_insecure_listen = true if you really mean it"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Config(_Section):
@@ -214,3 +301,18 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     from gateway.validation import validate_text
 
     return validate_text(text, path, structure_only=True).valid_config()
+
+
+def load_config(path: Path | str) -> Config:
+    """Read the config file at ``path``: schema and cross-references only.
+
+    For what ``run`` needs (files, state directory, devices): :mod:`gateway.validation`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc}"]) from None
+    return parse_config(text, str(path))

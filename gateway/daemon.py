@@ -12,23 +12,25 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
 from gateway.entry import DoorPlace, Entrance
+from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.journal import Journal
 from gateway.pass_cache import PassCache
-from gateway.profiles import find_profile
+from gateway.profiles import build_board, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.systemd import keep_watchdog_fed, notify
+from gateway.web.next_card import NextCard
 
 log = logging.getLogger("accessgw")
 
@@ -59,6 +61,8 @@ class Gateway:
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self.next_card = NextCard()
+        self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -81,17 +85,20 @@ class Gateway:
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
-            self._tasks.append(asyncio.create_task(self._serve_web(), name="web"))
+            self._start_web()
         self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         notify("READY=1")
+        version = self.store.version
         log.info(
-            "gateway %s of site %s started: %d doors, %d readers, entitlements v%s",
+            "gateway %s of site %s started: %d doors, %d readers, %s",
             self.gw,
             self.site,
             len(self.doors),
             len(self.readers),
-            self.store.version,
+            "no entitlements yet (waiting for the first sync)"
+            if version is None
+            else f"entitlements version {version}",
         )
 
     async def stop(self) -> None:
@@ -105,12 +112,11 @@ class Gateway:
         for door in self.doors.values():
             with contextlib.suppress(Exception):
                 await door.stop()
-        if self._web is not None:  # let uvicorn finish its lifespan instead of cancelling it
-            self._web.should_exit = True
-            web_task = next((t for t in self._tasks if t.get_name() == "web"), None)
-            if web_task is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(web_task), 5)
+        if self._web is not None:
+            try:
+                await self._web.stop()
+            except Exception:
+                log.exception("the web UI did not stop cleanly")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -128,8 +134,8 @@ class Gateway:
         from gateway.doors import Door
 
         for board_cfg in self.config.boards:
-            profile = find_profile(board_cfg.profile)
-            board = profile.driver_module().create_board(board_cfg, profile)
+            board = build_board(board_cfg)
+            board.subscribe(self._board_events)
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
@@ -152,7 +158,13 @@ class Gateway:
                 passes=self.passes,
                 online=self.online,
                 published=self._own_checkin,
+                explained=self._explained,
             )
+
+    def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
+        """A board's health changes are logged (its relay faults reach us through doors)."""
+        if kind in ("board_online", "board_offline"):
+            logs.log_state_change(kind, None, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -164,10 +176,7 @@ class Gateway:
 
     def _start_readers(self) -> None:
         for reader_cfg in self.config.readers:
-            profile = find_profile(reader_cfg.profile)
-            reader = profile.driver_module().create_reader(
-                reader_cfg, profile, self.state_dir, self._reader_health
-            )
+            reader = build_reader(reader_cfg, self.state_dir, self._reader_health)
             self.readers[reader_cfg.id] = reader
             entrance = self.entrances[reader_cfg.door]
             task = asyncio.create_task(
@@ -179,6 +188,7 @@ class Gateway:
     async def _read_loop(self, reader: Reader, entrance: Entrance, guard: RepeatGuard) -> None:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
+            self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
             try:
                 checkin = await entrance.present(read)
             except Exception:  # one bad read must not stop the reader
@@ -210,10 +220,18 @@ class Gateway:
         """Whether the broker link is up (check-ins record ``offline`` otherwise)."""
         return bool(self.sync and self.sync.connected)
 
+    def _explained(self, display: str | None, trace: tuple[str, ...]) -> None:
+        """The decision behind the check-in about to be published (for the installer only)."""
+        self._trace = (display, trace)
+
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
         self.history.add(checkin)
-        self.activity.add("decision", **checkin)
+        shown = dict(checkin)
+        if self._trace is not None:  # never on the wire: the name and trace stay on the box
+            shown["display"], shown["trace"] = self._trace[0], list(self._trace[1])
+            self._trace = None
+        self.activity.add("decision", **shown)
         self._final_checkin()
 
     def _final_checkin(self) -> None:
@@ -227,6 +245,7 @@ class Gateway:
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
+        logs.log_state_change(type_, door, detail)
 
         async def write() -> None:
             try:
@@ -345,25 +364,18 @@ class Gateway:
             self.state.seen_passes = set(self.passes.entries())
             self.state.clock_synced = self.clock.synced()
 
-    async def _serve_web(self) -> None:
-        import uvicorn
+    def _start_web(self) -> None:
+        """The installer's web UI, in a thread of its own (it never slows the doors)."""
+        from gateway.web.server import WebServer
 
-        from gateway.web import create_app
-
-        class QuietServer(uvicorn.Server):
-            """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
-
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-        web = self.config.web
-        app = create_app(self.status, self.activity)
-        server = QuietServer(
-            uvicorn.Config(app, host=web.listen, port=web.port, log_level="warning")
-        )
-        self._web = server
-        await server.serve()
+        web = WebServer(self, self.config.web, self.state_dir.path)
+        try:
+            web.start()
+        except AccessGwError as exc:  # the doors work without the UI
+            log.error("%s", exc)
+            self.record_event("component_failed", None, {"component": "web", "reason": str(exc)})
+            return
+        self._web = web
 
 
 async def run_gateway(config: Config, stop: asyncio.Event) -> None:
@@ -380,15 +392,17 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from gateway.validation import validate_file  # the same checks as check-config
 
     report = validate_file(args.config)
+    config = report.valid_config()
+    logs.configure(
+        getattr(args, "log_level", None) or config.log.level,
+        getattr(args, "log_format", None) or config.log.format,
+        config.log.libraries,
+    )
     for warning in report.warnings:
         log.warning("config %s: %s", report.file, warning)
-    config = report.valid_config()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway import logs
 from gateway.decision import Decision, DoorContext, EntitlementView, Presented, Request, decide
-from gateway.messages import render
 from gateway.readers import CredentialRead
 from gateway.state import LocalState
 
@@ -91,6 +92,7 @@ class Entrance:
         passes: SeenPasses,
         online: Callable[[], bool],
         published: Callable[[dict[str, Any]], None],
+        explained: Callable[[str | None, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.place = place
         self.door = door
@@ -101,12 +103,15 @@ class Entrance:
         self.passes = passes
         self.online = online
         self.published = published
+        self.explained = explained  # the name and trace, for the installer's UI only
         self._one_at_a_time = asyncio.Lock()
 
     async def present(self, read: CredentialRead) -> dict[str, Any]:
         """Decide a read, release the door on a grant, and return the final check-in."""
         async with self._one_at_a_time:
+            began = time.perf_counter()
             decision = self._decide(read)
+            decided_in = time.perf_counter() - began
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
             entry = await self.journal.record_decision(checkin)  # durable before the lock moves
@@ -117,22 +122,10 @@ class Entrance:
                 entry.seq, passed=passed, charged=decision.charged if passed else 0
             )
             self.state.apply_checkin(final, own=True)
+            if self.explained is not None:
+                self.explained(decision.display, decision.trace)
             self.published(final)
-            message = render(
-                decision.reason,
-                decision.display,
-                self.place.language,
-                self.store.rules.messages if self.store.rules else None,
-            )
-            log.info(
-                "%s %s at %s: %s %s (%s)",
-                read.kind,
-                decision.member or decision.ticket or "-",
-                self.place.id,
-                decision.decision,
-                decision.reason,
-                message,
-            )
+            logs.log_decision(final, decided_in)
             return final
 
     def _decide(self, read: CredentialRead) -> Decision:

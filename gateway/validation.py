@@ -25,10 +25,20 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.broker_safety import broker_warnings, is_loopback, refuse_insecure_broker
+from gateway.broker_safety import broker_warnings, refuse_insecure_broker
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.messages import DEFAULTS as LANGUAGES
+from gateway.profiles import (
+    BoardDriver,
+    ReaderDriver,
+    board_address,
+    board_driver,
+    check_devices,
+    find_profile,
+    reader_address,
+    reader_driver,
+)
 
 Loc = tuple[str | int, ...]
 POINT_ROLES = ("lock", "contact", "rex", "passage", "fire")
@@ -96,30 +106,65 @@ class DeviceProblem(Protocol):
         ...
 
 
+# every board's and reader's settings, address and size (gateway.profiles.check_devices)
 DeviceCheck = Callable[[Config], Sequence[DeviceProblem]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Found:
+class _PortProblem:
     key: str
     message: str
 
 
-def registry_device_check(config: Config) -> list[_Found]:
-    """Each device's profile and driver, checked through the driver registry."""
-    from gateway.profiles import find_profile
+def _bus_of(prefix: str, profile_name: str, options: Mapping[str, Any], address: Any) -> Any:
+    """The serial bus a device would share (None: it needs its port alone); ... if unknown."""
+    try:
+        profile = find_profile(profile_name)
+        driver: BoardDriver | ReaderDriver = (
+            board_driver(profile) if prefix.startswith("boards") else reader_driver(profile)
+        )
+        settings = driver.settings_model.model_validate(profile.merged(dict(options)))
+    except (ConfigError, ValidationError):
+        return ...  # reported by check_devices
+    return driver.bus(address, settings)
 
-    found: list[_Found] = []
-    devices: list[tuple[str, str, str]] = [
-        *((f"readers[{r.id}]", r.profile, "reader") for r in config.readers),
-        *((f"boards[{b.id}]", b.profile, "board") for b in config.boards),
-    ]
-    for prefix, name, _role in devices:
-        try:
-            find_profile(name).driver_module()
-        except ConfigError as exc:
-            found += [_Found(f"{prefix}.profile", p) for p in exc.problems]
-    return found
+
+def exclusive_port_problems(config: Config) -> list[_PortProblem]:
+    """A serial port used by a device that cannot share it (a scanner, a PN532...).
+
+    Devices that can share a line (Modbus RTU boards, OSDP readers) say so through their
+    driver's ``bus``; :func:`gateway.profiles.check_devices` checks their line settings.
+    """
+    users: dict[str, list[tuple[str, Any]]] = {}
+    for board in config.boards:
+        if board.port:
+            bus = _bus_of("boards", board.profile, board.options, board_address(board))
+            users.setdefault(board.port, []).append((f"boards[{board.id}]", bus))
+    for reader in config.readers:
+        if reader.port:
+            bus = _bus_of("readers", reader.profile, reader.options, reader_address(reader))
+            users.setdefault(reader.port, []).append((f"readers[{reader.id}]", bus))
+    problems = []
+    for port, devices in users.items():
+        if len(devices) < 2 or all(bus is not None for _, bus in devices):
+            continue
+        names = ", ".join(key for key, _ in devices)
+        alone = ", ".join(key for key, bus in devices if bus is None)
+        for key, _ in devices[1:]:
+            problems.append(
+                _PortProblem(
+                    f"{key}.port",
+                    f"serial port {port} is used by {names}, and {alone} cannot share a port: "
+                    "give each its own port (only Modbus RTU boards and OSDP readers with the "
+                    "same line settings share one RS-485 bus)",
+                )
+            )
+    return problems
+
+
+def all_device_problems(config: Config) -> list[DeviceProblem]:
+    """What the driver registry finds, and ports that cannot be shared."""
+    return [*check_devices(config), *exclusive_port_problems(config)]
 
 
 # --- where a key is in the file ----------------------------------------------------------
@@ -378,6 +423,12 @@ def _insecure_broker(config: Config) -> Iterable[Found]:
         yield from ((("mqtt", "tls"), p.removeprefix("mqtt: ")) for p in exc.problems)
 
 
+def _web_listen(config: Config) -> Iterable[Found]:
+    why = config.web.insecure_listen_problem() if config.web.enabled else None
+    if why is not None:
+        yield ("web", "listen"), why
+
+
 def _central_key(config: Config) -> Iterable[Found]:
     if config.mqtt.enabled and config.central.public_key is None:
         yield (
@@ -394,6 +445,7 @@ RUN_CHECKS: tuple[Callable[[Config], Iterable[Found]], ...] = (
     _state_dir,
     _central_key,
     _insecure_broker,
+    _web_listen,
 )
 
 
@@ -415,11 +467,11 @@ def _warnings(config: Config) -> Iterable[Found]:
                 f"language {door.language!r} has no texts; members see English. Languages: {known}",
             )
     web = config.web
-    if web.enabled and not is_loopback(web.listen) and getattr(web, "tls", None) is None:
+    if web.enabled and web.allow_insecure_listen and not web.loopback_only and web.tls == "off":
         yield (
-            ("web", "listen"),
-            f"the web UI listens on {web.listen} without TLS: the installer password and "
-            "session cross the network in clear text (listen on 127.0.0.1, or use TLS)",
+            ("web", "allow_insecure_listen"),
+            f"the web UI serves plain HTTP on {web.listen}: the installer's session and member "
+            'data cross the network in clear (set web.tls = "self-signed")',
         )
     for warning in broker_warnings(config.mqtt):
         key = "password_file" if "password" in warning else "tls"
@@ -433,7 +485,7 @@ def validate_text(
     text: str,
     path: str = "<config>",
     *,
-    devices: DeviceCheck = registry_device_check,
+    devices: DeviceCheck = all_device_problems,
     structure_only: bool = False,
 ) -> Report:
     """Validate config text: every problem ``run`` would refuse, and the warnings.
@@ -469,7 +521,7 @@ def validate_text(
     return report
 
 
-def validate_file(path: Path | str, *, devices: DeviceCheck = registry_device_check) -> Report:
+def validate_file(path: Path | str, *, devices: DeviceCheck = all_device_problems) -> Report:
     """Read and validate the config file at ``path``."""
     name = str(path)
     try:

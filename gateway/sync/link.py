@@ -171,6 +171,7 @@ class Link:
         self.status_topic = gw_topic(site, gw, "status")
         self.cmd_topic = gw_topic(site, gw, "cmd")
         self.last_error: LinkError | None = None
+        self.connections = 0  # sessions that got as far as connected (metrics: reconnects)
         self._message_handlers: list[MessageHandler] = []
         self._connect_handlers: list[ConnectHandler] = []
         self._bad_handlers: list[BadMessageHandler] = []
@@ -246,13 +247,14 @@ class Link:
         """Connect, serve, and reconnect with back-off, until cancelled."""
         logging.getLogger("asyncio").addFilter(_STALE_SOCKETS)  # a set: added once
         attempt = 0
+        last_said = ""
         while True:
             started = time.monotonic()
+            connections = self.connections
             try:
                 await self._session()
             except LinkError as exc:
                 self.last_error = exc
-                log.warning("%s", exc)
             except Exception as exc:  # a bug must not end the link: log it, connect again
                 self.last_error = LinkError(f"MQTT link to {self.broker} failed: {exc!r}")
                 log.exception("MQTT: unexpected error in the link to %s", self.broker)
@@ -263,7 +265,13 @@ class Link:
                 attempt = 0
             delay = self._backoff(attempt)
             attempt += 1
-            log.info("MQTT: next connection attempt to %s in %.1f s", self.broker, delay)
+            # one line per retry; a warning only when the link's state or its reason changed
+            if self.connections != connections:
+                last_said = ""  # it was up: going down is news
+            said = str(self.last_error)
+            level = logging.DEBUG if said == last_said else logging.WARNING
+            log.log(level, "%s; next connection attempt in %.1f s", said, delay)
+            last_said = said
             await asyncio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -280,6 +288,7 @@ class Link:
             self._client = client
             self._connected.set()
             self.last_error = None
+            self.connections += 1
             log.info("MQTT: connected to %s as %s", self.broker, self.client_id)
             await self._announce()
             async with asyncio.TaskGroup() as tasks:

@@ -142,8 +142,9 @@ class SnapshotStager:
             for name, contract in schedule_uses(records):
                 part.schedules.setdefault(name, contract)
             part.staged.add(head.chunk, records)
-            if not part.complete:
-                return {"status": "staged", **where}
+            if not part.complete:  # counts for the operator's progress line
+                done = len(part.staged.chunks)
+                return {"status": "staged", **where, "records": len(records), "staged": done}
             assert part.rules is not None
             problems = undefined_schedules(part.schedules.items(), part.rules)
             if problems:

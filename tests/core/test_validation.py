@@ -67,6 +67,7 @@ class Case:
     message: str
     at_start: bool = False  # the unvalidated gateway's start-up raises for it too
     mqtt: str = "[mqtt]\nenabled = false\n"
+    line_offset: int = 0  # the expected line relative to ``line_at`` (a table's header)
 
     def text(self, state_dir: Path) -> str:
         """The broken config."""
@@ -74,8 +75,75 @@ class Case:
         return text.replace(self.old, self.new, 1) if self.old else text + self.new
 
 
+RTU = '[[boards]]\nid = "rtu"\nprofile = "waveshare-modbus-rtu-relay-8ch"\nport = "/dev/ttyUSB9"\n'
 MQTT_ON = f'[central]\npublic_key = "{KEY}"\n[mqtt]\nhost = "127.0.0.1"\n'
 CASES = [
+    Case(
+        "a Modbus TCP board without host",
+        "",
+        '[[boards]]\nid = "tcp"\nprofile = "modbus-tcp-relay"\n',
+        "boards[tcp].host",
+        'id = "tcp"',
+        "is required for a Modbus TCP board",
+        at_start=True,
+        line_offset=-1,
+    ),
+    Case(
+        "a board option with a typo (baudrat)",
+        "",
+        RTU + "options = { baudrat = 19200 }\n",
+        "boards[rtu].options.baudrat",
+        "options =",
+        "unknown setting (a typo?); settings of this driver: baudrate, bytesize,",
+        at_start=True,
+    ),
+    Case(
+        "a board option with a typo (poll_intreval)",
+        "",
+        RTU + "options = { poll_intreval = 0.1 }\n",
+        "boards[rtu].options.poll_intreval",
+        "options =",
+        "unknown setting (a typo?); settings of this driver:",
+        at_start=True,
+    ),
+    Case(
+        "a parity that does not exist",
+        "",
+        RTU + 'options = { parity = "X" }\n',
+        "boards[rtu].options.parity",
+        "options =",
+        "Input should be 'N', 'E' or 'O'",
+        at_start=True,
+    ),
+    Case(
+        "a reader without port",
+        "",
+        '[[readers]]\nid = "nfc"\nprofile = "pn532-hsu"\ndoor = "main-in"\n',
+        "readers[nfc].port",
+        'id = "nfc"',
+        'is required for this profile (e.g. port = "/dev/ttyUSB0")',
+        at_start=True,
+        line_offset=-1,
+    ),
+    Case(
+        "output 9 on an 8-relay board",
+        'lock = { board = "io", index = 0 }\n',
+        'lock = { board = "rtu", index = 9 }\n' + RTU,
+        "doors[main-in].lock.index",
+        "lock = {",
+        "board 'rtu' has 8 outputs (index 0..7)",
+    ),
+    Case(
+        "a scanner on the relay board's serial port",
+        "",
+        RTU + '[[readers]]\nid = "qr"\nprofile = "newland-fm430"\ndoor = "main-in"\n'
+        'port = "/dev/ttyUSB9"\n',
+        "readers[qr].port",
+        'id = "qr"',
+        "serial port /dev/ttyUSB9 is used by boards[rtu], readers[qr], and readers[qr] cannot "
+        "share a port",
+        line_offset=3,
+    ),
     Case(
         "a typo in a gateway key",
         'language = "nb"',
@@ -177,6 +245,14 @@ CASES = [
         mqtt=f'[central]\npublic_key = "{KEY}"\n[mqtt]\nhost = "10.0.0.5"\n',
     ),
     Case(
+        "the web UI on the network without TLS",
+        "[web]\nenabled = false\n",
+        '[web]\nlisten = "0.0.0.0"\n',
+        "web.listen",
+        'listen = "0.0.0.0"',
+        "web.listen = '0.0.0.0' serves the installer UI to the network without TLS",
+    ),
+    Case(
         "a CA file that does not exist",
         "",
         '[mqtt.tls]\nca_file = "/nonexistent/ca.crt"\n',
@@ -235,7 +311,7 @@ def _expected_line(case: Case, text: str) -> int | None:
         return None
     if case.name == "two doors with one id":
         return [n for n, line in enumerate(text.splitlines(), 1) if 'id = "main-in"' in line][1]
-    return line_of(text, case.line_at)
+    return line_of(text, case.line_at) + case.line_offset
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -349,10 +425,13 @@ def test_the_example_config_on_a_box_without_its_files_names_each_file(
             "language 'sv' has no texts; members see English. Languages: en, nb, da, fr",
         ),
         (
-            ("[web]\nenabled = false\n", '[web]\nlisten = "0.0.0.0"\n'),
-            "web.listen",
-            'listen = "0.0.0.0"',
-            "the web UI listens on 0.0.0.0 without TLS",
+            (
+                "[web]\nenabled = false\n",
+                '[web]\nlisten = "0.0.0.0"\nallow_insecure_listen = true\n',
+            ),
+            "web.allow_insecure_listen",
+            "allow_insecure_listen",
+            "the web UI serves plain HTTP on 0.0.0.0",
         ),
         (
             (

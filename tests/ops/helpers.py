@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,26 +37,40 @@ class Daemon:
             text=True,
             preexec_fn=lambda: os.umask(umask),  # the umask a careless shell would give
         )
-        self._selector = selectors.DefaultSelector()
-        assert self.proc.stderr is not None
-        self._selector.register(self.proc.stderr, selectors.EVENT_READ)
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, text: str, within: float = 30.0) -> str:
-        """The first stderr line containing ``text`` (lines before it are kept)."""
-        deadline = time.monotonic() + within
-        for line in self.lines:
-            if text in line:
-                return line
+    def _collect(self) -> None:
         assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            if not self._selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = self.proc.stderr.readline()
-            if not line:
-                break
+        for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
-            if text in line:
-                return line
+
+    def _find(self, text: str, after: int) -> int | None:
+        for i in range(after, len(self.lines)):
+            if text in self.lines[i]:
+                return i
+        return None
+
+    def wait_for(self, text: str, within: float = 30.0, after: int = 0) -> int:
+        """The index of the first stderr line (from ``after``) containing ``text``."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            found = self._find(text, after)
+            if found is not None:
+                return found
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged; got:\n" + "\n".join(self.lines[-40:]))
+
+    async def wait_for_async(self, text: str, within: float = 30.0, after: int = 0) -> int:
+        """:meth:`wait_for` without blocking the event loop (simulators run on it)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            found = self._find(text, after)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.05)
         raise AssertionError(f"{text!r} not logged; got:\n" + "\n".join(self.lines[-40:]))
 
     def stop(self) -> int:
@@ -63,10 +78,9 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            _, err = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        self.lines.extend(err.splitlines())
-        self._selector.close()
+            self.proc.wait()
+        self._reader.join(timeout=5)
         return self.proc.returncode

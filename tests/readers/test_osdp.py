@@ -25,7 +25,7 @@ osdp = pytest.importorskip(
 from drivers.osdp import BadCard, OsdpReader, decode_card  # noqa: E402
 from gateway.config import ReaderConfig  # noqa: E402
 from gateway.entitlements import parse_records, parse_rules  # noqa: E402
-from gateway.profiles import find_profile  # noqa: E402
+from gateway.profiles import build_reader, find_profile  # noqa: E402
 from gateway.state_dir import StateDir  # noqa: E402
 from gateway.store import EntitlementStore  # noqa: E402
 from simulators.osdp_pd import OsdpReaderSimulator, pack_bits, wiegand26_bits  # noqa: E402
@@ -52,7 +52,6 @@ def store_key(state: StateDir, key: bytes, reader_id: str = "r1") -> None:
 
 def make_reader(state: StateDir, port: str, health: HealthLog, **options: Any) -> OsdpReader:
     """The driver as the daemon builds it, from the profile and a reader config."""
-    profile = find_profile("osdp-generic-v2")
     config = ReaderConfig(
         id="r1",
         profile="osdp-generic-v2",
@@ -61,7 +60,7 @@ def make_reader(state: StateDir, port: str, health: HealthLog, **options: Any) -
         address=ADDRESS,
         options={"baudrate": 115200, "online_timeout": 5.0, **options},
     )
-    reader = profile.driver_module().create_reader(config, profile, state, health)
+    reader = build_reader(config, state, health)
     assert isinstance(reader, OsdpReader)
     return reader
 
@@ -350,7 +349,7 @@ def test_the_profile_builds_an_osdp_reader_that_needs_a_port(tmp_path: Path) -> 
     assert (profile.role, profile.driver) == ("reader", "osdp")
     assert profile.settings["install_mode"] is False
     config = ReaderConfig(id="r2", profile="osdp-generic-v2", door="front", port="/dev/ttyUSB0")
-    reader = profile.driver_module().create_reader(config, profile, StateDir(tmp_path), print)
+    reader = build_reader(config, StateDir(tmp_path), print)
     assert isinstance(reader, OsdpReader)
     assert reader.address == profile.settings["address"]
     assert reader.settings.baudrate == profile.settings["baudrate"]
