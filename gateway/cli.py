@@ -104,6 +104,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_id(args: argparse.Namespace) -> int:
+    """``accessgw id CONFIG``: this gateway's id, site and public key, for registration."""
+    from gateway.identity import describe_identity
+
+    print(json.dumps(describe_identity(args.config)))
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     """``accessgw version``."""
     print(f"accessgw {__version__}")
@@ -258,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--code", help="barcode/QR value")
     which.add_argument("--pass", dest="pass_token", help="phone-pass token AGP1....")
     decide.set_defaults(func=cmd_decide)
+
+    ident = _parser(
+        sub,
+        "id",
+        "print this gateway's id, site and public key, for registration in the central "
+        "system (the key pair is made on first use)",
+        "  accessgw id /etc/accessgw/config.toml\n",
+    )
+    ident.add_argument("config", help="the TOML config file")
+    ident.set_defaults(func=cmd_id)
 
     from gateway.web.commands import add_commands
 

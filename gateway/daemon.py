@@ -9,28 +9,35 @@ the link last so the ``stopping`` event still has a chance to leave.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
-from gateway import __version__, logs
+from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
+from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
 from gateway.history import History
+from gateway.identity import load_identity
 from gateway.journal import Journal
+from gateway.outputs import Board
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
-from gateway.systemd import keep_watchdog_fed, notify
+from gateway.supervisor import Backoff, Failure, Supervisor, describe
+from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
+
+if TYPE_CHECKING:
+    from gateway.sync.runner import SyncRunner
 
 log = logging.getLogger("accessgw")
 
@@ -43,7 +50,14 @@ def utc_now() -> datetime:
 class Gateway:
     """One gateway process: store, journal, doors, readers, sync and web UI."""
 
-    def __init__(self, config: Config, *, now: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: Callable[[], datetime] = utc_now,
+        backoff: Backoff = Backoff(),
+        housekeeping_every: float = 60.0,
+    ) -> None:
         self.config = config
         self.gw = config.gateway.id
         self.site = config.gateway.site
@@ -51,16 +65,19 @@ class Gateway:
         self.activity = Activity()
         self.clock = ClockTrust(config.gateway.clock)
         self.started_at = now()
-        self.doors: dict[str, Any] = {}
-        self.boards: dict[str, Any] = {}
+        self.doors: dict[str, Door] = {}
+        self.boards: dict[str, Board] = {}
         self.entrances: dict[str, Entrance] = {}
         self.readers: dict[str, Reader] = {}
-        self.sync: Any = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._reader_doors: dict[str, str] = {}
+        self.sync: SyncRunner | None = None
+        self.supervisor = Supervisor(self._component_failed, backoff=backoff)
+        self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
@@ -70,6 +87,7 @@ class Gateway:
         """Open the state, put outputs in their safe state, start readers and sync."""
         cfg = self.config
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
+        self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
         self.passes = PassCache.open(self.state_dir.passes)
@@ -86,8 +104,11 @@ class Gateway:
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
             self._start_web()
-        self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        if cfg.metrics.enabled:
+            self._start_metrics()
+        if watchdog_interval() is not None:  # only under systemd with WatchdogSec
+            self.supervisor.start("watchdog", keep_watchdog_fed)
+        self.supervisor.start("housekeeping", self._housekeeping)
         notify("READY=1")
         version = self.store.version
         log.info(
@@ -102,37 +123,77 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        """Stop readers, put doors into their safe state, flush events, close everything."""
+        """Stop readers, put doors into their safe state, flush events, close everything.
+
+        Nothing that fails here is hidden: each failure is logged with its cause, and the
+        rest of the shutdown goes on (the doors' safe state above all).
+        """
         notify("STOPPING=1")
+        await self.supervisor.stop(_part("reader", r) for r in self.readers)
         for reader in self.readers.values():
-            with contextlib.suppress(Exception):
-                await reader.close()
+            await _logged(f"closing reader {reader.id}", reader.close())
         self.record_event("stopping", None, {})
-        await asyncio.gather(*self._event_tasks, return_exceptions=True)
+        for result in await asyncio.gather(*self._event_tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("an event write failed while stopping: %s", describe(result))
+        await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
-            with contextlib.suppress(Exception):
-                await door.stop()
+            await _logged(f"stopping door {door.id}", door.stop())
         if self._web is not None:
+            await _logged("stopping the web UI", self._web.stop())
+        if self._metrics is not None:
+            self._metrics.stop()
+        await self.supervisor.stop()
+        for board_id, board in self.boards.items():
+            await _logged(f"closing board {board_id}", board.close())
+        await _logged("closing the journal", self.journal.close())
+        for what, close in (
+            ("history", self.history.close),
+            ("pass cache", self.passes.close),
+            ("store", self.store.close),
+        ):
             try:
-                await self._web.stop()
-            except Exception:
-                log.exception("the web UI did not stop cleanly")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for board in self.boards.values():
-            with contextlib.suppress(Exception):
-                await board.close()
-        await self.journal.close()
-        self.history.close()
-        self.passes.close()
-        self.store.close()
+                close()
+            except Exception as exc:
+                log.error("closing the %s failed: %s", what, describe(exc), exc_info=exc)
+
+    def _component_failed(self, failure: Failure) -> None:
+        """A supervised part failed: an event (with its door, if it has one) and the status."""
+        kind, _, name = failure.component.partition(" ")
+        door: str | None = None
+        if kind == "door":
+            door = name
+        elif kind == "reader":
+            door = self._reader_doors.get(name)
+        self.record_event(
+            "component_failed",
+            door,
+            {
+                "component": failure.component,
+                "error": failure.error,
+                "failures": failure.failures,
+                "restart_in_s": failure.restart_in,
+            },
+        )
 
     # --- the parts ----------------------------------------------------------------------
 
-    async def _start_doors(self) -> None:
-        from gateway.doors import Door
+    def _start_metrics(self) -> None:
+        """Prometheus metrics on their own address and thread, sampled on the loop."""
+        cfg = self.config.metrics
+        self._metrics = metrics.MetricsServer(cfg.listen, cfg.port, cfg.token_file).start()
+        sampler = metrics.Sampler(
+            self.journal,
+            self.store,
+            link_up=self.online,
+            connections=lambda: self.sync.link.connections if self.sync else 0,
+            snapshot_coming=lambda: bool(
+                self.sync and self.sync.entitlements.snapshot_in_progress()
+            ),
+        )
+        self.supervisor.start("metrics sampler", sampler.run)
 
+    async def _start_doors(self) -> None:
         for board_cfg in self.config.boards:
             board = build_board(board_cfg)
             board.subscribe(self._board_events)
@@ -140,8 +201,9 @@ class Gateway:
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
             door = Door(door_cfg, self.boards, on_event=self._door_events(door_cfg.id))
-            await door.start()
+            await door.start(spawn=False)
             self.doors[door_cfg.id] = door
+            self.supervisor.start(_part("door", door_cfg.id), door.run)
             place = DoorPlace(
                 door_cfg.id,
                 door_cfg.zone,
@@ -165,6 +227,7 @@ class Gateway:
         """A board's health changes are logged (its relay faults reach us through doors)."""
         if kind in ("board_online", "board_offline"):
             logs.log_state_change(kind, None, detail)
+            metrics.event(kind, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -176,14 +239,20 @@ class Gateway:
 
     def _start_readers(self) -> None:
         for reader_cfg in self.config.readers:
-            reader = build_reader(reader_cfg, self.state_dir, self._reader_health)
-            self.readers[reader_cfg.id] = reader
-            entrance = self.entrances[reader_cfg.door]
-            task = asyncio.create_task(
-                self._read_loop(reader, entrance, RepeatGuard(reader_cfg.repeat_guard)),
-                name=f"reader {reader_cfg.id}",
-            )
-            self._tasks.append(task)
+            self._reader_doors[reader_cfg.id] = reader_cfg.door  # its health may come at once
+            reader = build_reader(reader_cfg, self.state_dir, self.reader_health)
+            self.attach_reader(reader, reader_cfg.door, reader_cfg.repeat_guard)
+
+    def attach_reader(self, reader: Reader, door: str, repeat_guard: float) -> None:
+        """Feed ``reader``'s reads to ``door``, supervised (restarted if its loop fails)."""
+        self.readers[reader.id] = reader
+        self._reader_doors[reader.id] = door
+        guard = RepeatGuard(repeat_guard)  # kept across restarts of the loop
+        self.supervisor.start(
+            _part("reader", reader.id),
+            partial(self._read_loop, reader, self.entrances[door], guard),
+            on_failure=partial(_reader_failed, reader),
+        )
 
     async def _read_loop(self, reader: Reader, entrance: Entrance, guard: RepeatGuard) -> None:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
@@ -193,14 +262,16 @@ class Gateway:
                 checkin = await entrance.present(read)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
-                continue
-            with contextlib.suppress(Exception):
-                await reader.feedback(checkin["decision"] == "granted")
+                checkin = None
+            try:
+                await reader.feedback(checkin is not None and checkin["decision"] == "granted")
+            except Exception as exc:  # the LED is a nicety: the door goes on without it
+                log.warning("reader %s: feedback failed: %s", reader.id, describe(exc))
 
-    def _reader_health(self, health: ReaderHealth) -> None:
+    def reader_health(self, health: ReaderHealth) -> None:
         self.activity.health(health)
         kind = "reader_online" if health.online else "reader_offline"
-        door = next((r.door for r in self.config.readers if r.id == health.reader), None)
+        door = self._reader_doors.get(health.reader)
         self.record_event(kind, door, {"reader": health.reader, "reason": health.reason})
 
     async def _start_sync(self) -> None:
@@ -209,8 +280,15 @@ class Gateway:
             return
         from gateway.sync.runner import SyncRunner
 
-        self.sync = SyncRunner(self)
-        self._tasks.append(asyncio.create_task(self.sync.run(), name="sync"))
+        async def run_sync() -> None:
+            runner = SyncRunner(self)  # a fresh one each start: a failed one is not reused
+            self.sync = runner
+            try:
+                await runner.run()
+            finally:
+                self._published = [c for c in self._published if c != runner.outbox.notify]
+
+        self.supervisor.start("sync", run_sync)
 
     def link_up(self) -> bool:
         """Whether the broker link is up (for tests and the web UI)."""
@@ -226,7 +304,7 @@ class Gateway:
 
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
-        self.history.add(checkin)
+        self.history.add(checkin)  # on the history's writer thread, in order
         shown = dict(checkin)
         if self._trace is not None:  # never on the wire: the name and trace stay on the box
             shown["display"], shown["trace"] = self._trace[0], list(self._trace[1])
@@ -246,6 +324,7 @@ class Gateway:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
         logs.log_state_change(type_, door, detail)
+        metrics.event(type_, detail)
 
         async def write() -> None:
             try:
@@ -294,7 +373,7 @@ class Gateway:
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
         for door_id in self._doors_named(door):
-            self.doors[door_id].set_mode(mode)
+            self.doors[door_id].set_mode(cast(Mode, mode))  # Door.set_mode checks it
             if mode == "lockdown":
                 self.record_event("lockdown", door_id, {"by": "central"})
 
@@ -302,25 +381,6 @@ class Gateway:
         """Command ``resync``: ask for a full snapshot."""
         if self.sync is not None:
             await self.sync.entitlements.resync()
-
-    def take_peer_checkin(self, checkin: dict[str, Any]) -> None:
-        """Another gateway of the site let someone through: share its effects."""
-        self.history.add(checkin)
-        self.state.apply_checkin(checkin, own=False)
-        ticket_id = checkin.get("ticket")
-        if ticket_id and checkin.get("decision") == "granted" and checkin.get("passed"):
-            ticket = self.store.ticket(ticket_id)
-            if ticket is not None and self.state.ticket_uses(ticket_id) > ticket.uses:
-                self.record_event(
-                    "ticket_double_use",
-                    checkin.get("door"),
-                    {
-                        "ticket": ticket_id,
-                        "uses": self.state.ticket_uses(ticket_id),
-                        "allowed": ticket.uses,
-                        "gw": checkin.get("gw"),
-                    },
-                )
 
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
@@ -333,7 +393,7 @@ class Gateway:
         doors = {}
         for door_id, door in self.doors.items():
             entry = dict(door.status())
-            ids = [r.id for r in self.config.readers if r.door == door_id]
+            ids = [r for r, d in self._reader_doors.items() if d == door_id]
             entry["reader"] = (
                 "ok" if all(readers.get(i) and readers[i].online for i in ids) else "offline"
             )
@@ -350,12 +410,13 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "components": self.supervisor.status(),
         }
 
     async def _housekeeping(self) -> None:
         """Once a minute: prune old passages and pass tokens, re-check the clock."""
         while True:
-            await asyncio.sleep(60)
+            await asyncio.sleep(self.housekeeping_every)
             now = self.now()
             self.history.prune(now)
             self.state.forget_before(now)
@@ -373,9 +434,27 @@ class Gateway:
             web.start()
         except AccessGwError as exc:  # the doors work without the UI
             log.error("%s", exc)
-            self.record_event("component_failed", None, {"component": "web", "reason": str(exc)})
+            self.record_event("component_failed", None, {"component": "web", "error": str(exc)})
             return
         self._web = web
+
+
+def _part(kind: str, name: str) -> str:
+    """A supervised part's name, e.g. ``door main-in`` (events and status show it)."""
+    return f"{kind} {name}"
+
+
+def _reader_failed(reader: Reader, error: BaseException | None) -> None:
+    """A reader loop failed: the reader shows offline (``reader_offline``) until it reads."""
+    reader.report(False, f"reader loop failed: {describe(error)}")
+
+
+async def _logged(what: str, step: Awaitable[None]) -> None:
+    """One step of shutting down: a failure is logged with its cause, the rest goes on."""
+    try:
+        await step
+    except Exception as exc:
+        log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
 async def run_gateway(config: Config, stop: asyncio.Event) -> None:

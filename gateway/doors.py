@@ -44,6 +44,7 @@ class PassageOutcome:
 
     passed: bool
     seen_at: datetime | None
+    released_at: float | None = None  # time.monotonic() when the lock was released (metrics)
 
 
 def _utc_now() -> datetime:
@@ -170,9 +171,13 @@ class Door:
             "contact": contact,
         }
 
-    async def start(self) -> None:
-        """Put the lock in its safe (de-energised) state, then take control of it."""
-        if self._task is not None:
+    async def start(self, *, spawn: bool = True) -> None:
+        """Put the lock in its safe (de-energised) state, then take control of it.
+
+        With ``spawn=False`` the caller runs :meth:`run` itself (the daemon's supervisor,
+        which restarts it if it fails).
+        """
+        if self._task is not None or self._unsubscribe:
             return
         self._watch(self._contact, self._on_contact)
         self._watch(self._rex, self._on_rex)
@@ -196,7 +201,16 @@ class Door:
                 "is contact.closed_when wrong for this wiring?",
                 self.id,
             )
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"door {self.id}")
+        if spawn:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"door {self.id}")
+
+    async def run(self) -> None:
+        """The door's writer loop, until cancelled (a supervisor may run it again)."""
+        self._task = asyncio.current_task()
+        try:
+            await self._run()
+        finally:
+            self._task = None
 
     async def stop(self) -> None:
         """Stop watching inputs and leave the lock de-energised (its safe state)."""
@@ -235,12 +249,13 @@ class Door:
         self._wake.set()
         try:
             energised = await applied
+            released = time.monotonic() if energised else None
             if expected is None:  # nothing can see the passage: assume it happened
-                return PassageOutcome(energised, self._now() if energised else None)
+                return PassageOutcome(energised, self._now() if energised else None, released)
             await asyncio.wait({expected}, timeout=self.config.pass_timeout)
             if expected.done() and not expected.cancelled():
-                return PassageOutcome(True, expected.result())
-            return PassageOutcome(False, None)
+                return PassageOutcome(True, expected.result(), released)
+            return PassageOutcome(False, None, released)
         finally:
             if expected is not None:
                 with contextlib.suppress(ValueError):

@@ -223,6 +223,10 @@ class EntitlementSync:
         while len(self.buffered) > self.max_buffered:
             del self.buffered[max(self.buffered)]
 
+    def snapshot_in_progress(self) -> bool:
+        """Whether a snapshot is arriving now (for metrics and status)."""
+        return self._snapshot_coming()
+
     def _snapshot_coming(self) -> bool:
         """A snapshot is being gathered, and its last chunk came recently: it will bring the
         store up to date (a big one takes minutes: progress counts, not its start)."""

@@ -157,6 +157,7 @@ class Link:
         *,
         status_payload: Callable[[], dict[str, Any]],
         state_dir: StateDir | None = None,
+        signer: Callable[[str, bytes], bytes] | None = None,
         connect_timeout: float = 10.0,
         retry_base: float = 0.5,
     ) -> None:
@@ -165,6 +166,7 @@ class Link:
         self.gw = gw
         self.status_payload = status_payload
         self.state_dir = state_dir  # accepted for the agreed API; the link keeps no state
+        self.signer = signer  # signs what the gateway publishes (gateway.identity)
         self.connect_timeout = connect_timeout
         self.retry_base = retry_base
         self.client_id = f"{site}.{gw}"  # stable; unique even when sites share gateway ids
@@ -231,6 +233,8 @@ class Link:
         client = self._client
         if client is None or not self.connected:
             raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
+        if self.signer is not None:  # the one place every publisher passes through
+            payload = self.signer(topic, payload)
         try:
             code = await client.publish_acked(topic, payload, qos, retain, self.cfg.ack_timeout)
         except aiomqtt.MqttError as exc:

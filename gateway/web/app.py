@@ -70,12 +70,20 @@ class WebContext:
     heartbeat: float = 2.0
     live: set[asyncio.Queue[list[dict[str, Any]]]] = field(default_factory=set)
     loop: asyncio.AbstractEventLoop | None = None
+    closing: bool = False
 
     def rows_stored(self, rows: list[dict[str, Any]]) -> None:
         """New history rows (writer thread): pass them to the live streams on the web loop."""
         loop = self.loop
         if rows and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fan_out, rows)
+
+    def close_streams(self) -> None:
+        """The server stops: end every live stream now (any thread)."""
+        self.closing = True
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fan_out, [])
 
     def _fan_out(self, rows: list[dict[str, Any]]) -> None:
         for q in list(self.live):
@@ -245,6 +253,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def tool(request: Request, action: Callable[[], Awaitable[str]]) -> Answer:
         try:
             message = await action()
+            bridge.forget_snapshot()
         except InstallerRefused as exc:
             raise HTTPException(409, str(exc)) from None
         except GatewayNotAnswering as exc:
@@ -359,7 +368,10 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard(request: Request) -> HTMLResponse:
-        return page("dashboard.html", request, s=await snapshot())
+        s = await snapshot()
+        rows = await asyncio.to_thread(events.page, Filter(), limit=10)
+        tz, lang = s.get("tz", "UTC"), s.get("language", "en")
+        return page("dashboard.html", request, s=s, rows=[shown(r, tz, lang) for r in rows])
 
     @app.get("/partials/dashboard", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard_part(request: Request) -> HTMLResponse:
@@ -602,12 +614,14 @@ async def _stream(request: Request, ctx: WebContext) -> AsyncIterator[str]:
     try:
         status = await ctx.bridge.snapshot()
         yield _sse("status", status)
-        while not await request.is_disconnected():
+        while not ctx.closing and not await request.is_disconnected():
             try:
                 batch = await asyncio.wait_for(rows.get(), ctx.heartbeat)
             except TimeoutError:
                 status = await ctx.bridge.snapshot()
                 yield _sse("status", status)
+                continue
+            if not batch:
                 continue
             tz, lang = status.get("tz", "UTC"), status.get("language", "en")
             yield _sse("rows", [shown(r, tz, lang) for r in batch])

@@ -60,6 +60,10 @@ class Bridge:
             self.last_answer = time.monotonic()
             return result
 
+    def forget_snapshot(self) -> None:
+        """A command changed something: the next snapshot is built afresh."""
+        self._snapshot_at = 0.0
+
     async def snapshot(self) -> dict[str, Any]:
         """The dashboard's data: fresh (<= 1 s old), or the last one marked ``stale``."""
         if self._snapshot_lock is None:
@@ -72,7 +76,7 @@ class Bridge:
             except GatewayNotAnswering as exc:
                 last = dict(self._snapshot or {})
                 last["stale"] = True
-                last["stale_reason"] = str(exc)
+                last["stale_reason"] = str(exc)[:1].upper() + str(exc)[1:] + "."
                 return last
             fresh["stale"] = False
             self._snapshot, self._snapshot_at = fresh, time.monotonic()

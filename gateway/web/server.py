@@ -52,6 +52,7 @@ class WebServer:
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self.app: Any = None
+        self.ctx: WebContext | None = None
         self._stopped = threading.Event()
 
     @property
@@ -81,6 +82,7 @@ class WebServer:
             hosts=allowed_hosts(self.cfg),
             secure_cookies=self.cfg.tls != "off",
         )
+        self.ctx = ctx
         self.events.on_rows(ctx.rows_stored)
         self.events.start()
         ssl: dict[str, Any] = {}
@@ -114,6 +116,8 @@ class WebServer:
 
     async def stop(self) -> None:
         """Stop serving and store the history's queue (call on the gateway's loop)."""
+        if self.ctx is not None:
+            self.ctx.close_streams()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -47,8 +47,8 @@ def row_words(row: dict[str, Any], language: str) -> str:
     text = EVENT_WORDS.get(row["what"], row["what"].replace("_", " ").capitalize())
     detail = body.get("detail") or {}
     extra = [
-        str(detail[k])
-        for k in ("reason", "action", "test", "reader", "board", "why", "cause")
+        str(detail[k]).replace("_", " ")
+        for k in ("action", "test", "reader", "board", "reason", "why", "cause")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
     return f"{text}: {', '.join(extra)}" if extra else text

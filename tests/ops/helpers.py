@@ -12,6 +12,54 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+UID, NAME = "04A1B2C3D4E5F6", "Kari Nordmann"
+SITE = "club"
+
+
+def gateway_config(
+    tmp_path: Path, broker_port: int, key: str, board_port: int, nfc_path: str, extra: str = ""
+) -> str:
+    """A gateway on the test broker with a Modbus TCP board and a PN532 reader."""
+    return f"""
+[gateway]
+id = "gw-1"
+site = "{SITE}"
+state_dir = "{tmp_path / "state"}"
+clock = "trusted"
+[central]
+public_key = "{key}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+reconnect_max = 1
+[web]
+enabled = false
+[[boards]]
+id = "relays"
+profile = "modbus-tcp-relay"
+host = "127.0.0.1"
+tcp_port = {board_port}
+[[doors]]
+id = "in"
+zone = "gym"
+direction = "in"
+lock = {{ board = "relays", index = 0 }}
+unlock_seconds = 0.5
+[[readers]]
+id = "nfc-in"
+profile = "pn532-hsu"
+door = "in"
+port = "{nfc_path}"
+repeat_guard = 0.5
+{extra}"""
+
+
+MEMBER = {
+    "member": "M1",
+    "display": NAME,
+    "credentials": [{"kind": "nfc", "uid": UID}],
+    "contracts": [{"id": "C1", "type": "recurring", "start": "2026-01-01"}],
+}
 
 
 def minimal_config(state_dir: Path, extra: str = "") -> str:

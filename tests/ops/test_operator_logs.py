@@ -13,12 +13,10 @@ from gateway import logs
 from simulators.central import CentralSimulator
 from simulators.pn532 import Pn532Simulator
 from simulators.relay_board import RelayBoardSim
-from tests.ops.helpers import Daemon
+from tests.ops.helpers import MEMBER, NAME, SITE, UID, Daemon, gateway_config
 from tests.support.broker import Broker
 
-UID, NAME = "04A1B2C3D4E5F6", "Kari Nordmann"
 HEX_FRAME = re.compile(r"(0x[0-9a-fA-F]{2}[ ,]+){3,}|([0-9a-fA-F]{2} ){6,}")
-SITE = "club"
 
 
 @pytest.fixture
@@ -84,49 +82,6 @@ def test_text_on_a_terminal_json_otherwise():
     )
 
 
-def _config(tmp_path, broker_port, key, board_port, nfc_path) -> str:
-    return f"""
-[gateway]
-id = "gw-1"
-site = "{SITE}"
-state_dir = "{tmp_path / "state"}"
-clock = "trusted"
-[central]
-public_key = "{key}"
-[mqtt]
-host = "127.0.0.1"
-port = {broker_port}
-reconnect_max = 1
-[web]
-enabled = false
-[[boards]]
-id = "relays"
-profile = "modbus-tcp-relay"
-host = "127.0.0.1"
-tcp_port = {board_port}
-[[doors]]
-id = "in"
-zone = "gym"
-direction = "in"
-lock = {{ board = "relays", index = 0 }}
-unlock_seconds = 0.5
-[[readers]]
-id = "nfc-in"
-profile = "pn532-hsu"
-door = "in"
-port = "{nfc_path}"
-repeat_guard = 0.5
-"""
-
-
-MEMBER = {
-    "member": "M1",
-    "display": NAME,
-    "credentials": [{"kind": "nfc", "uid": UID}],
-    "contracts": [{"id": "C1", "type": "recurring", "start": "2026-01-01"}],
-}
-
-
 async def test_a_run_with_outages_has_one_readable_line_per_state_change(tmp_path):
     broker = Broker(tmp_path / "broker").start()
     board = RelayBoardSim().start_tcp()
@@ -136,7 +91,7 @@ async def test_a_run_with_outages_has_one_readable_line_per_state_change(tmp_pat
         async with CentralSimulator("127.0.0.1", broker.port, SITE, records=[MEMBER]) as central:
             config = tmp_path / "accessgw.toml"
             config.write_text(
-                _config(tmp_path, broker.port, central.public_key_b64, board.port, nfc.path)
+                gateway_config(tmp_path, broker.port, central.public_key_b64, board.port, nfc.path)
             )
             daemon = Daemon(config)  # stderr is a pipe: JSON lines
             await daemon.wait_for_async("entitlements: now at version")

@@ -99,7 +99,7 @@
   }
 
   function rowItem(r) {
-    const li = el("li", "row fresh " + (r.decision || r.kind));
+    const li = el("li", "row fresh row-" + (r.decision || r.kind));
     li.appendChild(el("span", "when", r.local));
     li.appendChild(el("span", "door", r.door || "—"));
     const what = el("span", "what");
