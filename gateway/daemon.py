@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
-from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
-from gateway.errors import AccessGwError, ConfigError
+from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal
@@ -492,16 +491,17 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    config = load_config(args.config)
+    from gateway.validation import validate_file  # the same checks as check-config
+
+    report = validate_file(args.config)
+    config = report.valid_config()
     logs.configure(
         getattr(args, "log_level", None) or config.log.level,
         getattr(args, "log_format", None) or config.log.format,
         config.log.libraries,
     )
-    refuse_insecure_broker(config.mqtt, args.config)
-    insecure = config.web.insecure_listen_problem() if config.web.enabled else None
-    if insecure:
-        raise ConfigError(str(args.config), [insecure])
+    for warning in report.warnings:
+        log.warning("config %s: %s", report.file, warning)
 
     async def main() -> None:
         stop = asyncio.Event()
