@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
-from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
-from gateway.errors import AccessGwError, ConfigError
+from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal
@@ -107,6 +106,8 @@ class Gateway:
             self._start_web()
         if cfg.metrics.enabled:
             self._start_metrics()
+        if cfg.mqtt.enabled:
+            self._start_home_assistant()
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
@@ -178,6 +179,24 @@ class Gateway:
         )
 
     # --- the parts ----------------------------------------------------------------------
+
+    def _start_home_assistant(self) -> None:
+        """Home Assistant discovery on its own connection (or removal, once switched off)."""
+        from gateway.homeassistant import GatewayParts, HomeAssistantBridge
+
+        marker = self.state_dir.path / "homeassistant.announced"
+        if not (self.config.homeassistant.enabled or marker.exists()):
+            return  # never announced: nothing to keep current, nothing to remove
+        parts = GatewayParts(
+            doors=self.doors,
+            readers_online=lambda: {r: h.online for r, h in self.activity.readers.items()},
+            inside=self.state.inside,
+            listen=self.activity.listen,
+            commands=self,
+            marker=marker,
+        )
+        self.home_assistant = HomeAssistantBridge(self.config, parts)
+        self.supervisor.start("home assistant", self.home_assistant.run)
 
     def _start_metrics(self) -> None:
         """Prometheus metrics on their own address and thread, sampled on the loop."""
@@ -488,16 +507,17 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    config = load_config(args.config)
+    from gateway.validation import validate_file  # the same checks as check-config
+
+    report = validate_file(args.config)
+    config = report.valid_config()
     logs.configure(
         getattr(args, "log_level", None) or config.log.level,
         getattr(args, "log_format", None) or config.log.format,
         config.log.libraries,
     )
-    refuse_insecure_broker(config.mqtt, args.config)
-    insecure = config.web.insecure_listen_problem() if config.web.enabled else None
-    if insecure:
-        raise ConfigError(str(args.config), [insecure])
+    for warning in report.warnings:
+        log.warning("config %s: %s", report.file, warning)
 
     async def main() -> None:
         stop = asyncio.Event()
