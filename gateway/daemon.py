@@ -108,6 +108,8 @@ class Gateway:
             self._start_web()
         if cfg.metrics.enabled:
             self._start_metrics()
+        if cfg.mqtt.enabled:
+            self._start_home_assistant()
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
@@ -178,6 +180,24 @@ class Gateway:
         )
 
     # --- the parts ----------------------------------------------------------------------
+
+    def _start_home_assistant(self) -> None:
+        """Home Assistant discovery on its own connection (or removal, once switched off)."""
+        from gateway.homeassistant import GatewayParts, HomeAssistantBridge
+
+        marker = self.state_dir.path / "homeassistant.announced"
+        if not (self.config.homeassistant.enabled or marker.exists()):
+            return  # never announced: nothing to keep current, nothing to remove
+        parts = GatewayParts(
+            doors=self.doors,
+            readers_online=lambda: {r: h.online for r, h in self.activity.readers.items()},
+            inside=self.state.inside,
+            listen=self.activity.listen,
+            commands=self,
+            marker=marker,
+        )
+        self.home_assistant = HomeAssistantBridge(self.config, parts)
+        self.supervisor.start("home assistant", self.home_assistant.run)
 
     def _start_metrics(self) -> None:
         """Prometheus metrics on their own address and thread, sampled on the loop."""
