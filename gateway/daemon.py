@@ -38,6 +38,7 @@ from gateway.web.next_card import NextCard
 
 if TYPE_CHECKING:
     from gateway.sync.runner import SyncRunner
+    from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
 
@@ -76,7 +77,8 @@ class Gateway:
         self._event_tasks: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
-        self._web: Any = None
+        self._web: WebServer | None = None  # the web UI while it serves
+        self._web_first: WebServer | AccessGwError | None = None
         self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
@@ -141,8 +143,7 @@ class Gateway:
         await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
             await _logged(f"stopping door {door.id}", door.stop())
-        if self._web is not None:
-            await _logged("stopping the web UI", self._web.stop())
+        await self.supervisor.stop(["web"])  # the web part stops its server itself
         if self._metrics is not None:
             self._metrics.stop()
         await self.supervisor.stop()
@@ -462,17 +463,39 @@ class Gateway:
             self.state.clock_synced = self.clock.synced()
 
     def _start_web(self) -> None:
-        """The installer's web UI, in a thread of its own (it never slows the doors)."""
+        """The installer's web UI, in a thread of its own (it never slows the doors).
+
+        It is bound at once (a taken port shows in the first log lines), then supervised
+        like every part: a port in use or a crashed UI is logged, reported
+        (``component_failed``, the status's ``components``) and tried again with back-off,
+        while doors, readers, journal and sync go on.
+        """
+        try:
+            self._web = self._web_first = self._new_web()
+        except AccessGwError as exc:
+            self._web_first = exc  # raised by the supervised part: reported and retried
+        self.supervisor.start("web", self._serve_web)
+
+    def _new_web(self) -> WebServer:
         from gateway.web.server import WebServer
 
         web = WebServer(self, self.config.web, self.state_dir.path)
-        try:
-            web.start()
-        except AccessGwError as exc:  # the doors work without the UI
-            log.error("%s", exc)
-            self.record_event("component_failed", None, {"component": "web", "error": str(exc)})
-            return
+        web.start()
+        return web
+
+    async def _serve_web(self) -> None:
+        """One life of the web UI: until its thread ends (a failure) or the gateway stops."""
+        first, self._web_first = self._web_first, None
+        if isinstance(first, BaseException):
+            raise first
+        web = first if first is not None else self._new_web()
         self._web = web
+        try:
+            cause = await web.wait_stopped()
+        finally:
+            self._web = None
+            await web.stop()
+        raise AccessGwError(f"the web UI stopped: {cause or 'without a reason'}")
 
 
 def _part(kind: str, name: str) -> str:

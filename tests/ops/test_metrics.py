@@ -124,7 +124,7 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
     assert value("accessgw_entitlements_age_seconds") is not None
     assert value("accessgw_event_loop_lag_seconds_count") > 0
     assert value("accessgw_peer_checkins_total", result="accepted") is None  # no peers here
-    assert value("process_resident_memory_bytes") > 10_000_000
+    assert value("accessgw_resident_memory_bytes") > 10_000_000
 
 
 def test_the_grafana_dashboard_uses_only_metrics_the_gateway_serves():
@@ -163,3 +163,8 @@ def test_bad_message_reasons_beyond_the_cap_are_counted_as_other(monkeypatch):
         metrics.event("bad_message", {"topic": "x/cap", "reason": f"reason-{'a' * n}"})
     assert len(metrics._bad_series) == 4  # three reasons, then "other"
     assert ("x/cap", "other") in metrics._bad_series
+
+
+def test_memory_is_known_even_where_systemd_hides_proc_stat(tmp_path):
+    assert metrics.resident_memory_bytes() > 10_000_000  # /proc/self/statm
+    assert metrics.resident_memory_bytes(str(tmp_path / "hidden")) > 10_000_000  # peak RSS
