@@ -171,9 +171,13 @@ class Door:
             "contact": contact,
         }
 
-    async def start(self) -> None:
-        """Put the lock in its safe (de-energised) state, then take control of it."""
-        if self._task is not None:
+    async def start(self, *, spawn: bool = True) -> None:
+        """Put the lock in its safe (de-energised) state, then take control of it.
+
+        With ``spawn=False`` the caller runs :meth:`run` itself (the daemon's supervisor,
+        which restarts it if it fails).
+        """
+        if self._task is not None or self._unsubscribe:
             return
         self._watch(self._contact, self._on_contact)
         self._watch(self._rex, self._on_rex)
@@ -197,7 +201,16 @@ class Door:
                 "is contact.closed_when wrong for this wiring?",
                 self.id,
             )
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"door {self.id}")
+        if spawn:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"door {self.id}")
+
+    async def run(self) -> None:
+        """The door's writer loop, until cancelled (a supervisor may run it again)."""
+        self._task = asyncio.current_task()
+        try:
+            await self._run()
+        finally:
+            self._task = None
 
     async def stop(self) -> None:
         """Stop watching inputs and leave the lock de-energised (its safe state)."""

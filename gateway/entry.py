@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -54,7 +55,7 @@ class JournalLike(Protocol):
 class SeenPasses(Protocol):
     """The durable replay cache (gateway.pass_cache.PassCache provides it)."""
 
-    def add(self, device: str, t: int, nonce: str) -> None: ...
+    def add(self, device: str, t: int, nonce: str) -> Future[None]: ...
 
 
 class StoreLike(EntitlementView, Protocol):
@@ -111,8 +112,14 @@ class Entrance:
         self.explained = explained  # the name and trace, for the installer's UI only
         self._one_at_a_time = asyncio.Lock()
 
-    async def present(self, read: CredentialRead) -> dict[str, Any]:
-        """Decide a read, release the door on a grant, and return the final check-in."""
+    async def present(
+        self, read: CredentialRead, decided: Callable[[bool], None] | None = None
+    ) -> dict[str, Any]:
+        """Decide a read, release the door on a grant, and return the final check-in.
+
+        ``decided(granted)`` is called as soon as the decision is durable, before the door
+        moves and long before the passage: the reader's LED and beep come then.
+        """
         tapped = time.monotonic() - _seconds_since(read.at)  # the reader saw it then
         async with self._one_at_a_time:
             began = time.perf_counter()
@@ -121,6 +128,8 @@ class Entrance:
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
             entry = await self.journal.record_decision(checkin)  # durable before the lock moves
+            if decided is not None:
+                decided(decision.granted)
             passed, released_at = False, None
             if decision.granted:
                 outcome = await self.door.release()
@@ -151,9 +160,8 @@ class Entrance:
 
     async def _remember_pass(self, decision: Decision, read: CredentialRead) -> None:
         if decision.pass_seen is not None:
-            self.passes.add(
-                *decision.pass_seen
-            )  # durable: a used pass stays used after a power cut
+            # durable before the decision goes on: a used pass stays used after a power cut
+            await asyncio.wrap_future(self.passes.add(*decision.pass_seen))
             self.state.seen_passes.add(decision.pass_seen)
         if decision.clock_unsynced:
             await self.journal.record_event(
@@ -188,4 +196,6 @@ class Entrance:
         }
         if decision.member_message:
             checkin["member_message"] = decision.member_message  # for the reception
+        if decision.pass_seen is not None:  # peers add it to their replay caches
+            checkin["pass"] = list(decision.pass_seen)
         return checkin

@@ -3,8 +3,9 @@
 The gateway binds the listening socket (a port in use is reported at once, in words),
 makes the setup code on first start, and starts ``python -m gateway.web.process`` with
 the socket and one end of a socket pair. On its own loop it only answers the UI's calls
-and forwards activity (gateway.web.channel). A UI process that dies is logged, reported
-and started again with back-off; the doors go on regardless.
+and forwards activity (gateway.web.channel). A UI process that dies ends this server
+(``wait_stopped`` says why): the daemon's supervisor reports it and starts a new one with
+back-off, while the doors go on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from gateway.web.gateway_side import GatewaySide, WebGateway
 from gateway.web.tls import tls_files
 
 log = logging.getLogger("accessgw.web")
-BACKOFF_MAX = 60.0
 
 
 def allowed_hosts(cfg: WebSection) -> frozenset[str]:
@@ -48,10 +48,9 @@ class WebServer:
         self.cfg = cfg
         self.state_dir = state_dir
         self.port: int | None = None
-        self.restarts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._listen: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[str | None] | None = None
         self._stopping = False
 
     @property
@@ -71,7 +70,7 @@ class WebServer:
                 self.scheme, self.cfg.listen, self.port, code,
             )  # fmt: skip
         self._settings = self._process_settings()
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="web ui")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="web ui")
 
     def _process_settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -84,30 +83,24 @@ class WebServer:
             settings |= {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         return settings
 
-    async def _supervise(self) -> None:
-        backoff = 1.0
-        while not self._stopping:
-            started = asyncio.get_running_loop().time()
-            try:
-                await self._run_once()
-            except Exception as exc:
-                log.exception("the web UI failed")
-                reason = str(exc)
-            else:
-                reason = f"the web UI process ended (exit {self._exit_code()})"
+    async def _run(self) -> str | None:
+        """One life of the UI process; why it ended (None when asked to stop)."""
+        try:
+            await self._run_once()
+        except Exception as exc:
             if self._stopping:
-                return
-            self.restarts += 1
-            if asyncio.get_running_loop().time() - started > 60:
-                backoff = 1.0
-            log.error(
-                "%s; starting it again in %.0f s (the doors are not affected)", reason, backoff
-            )
-            self.gateway.record_event(
-                "component_failed", None, {"component": "web", "reason": reason}
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(BACKOFF_MAX, backoff * 2)
+                return None
+            log.exception("the web UI failed")
+            return f"{type(exc).__name__}: {exc}"
+        if self._stopping:
+            return None
+        return f"the web UI process ended (exit status {self._exit_code()})"
+
+    async def wait_stopped(self) -> str | None:
+        """Wait until the UI ends: why it did (None when asked to stop)."""
+        if self._task is None:
+            return "it was never started"
+        return await asyncio.shield(self._task)
 
     def _exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
@@ -176,8 +169,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise AccessGwError(
-            f"the web UI cannot listen on {host}:{port}: {exc.strerror}. Is another program "
-            "using that port? Change web.port, or stop the other program."
+            f"the web UI cannot listen on {host}:{port} ([web] port = {port}): {exc.strerror}. "
+            "Is another program using that port? Change [web] port, or stop the other "
+            "program; the doors work meanwhile and the UI is tried again."
         ) from exc
     sock.listen(128)
     return sock
