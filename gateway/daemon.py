@@ -279,15 +279,31 @@ class Gateway:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
             self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
+            told: list[bool] = []
+
+            def decided(granted: bool, told: list[bool] = told) -> None:
+                told.append(granted)  # the LED and beep now, not after the passage
+                self._feedback(reader, granted)
+
             try:
-                checkin = await entrance.present(read)
+                await entrance.present(read, decided)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
-                checkin = None
+                if not told:
+                    self._feedback(reader, False)
+
+    def _feedback(self, reader: Reader, granted: bool) -> None:
+        """Show a decision on the reader in the background: the door never waits on it."""
+
+        async def show() -> None:
             try:
-                await reader.feedback(checkin is not None and checkin["decision"] == "granted")
+                await reader.feedback(granted)
             except Exception as exc:  # the LED is a nicety: the door goes on without it
                 log.warning("reader %s: feedback failed: %s", reader.id, describe(exc))
+
+        task = asyncio.get_running_loop().create_task(show(), name=f"feedback {reader.id}")
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
 
     def reader_health(self, health: ReaderHealth) -> None:
         self.activity.health(health)
