@@ -362,10 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file", help="the backup file to read")
     restore.add_argument("--state-dir", help="restore the state here (default: as backed up)")
     restore.add_argument("--force", action="store_true", help="replace existing state/files")
+    backup.add_argument("--config", help=f"the config file (default: {DEFAULT_CONFIG})")
+    restore.add_argument("--config", help="where to write the config (default: as backed up)")
     for command in (backup, restore):
-        command.add_argument(
-            "--config", default=None, help=f"the config file (default: {DEFAULT_CONFIG})"
-        )
         command.add_argument(
             "--passphrase-file", help=f"read the passphrase from a file (or ${PASSPHRASE_ENV})"
         )
