@@ -28,6 +28,7 @@ from gateway.profiles import find_profile
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
+from gateway.sync.commands import CommandFailed
 from gateway.systemd import keep_watchdog_fed, notify
 
 log = logging.getLogger("accessgw")
@@ -267,10 +268,29 @@ class Gateway:
                     "entitlements_version": self.store.version,
                 }
             )
-            outcome = await self.doors[door_id].open_once(seconds)
-            final = await self.journal.finalise(entry.seq, passed=outcome.passed, charged=0)
-            self.state.apply_checkin(final, own=True)
-            self._own_checkin(final)
+            released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
+            self._event_tasks.add(task)
+            task.add_done_callback(self._event_tasks.discard)
+            # answered once the lock moved, not after the passage (Clarifications, Commands)
+            if not await released:
+                raise CommandFailed(f"door {door_id}: the lock could not be released")
+
+    async def _remote_open(
+        self, door_id: str, seq: int, seconds: int | None, released: asyncio.Future[bool]
+    ) -> None:
+        """One remote release through to its final check-in (after the passage or timeout)."""
+        passed = False
+        try:
+            passed = (await self.doors[door_id].open_once(seconds, released)).passed
+        except Exception:  # the record is still finalised (not passed); the result says failed
+            log.exception("door %s: remote open failed", door_id)
+        finally:
+            if not released.done():
+                released.set_result(False)
+        final = await self.journal.finalise(seq, passed=passed, charged=0)
+        self.state.apply_checkin(final, own=True)
+        self._own_checkin(final)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
