@@ -57,6 +57,7 @@ class Gateway:
         self.sync: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._event_tasks: set[asyncio.Task[Any]] = set()
+        self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
@@ -269,9 +270,10 @@ class Gateway:
                 }
             )
             released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            # kept apart from the event tasks: stopping must not wait for a passage
             task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
-            self._event_tasks.add(task)
-            task.add_done_callback(self._event_tasks.discard)
+            self._remote_opens.add(task)
+            task.add_done_callback(self._remote_opens.discard)
             # answered once the lock moved, not after the passage (Clarifications, Commands)
             if not await released:
                 raise CommandFailed(f"door {door_id}: the lock could not be released")

@@ -301,10 +301,11 @@ def _verifies_as_sent(payload: bytes, sig_text: str, sig: bytes, key: Ed25519Pub
     if at < 1:
         return False
     before, after = payload[at - 1 : at], payload[at + len(member) : at + len(member) + 1]
+    view = memoryview(payload)  # one copy of a big payload, not three
     if before == b",":
-        unsigned = payload[: at - 1] + payload[at + len(member) :]
+        unsigned = b"".join((view[: at - 1], view[at + len(member) :]))
     elif before == b"{" and after == b",":
-        unsigned = payload[:at] + payload[at + len(member) + 1 :]
+        unsigned = b"".join((view[:at], view[at + len(member) + 1 :]))
     else:
         return False
     try:

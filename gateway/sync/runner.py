@@ -203,6 +203,11 @@ class SyncRunner:
                 isinstance(n, int) and not isinstance(n, bool) for n in zones.values()
             ):
                 raise ValueError("zones must map zone ids to integers")
+        except RecursionError:  # "[[[[...": deeper than the parser goes
+            self._event(
+                "bad_message", {"topic": f"gw/{gw}/occupancy", "reason": "nested too deeply"}
+            )
+            return
         except (ValueError, KeyError, TypeError) as exc:
             self._event("bad_message", {"topic": f"gw/{gw}/occupancy", "reason": str(exc)[:200]})
             return
