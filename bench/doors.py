@@ -23,9 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import latency_line
-from drivers.modbus import ModbusBoard
+from drivers.modbus import ModbusBoard, ModbusSettings
 from gateway.config import BoardConfig, DoorConfig, Point
 from gateway.doors import Door
+from gateway.profiles import board_address
 from simulators.relay_board import RelayBoardSim
 
 TARGET_P99_MS = 10.0
@@ -72,7 +73,7 @@ async def latencies(sim: RelayBoardSim, transport: str, grants: int) -> list[flo
     else:
         config = BoardConfig(id="relays", profile="bench", port=sim.path)
     settings = {"transport": transport, "inputs": 8, "poll_interval": 0.05, "timeout": 0.5}
-    board = ModbusBoard(config, settings)
+    board = ModbusBoard(config.id, board_address(config), ModbusSettings(**settings))
     await board.start()
     door = Door(
         DoorConfig(

@@ -14,9 +14,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import BoardConfig
+from pydantic import Field
+
 from gateway.outputs import Board, BoardOffline
-from gateway.profiles import Profile
+from gateway.profiles import BoardDriverSpec, DeviceAddress, DriverSettings
+
+
+class FakeSettings(DriverSettings):
+    """What the fake board's profile may set."""
+
+    debounce: float = Field(0.0, ge=0, le=5)
+    outputs: int = Field(16, ge=1, le=1024)
+    inputs: int = Field(16, ge=0, le=1024)
+
+    @property
+    def output_count(self) -> int:
+        """Outputs a door may name."""
+        return self.outputs
+
+    @property
+    def input_count(self) -> int:
+        """Inputs a door may name."""
+        return self.inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,9 @@ class FakeBoard(Board):
         return sorted(i for i, on in self.outputs.items() if on)
 
 
-def create_board(config: BoardConfig, profile: Profile) -> FakeBoard:
+def create_board(board_id: str, address: DeviceAddress, settings: FakeSettings) -> FakeBoard:
     """The driver factory (see gateway/profiles.py): a fake board named by the config."""
-    return FakeBoard(config.id, profile.merged(config.options))
+    return FakeBoard(board_id, settings.model_dump())
+
+
+BOARD_DRIVER = BoardDriverSpec(FakeSettings, create_board)

@@ -6,7 +6,7 @@ kernel (with its own de-bounce, ``debounce_period``) and are read on the event l
 line request's file descriptor goes to ``loop.add_reader``, so nothing blocks and nothing
 polls.
 
-Settings (see firmware-profiles/rpi-relay-hat-gpio.toml): ``chip``, ``outputs`` and
+Settings (see gateway/firmware_profiles/rpi-relay-hat-gpio.toml): ``chip``, ``outputs`` and
 ``inputs`` (lists of line offsets; a door's point index n is the n-th entry),
 ``outputs_active_low``, ``inputs_active_low``, ``bias`` and ``debounce`` (seconds).
 """
@@ -18,15 +18,56 @@ import contextlib
 import glob
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from gateway.config import BoardConfig
-from gateway.errors import ConfigError, DeviceNotFound
+from pydantic import Field, model_validator
+
+from gateway.errors import DeviceNotFound
 from gateway.outputs import Board, BoardOffline
-from gateway.profiles import Profile
+from gateway.profiles import BoardDriverSpec, DeviceAddress, DriverSettings
 
 BIASES = ("pull-up", "pull-down", "disabled", "as-is")
+LineOffset = int
+# gpiod.request_lines, or a stand-in at that boundary (simulators/gpio_chip.py in tests)
+RequestLines = Callable[..., Any]
+
+
+class GpioSettings(DriverSettings):
+    """What a GPIO board profile may set (``[settings]``, overridden by ``options``)."""
+
+    chip: str = "/dev/gpiochip0"
+    outputs: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=list)
+    inputs: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=list)
+    outputs_active_low: bool = Field(
+        False, description="a relay is ON while its pin is LOW (the Waveshare RPi relay HAT)"
+    )
+    inputs_active_low: bool = False
+    bias: Literal["pull-up", "pull-down", "disabled", "as-is"] = "pull-up"
+    debounce: float = Field(0.0, ge=0, le=1.0)
+
+    @model_validator(mode="after")
+    def _lines_once(self) -> GpioSettings:
+        both = set(self.outputs) & set(self.inputs)
+        if both:
+            raise ValueError(
+                f"GPIO line(s) {sorted(both)} are both an output and an input: a line is one or "
+                "the other"
+            )
+        if len(set(self.outputs)) != len(self.outputs) or len(set(self.inputs)) != len(self.inputs):
+            raise ValueError("a GPIO line is listed twice")
+        return self
+
+    @property
+    def output_count(self) -> int:
+        """How many outputs a door can name (index 0..n-1)."""
+        return len(self.outputs)
+
+    @property
+    def input_count(self) -> int:
+        """How many inputs a door can name (index 0..n-1)."""
+        return len(self.inputs)
 
 
 class GpioMissing(DeviceNotFound):
@@ -56,30 +97,41 @@ def _check_chip(chip: str) -> None:
 class GpioBoard(Board):
     """Relays and dry-contact inputs on one GPIO chip."""
 
-    def __init__(self, board_id: str, settings: dict[str, Any]) -> None:
-        super().__init__(board_id, settings)
-        s = self.settings
-        self.chip = str(s.get("chip", "/dev/gpiochip0"))
-        self.outputs = [int(o) for o in s.get("outputs", [])]
-        self.inputs = [int(i) for i in s.get("inputs", [])]
-        self.bias = str(s.get("bias", "pull-up"))
-        if self.bias not in BIASES:
-            raise ConfigError(f"board {board_id}", [f"bias must be one of {', '.join(BIASES)}"])
-        if set(self.outputs) & set(self.inputs):
-            raise ConfigError(f"board {board_id}", ["a GPIO line is both an output and an input"])
+    def __init__(
+        self,
+        board_id: str,
+        settings: GpioSettings,
+        *,
+        request_lines: RequestLines | None = None,
+    ) -> None:
+        super().__init__(board_id, settings.model_dump())
+        self.config = settings
+        self.chip = settings.chip
+        self.outputs = list(settings.outputs)
+        self.inputs = list(settings.inputs)
+        self.bias = settings.bias
+        self._request_lines = request_lines
         self._request: Any = None
         self._gpiod: Any = None
         # the kernel de-bounces (debounce_period); edges come one by one, with no later
         # sample to confirm them, so the software filter must let each one through
-        self.kernel_debounce, self.debounce = self.debounce, 0.0
+        self.kernel_debounce, self.debounce = settings.debounce, 0.0
+
+    @property
+    def output_count(self) -> int:
+        """How many outputs this board has (a door's index must be below it)."""
+        return len(self.outputs)
 
     async def start(self) -> None:
-        """Request the lines (outputs start inactive) and read edges on the event loop."""
+        """Request the lines (outputs start at their safe level) and read edges on the loop."""
         gpiod = _import_gpiod()
-        _check_chip(self.chip)
+        request_lines = self._request_lines
+        if request_lines is None:
+            _check_chip(self.chip)
+            request_lines = gpiod.request_lines
         self._gpiod = gpiod
         self._request = await asyncio.to_thread(
-            gpiod.request_lines, self.chip, consumer="accessgw", config=self._line_config()
+            request_lines, self.chip, consumer="accessgw", config=self._line_config()
         )
         now = time.monotonic()
         for index, offset in enumerate(self.inputs):
@@ -91,11 +143,13 @@ class GpioBoard(Board):
         from gpiod.line import Bias, Direction, Edge, Value
 
         config: dict[Any, Any] = {}
-        if self.outputs:
-            config[tuple(self.outputs)] = self._gpiod.LineSettings(
+        for index, offset in enumerate(self.outputs):
+            # each output starts at the level a door declared safe for it (de-energised
+            # unless told otherwise): the relay never clicks on at start
+            config[offset] = self._gpiod.LineSettings(
                 direction=Direction.OUTPUT,
-                output_value=Value.INACTIVE,
-                active_low=bool(self.settings.get("outputs_active_low", False)),
+                output_value=Value.ACTIVE if self.safe_level(index) else Value.INACTIVE,
+                active_low=self.config.outputs_active_low,
             )
         if self.inputs:
             bias = {
@@ -108,7 +162,7 @@ class GpioBoard(Board):
                 direction=Direction.INPUT,
                 edge_detection=Edge.BOTH,
                 bias=bias,
-                active_low=bool(self.settings.get("inputs_active_low", False)),
+                active_low=self.config.inputs_active_low,
                 debounce_period=timedelta(seconds=self.kernel_debounce),
             )
         return config
@@ -155,6 +209,9 @@ class GpioBoard(Board):
             request.release()
 
 
-def create_board(config: BoardConfig, profile: Profile) -> GpioBoard:
-    """The driver factory (see gateway/profiles.py)."""
-    return GpioBoard(config.id, profile.merged(config.options))
+def create_board(board_id: str, address: DeviceAddress, settings: GpioSettings) -> GpioBoard:
+    """The driver factory (see gateway/profiles.py): the chip is in the settings."""
+    return GpioBoard(board_id, settings)
+
+
+BOARD_DRIVER = BoardDriverSpec(GpioSettings, create_board)

@@ -21,12 +21,10 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
-from drivers.serial_port import Backoff, DriverSettings, parse_settings, ports_seen
-from gateway.config import ReaderConfig
+from drivers.serial_port import Backoff, ports_seen
 from gateway.errors import HardwareError
-from gateway.profiles import Profile
+from gateway.profiles import DeviceAddress, DriverSettings, ReaderDriverSpec, ReaderSecrets
 from gateway.readers import CredentialRead, HealthCallback, Reader, utc_now
-from gateway.state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +188,18 @@ class LibnfcReader(Reader):
 
 
 def create_reader(
-    config: ReaderConfig, profile: Profile, state_dir: StateDir, on_health: HealthCallback
+    reader_id: str,
+    address: DeviceAddress,
+    settings: LibnfcSettings,
+    secrets: ReaderSecrets,
+    on_health: HealthCallback,
 ) -> Reader:
     """The driver factory named by ``driver = "libnfc"`` profiles."""
-    where = f"reader {config.id} (profile {profile.name})"
-    settings = parse_settings(LibnfcSettings, profile.merged(config.options), where)
-    return LibnfcReader(config.id, connstring(config.port, settings), settings, on_health)
+    return LibnfcReader(reader_id, connstring(address.port, settings), settings, on_health)
+
+
+def _any_port(address: DeviceAddress, settings: LibnfcSettings) -> list[tuple[str, str]]:
+    return []  # an empty port takes the first device libnfc finds
+
+
+READER_DRIVER = ReaderDriverSpec(LibnfcSettings, create_reader, _any_port)

@@ -27,16 +27,17 @@ from pydantic import Field
 from drivers import pn532_frames as pf
 from drivers.serial_port import (
     Backoff,
-    DriverSettings,
     SerialPort,
-    parse_settings,
-    require_port,
 )
-from gateway.config import ReaderConfig
 from gateway.errors import HardwareError, ProtocolError
-from gateway.profiles import Profile
+from gateway.profiles import (
+    DeviceAddress,
+    DriverSettings,
+    ReaderDriverSpec,
+    ReaderSecrets,
+    needs_port,
+)
 from gateway.readers import CredentialRead, HealthCallback, Reader, classify_code, utc_now
-from gateway.state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -316,10 +317,15 @@ class Pn532Reader(Reader):
 
 
 def create_reader(
-    config: ReaderConfig, profile: Profile, state_dir: StateDir, on_health: HealthCallback
+    reader_id: str,
+    address: DeviceAddress,
+    settings: Pn532Settings,
+    secrets: ReaderSecrets,
+    on_health: HealthCallback,
 ) -> Reader:
     """The driver factory named by ``driver = "pn532"`` profiles."""
-    where = f"reader {config.id} (profile {profile.name})"
-    settings = parse_settings(Pn532Settings, profile.merged(config.options), where)
-    port = require_port(config.port, config.id, profile.name)
-    return Pn532Reader(config.id, port, settings, on_health)
+    assert address.port is not None  # checked by needs_port
+    return Pn532Reader(reader_id, address.port, settings, on_health)
+
+
+READER_DRIVER = ReaderDriverSpec(Pn532Settings, create_reader, needs_port)

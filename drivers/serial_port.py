@@ -13,55 +13,19 @@ import asyncio
 import errno
 import glob
 import os
-from typing import Any, TypeVar
+from typing import Any
 
 import serial
 import serial_asyncio_fast
-from pydantic import BaseModel, ConfigDict, ValidationError
 from serial.tools import list_ports
 
-from gateway.errors import ConfigError, DeviceNotFound, HardwareError
+from gateway.errors import DeviceNotFound, HardwareError
 
 READ_SIZE = 4096
 
 
 class PortLost(HardwareError):
     """An open serial port stopped working (unplugged, or its device went away)."""
-
-
-class DriverSettings(BaseModel):
-    """Base of a driver's settings (profile ``[settings]`` merged with config ``options``).
-
-    Unknown keys are refused: a typo must not silently become a default.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-SettingsT = TypeVar("SettingsT", bound=DriverSettings)
-
-
-def parse_settings(model: type[SettingsT], settings: dict[str, Any], where: str) -> SettingsT:
-    """Validate ``settings`` into ``model``; ConfigError naming every bad key."""
-    try:
-        return model.model_validate(settings)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(settings)"
-            msg = "unknown setting (a typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{key}: {msg}")
-        raise ConfigError(where, problems) from None
-
-
-def require_port(port: str | None, reader_id: str, profile: str) -> str:
-    """The configured port; ConfigError if the reader has none."""
-    if not port:
-        raise ConfigError(
-            f"reader {reader_id}",
-            [f'port is required for profile {profile} (e.g. port = "/dev/ttyUSB0")'],
-        )
-    return port
 
 
 def ports_seen() -> list[str]:

@@ -19,16 +19,17 @@ from pydantic import Field
 
 from drivers.serial_port import (
     Backoff,
-    DriverSettings,
     SerialPort,
-    parse_settings,
-    require_port,
 )
-from gateway.config import ReaderConfig
 from gateway.errors import HardwareError
-from gateway.profiles import Profile
+from gateway.profiles import (
+    DeviceAddress,
+    DriverSettings,
+    ReaderDriverSpec,
+    ReaderSecrets,
+    needs_port,
+)
 from gateway.readers import CredentialRead, HealthCallback, Reader, classify_code, utc_now
-from gateway.state_dir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +174,15 @@ class SerialScanner(Reader):
 
 
 def create_reader(
-    config: ReaderConfig, profile: Profile, state_dir: StateDir, on_health: HealthCallback
+    reader_id: str,
+    address: DeviceAddress,
+    settings: ScannerSettings,
+    secrets: ReaderSecrets,
+    on_health: HealthCallback,
 ) -> Reader:
     """The driver factory named by ``driver = "serial_scanner"`` profiles."""
-    where = f"reader {config.id} (profile {profile.name})"
-    settings = parse_settings(ScannerSettings, profile.merged(config.options), where)
-    port = require_port(config.port, config.id, profile.name)
-    return SerialScanner(config.id, port, settings, on_health)
+    assert address.port is not None  # checked by needs_port
+    return SerialScanner(reader_id, address.port, settings, on_health)
+
+
+READER_DRIVER = ReaderDriverSpec(ScannerSettings, create_reader, needs_port)

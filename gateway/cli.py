@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.errors import AccessGwError, ConfigError, InvalidSet
+from gateway.state_dir import make_files_private
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -81,27 +82,33 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """``accessgw check-config FILE``: ``ok``, or every problem and exit 1."""
-    from gateway.config import BoardConfig, ReaderConfig, load_config
-    from gateway.profiles import find_profile
+    """``accessgw check-config FILE``: ``ok``, or every problem and exit 1.
 
-    try:
-        config = load_config(args.file)
-        problems = []
-        items: list[ReaderConfig | BoardConfig] = [*config.readers, *config.boards]
-        for item in items:
-            try:
-                find_profile(item.profile)
-            except ConfigError as exc:
-                problems.append(f"{item.id}: " + "; ".join(exc.problems))
-        if problems:
-            raise ConfigError(args.file, problems)
-    except ConfigError as exc:
-        print(f"{exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
+    The same validation as ``run`` and the web UI (:mod:`gateway.validation`); warnings are
+    listed apart and do not fail.
+    """
+    from gateway.validation import validate_file
+
+    report = validate_file(args.file)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    for warning in report.warnings:
+        print(f"{report.file}: warning: {warning}", file=sys.stderr)
+    if not report.ok:
+        print(f"{report.file}: {len(report.problems)} problem(s)", file=sys.stderr)
+        for problem in report.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
     print("ok")
+    return EXIT_OK
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    """``accessgw id CONFIG``: this gateway's id, site and public key, for registration."""
+    from gateway.identity import describe_identity
+
+    print(json.dumps(describe_identity(args.config)))
     return EXIT_OK
 
 
@@ -113,21 +120,15 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``accessgw run CONFIG``: the daemon."""
-    try:
-        from gateway.daemon import run_daemon
-    except ImportError:
-        print("accessgw run: not built yet", file=sys.stderr)
-        return EXIT_PROBLEMS
+    from gateway.daemon import run_daemon
+
     return run_daemon(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``accessgw demo``: the gateway on simulated hardware."""
-    try:
-        from gateway.demo import run_demo
-    except ImportError:
-        print("demo not built yet")
-        return EXIT_OK
+    from gateway.demo import run_demo
+
     return run_demo(args)
 
 
@@ -151,26 +152,104 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
+DESCRIPTION = """\
+accessgw: the access-control gateway at a door. It reads badges, QR codes and
+phone passes, decides against the locally cached entitlement set, drives the
+relays and syncs check-ins with the central system over MQTT."""
+
+EXAMPLES = """\
+examples:
+  accessgw check-config /etc/accessgw/accessgw.toml
+      validate a config file; prints ok, or every problem with key and line
+  accessgw check-config --json /etc/accessgw/accessgw.toml
+      the same as JSON, for tools
+  accessgw run /etc/accessgw/accessgw.toml
+      run the gateway (systemd does this: systemd/accessgw.service)
+  accessgw demo --seconds 60
+      the gateway on simulated hardware, web UI on http://127.0.0.1:8080/
+  accessgw decide --set set.json --site oslo --zone gym --direction in \\
+      --at 2026-11-22T18:00:00+01:00 --nfc 04A2B3C4
+      why was this member let in or refused?
+  accessgw simulate pn532 --help
+      run one simulator on a pty
+
+Each command has its own help: accessgw COMMAND --help.
+Exit status: 0 ok, 1 problems found (or the gateway failed), 2 bad arguments or input."""
+
+
+def _parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_: str,
+    examples: str = "",
+) -> argparse.ArgumentParser:
+    """A sub-command whose help is plain text with its examples."""
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=help_[:1].upper() + help_[1:] + ".",
+        epilog=f"examples:\n{examples}" if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``accessgw``."""
-    parser = argparse.ArgumentParser(prog="accessgw", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="accessgw",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"accessgw {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the gateway daemon")
+    run = _parser(
+        sub, "run", "run the gateway daemon", "  accessgw run /etc/accessgw/accessgw.toml"
+    )
     run.add_argument("config", help="the TOML config file")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="what to log (default: [log] level, else info)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default=None,
+        help="json lines or text (default auto: text on a terminal, json otherwise)",
+    )
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", help="run the gateway on simulated hardware")
+    demo = _parser(
+        sub, "demo", "run the gateway on simulated hardware", "  accessgw demo --seconds 60"
+    )
     demo.add_argument("--state-dir", default=None, help="where the demo keeps its state")
     demo.add_argument("--port", type=int, default=8080, help="web UI port on 127.0.0.1")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
     demo.set_defaults(func=cmd_demo)
 
-    check = sub.add_parser("check-config", help="validate a config file: ok, or every problem")
-    check.add_argument("file")
+    check = _parser(
+        sub,
+        "check-config",
+        "validate a config file: ok, or every problem with key and line",
+        "  accessgw check-config /etc/accessgw/accessgw.toml\n"
+        "  accessgw check-config --json /etc/accessgw/accessgw.toml",
+    )
+    check.add_argument("file", help="the TOML config file")
+    check.add_argument("--json", action="store_true", help="print one JSON object, for tools")
     check.set_defaults(func=cmd_check_config)
 
-    decide = sub.add_parser("decide", help="decide one presentation offline and explain it")
+    decide = _parser(
+        sub,
+        "decide",
+        "decide one presentation offline and explain it",
+        "  accessgw decide --set set.json --site oslo --zone gym --direction in \\\n"
+        "      --at 2026-11-22T18:00:00+01:00 --nfc 04A2B3C4",
+    )
     decide.add_argument(
         "--set", required=True, help="entitlement set JSON: version, rules, records"
     )
@@ -188,11 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pass", dest="pass_token", help="phone-pass token AGP1....")
     decide.set_defaults(func=cmd_decide)
 
-    version = sub.add_parser("version", help="print the version")
+    ident = _parser(
+        sub,
+        "id",
+        "print this gateway's id, site and public key, for registration in the central "
+        "system (the key pair is made on first use)",
+        "  accessgw id /etc/accessgw/config.toml\n",
+    )
+    ident.add_argument("config", help="the TOML config file")
+    ident.set_defaults(func=cmd_id)
+
+    from gateway.web.commands import add_commands
+
+    add_commands(sub)
+
+    version = _parser(sub, "version", "print the version")
     version.set_defaults(func=cmd_version)
 
-    simulate = sub.add_parser(
-        "simulate", help="run a simulator: pn532, scanner, osdp, relay-board, turnstile, central"
+    simulate = _parser(
+        sub,
+        "simulate",
+        "run a simulator: pn532, scanner, osdp, relay-board, turnstile, central",
+        "  accessgw simulate relay-board --help",
     )
     simulate.add_argument(
         "kind", choices=["pn532", "scanner", "osdp", "relay-board", "turnstile", "central"]
@@ -204,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``accessgw`` console command."""
+    make_files_private()  # state, secrets and databases: 0700/0600 whoever runs us
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -212,7 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"accessgw {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ConfigError as exc:
-        print(f"accessgw {args.command}: {exc}", file=sys.stderr)
+        print(
+            f"accessgw {args.command}: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
     except AccessGwError as exc:
         print(f"accessgw {args.command}: {exc}", file=sys.stderr)

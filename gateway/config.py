@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
@@ -97,6 +94,46 @@ class MqttSection(_Section):
     sync_interval: Seconds = 3600
     inflight: int = Field(100, ge=1, le=10_000)
     reconnect_max: Seconds = 60
+    allow_insecure: bool = Field(
+        False,
+        description="let `run` use plain MQTT (no TLS) to a broker on another host; "
+        "anyone on the network can then read check-ins and forge commands",
+    )
+
+
+class LogSection(_Section):
+    """What the gateway logs (``--log-level`` and ``--log-format`` win over this)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: text on a terminal, JSON lines otherwise (the journal)"
+    )
+    libraries: Literal["debug", "info", "warning", "error"] = Field(
+        "warning", description="pymodbus, paho, uvicorn, aiomqtt: quiet unless asked"
+    )
+
+
+class MetricsSection(_Section):
+    """Prometheus metrics on an address of their own (not the installer's web UI)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(9464, ge=1, le=65535)
+    token_file: Path | None = Field(
+        None, description="a file holding the bearer token scrapers must send (optional)"
+    )
+
+
+class HomeAssistantSection(_Section):
+    """Home Assistant MQTT discovery: doors, readers, occupancy and decisions as entities."""
+
+    enabled: bool = False
+    discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "homeassistant"
+    commands: bool = Field(
+        False,
+        description="offer unlock/lock buttons; only with a broker that signs users in "
+        "and restricts who may write the command topics",
+    )
 
 
 class ReaderConfig(_Section):
@@ -119,7 +156,7 @@ class BoardConfig(_Section):
     port: str | None = None
     host: str | None = None
     tcp_port: int | None = Field(None, ge=1, le=65535)
-    unit: int = Field(1, ge=0, le=247)
+    unit: int = Field(1, ge=1, le=247, description="Modbus unit id (0 is broadcast)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -131,6 +168,16 @@ class Point(_Section):
     active_low: bool = False
 
 
+class ContactPoint(Point):
+    """The door contact: which input level means *closed* is named, never assumed
+    (a contact wired to GND with a pull-up reads active when closed)."""
+
+    closed_when: Literal["active", "inactive"] = Field(
+        "active",
+        description="the input level (after active_low) that means the door is closed",
+    )
+
+
 class DoorConfig(_Section):
     """A door or turnstile (HARDWARE.md, Doors)."""
 
@@ -139,23 +186,95 @@ class DoorConfig(_Section):
     direction: Literal["in", "out"]
     kind: Literal["door", "turnstile"] = "door"
     lock: Point | None = None
-    contact: Point | None = None
+    contact: ContactPoint | None = None
     rex: Point | None = None
     passage: Point | None = None
     fire: Point | None = None
     unlock_seconds: Seconds = 5
+    pulse_seconds: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        None, description="turnstile: length of the pulse on its open input (default 0.5 s)"
+    )
+    relock_on_close: bool | None = Field(
+        None, description="end a grant when the door closes (default: on with a contact)"
+    )
     held_open_seconds: Seconds = 30
     pass_timeout: Seconds = 10
     fail_mode: Literal["safe", "secure"] = "secure"
+    fire_unknown_is_alarm: bool | None = Field(
+        None,
+        description="a fire input that cannot be read counts as alarm (default: on for "
+        "fail_mode = safe doors)",
+    )
     language: str | None = None
+
+    @model_validator(mode="after")
+    def _turnstile_fail_mode(self) -> DoorConfig:
+        if self.kind == "turnstile" and self.fail_mode == "safe":
+            raise ValueError(
+                'fail_mode = "safe" is refused for a turnstile: it would hold the open input '
+                "forever; a turnstile's emergency release is its own controller's fire input"
+            )
+        return self
 
 
 class WebSection(_Section):
-    """The installer's local web UI."""
+    """The installer's local web UI (README: The web UI)."""
 
     enabled: bool = True
     listen: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    tls: Literal["off", "self-signed", "files"] = Field(
+        "off",
+        description="HTTPS: off, self-signed (a certificate made once and kept in the state "
+        "directory) or files (cert_file and key_file)",
+    )
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    allow_insecure_listen: bool = Field(
+        False,
+        description="serve plain HTTP on a non-loopback address anyway (sessions and member "
+        "data then cross the LAN in clear)",
+    )
+    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")]] = Field(
+        default_factory=list,
+        description="host names the UI answers to besides localhost, the listen address and "
+        "the box's own name (a guard against DNS rebinding)",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> WebSection:
+        if self.tls == "files" and (self.cert_file is None or self.key_file is None):
+            raise ValueError('tls = "files" needs cert_file and key_file')
+        if self.tls != "files" and (self.cert_file or self.key_file):
+            raise ValueError('cert_file and key_file are used only with tls = "files"')
+        return self
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can reach the UI (then plain HTTP is fine)."""
+        return is_loopback(self.listen)
+
+    def insecure_listen_problem(self) -> str | None:
+        """Why serving this section as configured would expose the UI in clear, if it would."""
+        if self.tls != "off" or self.loopback_only or self.allow_insecure_listen:
+            return None
+        return (
+            f"web.listen = {self.listen!r} serves the installer UI to the network without TLS: "
+            'set web.tls = "self-signed" (or "files"), listen on 127.0.0.1 and use an SSH '
+            "tunnel, or set web.allow_insecure_listen = true if you really mean it"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Config(_Section):
@@ -168,91 +287,27 @@ class Config(_Section):
     boards: list[BoardConfig] = Field(default_factory=list)
     doors: list[DoorConfig] = Field(default_factory=list)
     web: WebSection = WebSection()
-
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        problems = []
-        for name, items in (
-            ("readers", self.readers),
-            ("boards", self.boards),
-            ("doors", self.doors),
-        ):
-            seen: set[str] = set()
-            for item in items:
-                if item.id in seen:
-                    problems.append(f"{name}: id {item.id!r} is used twice")
-                seen.add(item.id)
-        doors = {d.id for d in self.doors}
-        boards = {b.id for b in self.boards}
-        for reader in self.readers:
-            if reader.door not in doors:
-                problems.append(
-                    f"reader {reader.id!r} names door {reader.door!r}, "
-                    f"which is not configured (doors: {', '.join(sorted(doors)) or 'none'})"
-                )
-        for door in self.doors:
-            for role in ("lock", "contact", "rex", "passage", "fire"):
-                point = getattr(door, role)
-                if point is not None and point.board not in boards:
-                    problems.append(
-                        f"door {door.id!r} {role} names board {point.board!r}, "
-                        f"which is not configured"
-                    )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
-    """Best-effort line number of the key at ``loc`` in the TOML text."""
-    lines = text.splitlines()
-    start = 0
-    table: list[str] = []
-    for part in loc:
-        if isinstance(part, int):
-            header = re.compile(rf"^\s*\[\[\s*{re.escape('.'.join(table))}\s*\]\]")
-            hits = [i for i, line in enumerate(lines) if header.match(line)]
-            if part < len(hits):
-                start = hits[part]
-            continue
-        table.append(part)
-        header = re.compile(rf"^\s*\[+\s*{re.escape('.'.join(table))}\s*\]+")
-        key = re.compile(rf"^\s*{re.escape(part)}\s*=")
-        for i in range(start, len(lines)):
-            if header.match(lines[i]) or key.match(lines[i]):
-                start = i
-                break
-        else:
-            return None
-    return start + 1 if loc else None
+    log: LogSection = LogSection()
+    metrics: MetricsSection = MetricsSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
-    """Validate TOML text; raise ConfigError listing every problem with key and line."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(text, loc)
-            where = f"line {line}: " if line else ""
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (a typo?)"
-            elif err["type"] == "missing":
-                msg = "is required"
-            problems.append(f"{where}{key}: {msg}")
-        raise ConfigError(path, problems) from None
+    """Validate TOML text (schema and cross-references); ConfigError with key and line.
+
+    ``run`` and ``check-config`` validate more (files, state directory, devices):
+    :func:`gateway.validation.validate_file`.
+    """
+    from gateway.validation import validate_text
+
+    return validate_text(text, path, structure_only=True).valid_config()
 
 
 def load_config(path: Path | str) -> Config:
-    """Read and validate the config file at ``path``."""
+    """Read the config file at ``path``: schema and cross-references only.
+
+    For what ``run`` needs (files, state directory, devices): :mod:`gateway.validation`.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -9,27 +9,36 @@ the link last so the ``stopping`` event still has a chance to leave.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
-from gateway import __version__
+from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.clock import ClockTrust
-from gateway.config import Config, load_config
+from gateway.config import Config
+from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
+from gateway.errors import AccessGwError
 from gateway.history import History
+from gateway.identity import load_identity
 from gateway.journal import Journal
+from gateway.outputs import Board
 from gateway.pass_cache import PassCache
-from gateway.profiles import find_profile
+from gateway.profiles import build_board, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
+from gateway.supervisor import Backoff, Failure, Supervisor, describe
 from gateway.sync.commands import CommandFailed
-from gateway.systemd import keep_watchdog_fed, notify
+from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
+from gateway.web.next_card import NextCard
+
+if TYPE_CHECKING:
+    from gateway.sync.runner import SyncRunner
 
 log = logging.getLogger("accessgw")
 
@@ -42,7 +51,14 @@ def utc_now() -> datetime:
 class Gateway:
     """One gateway process: store, journal, doors, readers, sync and web UI."""
 
-    def __init__(self, config: Config, *, now: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: Callable[[], datetime] = utc_now,
+        backoff: Backoff = Backoff(),
+        housekeeping_every: float = 60.0,
+    ) -> None:
         self.config = config
         self.gw = config.gateway.id
         self.site = config.gateway.site
@@ -50,17 +66,22 @@ class Gateway:
         self.activity = Activity()
         self.clock = ClockTrust(config.gateway.clock)
         self.started_at = now()
-        self.doors: dict[str, Any] = {}
-        self.boards: dict[str, Any] = {}
+        self.doors: dict[str, Door] = {}
+        self.boards: dict[str, Board] = {}
         self.entrances: dict[str, Entrance] = {}
         self.readers: dict[str, Reader] = {}
-        self.sync: Any = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._reader_doors: dict[str, str] = {}
+        self.sync: SyncRunner | None = None
+        self.supervisor = Supervisor(self._component_failed, backoff=backoff)
+        self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
         self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: Any = None
+        self._metrics: metrics.MetricsServer | None = None
+        self.next_card = NextCard()
+        self._trace: tuple[str | None, tuple[str, ...]] | None = None
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -68,6 +89,7 @@ class Gateway:
         """Open the state, put outputs in their safe state, start readers and sync."""
         cfg = self.config
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
+        self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
         self.passes = PassCache.open(self.state_dir.passes)
@@ -83,61 +105,127 @@ class Gateway:
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
         if cfg.web.enabled:
-            self._tasks.append(asyncio.create_task(self._serve_web(), name="web"))
-        self._tasks.append(asyncio.create_task(keep_watchdog_fed(), name="watchdog"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+            self._start_web()
+        if cfg.metrics.enabled:
+            self._start_metrics()
+        if cfg.mqtt.enabled:
+            self._start_home_assistant()
+        if watchdog_interval() is not None:  # only under systemd with WatchdogSec
+            self.supervisor.start("watchdog", keep_watchdog_fed)
+        self.supervisor.start("housekeeping", self._housekeeping)
         notify("READY=1")
+        version = self.store.version
         log.info(
-            "gateway %s of site %s started: %d doors, %d readers, entitlements v%s",
+            "gateway %s of site %s started: %d doors, %d readers, %s",
             self.gw,
             self.site,
             len(self.doors),
             len(self.readers),
-            self.store.version,
+            "no entitlements yet (waiting for the first sync)"
+            if version is None
+            else f"entitlements version {version}",
         )
 
     async def stop(self) -> None:
-        """Stop readers, put doors into their safe state, flush events, close everything."""
+        """Stop readers, put doors into their safe state, flush events, close everything.
+
+        Nothing that fails here is hidden: each failure is logged with its cause, and the
+        rest of the shutdown goes on (the doors' safe state above all).
+        """
         notify("STOPPING=1")
+        await self.supervisor.stop(_part("reader", r) for r in self.readers)
         for reader in self.readers.values():
-            with contextlib.suppress(Exception):
-                await reader.close()
+            await _logged(f"closing reader {reader.id}", reader.close())
         self.record_event("stopping", None, {})
-        await asyncio.gather(*self._event_tasks, return_exceptions=True)
+        for result in await asyncio.gather(*self._event_tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("an event write failed while stopping: %s", describe(result))
+        await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
-            with contextlib.suppress(Exception):
-                await door.stop()
-        if self._web is not None:  # let uvicorn finish its lifespan instead of cancelling it
-            self._web.should_exit = True
-            web_task = next((t for t in self._tasks if t.get_name() == "web"), None)
-            if web_task is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(web_task), 5)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for board in self.boards.values():
-            with contextlib.suppress(Exception):
-                await board.close()
-        await self.journal.close()
-        self.history.close()
-        self.passes.close()
-        self.store.close()
+            await _logged(f"stopping door {door.id}", door.stop())
+        if self._web is not None:
+            await _logged("stopping the web UI", self._web.stop())
+        if self._metrics is not None:
+            self._metrics.stop()
+        await self.supervisor.stop()
+        for board_id, board in self.boards.items():
+            await _logged(f"closing board {board_id}", board.close())
+        await _logged("closing the journal", self.journal.close())
+        for what, close in (
+            ("history", self.history.close),
+            ("pass cache", self.passes.close),
+            ("store", self.store.close),
+        ):
+            try:
+                close()
+            except Exception as exc:
+                log.error("closing the %s failed: %s", what, describe(exc), exc_info=exc)
+
+    def _component_failed(self, failure: Failure) -> None:
+        """A supervised part failed: an event (with its door, if it has one) and the status."""
+        kind, _, name = failure.component.partition(" ")
+        door: str | None = None
+        if kind == "door":
+            door = name
+        elif kind == "reader":
+            door = self._reader_doors.get(name)
+        self.record_event(
+            "component_failed",
+            door,
+            {
+                "component": failure.component,
+                "error": failure.error,
+                "failures": failure.failures,
+                "restart_in_s": failure.restart_in,
+            },
+        )
 
     # --- the parts ----------------------------------------------------------------------
 
-    async def _start_doors(self) -> None:
-        from gateway.doors import Door
+    def _start_home_assistant(self) -> None:
+        """Home Assistant discovery on its own connection (or removal, once switched off)."""
+        from gateway.homeassistant import GatewayParts, HomeAssistantBridge
 
+        marker = self.state_dir.path / "homeassistant.announced"
+        if not (self.config.homeassistant.enabled or marker.exists()):
+            return  # never announced: nothing to keep current, nothing to remove
+        parts = GatewayParts(
+            doors=self.doors,
+            readers_online=lambda: {r: h.online for r, h in self.activity.readers.items()},
+            inside=self.state.inside,
+            listen=self.activity.listen,
+            commands=self,
+            marker=marker,
+        )
+        self.home_assistant = HomeAssistantBridge(self.config, parts)
+        self.supervisor.start("home assistant", self.home_assistant.run)
+
+    def _start_metrics(self) -> None:
+        """Prometheus metrics on their own address and thread, sampled on the loop."""
+        cfg = self.config.metrics
+        self._metrics = metrics.MetricsServer(cfg.listen, cfg.port, cfg.token_file).start()
+        sampler = metrics.Sampler(
+            self.journal,
+            self.store,
+            link_up=self.online,
+            connections=lambda: self.sync.link.connections if self.sync else 0,
+            snapshot_coming=lambda: bool(
+                self.sync and self.sync.entitlements.snapshot_in_progress()
+            ),
+        )
+        self.supervisor.start("metrics sampler", sampler.run)
+
+    async def _start_doors(self) -> None:
         for board_cfg in self.config.boards:
-            profile = find_profile(board_cfg.profile)
-            board = profile.driver_module().create_board(board_cfg, profile)
+            board = build_board(board_cfg)
+            board.subscribe(self._board_events)
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
             door = Door(door_cfg, self.boards, on_event=self._door_events(door_cfg.id))
-            await door.start()
+            await door.start(spawn=False)
             self.doors[door_cfg.id] = door
+            self.supervisor.start(_part("door", door_cfg.id), door.run)
             place = DoorPlace(
                 door_cfg.id,
                 door_cfg.zone,
@@ -154,7 +242,14 @@ class Gateway:
                 passes=self.passes,
                 online=self.online,
                 published=self._own_checkin,
+                explained=self._explained,
             )
+
+    def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
+        """A board's health changes are logged (its relay faults reach us through doors)."""
+        if kind in ("board_online", "board_offline"):
+            logs.log_state_change(kind, None, detail)
+            metrics.event(kind, detail)
 
     def _door_events(self, door_id: str) -> Callable[[str, dict[str, Any]], None]:
         """The event sink of one door: its events are journalled with its id."""
@@ -166,33 +261,39 @@ class Gateway:
 
     def _start_readers(self) -> None:
         for reader_cfg in self.config.readers:
-            profile = find_profile(reader_cfg.profile)
-            reader = profile.driver_module().create_reader(
-                reader_cfg, profile, self.state_dir, self._reader_health
-            )
-            self.readers[reader_cfg.id] = reader
-            entrance = self.entrances[reader_cfg.door]
-            task = asyncio.create_task(
-                self._read_loop(reader, entrance, RepeatGuard(reader_cfg.repeat_guard)),
-                name=f"reader {reader_cfg.id}",
-            )
-            self._tasks.append(task)
+            self._reader_doors[reader_cfg.id] = reader_cfg.door  # its health may come at once
+            reader = build_reader(reader_cfg, self.state_dir, self.reader_health)
+            self.attach_reader(reader, reader_cfg.door, reader_cfg.repeat_guard)
+
+    def attach_reader(self, reader: Reader, door: str, repeat_guard: float) -> None:
+        """Feed ``reader``'s reads to ``door``, supervised (restarted if its loop fails)."""
+        self.readers[reader.id] = reader
+        self._reader_doors[reader.id] = door
+        guard = RepeatGuard(repeat_guard)  # kept across restarts of the loop
+        self.supervisor.start(
+            _part("reader", reader.id),
+            partial(self._read_loop, reader, self.entrances[door], guard),
+            on_failure=partial(_reader_failed, reader),
+        )
 
     async def _read_loop(self, reader: Reader, entrance: Entrance, guard: RepeatGuard) -> None:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
+            self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
             try:
                 checkin = await entrance.present(read)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
-                continue
-            with contextlib.suppress(Exception):
-                await reader.feedback(checkin["decision"] == "granted")
+                checkin = None
+            try:
+                await reader.feedback(checkin is not None and checkin["decision"] == "granted")
+            except Exception as exc:  # the LED is a nicety: the door goes on without it
+                log.warning("reader %s: feedback failed: %s", reader.id, describe(exc))
 
-    def _reader_health(self, health: ReaderHealth) -> None:
+    def reader_health(self, health: ReaderHealth) -> None:
         self.activity.health(health)
         kind = "reader_online" if health.online else "reader_offline"
-        door = next((r.door for r in self.config.readers if r.id == health.reader), None)
+        door = self._reader_doors.get(health.reader)
         self.record_event(kind, door, {"reader": health.reader, "reason": health.reason})
 
     async def _start_sync(self) -> None:
@@ -201,8 +302,15 @@ class Gateway:
             return
         from gateway.sync.runner import SyncRunner
 
-        self.sync = SyncRunner(self)
-        self._tasks.append(asyncio.create_task(self.sync.run(), name="sync"))
+        async def run_sync() -> None:
+            runner = SyncRunner(self)  # a fresh one each start: a failed one is not reused
+            self.sync = runner
+            try:
+                await runner.run()
+            finally:
+                self._published = [c for c in self._published if c != runner.outbox.notify]
+
+        self.supervisor.start("sync", run_sync)
 
     def link_up(self) -> bool:
         """Whether the broker link is up (for tests and the web UI)."""
@@ -212,10 +320,18 @@ class Gateway:
         """Whether the broker link is up (check-ins record ``offline`` otherwise)."""
         return bool(self.sync and self.sync.connected)
 
+    def _explained(self, display: str | None, trace: tuple[str, ...]) -> None:
+        """The decision behind the check-in about to be published (for the installer only)."""
+        self._trace = (display, trace)
+
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
-        self.history.add(checkin)
-        self.activity.add("decision", **checkin)
+        self.history.add(checkin)  # on the history's writer thread, in order
+        shown = dict(checkin)
+        if self._trace is not None:  # never on the wire: the name and trace stay on the box
+            shown["display"], shown["trace"] = self._trace[0], list(self._trace[1])
+            self._trace = None
+        self.activity.add("decision", **shown)
         self._final_checkin()
 
     def _final_checkin(self) -> None:
@@ -229,6 +345,8 @@ class Gateway:
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         """Journal an event (durably, in the background) and show it to the installer."""
         self.activity.add("event", type=type_, door=door, detail=detail)
+        logs.log_state_change(type_, door, detail)
+        metrics.event(type_, detail)
 
         async def write() -> None:
             try:
@@ -297,7 +415,7 @@ class Gateway:
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
         for door_id in self._doors_named(door):
-            self.doors[door_id].set_mode(mode)
+            self.doors[door_id].set_mode(cast(Mode, mode))  # Door.set_mode checks it
             if mode == "lockdown":
                 self.record_event("lockdown", door_id, {"by": "central"})
 
@@ -305,25 +423,6 @@ class Gateway:
         """Command ``resync``: ask for a full snapshot."""
         if self.sync is not None:
             await self.sync.entitlements.resync()
-
-    def take_peer_checkin(self, checkin: dict[str, Any]) -> None:
-        """Another gateway of the site let someone through: share its effects."""
-        self.history.add(checkin)
-        self.state.apply_checkin(checkin, own=False)
-        ticket_id = checkin.get("ticket")
-        if ticket_id and checkin.get("decision") == "granted" and checkin.get("passed"):
-            ticket = self.store.ticket(ticket_id)
-            if ticket is not None and self.state.ticket_uses(ticket_id) > ticket.uses:
-                self.record_event(
-                    "ticket_double_use",
-                    checkin.get("door"),
-                    {
-                        "ticket": ticket_id,
-                        "uses": self.state.ticket_uses(ticket_id),
-                        "allowed": ticket.uses,
-                        "gw": checkin.get("gw"),
-                    },
-                )
 
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
@@ -336,7 +435,7 @@ class Gateway:
         doors = {}
         for door_id, door in self.doors.items():
             entry = dict(door.status())
-            ids = [r.id for r in self.config.readers if r.door == door_id]
+            ids = [r for r, d in self._reader_doors.items() if d == door_id]
             entry["reader"] = (
                 "ok" if all(readers.get(i) and readers[i].online for i in ids) else "offline"
             )
@@ -353,12 +452,13 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "components": self.supervisor.status(),
         }
 
     async def _housekeeping(self) -> None:
         """Once a minute: prune old passages and pass tokens, re-check the clock."""
         while True:
-            await asyncio.sleep(60)
+            await asyncio.sleep(self.housekeeping_every)
             now = self.now()
             self.history.prune(now)
             self.state.forget_before(now)
@@ -367,25 +467,36 @@ class Gateway:
             self.state.seen_passes = set(self.passes.entries())
             self.state.clock_synced = self.clock.synced()
 
-    async def _serve_web(self) -> None:
-        import uvicorn
+    def _start_web(self) -> None:
+        """The installer's web UI, in a thread of its own (it never slows the doors)."""
+        from gateway.web.server import WebServer
 
-        from gateway.web import create_app
+        web = WebServer(self, self.config.web, self.state_dir.path)
+        try:
+            web.start()
+        except AccessGwError as exc:  # the doors work without the UI
+            log.error("%s", exc)
+            self.record_event("component_failed", None, {"component": "web", "error": str(exc)})
+            return
+        self._web = web
 
-        class QuietServer(uvicorn.Server):
-            """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
 
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
+def _part(kind: str, name: str) -> str:
+    """A supervised part's name, e.g. ``door main-in`` (events and status show it)."""
+    return f"{kind} {name}"
 
-        web = self.config.web
-        app = create_app(self.status, self.activity)
-        server = QuietServer(
-            uvicorn.Config(app, host=web.listen, port=web.port, log_level="warning")
-        )
-        self._web = server
-        await server.serve()
+
+def _reader_failed(reader: Reader, error: BaseException | None) -> None:
+    """A reader loop failed: the reader shows offline (``reader_offline``) until it reads."""
+    reader.report(False, f"reader loop failed: {describe(error)}")
+
+
+async def _logged(what: str, step: Awaitable[None]) -> None:
+    """One step of shutting down: a failure is logged with its cause, the rest goes on."""
+    try:
+        await step
+    except Exception as exc:
+        log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
 async def run_gateway(config: Config, stop: asyncio.Event) -> None:
@@ -402,10 +513,17 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    from gateway.validation import validate_file  # the same checks as check-config
+
+    report = validate_file(args.config)
+    config = report.valid_config()
+    logs.configure(
+        getattr(args, "log_level", None) or config.log.level,
+        getattr(args, "log_format", None) or config.log.format,
+        config.log.libraries,
     )
-    config = load_config(args.config)
+    for warning in report.warnings:
+        log.warning("config %s: %s", report.file, warning)
 
     async def main() -> None:
         stop = asyncio.Event()

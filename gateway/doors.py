@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from gateway.config import DoorConfig, Point
+from gateway.config import ContactPoint, DoorConfig, Point
 from gateway.errors import HardwareError
 from gateway.outputs import Board, InputPoint, OutputPoint, check_cancelled, wait_event
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["normal", "unlock", "lockdown"]
 EventSink = Callable[[str, dict[str, Any]], None]
 RETRY_SECONDS = 1.0  # how soon a lock write that failed is tried again
+TURNSTILE_PULSE = 0.5  # seconds on a turnstile's open input when the door does not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class PassageOutcome:
 
     passed: bool
     seen_at: datetime | None
+    released_at: float | None = None  # time.monotonic() when the lock was released (metrics)
 
 
 def _utc_now() -> datetime:
@@ -68,12 +70,23 @@ class Door:
         self._now = now
         self._clock = clock
         self._lock = self._output(config.lock)
-        self._contact = self._input(config.contact)
+        if self._lock is not None:  # the level it must have at start and stop, whatever
+            # the wiring's polarity (an active-low point is physically ON when de-energised)
+            self._lock.board.declare_safe(self._lock.index, self._lock.physical(False))
+        self._contact = self._contact_input(config.contact)
         self._rex = self._input(config.rex)
         self._passage = self._input(config.passage)
         self._fire_input = self._input(config.fire)
         self._mode: Mode = "normal"
-        self._fire = False
+        self._fire = False  # the fire input is active (or unknown, where that is alarm)
+        self._fire_unknown_alarm = (
+            config.fire_unknown_is_alarm
+            if config.fire_unknown_is_alarm is not None
+            else config.fail_mode == "safe"
+        )
+        self._relock_on_close = (
+            config.relock_on_close if config.relock_on_close is not None else True
+        )
         self._release_until = 0.0
         self._rex_until = 0.0
         self._retry_at: float | None = None
@@ -109,6 +122,15 @@ class Door:
             None if point is None else InputPoint(self._board(point), point.index, point.active_low)
         )
 
+    def _contact_input(self, point: ContactPoint | None) -> InputPoint | None:
+        """The contact as an input that is *active when the door is open*."""
+        if point is None:
+            return None
+        # the input's level after active_low is "active"; open is the level that is not
+        # the closed one, so invert once more where closed means active
+        open_active_low = point.active_low != (point.closed_when == "active")
+        return InputPoint(self._board(point), point.index, open_active_low)
+
     # --- the API the entrance and the commands use ------------------------------------
 
     @property
@@ -133,13 +155,13 @@ class Door:
         return await self._release(self._grant_seconds())
 
     async def open_once(
-        self, seconds: float | None = None, released: asyncio.Future[bool] | None = None
+        self, seconds: float | None = None, lock_moved: asyncio.Future[bool] | None = None
     ) -> PassageOutcome:
-        """Command ``open``: one timed release, as for a grant. ``released`` is resolved as
+        """Command ``open``: one timed release, as for a grant. ``lock_moved`` is resolved as
         soon as the lock was (True) or could not be (False) released, before the passage:
         the command's result is sent then."""
         seconds = self._grant_seconds() if seconds is None else float(seconds)
-        return await self._release(seconds, released)
+        return await self._release(seconds, lock_moved)
 
     def status(self) -> dict[str, str]:
         """The door's part of the MQTT status message."""
@@ -154,9 +176,13 @@ class Door:
             "contact": contact,
         }
 
-    async def start(self) -> None:
-        """Put the lock in its safe (de-energised) state, then take control of it."""
-        if self._task is not None:
+    async def start(self, *, spawn: bool = True) -> None:
+        """Put the lock in its safe (de-energised) state, then take control of it.
+
+        With ``spawn=False`` the caller runs :meth:`run` itself (the daemon's supervisor,
+        which restarts it if it fails).
+        """
+        if self._task is not None or self._unsubscribe:
             return
         self._watch(self._contact, self._on_contact)
         self._watch(self._rex, self._on_rex)
@@ -164,12 +190,32 @@ class Door:
         self._watch(self._fire_input, self._on_fire)
         if self._lock is not None:
             self._unsubscribe.append(self._lock.board.subscribe(self._on_board))
+        if self._fire_input is not None and (
+            self._lock is None or self._fire_input.board is not self._lock.board
+        ):
+            self._unsubscribe.append(self._fire_input.board.subscribe(self._on_fire_board))
         await self._de_energise()
-        if self._fire_input is not None and self._fire_input.state():
-            self._on_fire(True, None, self._clock())
+        if self._fire_input is not None:
+            fire = self._fire_input.state()
+            if fire or (fire is None and self._fire_unknown_alarm):
+                self._on_fire(True, None, self._clock())
         if self._contact is not None and self._contact.state():
             self._open_since = self._clock()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"door {self.id}")
+            log.warning(
+                "door %s: locked, but its contact reads open at start: is the door open, or "
+                "is contact.closed_when wrong for this wiring?",
+                self.id,
+            )
+        if spawn:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"door {self.id}")
+
+    async def run(self) -> None:
+        """The door's writer loop, until cancelled (a supervisor may run it again)."""
+        self._task = asyncio.current_task()
+        try:
+            await self._run()
+        finally:
+            self._task = None
 
     async def stop(self) -> None:
         """Stop watching inputs and leave the lock de-energised (its safe state)."""
@@ -187,15 +233,14 @@ class Door:
     # --- releases and passages --------------------------------------------------------
 
     def _grant_seconds(self) -> float:
-        """How long a grant releases: a turnstile gets its controller's pulse length."""
-        if self.config.kind == "turnstile" and self._lock is not None:
-            pulse = self._lock.board.settings.get("pulse_seconds")
-            if pulse is not None:
-                return float(pulse)
+        """How long a grant releases: a turnstile gets the door's pulse length."""
+        if self.config.kind == "turnstile":
+            pulse = self.config.pulse_seconds
+            return float(TURNSTILE_PULSE if pulse is None else pulse)
         return float(self.config.unlock_seconds)
 
     async def _release(
-        self, seconds: float, released: asyncio.Future[bool] | None = None
+        self, seconds: float, lock_moved: asyncio.Future[bool] | None = None
     ) -> PassageOutcome:
         if self._task is None or self._task.done():
             raise HardwareError(f"door {self.id!r} is not running: start it first")
@@ -211,17 +256,18 @@ class Door:
         self._wake.set()
         try:
             energised = await applied
-            if released is not None and not released.done():
-                released.set_result(energised)
+            if lock_moved is not None and not lock_moved.done():
+                lock_moved.set_result(energised)
+            released = time.monotonic() if energised else None
             if expected is None:  # nothing can see the passage: assume it happened
-                return PassageOutcome(energised, self._now() if energised else None)
+                return PassageOutcome(energised, self._now() if energised else None, released)
             await asyncio.wait({expected}, timeout=self.config.pass_timeout)
             if expected.done() and not expected.cancelled():
-                return PassageOutcome(True, expected.result())
-            return PassageOutcome(False, None)
+                return PassageOutcome(True, expected.result(), released)
+            return PassageOutcome(False, None, released)
         finally:
-            if released is not None and not released.done():
-                released.set_result(False)
+            if lock_moved is not None and not lock_moved.done():
+                lock_moved.set_result(False)
             if expected is not None:
                 with contextlib.suppress(ValueError):
                     self._expected.remove(expected)
@@ -261,6 +307,9 @@ class Door:
 
     def _on_contact(self, is_open: bool, previous: bool | None, at: float) -> None:
         if not is_open:
+            if previous and self._relock_on_close and self._clock() < self._release_until:
+                # the person went through and the door shut: a follower must not get in
+                self._release_until = self._clock()
             self._open_since = None
             if self._alarm:
                 self._alarm = False
@@ -285,21 +334,33 @@ class Door:
         self._rex_until = max(self._rex_until, at + max(seconds, self.config.pass_timeout))
         self._wake.set()
 
-    def _on_fire(self, active: bool, previous: bool | None, at: float) -> None:
+    def _on_fire(self, active: bool, previous: bool | None, at: float, cause: str = "fire") -> None:
         if active == self._fire:
             return
         self._fire = active
-        self._emit("emergency_release" if active else "emergency_cleared", {"cause": "fire"})
+        self._emit("emergency_release" if active else "emergency_cleared", {"cause": cause})
         self._wake.set()
+
+    def _on_fire_board(self, kind: str, detail: dict[str, Any]) -> None:
+        """The fire input's board went away: its level is unknown."""
+        if kind == "board_offline" and self._fire_unknown_alarm:
+            self._on_fire(True, None, self._clock(), cause="fire_input_unknown")
+        # on board_online the first sample comes as an edge with previous=None: _on_fire
+        # then clears (or keeps) the alarm from the real level
 
     def _on_board(self, kind: str, detail: dict[str, Any]) -> None:
         if kind == "board_offline":
             self._report_fault(f"board offline: {detail.get('reason', '')}")
+            if self._fire_input is not None and self._fire_input.board is self._lock_board():
+                self._on_fire_board(kind, detail)
         elif kind == "board_online":
             self._written = None  # it may have lost power: write the lock level again
             self._wake.set()
 
     # --- the lock -----------------------------------------------------------------------
+
+    def _lock_board(self) -> Board | None:
+        return None if self._lock is None else self._lock.board
 
     def _should_release(self) -> bool:
         return self._fire or self._mode == "unlock" or self._clock() < self._release_until
@@ -341,6 +402,10 @@ class Door:
             ok = True
             if self._lock is not None and want != self._written:
                 ok = await self._write(want)
+                if not ok and self._clock() < self._release_until:
+                    # a grant whose lock did not move is over: the board coming back
+                    # must restore the door's current state, not this old grant
+                    self._release_until = self._rex_until = self._clock()
         finally:
             for waiter in waiters:
                 if not waiter.done():
@@ -348,14 +413,22 @@ class Door:
 
     async def _write(self, level: bool) -> bool:
         assert self._lock is not None
+        hold_for = None
+        if level and self.config.fail_mode == "secure" and not self._held_released():
+            # a timed release: a board that can time it itself ends it even if we die
+            hold_for = max(0.1, self._release_until - self._clock())
         try:
-            await self._lock.set(level)
+            await self._lock.set(level, hold_for=hold_for)
         except HardwareError as exc:
             self._written, self._retry_at = None, self._clock() + RETRY_SECONDS
             self._report_fault(getattr(exc, "reason", str(exc)))
             return False
         self._written, self._retry_at, self._fault = level, None, False
         return True
+
+    def _held_released(self) -> bool:
+        """Released for as long as a state lasts (fire, command unlock), not a window."""
+        return self._fire or self._mode == "unlock"
 
     async def _de_energise(self) -> None:
         if self._lock is None:
@@ -394,7 +467,7 @@ class Door:
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
-        log.info("door %s: %s %s", self.id, kind, detail)
+        log.debug("door %s: %s %s", self.id, kind, detail)  # in words: gateway.logs
         if self._on_event is None:
             return
         try:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway import logs, metrics
 from gateway.decision import Decision, DoorContext, EntitlementView, Presented, Request, decide
-from gateway.messages import render
 from gateway.readers import CredentialRead
 from gateway.state import LocalState
 
@@ -53,7 +55,7 @@ class JournalLike(Protocol):
 class SeenPasses(Protocol):
     """The durable replay cache (gateway.pass_cache.PassCache provides it)."""
 
-    def add(self, device: str, t: int, nonce: str) -> None: ...
+    def add(self, device: str, t: int, nonce: str) -> Future[None]: ...
 
 
 class StoreLike(EntitlementView, Protocol):
@@ -64,6 +66,11 @@ class StoreLike(EntitlementView, Protocol):
 
     @property
     def updated_at(self) -> datetime | None: ...
+
+
+def _seconds_since(at: datetime) -> float:
+    """How long ago a read was made (0..60 s: a wrong reader clock must not skew metrics)."""
+    return min(60.0, max(0.0, (datetime.now(at.tzinfo) - at).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Entrance:
         passes: SeenPasses,
         online: Callable[[], bool],
         published: Callable[[dict[str, Any]], None],
+        explained: Callable[[str | None, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.place = place
         self.door = door
@@ -101,38 +109,33 @@ class Entrance:
         self.passes = passes
         self.online = online
         self.published = published
+        self.explained = explained  # the name and trace, for the installer's UI only
         self._one_at_a_time = asyncio.Lock()
 
     async def present(self, read: CredentialRead) -> dict[str, Any]:
         """Decide a read, release the door on a grant, and return the final check-in."""
+        tapped = time.monotonic() - _seconds_since(read.at)  # the reader saw it then
         async with self._one_at_a_time:
+            began = time.perf_counter()
             decision = self._decide(read)
+            decided_in = time.perf_counter() - began
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
             entry = await self.journal.record_decision(checkin)  # durable before the lock moves
-            passed = False
+            passed, released_at = False, None
             if decision.granted:
-                passed = (await self.door.release()).passed
+                outcome = await self.door.release()
+                passed, released_at = outcome.passed, getattr(outcome, "released_at", None)
             final = await self.journal.finalise(
                 entry.seq, passed=passed, charged=decision.charged if passed else 0
             )
             self.state.apply_checkin(final, own=True)
+            if self.explained is not None:
+                self.explained(decision.display, decision.trace)
             self.published(final)
-            message = render(
-                decision.reason,
-                decision.display,
-                self.place.language,
-                self.store.rules.messages if self.store.rules else None,
-            )
-            log.info(
-                "%s %s at %s: %s %s (%s)",
-                read.kind,
-                decision.member or decision.ticket or "-",
-                self.place.id,
-                decision.decision,
-                decision.reason,
-                message,
-            )
+            logs.log_decision(final, decided_in)
+            relay_s = None if released_at is None else released_at - tapped
+            metrics.decision(final, decided_in, relay_s)
             return final
 
     def _decide(self, read: CredentialRead) -> Decision:
@@ -149,9 +152,8 @@ class Entrance:
 
     async def _remember_pass(self, decision: Decision, read: CredentialRead) -> None:
         if decision.pass_seen is not None:
-            self.passes.add(
-                *decision.pass_seen
-            )  # durable: a used pass stays used after a power cut
+            # durable before the decision goes on: a used pass stays used after a power cut
+            await asyncio.wrap_future(self.passes.add(*decision.pass_seen))
             self.state.seen_passes.add(decision.pass_seen)
         if decision.clock_unsynced:
             await self.journal.record_event(
@@ -186,4 +188,6 @@ class Entrance:
         }
         if decision.member_message:
             checkin["member_message"] = decision.member_message  # for the reception
+        if decision.pass_seen is not None:  # peers add it to their replay caches
+            checkin["pass"] = list(decision.pass_seen)
         return checkin

@@ -116,6 +116,7 @@ class Board(abc.ABC):
         self._watchers: dict[int, list[EdgeCallback]] = {}
         self._listeners: list[EventCallback] = []
         self._pulses: dict[int, asyncio.Task[None]] = {}
+        self._safe: dict[int, bool] = {}
         self.debounce = float(self.settings.get("debounce", 0.0))
 
     # --- what doors call ----------------------------------------------------------
@@ -125,21 +126,42 @@ class Board(abc.ABC):
         it reports offline and keeps trying)."""
 
     async def close(self) -> None:
-        """De-energise every output this board was told about, then release the device."""
+        """Put every output this board was told about at its safe level, then release it."""
         for task in self._pulses.values():
             task.cancel()
-        for index in list(self._wanted):
+        for index in sorted(set(self._wanted) | set(self._safe)):
             with contextlib.suppress(HardwareError):
-                await self.set_output(index, False)
+                await self.set_output(index, self.safe_level(index))
 
-    async def set_output(self, index: int, on: bool) -> None:
+    def declare_safe(self, index: int, physical: bool) -> None:
+        """The physical level output ``index`` must have when nobody controls it (a door
+        whose lock is wired active-low declares True): used at start and stop."""
+        self._safe[index] = physical
+
+    def safe_level(self, index: int) -> bool:
+        """The physical level output ``index`` goes to at start and stop (default off)."""
+        return self._safe.get(index, False)
+
+    async def set_output(self, index: int, on: bool, *, hold_for: float | None = None) -> None:
         """Switch output ``index``; raises RelayFault or BoardOffline. A later call wins
-        over a running :meth:`pulse` of the same output."""
+        over a running :meth:`pulse` of the same output.
+
+        ``hold_for`` (with ``on``): the caller will switch it off after that many seconds;
+        a board that can time a pulse itself (Waveshare flash-on) is told to, so the
+        output ends even if the gateway dies. The caller's own switch-off still comes.
+        A level that could not be set is forgotten: a board that comes back is never
+        told an old level (the door writes its current one).
+        """
         pulse = self._pulses.pop(index, None)
         if pulse is not None and pulse is not asyncio.current_task():
             pulse.cancel()
         self._wanted[index] = on
-        await self._write(index, on)
+        try:
+            if not (on and hold_for is not None and await self._write_timed(index, hold_for)):
+                await self._write(index, on)
+        except HardwareError:
+            self._wanted.pop(index, None)
+            raise
 
     async def pulse(self, index: int, seconds: float) -> None:
         """Energise ``index`` now and de-energise it after ``seconds``.
@@ -191,6 +213,11 @@ class Board(abc.ABC):
     @abc.abstractmethod
     async def _write(self, index: int, on: bool) -> None:
         """Put the physical level on output ``index``; raise RelayFault/BoardOffline."""
+
+    async def _write_timed(self, index: int, seconds: float) -> bool:
+        """Energise ``index`` for ``seconds`` timed by the board itself; False where the
+        board cannot (the caller then writes the level and times it in software)."""
+        return False
 
     @abc.abstractmethod
     async def _read_output(self, index: int) -> bool:
@@ -273,9 +300,11 @@ class OutputPoint:
     index: int
     active_low: bool = False
 
-    async def set(self, on: bool) -> None:
-        """Switch the output to the logical level ``on``."""
-        await self.board.set_output(self.index, on != self.active_low)
+    async def set(self, on: bool, *, hold_for: float | None = None) -> None:
+        """Switch the output to the logical level ``on`` (``hold_for``: see
+        :meth:`Board.set_output`; only where energised means on)."""
+        physical = on != self.active_low
+        await self.board.set_output(self.index, physical, hold_for=hold_for if physical else None)
 
     def physical(self, on: bool) -> bool:
         """The physical level for the logical level ``on``."""

@@ -9,6 +9,14 @@ For tests: :attr:`RelayBoardSim.history` (every coil change with its time.monoto
 disagrees), :meth:`unplug` / :meth:`plug` (server stopped, then started again; a board
 that lost power comes back with every relay off).
 
+Several boards on one RS-485 bus: ``RelayBoardSim(units=(1, 2))`` answers as unit 1 and
+unit 2 on the same pty, each with its own relays and inputs (``unit=`` on the methods).
+
+Waveshare's flash-on (``flash=True``): FC 0x05 to address 0x0200 + n with the on time in
+100 ms units switches relay n on, and the board's own clock switches it off. pymodbus's
+server keeps only "on/off" of an FC05 value, so the simulator reads the time from the raw
+request frame itself (its own RTU parsing and CRC check, not the driver's codec).
+
 Run by hand: ``python -m simulators.relay_board --tcp 5020`` or ``--rtu``.
 """
 
@@ -24,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -33,6 +41,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from simulators.pty import Pty
 
 FC_READ_COILS, FC_READ_INPUTS, FC_WRITE_COIL, FC_WRITE_COILS = 1, 2, 5, 15
+FLASH_ON, FLASH_OFF = 0x0200, 0x0400  # Waveshare: relay n flashes at 0x0200+n / 0x0400+n
 
 CoilListener = Callable[[int, bool, float], None]
 
@@ -90,20 +99,49 @@ def os_read(fd: int) -> bytes:
         return b""
 
 
+def crc16_modbus(frame: bytes) -> int:
+    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF), as the board computes it."""
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+@dataclass
+class _Unit:
+    """One board on the bus: its relays, inputs and what happened to them."""
+
+    coils: list[bool]
+    inputs: list[bool]
+    history: list[CoilChange] = field(default_factory=list)
+    stuck: set[int] = field(default_factory=set)
+    listeners: list[CoilListener] = field(default_factory=list)
+    flashes: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
+
+
 class RelayBoardSim:
     """A simulated Modbus relay board (pymodbus server) on TCP or RTU."""
 
     def __init__(
-        self, *, coils: int = 8, inputs: int = 8, unit: int = 1, baudrate: int = 9600
+        self,
+        *,
+        coils: int = 8,
+        inputs: int = 8,
+        unit: int = 1,
+        units: tuple[int, ...] | None = None,
+        baudrate: int = 9600,
+        flash: bool = False,
     ) -> None:
         if not (0 < coils <= 64 and 0 < inputs <= 64):
             raise ValueError("coils and inputs: 1..64")
-        self.n_coils, self.n_inputs, self.unit, self.baudrate = coils, inputs, unit, baudrate
-        self.coils = [False] * coils
-        self.inputs = [False] * inputs
-        self.history: list[CoilChange] = []
-        self.stuck: set[int] = set()
-        self.listeners: list[CoilListener] = []
+        self.n_coils, self.n_inputs, self.baudrate = coils, inputs, baudrate
+        ids = units or (unit,)
+        self.unit = ids[0]
+        self.units = {u: _Unit([False] * coils, [False] * inputs) for u in ids}
+        self.flash = flash
+        self.requests: dict[int, int] = {u: 0 for u in ids}  # frames addressed to each unit
         self.transport: str | None = None
         self.host, self.port = "127.0.0.1", 0
         self.modem: NullModem | None = None
@@ -144,8 +182,9 @@ class RelayBoardSim:
         self._call(self._shutdown())
         if power_loss:
             with self._lock:
-                for index in range(self.n_coils):
-                    self._change(index, False, time.monotonic())
+                for unit in self.units:
+                    for index in range(self.n_coils):
+                        self._change(unit, index, False, time.monotonic())
 
     def plug(self) -> None:
         """Answer again, on the same port."""
@@ -171,25 +210,46 @@ class RelayBoardSim:
 
     # --- what tests look at and do -------------------------------------------------------
 
-    def coil(self, index: int) -> bool:
+    @property
+    def coils(self) -> list[bool]:
+        """The first unit's relays."""
+        return self.units[self.unit].coils
+
+    @property
+    def inputs(self) -> list[bool]:
+        """The first unit's inputs."""
+        return self.units[self.unit].inputs
+
+    @property
+    def history(self) -> list[CoilChange]:
+        """The first unit's relay changes."""
+        return self.units[self.unit].history
+
+    @property
+    def listeners(self) -> list[CoilListener]:
+        """Told of the first unit's relay changes (on the board's thread)."""
+        return self.units[self.unit].listeners
+
+    def coil(self, index: int, unit: int | None = None) -> bool:
         """The relay's state now."""
         with self._lock:
-            return self.coils[index]
+            return self.units[unit or self.unit].coils[index]
 
-    def changes(self, index: int) -> list[CoilChange]:
+    def changes(self, index: int, unit: int | None = None) -> list[CoilChange]:
         """Every recorded change of relay ``index``."""
         with self._lock:
-            return [c for c in self.history if c.index == index]
+            return [c for c in self.units[unit or self.unit].history if c.index == index]
 
-    def set_input(self, index: int, value: bool) -> None:
+    def set_input(self, index: int, value: bool, unit: int | None = None) -> None:
         """Put a level on discrete input ``index`` (thread-safe, callable from anywhere)."""
         with self._lock:
-            self.inputs[index] = value
+            self.units[unit or self.unit].inputs[index] = value
 
-    def stick(self, index: int, stuck: bool = True) -> None:
+    def stick(self, index: int, stuck: bool = True, unit: int | None = None) -> None:
         """Make relay ``index`` ignore writes (the reply still says OK)."""
         with self._lock:
-            (self.stuck.add if stuck else self.stuck.discard)(index)
+            board = self.units[unit or self.unit]
+            (board.stuck.add if stuck else board.stuck.discard)(index)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the board's own thread after ``delay`` seconds."""
@@ -200,36 +260,91 @@ class RelayBoardSim:
     def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
-    def _device(self) -> SimDevice:
+    def _devices(self) -> list[SimDevice]:
         def bits(n: int) -> list[SimData]:
             return [SimData(0, count=n, values=False, datatype=DataType.BITS)]
 
+        coils = bits(self.n_coils)
+        if self.flash:  # the flash registers answer like coils (the echo of an FC05)
+            for base in (FLASH_ON, FLASH_OFF):
+                coils.append(
+                    SimData(base, count=self.n_coils, values=False, datatype=DataType.BITS)
+                )
         regs = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
-        return SimDevice(
-            id=self.unit,
-            simdata=(bits(self.n_coils), bits(self.n_inputs), regs, list(regs)),
-            action=self._action,
-        )
+        return [
+            SimDevice(
+                id=unit,
+                simdata=(list(coils), bits(self.n_inputs), regs, list(regs)),
+                action=self._action_of(unit),
+            )
+            for unit in self.units
+        ]
 
     async def _serve(self) -> None:
         if self._server is not None:
             return
+        devices = self._devices()
         if self.transport == "tcp":
-            self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
+            self._server = ModbusTcpServer(devices, address=(self.host, self.port))
         else:
             assert self.modem is not None
             self._server = ModbusSerialServer(
-                self._device(), port=self.modem.a.path, baudrate=self.baudrate
+                devices,
+                port=self.modem.a.path,
+                baudrate=self.baudrate,
+                trace_packet=self._raw_frame,
             )
         await self._server.serve_forever(background=True)
+
+    def _raw_frame(self, sending: bool, data: bytes) -> bytes:
+        """Every raw RTU frame the server gets or sends (the board's own view of the wire)."""
+        if (
+            sending
+            or len(data) < 4
+            or crc16_modbus(data[:-2]) != int.from_bytes(data[-2:], "little")
+        ):
+            return data
+        unit, function = data[0], data[1]
+        if unit in self.units:
+            self.requests[unit] += 1
+        if self.flash and unit in self.units and function == FC_WRITE_COIL and len(data) == 8:
+            address, value = int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:6], "big")
+            if FLASH_ON <= address < FLASH_ON + self.n_coils:
+                self._flash(unit, address - FLASH_ON, on_first=True, seconds=value / 10)
+            elif FLASH_OFF <= address < FLASH_OFF + self.n_coils:
+                self._flash(unit, address - FLASH_OFF, on_first=False, seconds=value / 10)
+        return data
+
+    def _flash(self, unit: int, index: int, *, on_first: bool, seconds: float) -> None:
+        """Switch relay ``index`` now and back after ``seconds``, on the board's own clock."""
+        board = self.units[unit]
+        with self._lock:
+            old = board.flashes.pop(index, None)
+            if old is not None:
+                old.cancel()
+            self._change(unit, index, on_first, time.monotonic())
+
+        def back() -> None:
+            with self._lock:
+                board.flashes.pop(index, None)
+                self._change(unit, index, not on_first, time.monotonic())
+
+        board.flashes[index] = self._loop.call_later(seconds, back)
 
     async def _shutdown(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
 
+    def _action_of(self, unit: int) -> Callable[..., Coroutine[Any, Any, None]]:
+        async def action(*args: Any) -> None:
+            await self._action(unit, *args)
+
+        return action
+
     async def _action(
         self,
+        unit: int,
         function_code: int,
         start_address: int,
         address: int,
@@ -239,25 +354,32 @@ class RelayBoardSim:
     ) -> None:
         """pymodbus calls this on every access: keep the board's own state authoritative."""
         now = time.monotonic()
+        board = self.units[unit]
         with self._lock:
+            if address >= FLASH_ON:
+                return  # a flash register: done from the raw frame (see _raw_frame)
             if function_code in (FC_WRITE_COIL, FC_WRITE_COILS) and values is not None:
                 for offset in range(len(values)):
                     index = address + offset
-                    if index in self.stuck:
-                        values[offset] = self.coils[index]  # the write is "taken" but not done
+                    if index in board.stuck:
+                        values[offset] = board.coils[index]  # the write is "taken", not done
                     else:
-                        self._change(index, bool(values[offset]), now)
+                        flash = board.flashes.pop(index, None)
+                        if flash is not None:  # a plain write ends a running flash
+                            flash.cancel()
+                        self._change(unit, index, bool(values[offset]), now)
             elif function_code == FC_READ_COILS:
-                _pack(self.coils, registers)
+                _pack(board.coils, registers)
             elif function_code == FC_READ_INPUTS and values is None:
-                _pack(self.inputs, registers)
+                _pack(board.inputs, registers)
 
-    def _change(self, index: int, value: bool, at: float) -> None:
-        if index >= self.n_coils or self.coils[index] == value:
+    def _change(self, unit: int, index: int, value: bool, at: float) -> None:
+        board = self.units[unit]
+        if index >= self.n_coils or board.coils[index] == value:
             return
-        self.coils[index] = value
-        self.history.append(CoilChange(index, value, at))
-        for listener in list(self.listeners):
+        board.coils[index] = value
+        board.history.append(CoilChange(index, value, at))
+        for listener in list(board.listeners):
             listener(index, value, at)
 
 

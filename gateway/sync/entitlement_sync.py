@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.entitlements import SiteRules, check_schedules
 from gateway.errors import BadMessage, InvalidSet, LinkError, StoreError
+from gateway.logs import Progress
 from gateway.store import Staging
 from gateway.sync.bodies import count, parse_delta
 from gateway.sync.envelopes import Envelope, open_envelope_off_loop, wrong_topic
@@ -122,6 +123,7 @@ class EntitlementSync:
             public_key=public_key, site=site, topic=gw_topic(site, gw, "snapshot")
         )
         self._snapshot_progress: float | None = None  # when the last chunk was staged
+        self._progress: tuple[int, Progress, int] | None = None  # version, its log, records
         self.last_snapshot: dict[str, Any] | None = None  # the builder's figures, last one
         self._giving_up: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -240,6 +242,10 @@ class EntitlementSync:
         while len(self.buffered) > self.max_buffered:
             del self.buffered[max(self.buffered)]
 
+    def snapshot_in_progress(self) -> bool:
+        """Whether a snapshot is arriving now (for metrics and status)."""
+        return self._snapshot_coming()
+
     def _snapshot_coming(self) -> bool:
         """A snapshot is being gathered, and its last chunk came recently: it will bring the
         store up to date (a big one takes minutes: progress counts, not its start)."""
@@ -335,9 +341,23 @@ class EntitlementSync:
             self._want_snapshot = True
         elif status in ("staged", "duplicate"):
             self._snapshot_progress = time.monotonic()
+            self._note_progress(answer)
             asyncio.get_running_loop().call_later(SNAPSHOT_PATIENCE_S, self._check_patience)
         elif status == "complete":
             await self._adopt(answer)
+
+    def _note_progress(self, answer: dict[str, Any]) -> None:
+        """Every few seconds, how far a snapshot has come (a big one takes a while)."""
+        version = int(answer.get("version", 0))
+        if self._progress is None or self._progress[0] != version:
+            self._progress = (version, Progress(f"entitlements: snapshot {version}"), 0)
+            log.info(
+                "entitlements: snapshot %d arriving (%s chunks)", version, answer.get("chunks")
+            )
+        _, progress, records = self._progress
+        records += int(answer.get("records", 0)) if answer.get("status") == "staged" else 0
+        self._progress = (version, progress, records)
+        progress.note(int(answer.get("staged", 0)), answer.get("chunks"), records)
 
     def _check_patience(self) -> None:
         """A snapshot whose chunks stopped coming is given up (its file with it)."""

@@ -45,6 +45,10 @@ from gateway.sync.envelopes import load_public_key, open_envelope, public_key_b6
 
 log = logging.getLogger(__name__)
 
+# How long the builder may take to answer one chunk. The last chunk of a million-member set
+# indexes and fsyncs the whole file (tens of seconds on an SD card); a builder silent for
+# longer is hung (stopped, deadlocked, its disk stuck) and is killed, so that sync goes on.
+ANSWER_DEADLINE_S = 300.0
 NOTES_KEPT = 20  # duplicate-credential notes passed on (the count is always complete)
 COLLECT_EVERY = 50  # chunks between garbage collections in the builder process
 
@@ -138,8 +142,9 @@ class SnapshotStager:
             for name, contract in schedule_uses(records):
                 part.schedules.setdefault(name, contract)
             part.staged.add(head.chunk, records)
-            if not part.complete:
-                return {"status": "staged", **where}
+            if not part.complete:  # counts for the operator's progress line
+                done = len(part.staged.chunks)
+                return {"status": "staged", **where, "records": len(records), "staged": done}
             assert part.rules is not None
             problems = undefined_schedules(part.schedules.items(), part.rules)
             if problems:
@@ -240,10 +245,23 @@ def main() -> int:
 class SnapshotBuilder:
     """The gateway's handle on the builder process, started at the first chunk."""
 
-    def __init__(self, *, public_key: Ed25519PublicKey, site: str, topic: str) -> None:
+    def __init__(
+        self,
+        *,
+        public_key: Ed25519PublicKey,
+        site: str,
+        topic: str,
+        answer_deadline_s: float = ANSWER_DEADLINE_S,
+    ) -> None:
         self.topic = topic
         self._init = {"public_key": public_key_b64(public_key), "site": site, "topic": topic}
         self._proc: asyncio.subprocess.Process | None = None
+        self._deadline_s = answer_deadline_s
+
+    @property
+    def pid(self) -> int | None:
+        """The builder process's id while it is up (for figures and tests)."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -269,9 +287,19 @@ class SnapshotBuilder:
         }
         error: OSError | None = None
         try:
-            proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
-            await proc.stdin.drain()
-            line = await proc.stdout.readline()
+            async with asyncio.timeout(self._deadline_s):
+                proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
+                await proc.stdin.drain()
+                line = await proc.stdout.readline()
+        except TimeoutError:  # an OSError too: caught first
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # hung, not dead: it would never answer
+            await self.close()
+            raise SnapshotBuilderFailed(
+                f"the snapshot builder did not answer within {self._deadline_s:g} s and was "
+                "stopped: is the disk stuck or the gateway short of memory? The snapshot is "
+                "asked for again"
+            ) from None
         except OSError as exc:  # ConnectionError (a broken pipe) among them
             line, error = b"", exc
         if not line:

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 import gateway.store as store_module
+from gateway import store_generation, store_index
 from gateway.entitlements import Member, Ticket, parse_records, parse_rules
 from gateway.errors import StoreError
+from gateway.record_codec import RecordCodec
 from gateway.store import EntitlementStore, StagedSet, Staging
 from tests.support.sets import contract, member, rules, ticket
 
@@ -235,14 +237,14 @@ def test_a_delta_that_fails_half_way_is_not_applied_at_all(
     store.replace(
         1, RULES, records(member("M1"), member("M2", credentials=[card("04000002")])), {}, AT
     )
-    real = EntitlementStore._stored
+    real = RecordCodec.stored
 
-    def fail_on_m4(self: EntitlementStore, record: Member | Ticket) -> Any:
+    def fail_on_m4(self: RecordCodec, record: Member | Ticket) -> Any:
         if record.id == "M4":
             raise RuntimeError("power cut")
         return real(self, record)
 
-    monkeypatch.setattr(EntitlementStore, "_stored", fail_on_m4)
+    monkeypatch.setattr(RecordCodec, "stored", fail_on_m4)
     delta = records(
         member("M3", credentials=[card("04000003")]), member("M4", credentials=[card("04000004")])
     )
@@ -377,10 +379,10 @@ def test_everything_survives_a_restart_and_the_index_loads_from_blob_and_log(
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM index_log").fetchone()[0] > 0
 
-    def no_rebuild(self: EntitlementStore, gen: int) -> None:
+    def no_rebuild(conn: sqlite3.Connection, gen: int) -> None:
         raise AssertionError("the index was rebuilt from the records")
 
-    monkeypatch.setattr(EntitlementStore, "_rebuild", no_rebuild)
+    monkeypatch.setattr(store_index, "rebuilt", no_rebuild)
     s = EntitlementStore.open(path, KEY)
     assert (s.version, s.record_count, s.checkins_upto, s.updated_at) == (2, 2, {"gw": 3}, AT)
     assert s.rules is not None and s.rules.site == "oslo-sentrum"
@@ -453,7 +455,8 @@ def test_touch_confirms_the_set_without_changing_it(path: Path, store: Entitleme
 def test_a_prefix_collision_never_returns_the_wrong_record(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "prefix_of", lambda digest: 7)  # every hash collides
+    for module in (store_module, store_index, store_generation):  # every hash collides
+        monkeypatch.setattr(module, "prefix_of", lambda digest: 7)
     s = EntitlementStore.open(path, KEY)
     notes = s.replace(
         1,

@@ -22,9 +22,7 @@ def test_unit_file_verifies_without_warnings(tmp_path):
     exe.chmod(0o755)
     unit = tmp_path / "accessgw.service"
     text = UNIT.read_text().replace("/opt/accessgw/.venv/bin/accessgw", str(exe))
-    text = text.replace("User=accessgw\nGroup=accessgw\n", "").replace(
-        "SupplementaryGroups=dialout gpio\n", ""
-    )
+    text = text.replace("User=accessgw\nGroup=accessgw\n", "")
     unit.write_text(text)
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60

@@ -11,7 +11,7 @@ from drivers.modbus import ModbusBoard
 from gateway.config import BoardConfig
 from gateway.doors import Door
 from simulators.relay_board import RelayBoardSim
-from tests.doors.helpers import CONTACT, FIRE, PASSAGE, REX, Events, door_config
+from tests.doors.helpers import CONTACT, FIRE, PASSAGE, REX, Events, door_config, modbus_board
 
 MODBUS_TEST_SETTINGS = {
     "coils": 8,
@@ -74,7 +74,7 @@ async def modbus(sim: RelayBoardSim) -> AsyncIterator[ModbusBoard]:
     """The Modbus driver connected to ``sim``."""
     assert sim.transport is not None
     settings = {**MODBUS_TEST_SETTINGS, "transport": sim.transport}
-    relays = ModbusBoard(modbus_config(sim), settings)
+    relays = modbus_board(modbus_config(sim), settings)
     await relays.start()
     yield relays
     await relays.close()

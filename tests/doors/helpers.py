@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config import DoorConfig, Point
+from drivers.modbus import ModbusBoard, ModbusSettings
+from gateway.config import BoardConfig, ContactPoint, DoorConfig, Point
+from gateway.profiles import board_address
 
 LOCK, CONTACT, REX, PASSAGE, FIRE = 0, 0, 1, 2, 3  # outputs / inputs on the test board
 
@@ -19,7 +21,8 @@ def door_config(board: str = "io", **overrides: Any) -> DoorConfig:
         "zone": "gym",
         "direction": "in",
         "lock": Point(board=board, index=LOCK),
-        "contact": Point(board=board, index=CONTACT),
+        # the test boards say True for an open door: closed is the inactive level
+        "contact": ContactPoint(board=board, index=CONTACT, closed_when="inactive"),
         "rex": Point(board=board, index=REX),
         "fire": Point(board=board, index=FIRE),
         "unlock_seconds": 0.3,
@@ -69,3 +72,8 @@ async def until(predicate: Callable[[], bool], within: float = 3.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.005)
+
+
+def modbus_board(config: BoardConfig, settings: dict[str, Any]) -> ModbusBoard:
+    """The Modbus driver for a board config entry, with plain test settings."""
+    return ModbusBoard(config.id, board_address(config), ModbusSettings(**settings))

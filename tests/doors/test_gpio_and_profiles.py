@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 
 import pytest
+from pydantic import ValidationError
 
-from drivers.gpio import GpioBoard, GpioMissing
+from drivers.gpio import GpioBoard, GpioMissing, GpioSettings
+from drivers.modbus import ModbusSettings
 from gateway.config import BoardConfig
-from gateway.errors import ConfigError
-from gateway.profiles import find_profile
+from gateway.profiles import build_board, find_profile
+from tests.doors.helpers import turnstile_config
 
 BOARD_PROFILES = {
     "waveshare-modbus-rtu-relay-8ch": ("relay", "modbus"),
@@ -26,16 +28,26 @@ def test_each_board_profile_names_its_driver_and_makes_a_board(name: str) -> Non
     profile = find_profile(name)
     assert (profile.role, profile.driver) == BOARD_PROFILES[name] and profile.model
     config = BoardConfig(id="b", profile=name, port="/dev/ttyUSB0", host="192.0.2.10")
-    board = profile.driver_module().create_board(config, profile)
-    assert board.id == "b" and board.settings == profile.settings
+    board = build_board(config)
+    assert board.id == "b"
+    assert profile.settings.items() <= board.settings.items()
 
 
-def test_the_turnstile_profile_gives_the_controller_pulse_length() -> None:
-    assert 0.1 <= find_profile("generic-turnstile").settings["pulse_seconds"] <= 1.0
+def test_the_turnstile_pulse_is_the_doors_not_the_boards() -> None:
+    """A board profile cannot say how long a turnstile's open input wants: the door does."""
+    assert "pulse_seconds" not in find_profile("generic-turnstile").settings
+    with pytest.raises(ValidationError, match="pulse_seconds"):
+        ModbusSettings(pulse_seconds=0.5)  # type: ignore[call-arg]
+    assert turnstile_config(pulse_seconds=0.3).pulse_seconds == 0.3
+
+
+def test_fail_mode_safe_is_refused_for_a_turnstile() -> None:
+    with pytest.raises(ValidationError, match="refused for a turnstile"):
+        turnstile_config(fail_mode="safe")
 
 
 async def test_a_missing_gpio_chip_is_a_clear_error() -> None:
-    board = GpioBoard("hat", {"chip": "/dev/gpiochip99", "outputs": [26]})
+    board = GpioBoard("hat", GpioSettings(chip="/dev/gpiochip99", outputs=[26]))
     with pytest.raises(GpioMissing, match=r"/dev/gpiochip99 not found.*chips seen"):
         await board.start()
 
@@ -44,11 +56,11 @@ async def test_gpio_without_gpiod_installed_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "gpiod", None)  # import gpiod now raises ImportError
-    board = GpioBoard("hat", {"outputs": [26]})
+    board = GpioBoard("hat", GpioSettings(outputs=[26]))
     with pytest.raises(GpioMissing, match=r"accessgw\[gpio\]"):
         await board.start()
 
 
 def test_a_gpio_line_used_twice_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="both an output and an input"):
-        GpioBoard("hat", {"outputs": [26], "inputs": [26]})
+    with pytest.raises(ValidationError, match="both an output and an input"):
+        GpioSettings(outputs=[26], inputs=[26])

@@ -20,8 +20,7 @@ from tests.doors.helpers import CONTACT, LOCK, PASSAGE, Events, door_config, tur
 @pytest.fixture
 async def turnstile(board: FakeBoard, events: Events) -> AsyncIterator[Door]:
     """A turnstile on the fake board: open pulse on output 0, rotation on input 2."""
-    board.settings["pulse_seconds"] = 0.2
-    door = Door(turnstile_config(), {"io": board}, on_event=events)
+    door = Door(turnstile_config(pulse_seconds=0.2), {"io": board}, on_event=events)
     await door.start()
     yield door
     await door.stop()
@@ -128,10 +127,9 @@ async def test_a_door_contact_opening_is_the_passage_of_a_door(
 async def test_turnstile_simulator_on_modbus_passes_one_and_flags_the_rest(
     sim: RelayBoardSim, modbus: ModbusBoard, events: Events
 ) -> None:
-    modbus.settings["pulse_seconds"] = 0.2
     gate = TurnstileSim(sim, coil=LOCK, rotation_input=PASSAGE)
     door = Door(
-        turnstile_config(board="relays", rex=None, fire=None, pass_timeout=1.0),
+        turnstile_config(board="relays", rex=None, fire=None, pass_timeout=1.0, pulse_seconds=0.2),
         {"relays": modbus},
         on_event=events,
     )

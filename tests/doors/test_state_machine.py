@@ -11,18 +11,38 @@ from tests.doors.helpers import CONTACT, LOCK, REX, Events, door_config, until
 
 
 async def test_grant_energises_a_fail_secure_lock_for_unlock_seconds_then_relocks(
+    board: FakeBoard,
+) -> None:
+    door = Door(door_config(relock_on_close=False), {"io": board})
+    await door.start()
+    try:
+        release = asyncio.create_task(door.release())
+        await until(lambda: board.outputs.get(LOCK) is True)
+        board.set_input(CONTACT, True)
+        board.set_input(CONTACT, False)
+        outcome = await release
+        assert outcome.passed and outcome.seen_at is not None
+        await until(lambda: board.outputs[LOCK] is False)
+        on, off = board.changes(LOCK)[-2:]
+        assert (on.value, off.value) == (True, False)
+        assert 0.25 <= off.at - on.at <= 0.45  # unlock_seconds = 0.3
+    finally:
+        await door.stop()
+
+
+async def test_the_door_closing_after_a_passage_relocks_at_once(
     door: Door, board: FakeBoard
 ) -> None:
+    door_seconds = 0.3
     release = asyncio.create_task(door.release())
     await until(lambda: board.outputs.get(LOCK) is True)
-    board.set_input(CONTACT, True)
-    board.set_input(CONTACT, False)
-    outcome = await release
-    assert outcome.passed and outcome.seen_at is not None
+    board.set_input(CONTACT, True)  # the member goes through
+    board.set_input(CONTACT, False)  # and the door shuts behind them
+    await release
     await until(lambda: board.outputs[LOCK] is False)
     on, off = board.changes(LOCK)[-2:]
     assert (on.value, off.value) == (True, False)
-    assert 0.25 <= off.at - on.at <= 0.45  # unlock_seconds = 0.3
+    assert off.at - on.at < door_seconds / 2, "the lock stayed open for a follower"
 
 
 async def test_contact_opening_with_no_grant_and_no_rex_is_door_forced(

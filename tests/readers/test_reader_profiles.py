@@ -9,7 +9,7 @@ from drivers.pn532 import Pn532Reader
 from drivers.serial_scanner import SerialScanner
 from gateway.config import ReaderConfig
 from gateway.errors import ConfigError
-from gateway.profiles import find_profile
+from gateway.profiles import build_reader, find_profile, reader_driver
 from gateway.readers import ReaderHealth
 from gateway.state_dir import StateDir
 from simulators.pn532 import Pn532Simulator
@@ -29,9 +29,8 @@ def ignore(_: ReaderHealth) -> None:
 
 def build(profile: str, tmp_path, **config):  # type: ignore[no-untyped-def]
     """The reader a profile's driver makes for a ReaderConfig."""
-    loaded = find_profile(profile)
     cfg = ReaderConfig(id="r1", profile=profile, door="front", **config)
-    return loaded.driver_module().create_reader(cfg, loaded, StateDir(tmp_path), ignore)
+    return build_reader(cfg, StateDir(tmp_path), ignore)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -39,7 +38,7 @@ def test_each_reader_profile_names_its_driver_and_is_a_reader(name: str) -> None
     profile = find_profile(name)
     driver, _ = PROFILES[name]
     assert profile.role == "reader" and profile.driver == driver and profile.model
-    assert callable(profile.driver_module().create_reader)
+    assert reader_driver(profile).settings_model.model_validate(profile.settings)
 
 
 @pytest.mark.parametrize("name", ["pn532-hsu", "newland-fm430", "honeywell-3310g"])
@@ -75,7 +74,7 @@ def test_a_bad_option_value_is_refused_by_name(tmp_path) -> None:  # type: ignor
 
 
 def test_a_serial_reader_without_a_port_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError, match="port is required for profile pn532-hsu"):
+    with pytest.raises(ConfigError, match=r"reader r1 \(profile pn532-hsu\): port: is required"):
         build("pn532-hsu", tmp_path)
 
 

@@ -5,6 +5,7 @@ invalid one applied."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -223,6 +224,36 @@ async def test_a_builder_that_dies_is_a_clear_error_and_leaves_the_store_as_it_w
     assert store.find("nfc", f"04{0:06X}").id == "M0"  # type: ignore[union-attr]
     # a new builder starts for the next chunk, and the stale staged file is started afresh
     try:
+        done = await builder.take(
+            chunk(3, 0, 1, members(0, 3)), have=1, want=False, at=AT, staging=staging
+        )
+    finally:
+        await builder.close()
+    assert done["status"] == "complete"
+
+
+async def test_a_hung_builder_is_stopped_at_its_deadline_and_sync_can_go_on(
+    store: EntitlementStore,
+) -> None:
+    builder = SnapshotBuilder(
+        public_key=KEY.public_key(), site=SITE, topic=TOPIC, answer_deadline_s=1.0
+    )
+    staging = store.staging()
+    await builder.take(chunk(2, 0, 2, members(0, 5)), have=1, want=False, at=AT, staging=staging)
+    pid = builder.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # alive but silent, as with a stuck disk
+    try:
+        with pytest.raises(SnapshotBuilderFailed, match="did not answer within 1 s"):
+            await builder.take(
+                chunk(2, 1, 2, members(5, 5)), have=1, want=False, at=AT, staging=staging
+            )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert not builder.running and store.version == 1
+    assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists)  # killed and reaped
+    try:  # the next snapshot gets a fresh builder
         done = await builder.take(
             chunk(3, 0, 1, members(0, 3)), have=1, want=False, at=AT, staging=staging
         )

@@ -1,0 +1,184 @@
+"""Writing and reading a generation of the entitlement store: a whole set's rows and meta.
+
+A snapshot writes a new generation beside the current one (the store's :meth:`replace`) or
+into a file of its own (:class:`~gateway.staged_set.StagedSet`); both finish it with
+:func:`seal`: one record per id, each credential with the last record given it, the index
+and the meta saved. :func:`view_of` reads a sealed generation back as a :class:`StoreView`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway import store_index
+from gateway.credential_index import CredentialIndex, IndexBuilder
+from gateway.entitlements import SiteRules, parse_rules
+from gateway.record_codec import StoredRow, moved_note, prefix_of, split_hashes, without
+from gateway.store_files import last_rowid, many
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """Everything a reader needs, swapped as one reference."""
+
+    gen: int = 0
+    version: int | None = None
+    rules: SiteRules | None = None
+    checkins_upto: Mapping[str, int] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    count: int = 0
+    index: CredentialIndex = field(default_factory=CredentialIndex)
+    max_rowid: int = 0
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    """The store's meta rows."""
+    return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def view_of(conn: sqlite3.Connection, meta: dict[str, str], index: CredentialIndex) -> StoreView:
+    """The view of the set whose ``meta`` rows were read from ``conn``."""
+    gen = int(meta["gen"])
+    count = meta.get("count")
+    if count is None:
+        count = conn.execute("SELECT COUNT(*) FROM records WHERE gen = ?", (gen,)).fetchone()[0]
+    return StoreView(
+        gen=gen,
+        version=int(meta["version"]),
+        rules=parse_rules(json.loads(meta["rules"])),
+        checkins_upto=dict(json.loads(meta["checkins_upto"])),
+        updated_at=datetime.fromisoformat(meta["updated_at"]),
+        count=int(count),
+        index=index,
+        max_rowid=last_rowid(conn),
+    )
+
+
+def insert_rows(
+    conn: sqlite3.Connection, gen: int, first_rowid: int, rows: Iterable[StoredRow]
+) -> None:
+    """Insert ``rows`` of ``gen`` with rowids from ``first_rowid`` on (inside the caller's
+    transaction)."""
+    conn.executemany(
+        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)",
+        ((first_rowid + i, gen, *row) for i, row in enumerate(rows)),
+    )
+
+
+def write_meta(
+    conn: sqlite3.Connection,
+    *,
+    gen: int,
+    version: int,
+    rules: SiteRules,
+    upto: Mapping[str, int],
+    at: datetime,
+    count: int,
+) -> None:
+    """The meta rows of a set (inside the caller's transaction)."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [
+            ("gen", str(gen)),
+            ("version", str(version)),
+            ("rules", rules.model_dump_json(by_alias=True)),
+            ("checkins_upto", json.dumps(dict(upto))),
+            ("updated_at", at.isoformat()),
+            ("count", str(count)),
+        ],
+    )
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """One meta row."""
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def seal(
+    conn: sqlite3.Connection,
+    gen: int,
+    builder: IndexBuilder,
+    inserted: int,
+    *,
+    version: int,
+    rules: SiteRules,
+    checkins_upto: Mapping[str, int],
+    at: datetime,
+) -> tuple[int, CredentialIndex, list[str]]:
+    """Finish the rows of ``gen`` (inside the caller's transaction): one record per id,
+    each credential with the last record given it, the index and the meta saved.
+
+    Returns the record count, the index and a note per credential given twice.
+    """
+    superseded = _drop_repeated_ids(conn, gen)
+    notes: list[str] = []
+    index = IndexBuilder.index(_settled(conn, builder.runs(), superseded, notes))
+    count = inserted - len(superseded)
+    store_index.save(conn, gen, index)
+    write_meta(conn, gen=gen, version=version, rules=rules, upto=checkins_upto, at=at, count=count)
+    return count, index, notes
+
+
+def _drop_repeated_ids(conn: sqlite3.Connection, gen: int) -> set[int]:
+    """A set that lists an id twice keeps the later record; returns the dropped rowids."""
+    repeated = conn.execute(
+        "SELECT rid, MAX(rowid) FROM records WHERE gen = ? GROUP BY rid HAVING COUNT(*) > 1",
+        (gen,),
+    ).fetchall()
+    dropped: set[int] = set()
+    for rid, keep in repeated:
+        rows = conn.execute(
+            "SELECT rowid FROM records WHERE gen = ? AND rid = ? AND rowid != ?",
+            (gen, rid, keep),
+        )
+        dropped.update(r for (r,) in rows)
+    many(conn, "DELETE FROM records WHERE rowid = ?", dropped)
+    return dropped
+
+
+def _settled(
+    conn: sqlite3.Connection,
+    runs: Iterable[tuple[int, list[int]]],
+    dropped: set[int],
+    notes: list[str],
+) -> Iterator[tuple[int, list[int]]]:
+    """Sorted index runs with each credential left only with the last record given it."""
+    for prefix, rowids in runs:
+        live = [r for r in rowids if r not in dropped] if dropped else rowids
+        if len(live) > 1:
+            live = _share_out(conn, prefix, live, notes)
+        if live:
+            yield prefix, live
+
+
+def _share_out(
+    conn: sqlite3.Connection, prefix: int, rowids: list[int], notes: list[str]
+) -> list[int]:
+    """Rows whose credentials share a prefix: the same credential, or a collision.
+
+    Of the rows holding the same full hash, the last one (in set order) keeps it; the
+    others lose it and a note says so. Different hashes (a collision) all stay.
+    """
+    rows: dict[int, tuple[str, bytes]] = {}
+    for rowid in sorted(set(rowids)):
+        found = conn.execute("SELECT rid, hashes FROM records WHERE rowid = ?", (rowid,)).fetchone()
+        rows[rowid] = (found[0], found[1])
+    holder: dict[bytes, int] = {}
+    for rowid in rows:  # in set order
+        for digest in split_hashes(rows[rowid][1]):
+            if prefix_of(digest) != prefix:
+                continue
+            earlier = holder.get(digest)
+            if earlier is not None and earlier != rowid:
+                rid, hashes = rows[earlier]
+                rows[earlier] = (rid, without(hashes, digest))
+                conn.execute(
+                    "UPDATE records SET hashes = ? WHERE rowid = ?", (rows[earlier][1], earlier)
+                )  # a row of the new generation: no reader sees it yet
+                notes.append(moved_note(rid, rows[rowid][0]))
+            holder[digest] = rowid
+    return sorted(set(holder.values()))
