@@ -148,6 +148,7 @@ async def test_no_forgery_on_the_peers_topics_changes_anything_and_each_is_repor
         from tests.integration.gateways import present
 
         assert (await present(gw, "nfc", "04000001"))["reason"] == "ok"  # M1 is inside now
+        await until(lambda: gw.boards["io"].energised() == [])  # the door locked again
         token = phone_pass()
         before = observe(gw, token)
         assert before["decisions"] == ["anti_passback", "no_credits", "ok", "ok", "ok"]
