@@ -82,33 +82,24 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """``accessgw check-config FILE``: ``ok``, or every problem and exit 1."""
-    from gateway.config import load_config
-    from gateway.profiles import check_devices
+    """``accessgw check-config FILE``: ``ok``, or every problem and exit 1.
 
-    try:
-        config = load_config(args.file)
-        problems = [str(problem) for problem in check_devices(config)]
-        if problems:
-            raise ConfigError(args.file, problems)
-    except ConfigError as exc:
-        if args.json:
-            print(json.dumps({"ok": False, "file": exc.path, "problems": exc.problems}))
-            return EXIT_PROBLEMS
-        print(f"{exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
+    The same validation as ``run`` and the web UI (:mod:`gateway.validation`); warnings are
+    listed apart and do not fail.
+    """
+    from gateway.validation import validate_file
+
+    report = validate_file(args.file)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    for warning in report.warnings:
+        print(f"{report.file}: warning: {warning}", file=sys.stderr)
+    if not report.ok:
+        print(f"{report.file}: {len(report.problems)} problem(s)", file=sys.stderr)
+        for problem in report.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
-    from gateway.broker_safety import broker_warnings
-
-    warnings = broker_warnings(config.mqtt)
-    if config.web.enabled and (web_warning := config.web.insecure_listen_problem()):
-        warnings.append(web_warning)
-    if args.json:
-        print(json.dumps({"ok": True, "file": args.file, "problems": [], "warnings": warnings}))
-        return EXIT_OK
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     print("ok")
     return EXIT_OK
 
@@ -161,6 +152,64 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
+DEFAULT_CONFIG = "/etc/accessgw/accessgw.toml"
+PASSPHRASE_ENV = "ACCESSGW_BACKUP_PASSPHRASE"
+
+
+def _passphrase(args: argparse.Namespace, *, twice: bool) -> str:
+    """The backup passphrase: --passphrase-file, $ACCESSGW_BACKUP_PASSPHRASE, or asked."""
+    import getpass
+    import os
+
+    if args.passphrase_file:
+        try:
+            return Path(args.passphrase_file).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise BadInput(f"passphrase file {args.passphrase_file}: {exc.strerror}") from None
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if not sys.stdin.isatty():
+        raise BadInput(f"no passphrase: use --passphrase-file or ${PASSPHRASE_ENV}")
+    first = getpass.getpass("backup passphrase: ")
+    if twice and getpass.getpass("the same again: ") != first:
+        raise BadInput("the two passphrases differ")
+    return first
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """``accessgw backup FILE``: config, secrets, journal in one encrypted archive."""
+    from gateway.backup import create_backup
+    from gateway.state_dir import write_secret_atomically
+
+    sealed = create_backup(args.config or DEFAULT_CONFIG, _passphrase(args, twice=True))
+    write_secret_atomically(Path(args.file).resolve(), sealed)
+    print(f"backup of {args.config or DEFAULT_CONFIG} written to {args.file} ({len(sealed)} bytes)")
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """``accessgw restore FILE``: this box becomes the gateway of the backup."""
+    from gateway.backup import restore_backup
+
+    try:
+        sealed = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise BadInput(f"backup file {args.file}: {exc.strerror}") from None
+    result = restore_backup(
+        sealed,
+        _passphrase(args, twice=False),
+        config_path=args.config,
+        state_dir=args.state_dir,
+        force=args.force,
+    )
+    print(
+        f"restored gateway {result.gateway} of site {result.site}: config {result.config_path}, "
+        f"state {result.state_dir} ({len(result.written)} files). Start it with: "
+        f"accessgw run {result.config_path}"
+    )
+    return EXIT_OK
+
+
 DESCRIPTION = """\
 accessgw: the access-control gateway at a door. It reads badges, QR codes and
 phone passes, decides against the locally cached entitlement set, drives the
@@ -179,6 +228,10 @@ examples:
   accessgw decide --set set.json --site oslo --zone gym --direction in \\
       --at 2026-11-22T18:00:00+01:00 --nfc 04A2B3C4
       why was this member let in or refused?
+  accessgw backup /root/door-1.agwbak
+      config, keys and unsent check-ins in one file encrypted with a passphrase
+  accessgw restore --state-dir /var/lib/accessgw /root/door-1.agwbak
+      a replacement box becomes the same gateway (docs/replacing-a-gateway.md)
   accessgw simulate pn532 --help
       run one simulator on a pty
 
@@ -290,6 +343,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
+    backup = _parser(
+        sub,
+        "backup",
+        "write config, secrets and the unacknowledged journal to one encrypted file",
+        "  accessgw backup /root/door-1.agwbak\n"
+        "  accessgw backup --config /etc/accessgw/accessgw.toml --passphrase-file p.txt f",
+    )
+    backup.add_argument("file", help="the backup file to write")
+    restore = _parser(
+        sub,
+        "restore",
+        "make this box the gateway of a backup (stop the gateway first)",
+        "  accessgw restore /root/door-1.agwbak\n"
+        "  accessgw restore --state-dir /var/lib/accessgw --config /etc/accessgw/accessgw.toml "
+        "f",
+    )
+    restore.add_argument("file", help="the backup file to read")
+    restore.add_argument("--state-dir", help="restore the state here (default: as backed up)")
+    restore.add_argument("--force", action="store_true", help="replace existing state/files")
+    backup.add_argument("--config", help=f"the config file (default: {DEFAULT_CONFIG})")
+    restore.add_argument("--config", help="where to write the config (default: as backed up)")
+    for command in (backup, restore):
+        command.add_argument(
+            "--passphrase-file", help=f"read the passphrase from a file (or ${PASSPHRASE_ENV})"
+        )
+    backup.set_defaults(func=cmd_backup)
+    restore.set_defaults(func=cmd_restore)
+
     version = _parser(sub, "version", "print the version")
     version.set_defaults(func=cmd_version)
 
@@ -318,7 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"accessgw {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ConfigError as exc:
-        print(f"accessgw {args.command}: {exc}", file=sys.stderr)
+        print(
+            f"accessgw {args.command}: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
     except AccessGwError as exc:
         print(f"accessgw {args.command}: {exc}", file=sys.stderr)

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
-from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
-from gateway.errors import AccessGwError, ConfigError
+from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal
@@ -35,11 +34,13 @@ from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
+from gateway.sync.commands import CommandFailed
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
 
 if TYPE_CHECKING:
     from gateway.sync.runner import SyncRunner
+    from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
 
@@ -77,9 +78,11 @@ class Gateway:
         self.supervisor = Supervisor(self._component_failed, backoff=backoff)
         self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
+        self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
-        self._web: Any = None
+        self._web: WebServer | None = None  # the web UI while it serves
+        self._web_first: WebServer | AccessGwError | None = None
         self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
@@ -109,6 +112,8 @@ class Gateway:
             self._start_web()
         if cfg.metrics.enabled:
             self._start_metrics()
+        if cfg.mqtt.enabled:
+            self._start_home_assistant()
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
@@ -143,8 +148,7 @@ class Gateway:
         await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
             await _logged(f"stopping door {door.id}", door.stop())
-        if self._web is not None:
-            await _logged("stopping the web UI", self._web.stop())
+        await self.supervisor.stop(["web"])  # the web part stops its server itself
         if self._metrics is not None:
             self._metrics.stop()
         await self.supervisor.stop()
@@ -181,6 +185,24 @@ class Gateway:
         )
 
     # --- the parts ----------------------------------------------------------------------
+
+    def _start_home_assistant(self) -> None:
+        """Home Assistant discovery on its own connection (or removal, once switched off)."""
+        from gateway.homeassistant import GatewayParts, HomeAssistantBridge
+
+        marker = self.state_dir.path / "homeassistant.announced"
+        if not (self.config.homeassistant.enabled or marker.exists()):
+            return  # never announced: nothing to keep current, nothing to remove
+        parts = GatewayParts(
+            doors=self.doors,
+            readers_online=lambda: {r: h.online for r, h in self.activity.readers.items()},
+            inside=self.state.inside,
+            listen=self.activity.listen,
+            commands=self,
+            marker=marker,
+        )
+        self.home_assistant = HomeAssistantBridge(self.config, parts)
+        self.supervisor.start("home assistant", self.home_assistant.run)
 
     def _start_metrics(self) -> None:
         """Prometheus metrics on their own address and thread, sampled on the loop."""
@@ -262,15 +284,31 @@ class Gateway:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
             self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
+            told: list[bool] = []
+
+            def decided(granted: bool, told: list[bool] = told) -> None:
+                told.append(granted)  # the LED and beep now, not after the passage
+                self._feedback(reader, granted)
+
             try:
-                checkin = await entrance.present(read)
+                await entrance.present(read, decided)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
-                checkin = None
+                if not told:
+                    self._feedback(reader, False)
+
+    def _feedback(self, reader: Reader, granted: bool) -> None:
+        """Show a decision on the reader in the background: the door never waits on it."""
+
+        async def show() -> None:
             try:
-                await reader.feedback(checkin is not None and checkin["decision"] == "granted")
+                await reader.feedback(granted)
             except Exception as exc:  # the LED is a nicety: the door goes on without it
                 log.warning("reader %s: feedback failed: %s", reader.id, describe(exc))
+
+        task = asyncio.get_running_loop().create_task(show(), name=f"feedback {reader.id}")
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
 
     def reader_health(self, health: ReaderHealth) -> None:
         self.activity.health(health)
@@ -369,10 +407,30 @@ class Gateway:
                     "entitlements_version": self.store.version,
                 }
             )
-            outcome = await self.doors[door_id].open_once(seconds)
-            final = await self.journal.finalise(entry.seq, passed=outcome.passed, charged=0)
-            self.state.apply_checkin(final, own=True)
-            self._own_checkin(final)
+            released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            # kept apart from the event tasks: stopping must not wait for a passage
+            task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
+            self._remote_opens.add(task)
+            task.add_done_callback(self._remote_opens.discard)
+            # answered once the lock moved, not after the passage (Clarifications, Commands)
+            if not await released:
+                raise CommandFailed(f"door {door_id}: the lock could not be released")
+
+    async def _remote_open(
+        self, door_id: str, seq: int, seconds: int | None, released: asyncio.Future[bool]
+    ) -> None:
+        """One remote release through to its final check-in (after the passage or timeout)."""
+        passed = False
+        try:
+            passed = (await self.doors[door_id].open_once(seconds, released)).passed
+        except Exception:  # the record is still finalised (not passed); the result says failed
+            log.exception("door %s: remote open failed", door_id)
+        finally:
+            if not released.done():
+                released.set_result(False)
+        final = await self.journal.finalise(seq, passed=passed, charged=0)
+        self.state.apply_checkin(final, own=True)
+        self._own_checkin(final)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
@@ -431,17 +489,39 @@ class Gateway:
             self.state.clock_synced = self.clock.synced()
 
     def _start_web(self) -> None:
-        """The installer's web UI, in a thread of its own (it never slows the doors)."""
+        """The installer's web UI, in a process of its own (it never slows the doors).
+
+        It is bound at once (a taken port shows in the first log lines), then supervised
+        like every part: a port in use or a crashed UI is logged, reported
+        (``component_failed``, the status's ``components``) and tried again with back-off,
+        while doors, readers, journal and sync go on.
+        """
+        try:
+            self._web = self._web_first = self._new_web()
+        except AccessGwError as exc:
+            self._web_first = exc  # raised by the supervised part: reported and retried
+        self.supervisor.start("web", self._serve_web)
+
+    def _new_web(self) -> WebServer:
         from gateway.web.server import WebServer
 
         web = WebServer(self, self.config.web, self.state_dir.path)
-        try:
-            web.start()
-        except AccessGwError as exc:  # the doors work without the UI
-            log.error("%s", exc)
-            self.record_event("component_failed", None, {"component": "web", "error": str(exc)})
-            return
+        web.start()
+        return web
+
+    async def _serve_web(self) -> None:
+        """One life of the web UI: until its process ends (a failure) or the gateway stops."""
+        first, self._web_first = self._web_first, None
+        if isinstance(first, BaseException):
+            raise first
+        web = first if first is not None else self._new_web()
         self._web = web
+        try:
+            cause = await web.wait_stopped()
+        finally:
+            self._web = None
+            await web.stop()
+        raise AccessGwError(f"the web UI stopped: {cause or 'without a reason'}")
 
 
 def _part(kind: str, name: str) -> str:
@@ -476,16 +556,17 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    config = load_config(args.config)
+    from gateway.validation import validate_file  # the same checks as check-config
+
+    report = validate_file(args.config)
+    config = report.valid_config()
     logs.configure(
         getattr(args, "log_level", None) or config.log.level,
         getattr(args, "log_format", None) or config.log.format,
         config.log.libraries,
     )
-    refuse_insecure_broker(config.mqtt, args.config)
-    insecure = config.web.insecure_listen_problem() if config.web.enabled else None
-    if insecure:
-        raise ConfigError(str(args.config), [insecure])
+    for warning in report.warnings:
+        log.warning("config %s: %s", report.file, warning)
 
     async def main() -> None:
         stop = asyncio.Event()
