@@ -138,6 +138,8 @@ class Gateway:
         await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
             await _logged(f"stopping door {door.id}", door.stop())
+        for door_id, entrance in self.entrances.items():
+            await _logged(f"closing entrance {door_id}", entrance.close())
         if self._web is not None:
             await _logged("stopping the web UI", self._web.stop())
         if self._metrics is not None:
@@ -208,6 +210,7 @@ class Gateway:
                 door_cfg.zone,
                 door_cfg.direction,
                 door_cfg.language or self.config.gateway.language,
+                senses_passage=door_cfg.passage is not None or door_cfg.contact is not None,
             )
             self.entrances[door_cfg.id] = Entrance(
                 place,
@@ -220,6 +223,7 @@ class Gateway:
                 online=self.online,
                 published=self._own_checkin,
                 explained=self._explained,
+                now=self.now,
             )
 
     def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
@@ -344,30 +348,7 @@ class Gateway:
     async def open_once(self, door: str, seconds: int | None) -> None:
         """Command ``open``: one timed release, journalled as a ``remote_open`` check-in."""
         for door_id in self._doors_named(door):
-            place = self.entrances[door_id].place
-            entry = await self.journal.record_decision(
-                {
-                    "at": self.now().isoformat(timespec="milliseconds"),
-                    "door": door_id,
-                    "zone": place.zone,
-                    "direction": place.direction,
-                    "credential": "unknown",
-                    "member": None,
-                    "ticket": None,
-                    "decision": "granted",
-                    "reason": "remote_open",
-                    "contract": None,
-                    "charged": 0,
-                    "passed": False,
-                    "warnings": [],
-                    "offline": not self.online(),
-                    "entitlements_version": self.store.version,
-                }
-            )
-            outcome = await self.doors[door_id].open_once(seconds)
-            final = await self.journal.finalise(entry.seq, passed=outcome.passed, charged=0)
-            self.state.apply_checkin(final, own=True)
-            self._own_checkin(final)
+            await self.entrances[door_id].open_once(seconds)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
