@@ -18,6 +18,13 @@ the pending key becomes the reader's key and ``EnforceSecure`` is switched back 
 libosdp runs its own refresh thread (every ~20 ms); its callbacks are handed to the event
 loop with ``call_soon_threadsafe``, and every call that takes libosdp's lock runs in a
 worker thread, so the loop never waits on the bus.
+
+A reader that drops (rebooted, cable pulled, its Secure Channel lost) is not left to
+libosdp, which waits 300 s (``OSDP_ONLINE_RETRY_WAIT_MAX_MS``) before it tries a PD it
+marked offline again: the panel is restarted with back-off (1 s doubling to 30 s), so a
+rebooted reader reads again within seconds. Reads a reader queued while it was cut off
+arrive in a burst when it comes back, stamped with their arrival time: the first
+``settle_seconds`` after the reader comes online are not taken as fresh presentations.
 """
 
 from __future__ import annotations
@@ -53,7 +60,6 @@ log = logging.getLogger(__name__)
 
 MIN_CARD_BITS = 16  # shorter bursts are line noise (real formats start at 26 bits)
 MAX_CARD_BITS = 1024  # far above any real card format; a longer "read" is garbage
-MAX_ASCII = 64
 QUEUE_SIZE = 64  # reads waiting for the door; more means nobody is consuming them
 LOG_LEVELS = {
     "error": osdp.LogLevel.Error,
@@ -80,6 +86,9 @@ class OsdpSettings(DriverSettings):
     install_mode: bool = False
     log_level: Literal["error", "warning", "info", "debug"] = "error"
     reopen_max: float = Field(default=5.0, gt=0, le=300)
+    restart_min: float = Field(default=1.0, gt=0, le=60)  # first wait before a new panel
+    restart_max: float = Field(default=30.0, gt=0, le=600)
+    settle_seconds: float = Field(default=1.5, ge=0, le=10)  # reads dropped after online
 
 
 # --- card data ------------------------------------------------------------------------
@@ -110,19 +119,15 @@ def wiegand26(bits: str) -> str:
 def decode_card(length: int, data: bytes, fmt: int) -> tuple[str, str, str | None]:
     """(value, format, bits) of an OSDP card read; BadCard if it makes no sense.
 
-    26-bit Wiegand is decoded as H10301; other lengths keep the whole number (``rawN``);
-    an ASCII read of printable characters is passed on as it is (``ascii``).
+    A 26-bit read whose format code says Wiegand is decoded as H10301; every other read
+    keeps the whole number (``rawN``): a 26-bit read in another format is not guessed at.
+    ASCII reads (a format of osdp_RAW that no reader of this gateway's profiles sends)
+    are refused rather than passed on unverified.
     """
     if fmt == osdp.CardFormat.ASCII:
-        try:
-            text = data.decode("ascii")
-        except UnicodeDecodeError:
-            raise BadCard("ASCII card read with non-ASCII bytes") from None
-        if not text or len(text) > MAX_ASCII or not text.isprintable():
-            raise BadCard("ASCII card read that is empty, too long or not printable")
-        return text, "ascii", None
+        raise BadCard("ASCII card reads are not supported: set the reader to Wiegand output")
     bits = card_bits(length, data)
-    if length == 26:
+    if length == 26 and fmt == osdp.CardFormat.Wiegand:
         return wiegand26(bits), "wiegand26", bits
     return str(int(bits, 2)), f"raw{length}", bits
 
@@ -208,6 +213,7 @@ class SerialChannel(osdp.Channel):
         super().__init__()
         self.path = path
         self.lost = False
+        self.received = 0  # bytes the reader sent: tells "no answer" from "wrong key"
         try:
             # exclusive: a second panel on the same bus would garble both
             self.port = serial.Serial(path, baudrate, timeout=0, write_timeout=1.0, exclusive=True)
@@ -229,10 +235,12 @@ class SerialChannel(osdp.Channel):
         if self.lost:
             return b""
         try:
-            return bytes(self.port.read(max_bytes))
+            data = bytes(self.port.read(max_bytes))
         except Exception:  # termios.error is no OSError: catch all, see the class docstring
             self.lost = True
             return b""
+        self.received += len(data)
+        return data
 
     def write(self, buf: bytes) -> int:
         """Send ``buf``; how many bytes went out."""
@@ -268,8 +276,11 @@ class Session:
         self.channel = channel
         self.secure = False  # Secure Channel active with the reader's own key (not SCBK-D)
         self.online = False
+        self.seen_online = False  # the reader answered on this panel at least once
+        self.dropped = False  # it was online and went away (or its Secure Channel did)
         self.sc_failed = False  # a Secure Channel handshake failed before ever working
         self.installing = False
+        self.online_at: float | None = None  # loop time the reader came online securely
 
 
 class OsdpReader(Reader):
@@ -351,6 +362,7 @@ class OsdpReader(Reader):
 
     async def _run(self) -> None:
         backoff = Backoff(0.2, self.settings.reopen_max)
+        restarts = Backoff(self.settings.restart_min, self.settings.restart_max)
         while not self._closed:
             self._restart.clear()
             try:
@@ -363,8 +375,15 @@ class OsdpReader(Reader):
                 await self._wait_restart(None)
                 continue
             backoff.reset()
-            await self._watch()
+            lost_port = await self._watch()
+            session = self._session
+            if session is not None and session.seen_online and session.secure:
+                restarts.reset()  # it worked on this panel: the next drop starts from 1 s
             await self._stop_session()
+            if not lost_port and not self._restart.is_set():
+                # libosdp would wait 300 s before trying this reader again: a new panel,
+                # after a growing pause, finds a rebooted reader within seconds
+                await self._wait_restart(restarts.next_delay())
 
     async def _wait_restart(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -419,8 +438,9 @@ class OsdpReader(Reader):
             raise HardwareError(f"libosdp cannot drive {self.where}: {exc}") from exc
         return Session(number, panel, channel)
 
-    async def _watch(self) -> None:
-        """Until a restart: notice a lost port, and a reader that never answers."""
+    async def _watch(self) -> bool:
+        """Until a restart is due: True if the port was lost, False when the reader
+        dropped, refused the key, or never answered within ``online_timeout``."""
         session = self._session
         assert session is not None
         waited = 0.0
@@ -430,16 +450,19 @@ class OsdpReader(Reader):
                 self.report(
                     False, f"serial port {self.port} stopped working: was the reader unplugged?"
                 )
-                return
-            if not session.online and not session.sc_failed:
-                if waited >= self.settings.online_timeout:
-                    self.report(
-                        False,
-                        f"no answer from the OSDP {self.where}: check the RS-485 wiring (A/B), "
-                        f"the reader's address and its baud rate ({self.settings.baudrate})",
-                    )
+                return True
+            if session.dropped or session.sc_failed:
+                return False
+            if not session.seen_online and waited >= self.settings.online_timeout:
+                self.report(
+                    False,
+                    f"no answer from the OSDP {self.where}: check the RS-485 wiring (A/B), "
+                    f"the reader's address and its baud rate ({self.settings.baudrate})",
+                )
+                return False
             await self._wait_restart(0.2)
             waited += 0.2
+        return False
 
     async def _stop_session(self) -> None:
         session, self._session = self._session, None
@@ -479,12 +502,22 @@ class OsdpReader(Reader):
             self._on_sc_status(session, active=bool(arg0), default_key=bool(arg1))
         elif kind == NOTIFY_PD_STATUS:
             session.online = bool(arg0)
+            if session.online:
+                session.seen_online = True
+            elif session.seen_online:
+                session.dropped = True
             self._report_session(session)
 
     def _on_sc_status(self, session: Session, *, active: bool, default_key: bool) -> None:
         was_secure = session.secure
         session.secure = active and not default_key
-        if not active and not was_secure and not session.installing:
+        if session.secure and not was_secure:
+            session.online_at = asyncio.get_running_loop().time()
+        if not active and was_secure:
+            session.dropped = True  # the reader rebooted or lost its session
+        elif not active and not session.installing:
+            # libosdp says "inactive" also when a reader that never answered times out:
+            # only a reader that answered (a status came with it) refused the key
             session.sc_failed = True
         if session.secure and session.installing:
             session.installing = False
@@ -504,6 +537,12 @@ class OsdpReader(Reader):
             return
         if session.online and session.secure:
             self.report(True)
+        elif session.sc_failed and session.channel.received == 0:
+            self.report(
+                False,
+                f"no answer from the OSDP {self.where}: check the RS-485 wiring (A/B), "
+                f"the reader's address and its baud rate ({self.settings.baudrate})",
+            )
         elif session.sc_failed:
             self.report(
                 False,
@@ -532,6 +571,14 @@ class OsdpReader(Reader):
         if not session.secure:
             self.dropped += 1
             log.warning("reader %s: card read without Secure Channel dropped", self.id)
+            return
+        since = session.online_at
+        if (
+            since is not None
+            and asyncio.get_running_loop().time() - since < self.settings.settle_seconds
+        ):
+            self.dropped += 1  # queued while the reader was cut off: not a presentation now
+            log.info("reader %s: card read queued during an outage dropped", self.id)
             return
         try:
             read = card_read(self.id, event)

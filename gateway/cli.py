@@ -82,34 +82,33 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """``accessgw check-config FILE``: ``ok``, or every problem and exit 1."""
-    from gateway.config import load_config
-    from gateway.profiles import check_devices
+    """``accessgw check-config FILE``: ``ok``, or every problem and exit 1.
 
-    try:
-        config = load_config(args.file)
-        problems = [str(problem) for problem in check_devices(config)]
-        if problems:
-            raise ConfigError(args.file, problems)
-    except ConfigError as exc:
-        if args.json:
-            print(json.dumps({"ok": False, "file": exc.path, "problems": exc.problems}))
-            return EXIT_PROBLEMS
-        print(f"{exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
+    The same validation as ``run`` and the web UI (:mod:`gateway.validation`); warnings are
+    listed apart and do not fail.
+    """
+    from gateway.validation import validate_file
+
+    report = validate_file(args.file)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    for warning in report.warnings:
+        print(f"{report.file}: warning: {warning}", file=sys.stderr)
+    if not report.ok:
+        print(f"{report.file}: {len(report.problems)} problem(s)", file=sys.stderr)
+        for problem in report.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
-    from gateway.broker_safety import broker_warnings
-
-    warnings = broker_warnings(config.mqtt)
-    if config.web.enabled and (web_warning := config.web.insecure_listen_problem()):
-        warnings.append(web_warning)
-    if args.json:
-        print(json.dumps({"ok": True, "file": args.file, "problems": [], "warnings": warnings}))
-        return EXIT_OK
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     print("ok")
+    return EXIT_OK
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    """``accessgw id CONFIG``: this gateway's id, site and public key, for registration."""
+    from gateway.identity import describe_identity
+
+    print(json.dumps(describe_identity(args.config)))
     return EXIT_OK
 
 
@@ -268,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pass", dest="pass_token", help="phone-pass token AGP1....")
     decide.set_defaults(func=cmd_decide)
 
+    ident = _parser(
+        sub,
+        "id",
+        "print this gateway's id, site and public key, for registration in the central "
+        "system (the key pair is made on first use)",
+        "  accessgw id /etc/accessgw/config.toml\n",
+    )
+    ident.add_argument("config", help="the TOML config file")
+    ident.set_defaults(func=cmd_id)
+
     from gateway.web.commands import add_commands
 
     add_commands(sub)
@@ -300,7 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"accessgw {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ConfigError as exc:
-        print(f"accessgw {args.command}: {exc}", file=sys.stderr)
+        print(
+            f"accessgw {args.command}: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
     except AccessGwError as exc:
         print(f"accessgw {args.command}: {exc}", file=sys.stderr)

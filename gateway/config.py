@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
@@ -159,7 +156,7 @@ class BoardConfig(_Section):
     port: str | None = None
     host: str | None = None
     tcp_port: int | None = Field(None, ge=1, le=65535)
-    unit: int = Field(1, ge=0, le=247)
+    unit: int = Field(1, ge=1, le=247, description="Modbus unit id (0 is broadcast)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -294,90 +291,23 @@ class Config(_Section):
     metrics: MetricsSection = MetricsSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
 
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        problems = []
-        for name, items in (
-            ("readers", self.readers),
-            ("boards", self.boards),
-            ("doors", self.doors),
-        ):
-            seen: set[str] = set()
-            for item in items:
-                if item.id in seen:
-                    problems.append(f"{name}: id {item.id!r} is used twice")
-                seen.add(item.id)
-        doors = {d.id for d in self.doors}
-        boards = {b.id for b in self.boards}
-        for reader in self.readers:
-            if reader.door not in doors:
-                problems.append(
-                    f"reader {reader.id!r} names door {reader.door!r}, "
-                    f"which is not configured (doors: {', '.join(sorted(doors)) or 'none'})"
-                )
-        for door in self.doors:
-            for role in ("lock", "contact", "rex", "passage", "fire"):
-                point = getattr(door, role)
-                if point is not None and point.board not in boards:
-                    problems.append(
-                        f"door {door.id!r} {role} names board {point.board!r}, "
-                        f"which is not configured"
-                    )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
-    """Best-effort line number of the key at ``loc`` in the TOML text."""
-    lines = text.splitlines()
-    start = 0
-    table: list[str] = []
-    for part in loc:
-        if isinstance(part, int):
-            header = re.compile(rf"^\s*\[\[\s*{re.escape('.'.join(table))}\s*\]\]")
-            hits = [i for i, line in enumerate(lines) if header.match(line)]
-            if part < len(hits):
-                start = hits[part]
-            continue
-        table.append(part)
-        header = re.compile(rf"^\s*\[+\s*{re.escape('.'.join(table))}\s*\]+")
-        key = re.compile(rf"^\s*{re.escape(part)}\s*=")
-        for i in range(start, len(lines)):
-            if header.match(lines[i]) or key.match(lines[i]):
-                start = i
-                break
-        else:
-            return None
-    return start + 1 if loc else None
-
 
 def parse_config(text: str, path: str = "<config>") -> Config:
-    """Validate TOML text; raise ConfigError listing every problem with key and line."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(text, loc)
-            where = f"line {line}: " if line else ""
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (a typo?)"
-            elif err["type"] == "missing":
-                msg = "is required"
-            problems.append(f"{where}{key}: {msg}")
-        raise ConfigError(path, problems) from None
+    """Validate TOML text (schema and cross-references); ConfigError with key and line.
+
+    ``run`` and ``check-config`` validate more (files, state directory, devices):
+    :func:`gateway.validation.validate_file`.
+    """
+    from gateway.validation import validate_text
+
+    return validate_text(text, path, structure_only=True).valid_config()
 
 
 def load_config(path: Path | str) -> Config:
-    """Read and validate the config file at ``path``."""
+    """Read the config file at ``path``: schema and cross-references only.
+
+    For what ``run`` needs (files, state directory, devices): :mod:`gateway.validation`.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
-from gateway.broker_safety import refuse_insecure_broker
 from gateway.clock import ClockTrust
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
-from gateway.errors import AccessGwError, ConfigError
+from gateway.errors import AccessGwError
 from gateway.history import History
+from gateway.identity import load_identity
 from gateway.journal import Journal
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
@@ -87,6 +87,7 @@ class Gateway:
         """Open the state, put outputs in their safe state, start readers and sync."""
         cfg = self.config
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
+        self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
         self.passes = PassCache.open(self.state_dir.passes)
@@ -105,6 +106,8 @@ class Gateway:
             self._start_web()
         if cfg.metrics.enabled:
             self._start_metrics()
+        if cfg.mqtt.enabled:
+            self._start_home_assistant()
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
@@ -178,6 +181,24 @@ class Gateway:
         )
 
     # --- the parts ----------------------------------------------------------------------
+
+    def _start_home_assistant(self) -> None:
+        """Home Assistant discovery on its own connection (or removal, once switched off)."""
+        from gateway.homeassistant import GatewayParts, HomeAssistantBridge
+
+        marker = self.state_dir.path / "homeassistant.announced"
+        if not (self.config.homeassistant.enabled or marker.exists()):
+            return  # never announced: nothing to keep current, nothing to remove
+        parts = GatewayParts(
+            doors=self.doors,
+            readers_online=lambda: {r: h.online for r, h in self.activity.readers.items()},
+            inside=self.state.inside,
+            listen=self.activity.listen,
+            commands=self,
+            marker=marker,
+        )
+        self.home_assistant = HomeAssistantBridge(self.config, parts)
+        self.supervisor.start("home assistant", self.home_assistant.run)
 
     def _start_metrics(self) -> None:
         """Prometheus metrics on their own address and thread, sampled on the loop."""
@@ -307,7 +328,7 @@ class Gateway:
 
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
-        self.history.add(checkin)
+        self.history.add(checkin)  # on the history's writer thread, in order
         shown = dict(checkin)
         if self._trace is not None:  # never on the wire: the name and trace stay on the box
             shown["display"], shown["trace"] = self._trace[0], list(self._trace[1])
@@ -361,26 +382,6 @@ class Gateway:
         """Command ``resync``: ask for a full snapshot."""
         if self.sync is not None:
             await self.sync.entitlements.resync()
-
-    def take_peer_checkin(self, checkin: dict[str, Any]) -> None:
-        """Another gateway of the site let someone through: share its effects."""
-        metrics.peer_checkin_accepted()
-        self.history.add(checkin)
-        self.state.apply_checkin(checkin, own=False)
-        ticket_id = checkin.get("ticket")
-        if ticket_id and checkin.get("decision") == "granted" and checkin.get("passed"):
-            ticket = self.store.ticket(ticket_id)
-            if ticket is not None and self.state.ticket_uses(ticket_id) > ticket.uses:
-                self.record_event(
-                    "ticket_double_use",
-                    checkin.get("door"),
-                    {
-                        "ticket": ticket_id,
-                        "uses": self.state.ticket_uses(ticket_id),
-                        "allowed": ticket.uses,
-                        "gw": checkin.get("gw"),
-                    },
-                )
 
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
@@ -471,16 +472,17 @@ def run_daemon(
     args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
-    config = load_config(args.config)
+    from gateway.validation import validate_file  # the same checks as check-config
+
+    report = validate_file(args.config)
+    config = report.valid_config()
     logs.configure(
         getattr(args, "log_level", None) or config.log.level,
         getattr(args, "log_format", None) or config.log.format,
         config.log.libraries,
     )
-    refuse_insecure_broker(config.mqtt, args.config)
-    insecure = config.web.insecure_listen_problem() if config.web.enabled else None
-    if insecure:
-        raise ConfigError(str(args.config), [insecure])
+    for warning in report.warnings:
+        log.warning("config %s: %s", report.file, warning)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.config import parse_config
 from gateway.daemon import Gateway
+from gateway.identity import load_identity
 from gateway.passes import make_pass, public_key_b64
 
 SITE, GW = "demo-club", "door-1"
@@ -246,7 +247,16 @@ async def run_demo_async(state_dir: Path, web_port: int, seconds: float | None) 
         if port is not None:
             from simulators.central import CentralSimulator
 
-            central_cm = CentralSimulator("127.0.0.1", port, SITE, records=members(today))
+            # The demo gateway's key pair, made now (as on its first start) and registered
+            # with the central system, which then takes only messages it signed.
+            identity = load_identity(GW, SITE, state_dir / "gateway")
+            central_cm = CentralSimulator(
+                "127.0.0.1",
+                port,
+                SITE,
+                records=members(today),
+                gateways={GW: identity.public_key_b64},
+            )
         async with central_cm as central:
             key = central.public_key_b64 if central is not None else None
             text = config_text(state_dir / "gateway", port, key, nfc.path, qr.path, web_port)
@@ -265,8 +275,11 @@ async def run_demo_async(state_dir: Path, web_port: int, seconds: float | None) 
                 await Scenario(gateway, nfc, qr, board).run(central)
                 if central is not None:
                     await asyncio.sleep(1)
-                    got = central.received[GW].checkins
-                    print(f"\nthe central system received {len(got)} check-ins from {GW}")
+                    got = central.received[GW]
+                    print(
+                        f"\nthe central system received {len(got.checkins)} signed check-ins "
+                        f"from {GW} ({len(got.refused)} refused)"
+                    )
                 print(
                     "\nthe gateway keeps running"
                     + (f" for {seconds:.0f} s" if seconds else "; Ctrl-C stops it")

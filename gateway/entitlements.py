@@ -17,6 +17,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -164,28 +165,33 @@ class CodeCredential(_Wire):
         return f"code:{self.value.strip()}"
 
 
-def _ed25519_key(value: str) -> str:
+def raw_ed25519_key(value: str) -> bytes | None:
+    """The 32 raw bytes of a standard-base64 Ed25519 public key; None when malformed."""
     try:
         raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("key must be standard base64") from exc
-    if len(raw) != 32:
-        raise ValueError("key must be 32 bytes (raw Ed25519 public key)")
-    return value
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
 
 
 class PhoneCredential(_Wire):
-    """The member's bound phone: device id, Ed25519 public key, binding time."""
+    """The member's bound phone: device id, Ed25519 public key, binding time.
+
+    A malformed ``key`` leaves the record (and the set) valid: the phone's passes are then
+    ``bad_pass`` (ENTITLEMENTS.md, "Passes, strictly"), so one bad key never holds up a
+    whole site's sync.
+    """
 
     kind: Literal["phone"]
     device: StrictStr
-    key: Annotated[StrictStr, AfterValidator(_ed25519_key)]
+    key: StrictStr
     bound_at: IsoTime
 
     @property
     def public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 public key."""
-        return base64.b64decode(self.key)
+        """The raw 32-byte Ed25519 public key; empty when the key is malformed (no pass
+        can verify with it)."""
+        return raw_ed25519_key(self.key) or b""
 
 
 Credential = Annotated[
@@ -387,6 +393,13 @@ class ZoneRule(_Wire):
 
 
 Policy = Literal["deny", "warn", "allow"]
+_GATEWAY_ID = re.compile(r"[a-z0-9-]{1,64}")
+
+
+def _gateway_id(value: str) -> str:
+    if not _GATEWAY_ID.fullmatch(value):
+        raise ValueError("gateway ids must match [a-z0-9-]{1,64}")
+    return value
 
 
 class SiteRules(_Wire):
@@ -405,6 +418,9 @@ class SiteRules(_Wire):
     max_offline_hours: NonNegInt | None = None
     pass_window_s: NonNegInt = 30
     messages: dict[StrictStr, dict[StrictStr, StrictStr]] = Field(default_factory=dict)
+    gateways: dict[Annotated[StrictStr, AfterValidator(_gateway_id)], StrictStr] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _known_names(self) -> SiteRules:
@@ -422,6 +438,15 @@ class SiteRules(_Wire):
     def tz(self) -> ZoneInfo:
         """The site's time zone."""
         return ZoneInfo(self.timezone)
+
+    def gateway_keys(self) -> dict[str, Ed25519PublicKey | None]:
+        """The registered gateways' public keys (``gateways``); None for a malformed one,
+        whose messages are then refused (the rest of the set stays valid)."""
+        keys: dict[str, Ed25519PublicKey | None] = {}
+        for gw, b64 in self.gateways.items():
+            raw = raw_ed25519_key(b64)
+            keys[gw] = None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
+        return keys
 
     def zone(self, zone: str) -> ZoneRule:
         """The rules of ``zone``, or the defaults for a zone the site does not list."""

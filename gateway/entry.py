@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -58,7 +59,7 @@ class JournalLike(Protocol):
 class SeenPasses(Protocol):
     """The durable replay cache (gateway.pass_cache.PassCache provides it)."""
 
-    def add(self, device: str, t: int, nonce: str) -> None: ...
+    def add(self, device: str, t: int, nonce: str) -> Future[None]: ...
 
 
 class StoreLike(EntitlementView, Protocol):
@@ -115,6 +116,7 @@ class CheckIn:
     charged: int = 0
     warnings: tuple[str, ...] = ()
     member_message: str | None = None
+    pass_seen: tuple[str, int, str] | None = None
 
     def message(self) -> dict[str, Any]:
         """The check-in message as the journal takes it (not passed yet)."""
@@ -137,6 +139,8 @@ class CheckIn:
         }
         if self.member_message:
             body["member_message"] = self.member_message  # for the reception
+        if self.pass_seen is not None:  # peers add it to their replay caches
+            body["pass"] = list(self.pass_seen)
         return body
 
 
@@ -300,9 +304,8 @@ class Entrance:
 
     async def _remember_pass(self, decision: Decision, read: CredentialRead) -> None:
         if decision.pass_seen is not None:
-            self.passes.add(
-                *decision.pass_seen
-            )  # durable: a used pass stays used after a power cut
+            # durable before the decision goes on: a used pass stays used after a power cut
+            await asyncio.wrap_future(self.passes.add(*decision.pass_seen))
             self.state.seen_passes.add(decision.pass_seen)
         if decision.clock_unsynced:
             await self.journal.record_event(
@@ -334,4 +337,5 @@ class Entrance:
             offline=not self.online(),
             entitlements_version=self.store.version,
             member_message=decision.member_message or None,
+            pass_seen=decision.pass_seen,  # peers add it to their replay caches
         )

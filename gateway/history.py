@@ -4,13 +4,24 @@ The journal forgets a check-in once the central system acknowledges it, but deci
 still need recent passages (re-entry, visit limits, anti-passback), uncounted clip-card
 charges and ticket uses. This keeps the few fields they need, own and peers' alike, for
 ``PASSAGE_HORIZON``; a member deleted by the central system is purged at once.
+
+It is also the durable memory of peers' check-ins: a row is keyed by ``(gw, id)`` (and
+``(gw, seq)``), so a check-in delivered again, even after a restart, is kept once and
+:meth:`History.add` says it was not new: the caller then leaves the state alone.
+
+Writes go to one writer thread (fsync never on the event loop), in the order submitted.
+Start-up never fails on a stored row: :meth:`History.rebuild` skips and logs any row it
+cannot read (PROTOCOL.md, "Trust between gateways").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +29,9 @@ from zoneinfo import ZoneInfo
 
 from gateway.errors import StoreError
 from gateway.state import PASSAGE_HORIZON, LocalState
+from gateway.writer_thread import InlineWriter, WriterThread
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkins (
@@ -31,61 +45,99 @@ CREATE TABLE IF NOT EXISTS checkins (
 CREATE INDEX IF NOT EXISTS checkins_member ON checkins(member);
 CREATE INDEX IF NOT EXISTS checkins_at ON checkins(at_unix);
 """
+_ID_COLUMN = "ALTER TABLE checkins ADD COLUMN id TEXT"  # databases made before peer de-dup
+_ID_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS checkins_id ON checkins(gw, id)"
 _KEEP = ("gw", "seq", "at", "zone", "direction", "member", "ticket", "contract", "charged",
          "decision", "passed")  # fmt: skip
+
+
+def changes_state(checkin: Mapping[str, Any]) -> bool:
+    """Only granted check-ins that someone walked through change local state."""
+    return checkin.get("decision") == "granted" and checkin.get("passed") is True
 
 
 class History:
     """Final granted check-ins of the site, kept for a month (SQLite, WAL)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: str = "", writer: WriterThread | None = None
+    ) -> None:
+        """``writer`` None: statements run in the caller's thread (a tool reading a copy)."""
         self._conn = conn
+        self._path = path
+        self._writer = writer or InlineWriter("history")
 
     @classmethod
     def open(cls, path: Path | str) -> History:
-        """Open (or create) the history database."""
+        """Open (or create) the history database (on its writer thread)."""
+        writer = WriterThread("history")
         try:
-            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
+            conn = writer.call(_open, str(path))
         except sqlite3.DatabaseError as exc:
+            writer.close()
             raise StoreError(
                 f"passage history at {path} is damaged ({exc}): delete it; the gateway then "
                 "forgets recent passages (anti-passback and visit counts start afresh)"
             ) from exc
-        return cls(conn)
+        return cls(conn, str(path), writer)
 
-    def add(self, checkin: Mapping[str, Any]) -> None:
-        """Keep a final check-in that someone walked through (others change no state)."""
-        if checkin.get("decision") != "granted" or not checkin.get("passed"):
-            return
-        body = {k: checkin.get(k) for k in _KEEP}
-        at = datetime.fromisoformat(str(checkin["at"])).timestamp()
-        self._conn.execute(
-            "INSERT OR IGNORE INTO checkins (gw, seq, at_unix, member, body) VALUES (?,?,?,?,?)",
+    # --- writing (on the writer thread, in order) -----------------------------------------
+
+    def add(self, checkin: Mapping[str, Any]) -> Future[bool]:
+        """Keep a final check-in that someone walked through; the future says whether it is
+        new (False: the same ``(gw, id)`` or ``(gw, seq)`` is already kept, or it changes
+        no state). Await it (``asyncio.wrap_future``) to know it is durable."""
+        return self._writer.submit(self._insert, dict(checkin))
+
+    async def add_new(self, checkin: Mapping[str, Any]) -> bool:
+        """:meth:`add`, awaited: True once a new row is durable."""
+        return await asyncio.wrap_future(self.add(checkin))
+
+    def _insert(self, checkin: dict[str, Any]) -> bool:
+        if not changes_state(checkin):
+            return False
+        try:
+            at = datetime.fromisoformat(str(checkin["at"])).timestamp()
+        except (KeyError, ValueError, OverflowError) as exc:
+            log.warning("history: check-in %s/%s not kept: bad at (%s)",
+                        checkin.get("gw"), checkin.get("seq"), exc)  # fmt: skip
+            return False
+        body = json.dumps({k: checkin.get(k) for k in _KEEP})
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO checkins (gw, seq, id, at_unix, member, body) "
+            "VALUES (?,?,?,?,?,?)",
             (
                 str(checkin.get("gw")),
                 int(checkin.get("seq") or 0),
+                checkin.get("id"),
                 at,
                 checkin.get("member"),
-                json.dumps(body),
+                body,
             ),
         )
+        return cursor.rowcount == 1
 
-    def purge_member(self, member: str) -> int:
-        """Forget a deleted member's passages (privacy)."""
-        return self._conn.execute("DELETE FROM checkins WHERE member = ?", (member,)).rowcount
+    def purge_member(self, member: str) -> Future[int]:
+        """Forget a deleted member's passages (privacy); the future holds how many."""
+        return self._writer.submit(self._delete, "DELETE FROM checkins WHERE member = ?", member)
+
+    def prune(self, now: datetime) -> Future[int]:
+        """Forget what is older than any rule looks back over; the future holds how many."""
+        cutoff = (now - PASSAGE_HORIZON).timestamp()
+        return self._writer.submit(self._delete, "DELETE FROM checkins WHERE at_unix < ?", cutoff)
+
+    def _delete(self, sql: str, arg: Any) -> int:
+        return int(self._conn.execute(sql, (arg,)).rowcount)
+
+    # --- reading (waits for the writes before it) -------------------------------------------
 
     def members(self) -> list[str]:
         """The members whose passages are kept."""
+        return self._writer.call(self._members)
+
+    def _members(self) -> list[str]:
         rows = self._conn.execute("SELECT DISTINCT member FROM checkins WHERE member IS NOT NULL")
         return [m for (m,) in rows]
-
-    def prune(self, now: datetime) -> int:
-        """Forget what is older than any rule looks back over."""
-        cutoff = (now - PASSAGE_HORIZON).timestamp()
-        return self._conn.execute("DELETE FROM checkins WHERE at_unix < ?", (cutoff,)).rowcount
 
     def rebuild(
         self, own_gw: str, now: datetime, tz: ZoneInfo | None, checkins_upto: Mapping[str, int]
@@ -94,21 +146,52 @@ class History:
 
         Occupancy counts only today's passages (local date): counts start afresh each day,
         so a person who left by a door without a reader does not stay "inside" forever.
+        A row that cannot be read (whatever a peer once sent) is skipped and logged.
         """
+        rows = self._writer.call(self._rows, (now - PASSAGE_HORIZON).timestamp())
         state = LocalState()
-        rows = self._conn.execute(
-            "SELECT body FROM checkins WHERE at_unix >= ? ORDER BY at_unix, gw, seq",
-            ((now - PASSAGE_HORIZON).timestamp(),),
-        )
         today = now.astimezone(tz).date() if tz else now.date()
-        for (raw,) in rows:
-            checkin = json.loads(raw)
-            at = datetime.fromisoformat(checkin["at"])
-            is_today = (at.astimezone(tz).date() if tz else at.date()) == today
-            state.apply_checkin(checkin, own=checkin.get("gw") == own_gw, count_inside=is_today)
+        skipped = 0
+        for gw, seq, raw in rows:
+            try:
+                checkin = json.loads(raw)
+                at = datetime.fromisoformat(checkin["at"])
+                is_today = (at.astimezone(tz).date() if tz else at.date()) == today
+                state.apply_checkin(checkin, own=checkin.get("gw") == own_gw,
+                                    count_inside=is_today)  # fmt: skip
+            except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
+                skipped += 1
+                log.warning("history: stored check-in %s/%s skipped: %s: %s",
+                            gw, seq, type(exc).__name__, exc)  # fmt: skip
+        if skipped:
+            log.warning("history: %d stored check-in(s) could not be read and were skipped",
+                        skipped)  # fmt: skip
         state.counted(checkins_upto)
         return state
 
+    def _rows(self, since: float) -> list[tuple[str, int, str]]:
+        return self._conn.execute(
+            "SELECT gw, seq, body FROM checkins WHERE at_unix >= ? ORDER BY at_unix, gw, seq",
+            (since,),
+        ).fetchall()
+
     def close(self) -> None:
-        """Close the database."""
+        """Finish the writes, then close the database."""
+        self._writer.close()
         self._conn.close()
+
+
+def _open(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(checkins)")}
+        if "id" not in columns:
+            conn.execute(_ID_COLUMN)
+        conn.execute(_ID_INDEX)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +42,26 @@ from gateway.errors import AccessGwError
 log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, cpu, open fds
+ProcessCollector(registry=REGISTRY)  # cpu, fds...; silent under systemd's ProcSubset=pid
+
+
+def resident_memory_bytes(statm: str = "/proc/self/statm") -> float:
+    """The process's resident memory, read from ``/proc/self/statm``.
+
+    prometheus_client's process collector needs ``/proc/stat``, which the hardened unit
+    hides (``ProcSubset=pid``); ``/proc/self`` stays readable there.
+    """
+    try:
+        with open(statm, encoding="ascii") as fh:
+            return float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # the peak
+
+
+MEMORY = Gauge(
+    "accessgw_resident_memory_bytes", "Resident memory of the gateway process", registry=REGISTRY
+)
+MEMORY.set_function(resident_memory_bytes)
 
 DECISIONS = Counter(
     "accessgw_decisions",

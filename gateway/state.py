@@ -18,6 +18,7 @@ from gateway.passes import SeenKey
 
 Direction = Literal["in", "out"]
 PASSAGE_HORIZON = timedelta(days=32)  # enough for a calendar month of max_visits
+MAX_PEER_STEPS = 100_000  # a peer's check-ins kept apart from its occupancy message
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,12 @@ class LocalState:
     """The gateway's local state, plain data. Decisions read it; the daemon updates it."""
 
     own_inside: dict[str, int] = field(default_factory=dict)
+    own_upto_seq: int = 0  # the highest own seq whose passage is in own_inside
+    # Peers' counts as of their last occupancy message (covering their seqs up to
+    # peer_upto[gw]), and their later check-ins' steps by seq until the next one covers them.
     peer_inside: dict[str, dict[str, int]] = field(default_factory=dict)
+    peer_upto: dict[str, int] = field(default_factory=dict)
+    peer_steps: dict[str, dict[int, tuple[str, int]]] = field(default_factory=dict)
     passages: dict[str, list[Passage]] = field(default_factory=dict)
     used_tickets: dict[str, int] = field(default_factory=dict)
     charges: list[Charge] = field(default_factory=list)
@@ -60,7 +66,14 @@ class LocalState:
 
     def inside(self, zone: str) -> int:
         """People inside ``zone`` across the site: this gateway's count plus its peers'."""
-        return self.own_inside.get(zone, 0) + sum(z.get(zone, 0) for z in self.peer_inside.values())
+        peers = set(self.peer_inside) | set(self.peer_steps)
+        return self.own_inside.get(zone, 0) + sum(self.peer_count(gw, zone) for gw in peers)
+
+    def peer_count(self, gw: str, zone: str) -> int:
+        """People inside ``zone`` through a peer's doors: its occupancy plus later check-ins."""
+        steps = self.peer_steps.get(gw, {}).values()
+        base = self.peer_inside.get(gw, {}).get(zone, 0)
+        return max(0, base + sum(step for z, step in steps if z == zone))
 
     def passages_of(self, member: str, until: datetime) -> list[Passage]:
         """The member's passages up to and including ``until``, oldest first."""
@@ -109,9 +122,23 @@ class LocalState:
             self.used_tickets[ticket] = self.used_tickets.get(ticket, 0) + 1
         if not count_inside:
             return
-        counts = self.own_inside if own else self.peer_inside.setdefault(str(checkin.get("gw")), {})
         step = 1 if direction == "in" else -1
-        counts[zone] = max(0, counts.get(zone, 0) + step)
+        seq = checkin.get("seq")
+        if own:
+            self.own_inside[zone] = max(0, self.own_inside.get(zone, 0) + step)
+            if isinstance(seq, int):
+                self.own_upto_seq = max(self.own_upto_seq, seq)
+            return
+        gw = str(checkin.get("gw"))
+        if isinstance(seq, int) and seq <= self.peer_upto.get(gw, 0):
+            return  # already in the peer's last occupancy message
+        steps = self.peer_steps.setdefault(gw, {})
+        steps[seq if isinstance(seq, int) else -len(steps) - 1] = (zone, step)
+        if len(steps) > MAX_PEER_STEPS:  # no occupancy for a long while: fold the oldest in
+            oldest = min(steps)
+            old_zone, old_step = steps.pop(oldest)
+            base = self.peer_inside.setdefault(gw, {})
+            base[old_zone] = max(0, base.get(old_zone, 0) + old_step)
 
     def counted(self, checkins_upto: Mapping[str, int]) -> None:
         """Forget charges the central system has counted in the set's clip-card credits."""
@@ -121,9 +148,14 @@ class LocalState:
             if c.gw is None or c.seq is None or c.seq > checkins_upto.get(c.gw, 0)
         ]
 
-    def set_peer_occupancy(self, gw: str, zones: Mapping[str, int]) -> None:
-        """A peer's retained occupancy message replaces what its check-ins added up to."""
+    def set_peer_occupancy(self, gw: str, zones: Mapping[str, int], upto_seq: int) -> None:
+        """A peer's occupancy message: its counts include its check-ins up to ``upto_seq``
+        (PROTOCOL.md, Clarifications, Peers); later ones stay added on top of them."""
         self.peer_inside[gw] = {z: max(0, int(n)) for z, n in zones.items()}
+        self.peer_upto[gw] = upto_seq
+        steps = self.peer_steps.get(gw)
+        if steps:
+            self.peer_steps[gw] = {s: v for s, v in steps.items() if s > upto_seq}
 
     def forget_before(self, instant: datetime) -> None:
         """Drop passages older than the longest period any rule looks back over."""

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import copy
 import csv
 import json
 import logging
 import random
+import re
 import sys
 import uuid
 from collections import defaultdict, deque
@@ -39,8 +41,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiomqtt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.sync.envelopes import public_key_b64, seal
 from gateway.sync.link import no_delay
@@ -241,6 +244,7 @@ class Received:
     syncs: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     acks_sent: list[int] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (topic, reason)
 
     def count(self, seq: int) -> None:
         """Advance ``upto`` over the contiguous seqs received."""
@@ -251,6 +255,56 @@ class Received:
         while self.upto + 1 in self.seqs:
             self.upto += 1
             self.seqs.discard(self.upto)
+
+
+class GatewayRegistry:
+    """The gateways' registered public keys, and the check of their signatures.
+
+    Written from PROTOCOL.md ("Signed messages from gateways") independently of the
+    gateway's own code: the canonical JSON of the message without ``sig``, Ed25519,
+    ``sig`` in base64url without padding, ``gw`` equal to the topic's.
+    """
+
+    def __init__(self, keys: dict[str, str] | None) -> None:
+        self.strict = keys is not None
+        self.keys: dict[str, Ed25519PublicKey] = {}
+        for gw, b64 in (keys or {}).items():
+            self.register(gw, b64)
+
+    def register(self, gw: str, public_key_b64: str) -> None:
+        """Accept ``gw``'s messages signed by this key (standard base64 of 32 bytes)."""
+        raw = base64.b64decode(public_key_b64, validate=True)
+        self.keys[gw] = Ed25519PublicKey.from_public_bytes(raw)
+        self.strict = True
+
+    def as_rules(self) -> dict[str, str]:
+        """The keys as the site rules' ``gateways`` carry them."""
+        return {
+            gw: base64.b64encode(key.public_bytes(serialization.Encoding.Raw,
+                                                  serialization.PublicFormat.Raw)).decode()
+            for gw, key in self.keys.items()
+        }  # fmt: skip
+
+    def problem(self, topic_gw: str, message: dict[str, Any]) -> str | None:
+        """Why the central must not trust ``message`` from ``gw/{topic_gw}/...``, or None."""
+        if not self.strict:
+            return None
+        if message.get("gw") != topic_gw:
+            return "gw missing or not the topic's"
+        key = self.keys.get(topic_gw)
+        if key is None:
+            return "gateway not registered"
+        sig = message.get("sig")
+        if not isinstance(sig, str) or not re.fullmatch(r"[A-Za-z0-9_-]{86}", sig):
+            return "unsigned or malformed sig"
+        unsigned = {k: v for k, v in message.items() if k != "sig"}
+        signed = json.dumps(unsigned, sort_keys=True, separators=(",", ":"),
+                            ensure_ascii=False).encode("utf-8", "surrogatepass")  # fmt: skip
+        try:
+            key.verify(base64.urlsafe_b64decode(sig + "=="), signed)
+        except (InvalidSignature, ValueError):
+            return "bad signature"
+        return None
 
 
 class CentralSimulator:
@@ -272,10 +326,17 @@ class CentralSimulator:
         ack_interval: float = 0.02,
         count_interval: float = 1.0,
         adopt_first_seq: bool = False,
+        gateways: dict[str, str] | None = None,
     ) -> None:
         self.host, self.port, self.site = host, port, site
         self.key = key or Ed25519PrivateKey.generate()
         generated = (generated_member(i) for i in range(1, members + 1))
+        # Registered gateway keys: with a registry (even an empty one), every message from a
+        # gateway must be signed by its registered key; None is for tests of other parts,
+        # which publish unsigned messages by hand.
+        self.gateways = GatewayRegistry(gateways)
+        if gateways is not None:
+            rules = {**(rules or default_rules(site)), "gateways": dict(gateways)}
         self.set = MemberSet(site, rules, [*records, *generated], version=version)
         self.chunk_records = chunk_records
         self.time_interval = time_interval
@@ -375,10 +436,17 @@ class CentralSimulator:
             return
         try:
             message = json.loads(payload)
-        except ValueError:
-            log.warning("central: not JSON on %s", name)
+        except (ValueError, RecursionError):
+            self._refuse(where.gw, name, "not JSON")
             return
         if not isinstance(message, dict):
+            self._refuse(where.gw, name, "not a JSON object")
+            return
+        problem = self.gateways.problem(where.gw, message)
+        if problem is None and where.kind == "checkin":
+            problem = self._charge_problem(message)
+        if problem is not None:
+            self._refuse(where.gw, name, problem)
             return
         got = self.received[where.gw]
         if where.kind in ("checkin", "event"):
@@ -389,6 +457,32 @@ class CentralSimulator:
         elif where.kind == "cmd/result":
             got.results.append(message)
         self._arrived.set()
+
+    def _refuse(self, gw: str, name: str, reason: str) -> None:
+        """A message the central does not trust: recorded, never counted, never acked."""
+        log.warning("central: message on %s refused: %s", name, reason)
+        self.received[gw].refused.append((name, reason))
+        self._arrived.set()
+
+    def _charge_problem(self, checkin: dict[str, Any]) -> str | None:
+        """A charge the site's prices cannot explain (negative, not an integer, too high)."""
+        charged = checkin.get("charged", 0)
+        zones = self.set.rules.get("zones") or {}
+        highest = max([1, *(int(z.get("credits", 1)) for z in zones.values())])
+        if charged is None:
+            return None
+        if not isinstance(charged, int) or isinstance(charged, bool):
+            return "charged is not an integer"
+        if not 0 <= charged <= highest:
+            return f"charged {charged} is outside 0..{highest}"
+        return None
+
+    async def register_gateway(self, gw: str, public_key_b64: str) -> int:
+        """Register a gateway's key (``accessgw id``): its messages are accepted from now on,
+        and the site rules' ``gateways`` carry it to its peers (a new version)."""
+        self.gateways.register(gw, public_key_b64)
+        rules = {**self.set.rules, "gateways": self.gateways.as_rules()}
+        return await self.update(rules=rules)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -652,7 +746,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack-mode", choices=["normal", "late", "none", "shuffled"], default="normal")
     p.add_argument("--ack-delay", type=float, default=5.0, help="seconds, with --ack-mode late")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--gateway", action="append", default=None, metavar="GW=KEY",
+                   help="register a gateway's public key (from accessgw id); repeatable. "
+                   "With none, messages from gateways are taken unsigned (for tests)")  # fmt: skip
     return p
+
+
+def _registrations(values: list[str] | None) -> dict[str, str] | None:
+    if values is None:
+        return None
+    out = {}
+    for value in values:
+        gw, sep, key = value.partition("=")
+        if not sep:
+            raise SystemExit(f"--gateway {value!r}: expected GW=KEY")
+        out[gw] = key
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -663,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = CentralSimulator(
         args.host, args.port, args.site, key=load_key(args.key), members=args.members,
         records=records, rules=rules, version=version, time_interval=args.time_interval,
-        adopt_first_seq=True,
+        adopt_first_seq=True, gateways=_registrations(args.gateway),
     )  # fmt: skip
     sim.set_ack_mode(args.ack_mode, args.ack_delay)
     if args.public_key_out:

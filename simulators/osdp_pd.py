@@ -112,10 +112,18 @@ class OsdpReaderSimulator:
         self._changed = threading.Condition()
         # a real reader refuses clear text once it has a key; enforce_secure=False plays
         # a careless one (to show the gateway still passes nothing on without SC)
-        flags = [osdp.LibFlag.InstallMode] if install_mode else []
+        self._flags = [osdp.LibFlag.InstallMode] if install_mode else []
         if enforce_secure and not install_mode:
-            flags.append(osdp.LibFlag.EnforceSecure)
-        info = osdp.PDInfo(address, PtyChannel(self.pty.master), scbk=self._scbk, flags=flags)
+            self._flags.append(osdp.LibFlag.EnforceSecure)
+        self._log_level = log_level
+        self.device = self._new_device()
+        self._started = False
+
+    def _new_device(self) -> Any:
+        """libosdp's PD on our pty: a fresh one has no Secure Channel session."""
+        info = osdp.PDInfo(
+            self.address, PtyChannel(self.pty.master), scbk=self._scbk, flags=self._flags
+        )
         caps = osdp.PDCapabilities(
             [
                 (osdp.Capability.LEDControl, 1, 1),
@@ -124,10 +132,25 @@ class OsdpReaderSimulator:
                 (osdp.Capability.Readers, 1, 1),
             ]
         )
-        self.device = osdp.PeripheralDevice(
-            info, caps, log_level=log_level, command_handler=self._on_command
+        return osdp.PeripheralDevice(
+            info, caps, log_level=self._log_level, command_handler=self._on_command
         )
-        self._started = False
+
+    def reboot(self, off_seconds: float = 1.0) -> None:
+        """Power-cycle the reader: silent for ``off_seconds``, then back with a new
+        Secure Channel session (and its key), on the same wire."""
+        if self._started:
+            self._started = False
+            self.device.stop()
+        time.sleep(off_seconds)
+        os.set_blocking(self.pty.master, False)
+        with contextlib.suppress(OSError):  # what the panel sent meanwhile is lost
+            while os.read(self.pty.master, 4096):
+                pass
+        if self._scbk is not None:
+            self._flags = [f for f in self._flags if f != osdp.LibFlag.InstallMode]
+        self.device = self._new_device()
+        self.start()
 
     @property
     def path(self) -> str:

@@ -157,6 +157,7 @@ class Link:
         *,
         status_payload: Callable[[], dict[str, Any]],
         state_dir: StateDir | None = None,
+        signer: Callable[[str, bytes], bytes] | None = None,
         connect_timeout: float = 10.0,
         retry_base: float = 0.5,
     ) -> None:
@@ -165,6 +166,7 @@ class Link:
         self.gw = gw
         self.status_payload = status_payload
         self.state_dir = state_dir  # accepted for the agreed API; the link keeps no state
+        self.signer = signer  # signs what the gateway publishes (gateway.identity)
         self.connect_timeout = connect_timeout
         self.retry_base = retry_base
         self.client_id = f"{site}.{gw}"  # stable; unique even when sites share gateway ids
@@ -231,6 +233,8 @@ class Link:
         client = self._client
         if client is None or not self.connected:
             raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
+        if self.signer is not None:  # the one place every publisher passes through
+            payload = self.signer(topic, payload)
         try:
             code = await client.publish_acked(topic, payload, qos, retain, self.cfg.ack_timeout)
         except aiomqtt.MqttError as exc:
@@ -381,12 +385,7 @@ class Link:
 
     def _credentials(self) -> dict[str, Any]:
         """Password and TLS context, read from disk at every attempt (in a worker thread)."""
-        kwargs: dict[str, Any] = {}
-        if self.cfg.username is not None:
-            kwargs.update(username=self.cfg.username, password=self._password())
-        if self.cfg.tls is not None:
-            kwargs["tls_context"] = self._tls_context()
-        return kwargs
+        return broker_credentials(self.cfg)
 
     def _paho_logger(self, loop: asyncio.AbstractEventLoop) -> logging.Logger:
         """A private logger for this connection's paho client (not in the global registry).
@@ -408,40 +407,6 @@ class Link:
         self._socket_error = message
         if self._socket_failed is not None:
             self._socket_failed.set()
-
-    def _password(self) -> str | None:
-        """The password from ``mqtt.password_file`` (first line), read at every connect."""
-        path = self.cfg.password_file
-        if path is None:
-            return None
-        try:
-            return Path(path).read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, UnicodeDecodeError, IndexError) as exc:
-            raise LinkError(
-                f"mqtt.password_file {path} cannot be read ({exc}): create it with the "
-                "broker password on its first line, readable by the gateway's user"
-            ) from None
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """A TLS context trusting ``tls.ca_file``, with the client certificate if configured."""
-        tls = self.cfg.tls
-        assert tls is not None
-        try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise LinkError(
-                f"mqtt.tls.ca_file {tls.ca_file} cannot be loaded ({exc}): "
-                "it must be the PEM certificate of the CA that signed the broker's certificate"
-            ) from None
-        if tls.cert_file is not None and tls.key_file is not None:
-            try:
-                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-            except (OSError, ssl.SSLError) as exc:
-                raise LinkError(
-                    f"client certificate {tls.cert_file} / key {tls.key_file} cannot be "
-                    f"loaded ({exc}): are both PEM files present, readable and a pair?"
-                ) from None
-        return ctx
 
     async def _subscribe(self, client: _Client) -> None:
         """Subscribe to the site's topics (again after every reconnect).
@@ -616,3 +581,50 @@ def no_delay(client: aiomqtt.Client) -> None:
     if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def broker_credentials(cfg: MqttSection) -> dict[str, Any]:
+    """Password and TLS context for a connection to the broker (read from disk: call it
+    in a worker thread, at every attempt, so a renewed certificate is picked up)."""
+    kwargs: dict[str, Any] = {}
+    if cfg.username is not None:
+        kwargs.update(username=cfg.username, password=_password(cfg))
+    if cfg.tls is not None:
+        kwargs["tls_context"] = _tls_context(cfg)
+    return kwargs
+
+
+def _password(cfg: MqttSection) -> str | None:
+    """The password from ``mqtt.password_file`` (first line), read at every connect."""
+    path = cfg.password_file
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise LinkError(
+            f"mqtt.password_file {path} cannot be read ({exc}): create it with the "
+            "broker password on its first line, readable by the gateway's user"
+        ) from None
+
+
+def _tls_context(cfg: MqttSection) -> ssl.SSLContext:
+    """A TLS context trusting ``tls.ca_file``, with the client certificate if configured."""
+    tls = cfg.tls
+    assert tls is not None
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise LinkError(
+            f"mqtt.tls.ca_file {tls.ca_file} cannot be loaded ({exc}): "
+            "it must be the PEM certificate of the CA that signed the broker's certificate"
+        ) from None
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise LinkError(
+                f"client certificate {tls.cert_file} / key {tls.key_file} cannot be "
+                f"loaded ({exc}): are both PEM files present, readable and a pair?"
+            ) from None
+    return ctx

@@ -11,8 +11,8 @@ awaiting the broker's PUBACK at a time and up to ``window`` awaiting the central
 than one round trip per message. The entry pipeline calls :meth:`Outbox.notify` when a record
 becomes final; the outbox sleeps otherwise.
 
-Peer check-ins (``gw/{other}/checkin`` of the same site) are handed to the local state, once
-each, so that ticket uses, clip-card charges, anti-passback and occupancy are shared.
+Peers' check-ins are taken by :mod:`gateway.sync.peers`. Every record goes out signed: the
+link signs what the gateway publishes (:class:`gateway.identity.MessageSigner`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,14 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.errors import BadMessage, LinkError
 from gateway.sync.entitlement_sync import Publisher
 from gateway.sync.envelopes import open_envelope
-from gateway.sync.topics import gw_topic, parse
+from gateway.sync.topics import gw_topic
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
-PeerSink = Callable[[dict[str, Any]], None]
-MAX_CHECKIN = 64 * 2**10
-PEER_MEMORY = 50_000  # (gw, id) pairs remembered to apply each peer check-in once
 
 
 class JournalView(Protocol):
@@ -62,7 +58,6 @@ class Outbox:
         gw: str,
         public_key: Ed25519PublicKey,
         on_event: EventSink | None = None,
-        on_peer_checkin: PeerSink | None = None,
         ack_timeout: float = 30.0,
         inflight: int = 100,
         window: int = 500,
@@ -74,7 +69,6 @@ class Outbox:
         self.site, self.gw = site, gw
         self.public_key = public_key
         self.on_event = on_event
-        self.on_peer_checkin = on_peer_checkin
         self.ack_timeout = ack_timeout
         self.window = window
         self.batch = batch
@@ -93,7 +87,6 @@ class Outbox:
             "checkin": gw_topic(site, gw, "checkin"),
             "event": gw_topic(site, gw, "event"),
         }
-        self._peers_seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # --- what the rest of the gateway calls -----------------------------------------------
 
@@ -204,10 +197,10 @@ class Outbox:
         finally:
             self._inflight.release()
 
-    # --- inbound: acks and peers' check-ins ---------------------------------------------------
+    # --- inbound: acks ---------------------------------------------------------------------
 
     async def handle(self, name: str, payload: bytes) -> bool:
-        """Take an ack for this gateway or a peer's check-in; False if the topic is not ours.
+        """Take an ack for this gateway; False if the topic is not that.
         Bad input is reported as ``bad_message`` and changes nothing."""
         if name == self._ack_topic:
             try:
@@ -215,15 +208,7 @@ class Outbox:
             except BadMessage as exc:
                 await self._bad(name, exc.reason)
             return True
-        where = parse(name)
-        if where is None or where.kind != "checkin" or where.site != self.site:
-            return False
-        if where.gw != self.gw:
-            try:
-                self._take_peer_checkin(where.gw or "", payload, name)
-            except BadMessage as exc:
-                await self._bad(name, exc.reason)
-        return True
+        return False
 
     async def _take_ack(self, payload: bytes) -> None:
         env = open_envelope(
@@ -247,58 +232,9 @@ class Outbox:
         await self.journal.ack(upto)
         self._wake.set()
 
-    def _take_peer_checkin(self, gw: str, payload: bytes, name: str) -> None:
-        if len(payload) > MAX_CHECKIN:
-            raise BadMessage(f"check-in too large: {len(payload)} bytes", name)
-        try:
-            checkin = json.loads(payload)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise BadMessage("check-in is not valid JSON in UTF-8", name) from None
-        problem = _checkin_problem(checkin, gw)
-        if problem:
-            raise BadMessage(f"check-in: {problem}", name)
-        key = (gw, checkin["id"])
-        if key in self._peers_seen:
-            return  # published again by the peer (at least once)
-        self._peers_seen[key] = None
-        if len(self._peers_seen) > PEER_MEMORY:
-            self._peers_seen.popitem(last=False)
-        if self.on_peer_checkin is not None:
-            try:
-                self.on_peer_checkin(checkin)
-            except Exception:  # the local state's problem; the link must go on
-                log.exception("outbox: peer check-in %s/%s not applied", gw, checkin["seq"])
-
     async def _bad(self, name: str, reason: str) -> None:
         log.warning("outbox: message on %s dropped: %s", name, reason)
         if self.on_event is not None:
             result = self.on_event("bad_message", {"topic": name, "reason": reason})
             if inspect.isawaitable(result):
                 await result
-
-
-def _checkin_problem(c: Any, gw: str) -> str | None:
-    """What is wrong with a peer's check-in for the local state, or None."""
-    if not isinstance(c, dict):
-        return "not an object"
-    if c.get("gw") != gw:
-        return "gw does not match the topic"
-    if not isinstance(c.get("id"), str) or not 0 < len(c["id"]) <= 128:
-        return "id missing"
-    if not isinstance(c.get("seq"), int) or isinstance(c.get("seq"), bool):
-        return "seq missing"
-    if c.get("direction") not in ("in", "out") or not isinstance(c.get("zone"), str):
-        return "zone/direction missing"
-    if not isinstance(c.get("passed"), bool) or c.get("decision") not in ("granted", "denied"):
-        return "decision/passed missing"
-    for key in ("member", "ticket", "contract"):
-        if c.get(key) is not None and not isinstance(c[key], str):
-            return f"{key} is not a string"
-    charged = c.get("charged", 0)
-    if charged is not None and (not isinstance(charged, int) or isinstance(charged, bool)):
-        return "charged is not an integer"
-    try:
-        at = datetime.fromisoformat(str(c.get("at")))
-    except ValueError:
-        return "at is not an ISO 8601 time"
-    return None if at.utcoffset() is not None else "at has no UTC offset"

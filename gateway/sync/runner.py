@@ -1,7 +1,8 @@
 """Everything that rides on the MQTT link, wired to one gateway.
 
-The link delivers each inbound message here; entitlement sync, the outbox (acks and
-peers' check-ins), commands and peers' occupancy each take their topics. Nothing here
+The link delivers each inbound message here; entitlement sync, the outbox (acks), the
+peer inbox (peers' check-ins and occupancy, checked before use) and commands each take
+their topics. The link signs what the gateway publishes. Nothing here
 sits on the decision path: when the broker is gone, doors keep deciding and the
 check-ins wait in the journal.
 """
@@ -14,13 +15,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import BadMessage, LinkError
+from gateway.identity import MessageSigner
 from gateway.sync.commands import Commands, SeenCommands
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope
 from gateway.sync.link import Link
 from gateway.sync.outbox import Outbox
+from gateway.sync.peers import PeerEffects, PeerInbox
 from gateway.sync.status import OccupancyPublisher, StatusPublisher
-from gateway.sync.topics import gw_topic, parse
+from gateway.sync.topics import gw_topic
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -75,10 +78,35 @@ class SyncRunner:
             )
         key = load_public_key(cfg.central.public_key)
         self.status = StatusPublisher(site, gw, gateway.status, refresh=gateway.refresh_status)
+        state = gateway.state
         self.occupancy = OccupancyPublisher(
-            site, gw, lambda: dict(gateway.state.own_inside), clock=gateway.now
+            site,
+            gw,
+            lambda: dict(state.own_inside),
+            clock=gateway.now,
+            upto_seq=lambda: state.own_upto_seq,
         )
-        self.link = Link(cfg.mqtt, site, gw, status_payload=self.status.payload)
+        self.link = Link(
+            cfg.mqtt,
+            site,
+            gw,
+            status_payload=self.status.payload,
+            signer=MessageSigner(gateway.identity),
+        )
+        effects = PeerEffects(
+            gateway.history, state, gateway.passes, gateway.store, gateway.record_event
+        )
+        self.peers = PeerInbox(
+            site=site,
+            gw=gw,
+            own_key=gateway.identity.private_key.public_key(),
+            rules=lambda: gateway.store.rules,
+            now=gateway.now,
+            clock_trusted=lambda: state.clock_synced,
+            apply_checkin=effects.apply,
+            apply_occupancy=state.set_peer_occupancy,
+            peer_upto=lambda peer: state.peer_upto.get(peer, 0),
+        )
         self.entitlements = EntitlementSync(
             _DeletingStore(gateway),
             self.link,
@@ -99,7 +127,6 @@ class SyncRunner:
             gw=gw,
             public_key=key,
             on_event=self._event,
-            on_peer_checkin=self._peer_checkin,
             ack_timeout=cfg.mqtt.ack_timeout,
             inflight=cfg.mqtt.inflight,
         )
@@ -141,6 +168,7 @@ class SyncRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.entitlements.close()
+            await self.peers.close()
             self.commands.seen.close()
 
     async def _watch_link(self) -> None:
@@ -160,13 +188,10 @@ class SyncRunner:
             return
         if await self.outbox.handle(name, payload):
             return
+        if await self.peers.handle(name, payload):
+            return
         if name == self._cmd_topic:
             await self._command(name, payload)
-            return
-        where = parse(name)
-        if where is not None and where.kind == "occupancy" and where.gw is not None:
-            if where.gw != self.gateway.gw:
-                self._peer_occupancy(where.gw, payload)
 
     async def _command(self, name: str, payload: bytes) -> None:
         try:
@@ -188,22 +213,6 @@ class SyncRunner:
             )
         except LinkError as exc:
             log.warning("command %s: result not published: %s", result.get("id"), exc)
-
-    def _peer_checkin(self, checkin: dict[str, Any]) -> None:
-        self.gateway.take_peer_checkin(checkin)
-
-    def _peer_occupancy(self, gw: str, payload: bytes) -> None:
-        try:
-            body = json.loads(payload)
-            zones = body["zones"]
-            if not isinstance(zones, dict) or not all(
-                isinstance(n, int) and not isinstance(n, bool) for n in zones.values()
-            ):
-                raise ValueError("zones must map zone ids to integers")
-        except (ValueError, KeyError, TypeError) as exc:
-            self._event("bad_message", {"topic": f"gw/{gw}/occupancy", "reason": str(exc)[:200]})
-            return
-        self.gateway.state.set_peer_occupancy(gw, zones)
 
     def _time(self, central_now: datetime) -> None:
         window = self.gateway.store.rules.pass_window_s if self.gateway.store.rules else 30

@@ -166,7 +166,9 @@ class StatusPublisher(_Retained):
 
 
 class OccupancyPublisher(_Retained):
-    """Keeps ``gw/{gw}/occupancy`` = ``{"at", "zones"}`` current, retained, on change."""
+    """Keeps ``gw/{gw}/occupancy`` = ``{"at", "zones", "upto_seq"}`` current, retained, on
+    change. ``upto_seq`` is the highest seq of this gateway's check-ins that the counts
+    include: peers add only its later check-ins on top (PROTOCOL.md, Clarifications)."""
 
     def __init__(
         self,
@@ -175,16 +177,22 @@ class OccupancyPublisher(_Retained):
         zones: Callable[[], dict[str, int]],
         *,
         clock: Callable[[], datetime],
+        upto_seq: Callable[[], int] = lambda: 0,
         poll_s: float = 1.0,
     ) -> None:
         super().__init__(gw_topic(site, gw, "occupancy"), None, poll_s)
         self.zones = zones
         self.clock = clock
+        self.upto_seq = upto_seq
 
     async def current(self) -> dict[str, Any]:
-        """The zones now, stamped with the gateway's clock."""
-        return {"at": self.clock().isoformat(), "zones": dict(self.zones())}
+        """The zones now, stamped with the gateway's clock and the seq they include."""
+        return {
+            "at": self.clock().isoformat(),
+            "zones": dict(self.zones()),
+            "upto_seq": self.upto_seq(),
+        }
 
     def same(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
-        """Only the zones count: a new ``at`` alone is no change."""
-        return bool(old["zones"] == new["zones"])
+        """Only the counts and what they include count: a new ``at`` alone is no change."""
+        return bool(old["zones"] == new["zones"] and old.get("upto_seq") == new["upto_seq"])

@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.config import parse_config
+from gateway.config import Config, parse_config
 from gateway.daemon import Gateway
+from gateway.identity import load_identity
 from gateway.readers import CredentialRead
+from simulators.central import CentralSimulator
 
 SITE = "oslo-sentrum"
 RULES: dict[str, Any] = {
@@ -84,10 +86,21 @@ unlock_seconds = 0.2
 """
 
 
+async def register(central: CentralSimulator, cfg: Config) -> str:
+    """Make the gateway's key pair (as on its first start) and register it with the central
+    system, which hands it to the site's gateways in ``rules.gateways``; the key."""
+    key = load_identity(cfg.gateway.id, cfg.gateway.site, cfg.gateway.state_dir).public_key_b64
+    await central.register_gateway(cfg.gateway.id, key)
+    return key
+
+
 @contextlib.asynccontextmanager
-async def running(text: str) -> AsyncIterator[Gateway]:
-    """A started gateway, stopped afterwards."""
-    gateway = Gateway(parse_config(text, "test config"))
+async def running(text: str, central: CentralSimulator | None = None) -> AsyncIterator[Gateway]:
+    """A started gateway (registered with ``central`` first, if given), stopped afterwards."""
+    cfg = parse_config(text, "test config")
+    if central is not None:
+        await register(central, cfg)
+    gateway = Gateway(cfg)
     await gateway.start()
     try:
         yield gateway

@@ -32,6 +32,7 @@ async def central(broker):
         rules=RULES,
         records=[member(1), member(2), ticket()],
         time_interval=None,
+        gateways={},  # strict: every gateway's messages must be signed by its registered key
     ) as sim:
         yield sim
 
@@ -44,7 +45,7 @@ async def test_a_card_on_the_reader_opens_the_door_and_the_checkin_reaches_the_c
             f'[[readers]]\nid = "nfc"\nprofile = "pn532-hsu"\ndoor = "in"\nport = "{nfc.path}"\n'
         )
         text = config(tmp_path, "door-1", broker.port, central.public_key_b64, readers=readers)
-        async with running(text) as gw:
+        async with running(text, central) as gw:
             await until(lambda: gw.store.version == central.version)
             nfc.place("04000001")
             [checkin] = await central.wait_checkins("door-1", 1)
@@ -58,7 +59,9 @@ async def test_a_card_on_the_reader_opens_the_door_and_the_checkin_reaches_the_c
 async def test_member_changes_at_the_central_change_decisions_within_a_second(
     tmp_path, broker, central
 ):
-    async with running(config(tmp_path, "door-1", broker.port, central.public_key_b64)) as gw:
+    async with running(
+        config(tmp_path, "door-1", broker.port, central.public_key_b64), central
+    ) as gw:
         await until(lambda: gw.store.version == central.version)
         await central.add_member(member(3))
         assert await until(lambda: gw.store.find("nfc", "04000003") is not None) < 1.0
@@ -84,8 +87,8 @@ async def test_a_single_use_ticket_used_at_one_gateway_is_refused_at_the_other(
 ):
     key = central.public_key_b64
     async with (
-        running(config(tmp_path / "a", "door-a", broker.port, key)) as a,
-        running(config(tmp_path / "b", "door-b", broker.port, key)) as b,
+        running(config(tmp_path / "a", "door-a", broker.port, key), central) as a,
+        running(config(tmp_path / "b", "door-b", broker.port, key), central) as b,
     ):
         await until(lambda: a.store.version == b.store.version == central.version)
         assert (await present(a, "code", "EVT-1"))["reason"] == "ok"
@@ -99,11 +102,15 @@ async def test_a_single_use_ticket_used_at_one_gateway_is_refused_at_the_other(
 async def test_open_command_releases_the_door_and_is_recorded_replays_are_refused(
     tmp_path, broker, central
 ):
-    async with running(config(tmp_path, "door-1", broker.port, central.public_key_b64)) as gw:
+    async with running(
+        config(tmp_path, "door-1", broker.port, central.public_key_b64), central
+    ) as gw:
         await until(lambda: gw.link_up())
         command_id = await central.send_command("door-1", "open", "in", 1)
         await central.wait_until(lambda: len(central.received["door-1"].results) == 1)
-        assert central.received["door-1"].results[0] == {
+        result = central.received["door-1"].results[0]
+        assert result["gw"] == "door-1" and "sig" in result  # signed (the central verified it)
+        assert {k: result[k] for k in ("id", "ok", "error")} == {
             "id": command_id,
             "ok": True,
             "error": None,
@@ -121,7 +128,9 @@ async def test_open_command_releases_the_door_and_is_recorded_replays_are_refuse
 
 
 async def test_lockdown_command_refuses_entry_and_normal_restores_it(tmp_path, broker, central):
-    async with running(config(tmp_path, "door-1", broker.port, central.public_key_b64)) as gw:
+    async with running(
+        config(tmp_path, "door-1", broker.port, central.public_key_b64), central
+    ) as gw:
         await until(lambda: gw.store.version == central.version)
         await central.send_command("door-1", "lockdown", "*")
         await until(lambda: gw.doors["in"].mode == "lockdown")
@@ -135,7 +144,9 @@ async def test_lockdown_command_refuses_entry_and_normal_restores_it(tmp_path, b
 @pytest.mark.slow
 async def test_offline_decisions_all_arrive_in_order_after_the_outage(tmp_path, broker, central):
     count = 5000
-    async with running(config(tmp_path, "door-1", broker.port, central.public_key_b64)) as gw:
+    async with running(
+        config(tmp_path, "door-1", broker.port, central.public_key_b64), central
+    ) as gw:
         await until(lambda: gw.store.version == central.version)
         await until(lambda: central.received["door-1"].events != [])  # "started" went out
         broker.stop()

@@ -124,7 +124,7 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
     assert value("accessgw_entitlements_age_seconds") is not None
     assert value("accessgw_event_loop_lag_seconds_count") > 0
     assert value("accessgw_peer_checkins_total", result="accepted") is None  # no peers here
-    assert value("process_resident_memory_bytes") > 10_000_000
+    assert value("accessgw_resident_memory_bytes") > 10_000_000
 
 
 def test_the_grafana_dashboard_uses_only_metrics_the_gateway_serves():
@@ -141,3 +141,30 @@ def test_the_grafana_dashboard_uses_only_metrics_the_gateway_serves():
     used = {name for expr in exprs for name in re.findall(r"\b(accessgw_\w+|process_\w+)", expr)}
     assert len(dashboard["panels"]) >= 15
     assert used and used <= served, used - served
+
+
+def test_a_refused_peer_checkin_counts_as_refused_and_as_a_bad_message():
+    def value(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    refused = value("accessgw_peer_checkins_total", result="refused")
+    bad = value("accessgw_bad_messages_total", topic="gw/+/checkin", reason="check-in")
+    metrics.event(
+        "bad_message", {"topic": "acs/v1/club/gw/gw-2/checkin", "reason": "check-in: bad"}
+    )
+    assert value("accessgw_peer_checkins_total", result="refused") == refused + 1
+    assert value("accessgw_bad_messages_total", topic="gw/+/checkin", reason="check-in") == bad + 1
+
+
+def test_bad_message_reasons_beyond_the_cap_are_counted_as_other(monkeypatch):
+    monkeypatch.setattr(metrics, "_bad_series", set())
+    monkeypatch.setattr(metrics, "MAX_BAD_MESSAGE_SERIES", 3)
+    for n in range(10):
+        metrics.event("bad_message", {"topic": "x/cap", "reason": f"reason-{'a' * n}"})
+    assert len(metrics._bad_series) == 4  # three reasons, then "other"
+    assert ("x/cap", "other") in metrics._bad_series
+
+
+def test_memory_is_known_even_where_systemd_hides_proc_stat(tmp_path):
+    assert metrics.resident_memory_bytes() > 10_000_000  # /proc/self/statm
+    assert metrics.resident_memory_bytes(str(tmp_path / "hidden")) > 10_000_000  # peak RSS

@@ -40,12 +40,19 @@ def test_run_refuses_plain_mqtt_to_another_host(tmp_path, capsys):
     assert not (tmp_path / "state").exists()  # refused before anything was created
 
 
-def test_check_config_warns_for_plain_mqtt_and_a_password_in_clear(tmp_path, capsys):
-    path = write(tmp_path, '[mqtt]\nhost = "10.0.0.5"\nusername = "gw"\npassword_file = "/p"\n')
+def test_check_config_refuses_what_run_refuses_and_warns_when_allowed(tmp_path, capsys):
+    key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    (tmp_path / "p").write_text("secret")
+    mqtt = f'[central]\npublic_key = "{key}"\n[mqtt]\nhost = "10.0.0.5"\nusername = "gw"\n'
+    mqtt += f'password_file = "{tmp_path / "p"}"\n'
+    path = write(tmp_path, mqtt)
+    assert main(["check-config", str(path)]) == 1  # what run refuses, check-config reports
+    assert "mqtt.tls: plain TCP without TLS to 10.0.0.5:1883 is refused" in capsys.readouterr().err
+    path = write(tmp_path, mqtt + "allow_insecure = true\n")
     assert main(["check-config", str(path)]) == 0
     err = capsys.readouterr().err
-    assert "warning: mqtt: plain TCP without TLS to 10.0.0.5:1883" in err
-    assert "warning: mqtt: the broker password is sent in clear" in err
+    assert "warning: line 9: mqtt.tls: plain TCP without TLS to 10.0.0.5:1883" in err
+    assert "mqtt.password_file: the broker password is sent in clear" in err
     assert main(["check-config", "--json", str(path)]) == 0
     assert len(json.loads(capsys.readouterr().out)["warnings"]) == 2
 

@@ -58,7 +58,7 @@ def make_reader(state: StateDir, port: str, health: HealthLog, **options: Any) -
         door="front",
         port=port,
         address=ADDRESS,
-        options={"baudrate": 115200, "online_timeout": 5.0, **options},
+        options={"baudrate": 115200, "online_timeout": 5.0, "settle_seconds": 0, **options},
     )
     reader = build_reader(config, state, health)
     assert isinstance(reader, OsdpReader)
@@ -353,3 +353,89 @@ def test_the_profile_builds_an_osdp_reader_that_needs_a_port(tmp_path: Path) -> 
     assert isinstance(reader, OsdpReader)
     assert reader.address == profile.settings["address"]
     assert reader.settings.baudrate == profile.settings["baudrate"]
+
+
+# --- issue 12: readers that drop come back by themselves (HARDWARE.md, practice) --------
+
+
+async def dropped_and_back(health: HealthLog, within: float = WITHIN) -> None:
+    """Wait for an offline report, then an online one, both after this call."""
+    start = len(health.changes)
+    deadline = asyncio.get_running_loop().time() + within
+    went = False
+    while asyncio.get_running_loop().time() < deadline:
+        for report in health.changes[start:]:
+            went = went or not report.online
+            if went and report.online:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"reader did not drop and come back: {health.changes[start:]}")
+
+
+async def test_a_reader_that_reboots_is_read_again_within_five_seconds(
+    state: StateDir, pd_factory: Any
+) -> None:
+    key = secrets.token_bytes(16)
+    store_key(state, key)
+    sim = pd_factory(scbk=key)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health, settle_seconds=0.5)
+    async with running(reader) as reads:
+        await online(health)
+        await asyncio.sleep(0.6)  # past the settling time of the first session
+        assert await asyncio.to_thread(sim.present_card, 1001)
+        assert (await reads.next(WITHIN)).value == "1001"
+        waiting = asyncio.create_task(dropped_and_back(health))
+        await asyncio.to_thread(sim.reboot, 1.0)
+        back = asyncio.get_running_loop().time()
+        await waiting
+        await asyncio.sleep(0.6)  # a card shown now is a fresh presentation
+        assert await asyncio.to_thread(sim.present_card, 1002)
+        read = await reads.next(WITHIN)
+        assert read.value == "1002"
+        assert asyncio.get_running_loop().time() - back < 5.0, "libosdp's 300 s wait won"
+
+
+async def test_reads_queued_during_an_outage_are_not_taken_as_presentations(
+    state: StateDir, pd_factory: Any
+) -> None:
+    key = secrets.token_bytes(16)
+    store_key(state, key)
+    sim = pd_factory(scbk=key)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health, settle_seconds=1.5)
+    async with running(reader) as reads:
+        await online(health)
+        waiting = asyncio.create_task(dropped_and_back(health))
+        await asyncio.to_thread(sim.reboot, 0.3)
+        for number in (2001, 2002, 2003):  # queued by the reader while the panel is away
+            assert await asyncio.to_thread(sim.present_card, number)
+        await waiting
+        await asyncio.sleep(1.7)
+        assert await asyncio.to_thread(sim.present_card, 2004)
+        read = await reads.next(WITHIN)
+        assert read.value == "2004", "a queued read came through as a fresh presentation"
+        assert reader.dropped >= 3
+
+
+async def test_a_reader_that_never_answered_is_no_answer_not_wrong_key(state: StateDir) -> None:
+    store_key(state, secrets.token_bytes(16))
+    silent = Pty()  # a port with nothing on the far end
+    health = HealthLog()
+    # libosdp gives up on it after ~8.4 s and then says "secure channel inactive", as
+    # for a reader that refused the key: the report must still say "no answer"
+    reader = make_reader(state, silent.path, health, online_timeout=12.0)
+    try:
+        async with running(reader):
+            report = await health.wait_for(lambda h: "no answer" in h.reason, within=WITHIN)
+            assert not any("SCBK" in r.reason for r in health.changes), report
+    finally:
+        silent.close()
+
+
+def test_a_26_bit_read_is_h10301_only_when_its_format_says_wiegand() -> None:
+    bits = wiegand26_bits(5 * 65536 + 77)
+    value, name, _ = decode_card(26, pack_bits(bits), osdp.CardFormat.Wiegand)
+    assert (value, name) == (str(5 * 65536 + 77), "wiegand26")
+    value, name, _ = decode_card(26, pack_bits(bits), osdp.CardFormat.Unspecified)
+    assert (value, name) == (str(int(bits, 2)), "raw26")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +43,6 @@ class Gateway:
     link: Link
     outbox: Outbox
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    peers: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def connect(self) -> None:
@@ -85,7 +83,7 @@ async def gateway(
     gw = Gateway(journal, link, None)  # type: ignore[arg-type]
     gw.outbox = Outbox(
         journal, link, site=SITE, gw=GW, public_key=load_public_key(central.public_key_b64),
-        on_event=lambda t, d: gw.events.append((t, d)), on_peer_checkin=gw.peers.append, **kw,
+        on_event=lambda t, d: gw.events.append((t, d)), **kw,
     )  # fmt: skip
 
     async def deliver(topic: str, payload: bytes) -> None:
@@ -244,45 +242,3 @@ async def test_an_ack_beyond_what_was_published_prunes_only_what_was_published(
         await gw.journal.finalise(pending.seq, passed=True, charged=0)
         gw.outbox.notify()
         await eventually(lambda: central.received[GW].upto == 3)
-
-
-# --- peers' check-ins ----------------------------------------------------------------------
-
-
-async def test_peer_check_ins_reach_the_local_state_once_and_own_ones_not_at_all(
-    broker: Broker, central: CentralSimulator, tmp_path: Path
-) -> None:
-    peer = {"id": "p-1", "seq": 7, "gw": "door-2", "at": AT.isoformat(), "door": "side-in",
-            "zone": "gym", "direction": "in", "credential": "code", "member": "M2",
-            "ticket": None, "decision": "granted", "reason": "ok", "contract": "C1",
-            "charged": 1, "passed": True, "warnings": [], "offline": False,
-            "entitlements_version": 1}  # fmt: skip
-    async with gateway(broker, central, tmp_path) as gw:
-        for _ in range(2):  # at least once: the peer may publish it again
-            await central.publish_raw(f"acs/v1/{SITE}/gw/door-2/checkin", json.dumps(peer).encode())
-        await gw.write(1)  # our own check-in comes back on gw/door-1/checkin
-        await eventually(lambda: gw.peers and central.received[GW].upto == 1)
-        await asyncio.sleep(0.2)
-    assert gw.peers == [peer] and gw.events == []
-
-
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (b"not json", "check-in is not valid JSON in UTF-8"),
-        (b"[]", "check-in: not an object"),
-        (json.dumps({"id": "x", "seq": 1, "gw": "door-9"}).encode(),
-         "check-in: gw does not match the topic"),
-        (json.dumps({"id": "x", "seq": 1, "gw": "door-2", "zone": "gym", "direction": "in",
-                     "decision": "granted", "passed": True, "at": "yesterday"}).encode(),
-         "check-in: at is not an ISO 8601 time"),
-    ],
-)  # fmt: skip
-async def test_a_malformed_peer_check_in_is_reported_and_not_applied(
-    broker: Broker, central: CentralSimulator, tmp_path: Path, payload: bytes, reason: str
-) -> None:
-    name = f"acs/v1/{SITE}/gw/door-2/checkin"
-    async with gateway(broker, central, tmp_path) as gw:
-        await central.publish_raw(name, payload)
-        await eventually(lambda: gw.events)
-    assert gw.events == [("bad_message", {"topic": name, "reason": reason})] and gw.peers == []

@@ -121,16 +121,21 @@ async def test_a_change_while_offline_is_published_once_the_link_is_back() -> No
 async def test_occupancy_is_published_retained_on_zone_changes_only() -> None:
     now = [datetime(2026, 11, 22, 18, 0, tzinfo=UTC)]
     gw, link = Gateway(), Recorder()
-    occupancy = OccupancyPublisher(SITE, GW, lambda: gw.zones, clock=lambda: now[0])
+    upto = [41]
+    occupancy = OccupancyPublisher(
+        SITE, GW, lambda: gw.zones, clock=lambda: now[0], upto_seq=lambda: upto[0]
+    )
     assert await occupancy.check(link)
     now[0] = datetime(2026, 11, 22, 18, 5, tzinfo=UTC)
     assert not await occupancy.check(link)  # only the time moved
-    gw.zones = {"gym": 58}
+    gw.zones, upto[0] = {"gym": 58}, 42
     assert await occupancy.check(link)
     assert link.sent == [
-        (OCCUPANCY, {"at": "2026-11-22T18:00:00+00:00", "zones": {"gym": 57}}, True),
-        (OCCUPANCY, {"at": "2026-11-22T18:05:00+00:00", "zones": {"gym": 58}}, True),
-    ]
+        (OCCUPANCY, {"at": "2026-11-22T18:00:00+00:00", "zones": {"gym": 57}, "upto_seq": 41},
+         True),
+        (OCCUPANCY, {"at": "2026-11-22T18:05:00+00:00", "zones": {"gym": 58}, "upto_seq": 42},
+         True),
+    ]  # fmt: skip
 
 
 async def test_status_and_occupancy_reach_the_central_system_retained(broker: Broker) -> None:

@@ -169,7 +169,7 @@ def test_no_full_credential_value_leaves_except_the_next_card_answer(
         assert CARD_UID not in dump.upper(), db
 
 
-def test_run_refuses_a_lan_address_without_tls_and_check_config_warns(
+def test_run_and_check_config_refuse_a_lan_address_without_tls(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = '[gateway]\nid = "gw"\nsite = "s"\nstate_dir = "%s"\n[mqtt]\nenabled = false\n' % (
@@ -179,6 +179,9 @@ def test_run_refuses_a_lan_address_without_tls_and_check_config_warns(
     path.write_text(text + '[web]\nlisten = "0.0.0.0"\n')
     assert cli_main(["run", str(path)]) == 1
     assert "without TLS" in capsys.readouterr().err
+    assert cli_main(["check-config", str(path)]) == 1  # what run refuses, check-config reports
+    assert "web.listen: web.listen = '0.0.0.0' serves" in capsys.readouterr().err
+    path.write_text(text + '[web]\nlisten = "0.0.0.0"\nallow_insecure_listen = true\n')
     assert cli_main(["check-config", str(path)]) == 0
     assert "warning" in capsys.readouterr().err
     for extra in ('tls = "self-signed"', "allow_insecure_listen = true"):
