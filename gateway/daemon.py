@@ -38,6 +38,7 @@ from gateway.web.next_card import NextCard
 
 if TYPE_CHECKING:
     from gateway.sync.runner import SyncRunner
+    from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
 
@@ -76,7 +77,8 @@ class Gateway:
         self._event_tasks: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
-        self._web: Any = None
+        self._web: WebServer | None = None  # the web UI while it serves
+        self._web_first: WebServer | AccessGwError | None = None
         self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...]] | None = None
@@ -143,8 +145,7 @@ class Gateway:
             await _logged(f"stopping door {door.id}", door.stop())
         for door_id, entrance in self.entrances.items():
             await _logged(f"closing entrance {door_id}", entrance.close())
-        if self._web is not None:
-            await _logged("stopping the web UI", self._web.stop())
+        await self.supervisor.stop(["web"])  # the web part stops its server itself
         if self._metrics is not None:
             self._metrics.stop()
         await self.supervisor.stop()
@@ -282,15 +283,31 @@ class Gateway:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
             self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
+            told: list[bool] = []
+
+            def decided(granted: bool, told: list[bool] = told) -> None:
+                told.append(granted)  # the LED and beep now, not after the passage
+                self._feedback(reader, granted)
+
             try:
-                checkin = await entrance.present(read)
+                await entrance.present(read, decided)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
-                checkin = None
+                if not told:
+                    self._feedback(reader, False)
+
+    def _feedback(self, reader: Reader, granted: bool) -> None:
+        """Show a decision on the reader in the background: the door never waits on it."""
+
+        async def show() -> None:
             try:
-                await reader.feedback(checkin is not None and checkin["decision"] == "granted")
+                await reader.feedback(granted)
             except Exception as exc:  # the LED is a nicety: the door goes on without it
                 log.warning("reader %s: feedback failed: %s", reader.id, describe(exc))
+
+        task = asyncio.get_running_loop().create_task(show(), name=f"feedback {reader.id}")
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
 
     def reader_health(self, health: ReaderHealth) -> None:
         self.activity.health(health)
@@ -427,17 +444,39 @@ class Gateway:
             self.state.clock_synced = self.clock.synced()
 
     def _start_web(self) -> None:
-        """The installer's web UI, in a thread of its own (it never slows the doors)."""
+        """The installer's web UI, in a thread of its own (it never slows the doors).
+
+        It is bound at once (a taken port shows in the first log lines), then supervised
+        like every part: a port in use or a crashed UI is logged, reported
+        (``component_failed``, the status's ``components``) and tried again with back-off,
+        while doors, readers, journal and sync go on.
+        """
+        try:
+            self._web = self._web_first = self._new_web()
+        except AccessGwError as exc:
+            self._web_first = exc  # raised by the supervised part: reported and retried
+        self.supervisor.start("web", self._serve_web)
+
+    def _new_web(self) -> WebServer:
         from gateway.web.server import WebServer
 
         web = WebServer(self, self.config.web, self.state_dir.path)
-        try:
-            web.start()
-        except AccessGwError as exc:  # the doors work without the UI
-            log.error("%s", exc)
-            self.record_event("component_failed", None, {"component": "web", "error": str(exc)})
-            return
+        web.start()
+        return web
+
+    async def _serve_web(self) -> None:
+        """One life of the web UI: until its thread ends (a failure) or the gateway stops."""
+        first, self._web_first = self._web_first, None
+        if isinstance(first, BaseException):
+            raise first
+        web = first if first is not None else self._new_web()
         self._web = web
+        try:
+            cause = await web.wait_stopped()
+        finally:
+            self._web = None
+            await web.stop()
+        raise AccessGwError(f"the web UI stopped: {cause or 'without a reason'}")
 
 
 def _part(kind: str, name: str) -> str:

@@ -54,6 +54,7 @@ class WebServer:
         self.app: Any = None
         self.ctx: WebContext | None = None
         self._stopped = threading.Event()
+        self._ended: asyncio.Future[str | None] | None = None
 
     @property
     def scheme(self) -> str:
@@ -67,6 +68,7 @@ class WebServer:
         loop = asyncio.get_running_loop()
         code = self.auth.ensure_setup_code()
         sock = _bind(self.cfg.listen, self.cfg.port)
+        self._ended = loop.create_future()
         self.port = int(sock.getsockname()[1])
         if code:
             log.warning(
@@ -101,18 +103,34 @@ class WebServer:
         )
         self._server = _QuietServer(config)
         self._thread = threading.Thread(
-            target=self._serve, args=(sock,), name="web-ui", daemon=True
+            target=self._serve, args=(sock, loop), name="web-ui", daemon=True
         )
         self._thread.start()
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        cause: str | None = None
         try:
             asyncio.run(self._server.serve(sockets=[sock]))
-        except BaseException:  # SystemExit from uvicorn included: the doors go on regardless
+            if not self._server.should_exit:
+                cause = "its server ended by itself"
+        except BaseException as exc:  # SystemExit from uvicorn included: the doors go on
             log.exception("the web UI stopped; the gateway goes on without it")
+            cause = f"{type(exc).__name__}: {exc}"
         finally:
             sock.close()
             self._stopped.set()
+            with contextlib.suppress(RuntimeError):  # the gateway's loop is closed already
+                loop.call_soon_threadsafe(self._end, cause)
+
+    def _end(self, cause: str | None) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(cause)
+
+    async def wait_stopped(self) -> str | None:
+        """Wait until the UI's thread ends: why it did (None when asked to stop)."""
+        if self._ended is None:
+            return "it was never started"
+        return await asyncio.shield(self._ended)
 
     async def stop(self) -> None:
         """Stop serving and store the history's queue (call on the gateway's loop)."""
@@ -149,8 +167,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise AccessGwError(
-            f"the web UI cannot listen on {host}:{port}: {exc.strerror}. Is another program "
-            "using that port? Change web.port, or stop the other program."
+            f"the web UI cannot listen on {host}:{port} ([web] port = {port}): {exc.strerror}. "
+            "Is another program using that port? Change [web] port, or stop the other "
+            "program; the doors work meanwhile and the UI is tried again."
         ) from exc
     sock.listen(128)
     sock.set_inheritable(True)
