@@ -33,6 +33,7 @@ from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
+from gateway.sync.commands import CommandFailed
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
 
@@ -75,6 +76,7 @@ class Gateway:
         self.supervisor = Supervisor(self._component_failed, backoff=backoff)
         self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
+        self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: WebServer | None = None  # the web UI while it serves
@@ -386,7 +388,26 @@ class Gateway:
     async def open_once(self, door: str, seconds: int | None) -> None:
         """Command ``open``: one timed release, journalled as a ``remote_open`` check-in."""
         for door_id in self._doors_named(door):
-            await self.entrances[door_id].open_once(seconds)
+            released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            # kept apart from the event tasks: stopping must not wait for a passage
+            task = asyncio.create_task(self._remote_open(door_id, seconds, released))
+            self._remote_opens.add(task)
+            task.add_done_callback(self._remote_opens.discard)
+            # answered once the lock moved, not after the passage (Clarifications, Commands)
+            if not await released:
+                raise CommandFailed(f"door {door_id}: the lock could not be released")
+
+    async def _remote_open(
+        self, door_id: str, seconds: int | None, released: asyncio.Future[bool]
+    ) -> None:
+        """One remote release through to its final check-in (after the passage or timeout)."""
+        try:
+            await self.entrances[door_id].open_once(seconds, released)
+        except Exception:  # the record is still finalised (not passed); the result says failed
+            log.exception("door %s: remote open failed", door_id)
+        finally:
+            if not released.done():
+                released.set_result(False)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
@@ -444,7 +465,7 @@ class Gateway:
             self.state.clock_synced = self.clock.synced()
 
     def _start_web(self) -> None:
-        """The installer's web UI, in a thread of its own (it never slows the doors).
+        """The installer's web UI, in a process of its own (it never slows the doors).
 
         It is bound at once (a taken port shows in the first log lines), then supervised
         like every part: a port in use or a crashed UI is logged, reported
@@ -465,7 +486,7 @@ class Gateway:
         return web
 
     async def _serve_web(self) -> None:
-        """One life of the web UI: until its thread ends (a failure) or the gateway stops."""
+        """One life of the web UI: until its process ends (a failure) or the gateway stops."""
         first, self._web_first = self._web_first, None
         if isinstance(first, BaseException):
             raise first

@@ -39,7 +39,9 @@ class DoorControl(Protocol):
 
     async def release(self) -> PassageSeen: ...
 
-    async def open_once(self, seconds: float | None = None) -> PassageSeen: ...
+    async def open_once(
+        self, seconds: float | None = None, lock_moved: asyncio.Future[bool] | None = None
+    ) -> PassageSeen: ...
 
 
 class JournalLike(Protocol):
@@ -210,8 +212,12 @@ class Entrance:
             metrics.decision(final, decided_in, relay_s)
             return final
 
-    async def open_once(self, seconds: float | None) -> dict[str, Any]:
-        """Command ``open``: one timed release, journalled as a ``remote_open`` check-in."""
+    async def open_once(
+        self, seconds: float | None, lock_moved: asyncio.Future[bool] | None = None
+    ) -> dict[str, Any]:
+        """Command ``open``: one timed release, journalled as a ``remote_open`` check-in.
+
+        ``lock_moved`` is resolved once the lock was (or could not be) released."""
         async with self._one_at_a_time:
             checkin = CheckIn(
                 at=self.now().isoformat(timespec="milliseconds"),
@@ -227,7 +233,7 @@ class Entrance:
             entry = await self._journal_decision(checkin)
             passed = False
             try:
-                passed = (await self.door.open_once(seconds)).passed
+                passed = (await self.door.open_once(seconds, lock_moved)).passed
             finally:
                 final = await asyncio.shield(self._finalise(entry, checkin, passed, 0))
             return final
