@@ -385,7 +385,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         member: Annotated[str | None, Query(max_length=64)] = None,
         before: Annotated[int | None, Query(ge=1)] = None,
     ) -> HTMLResponse:
-        s = await snapshot()
+        s = await bridge.site()
         flt = Filter(door=door or None, what=reason or None, member=member or None)
         rows = await asyncio.to_thread(events.page, flt, before=before, limit=50)
         tz, lang = s.get("tz", "UTC"), s.get("language", "en")
@@ -428,7 +428,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[dict[str, Any]]:
         """Stored decisions and events, newest first; page back with ``before``."""
-        s = await snapshot()
+        s = await bridge.site()
         flt = Filter(door=door, what=reason, member=member)
         rows = await asyncio.to_thread(events.page, flt, before=before, limit=limit)
         return [shown(r, s.get("tz", "UTC"), s.get("language", "en")) for r in rows]
@@ -442,7 +442,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         until: datetime | None = None,
     ) -> StreamingResponse:
         """The filtered history as CSV, oldest first (at most 100,000 rows)."""
-        s = await snapshot()
+        s = await bridge.site()
         flt = Filter(door=door, what=reason, member=member, since=since, until=until)
         rows = await asyncio.to_thread(lambda: list(events.export(flt)))
         tz, lang = s.get("tz", "UTC"), s.get("language", "en")
@@ -561,7 +561,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         door: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
         """A member (by id or the start of a name): record, last decisions, and "what now"."""
-        return await why_answer(member, door, await snapshot())
+        return await why_answer(member, door, await bridge.site())
 
     app.add_middleware(Guard, ctx=ctx)
     return app

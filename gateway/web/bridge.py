@@ -47,6 +47,13 @@ class Bridge:
             except ConnectionError as exc:
                 raise GatewayNotAnswering(f"the gateway is not running ({exc})") from None
 
+    async def site(self) -> dict[str, Any]:
+        """The last snapshot for what hardly changes (time zone, language, door list):
+        pages of the history need not wait for a hung gateway."""
+        if self._snapshot is not None:
+            return self._snapshot
+        return await self.snapshot()
+
     def forget_snapshot(self) -> None:
         """A command changed something: the next snapshot is built afresh."""
         self._snapshot_at = 0.0
