@@ -112,8 +112,14 @@ class Entrance:
         self.explained = explained  # the name and trace, for the installer's UI only
         self._one_at_a_time = asyncio.Lock()
 
-    async def present(self, read: CredentialRead) -> dict[str, Any]:
-        """Decide a read, release the door on a grant, and return the final check-in."""
+    async def present(
+        self, read: CredentialRead, decided: Callable[[bool], None] | None = None
+    ) -> dict[str, Any]:
+        """Decide a read, release the door on a grant, and return the final check-in.
+
+        ``decided(granted)`` is called as soon as the decision is durable, before the door
+        moves and long before the passage: the reader's LED and beep come then.
+        """
         tapped = time.monotonic() - _seconds_since(read.at)  # the reader saw it then
         async with self._one_at_a_time:
             began = time.perf_counter()
@@ -122,6 +128,8 @@ class Entrance:
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
             entry = await self.journal.record_decision(checkin)  # durable before the lock moves
+            if decided is not None:
+                decided(decision.granted)
             passed, released_at = False, None
             if decision.granted:
                 outcome = await self.door.release()

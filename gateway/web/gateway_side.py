@@ -20,6 +20,7 @@ from gateway.decision import Decision, DoorContext, Presented, Request, decide
 from gateway.entitlements import Member, SiteRules, Ticket
 from gateway.messages import render
 from gateway.readers import CredentialRead
+from gateway.web.config_side import ConfigSide
 from gateway.web.next_card import NextCard
 
 PULSE_MAX_SECONDS = 60
@@ -108,7 +109,7 @@ class _MemberOnly:
         return found
 
 
-class GatewaySide:
+class GatewaySide(ConfigSide):
     """The web UI's questions and commands, each one run on the gateway's loop."""
 
     def __init__(self, gateway: WebGateway, *, clock: Callable[[], float] = time.monotonic):
@@ -248,6 +249,10 @@ class GatewaySide:
     def _installer_action(self, action: str, door: str | None, **detail: Any) -> None:
         """Journal and publish what the installer did (never a secret or a credential)."""
         self.gateway.record_event("installer_action", door, {"action": action, **detail})
+
+    async def installer_event(self, action: str, who: str) -> None:
+        """Something the installer did in the UI itself (the password was set)."""
+        self._installer_action(action, None, by=who)
 
     async def pulse(self, board_id: str, index: int, seconds: float, who: str) -> str:
         """Energise one output for ``seconds`` (the board switches it off itself)."""
