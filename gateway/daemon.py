@@ -33,6 +33,7 @@ from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
+from gateway.sync.commands import CommandFailed
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
 
@@ -75,6 +76,7 @@ class Gateway:
         self.supervisor = Supervisor(self._component_failed, backoff=backoff)
         self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
+        self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: WebServer | None = None  # the web UI while it serves
@@ -402,10 +404,30 @@ class Gateway:
                     "entitlements_version": self.store.version,
                 }
             )
-            outcome = await self.doors[door_id].open_once(seconds)
-            final = await self.journal.finalise(entry.seq, passed=outcome.passed, charged=0)
-            self.state.apply_checkin(final, own=True)
-            self._own_checkin(final)
+            released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            # kept apart from the event tasks: stopping must not wait for a passage
+            task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
+            self._remote_opens.add(task)
+            task.add_done_callback(self._remote_opens.discard)
+            # answered once the lock moved, not after the passage (Clarifications, Commands)
+            if not await released:
+                raise CommandFailed(f"door {door_id}: the lock could not be released")
+
+    async def _remote_open(
+        self, door_id: str, seq: int, seconds: int | None, released: asyncio.Future[bool]
+    ) -> None:
+        """One remote release through to its final check-in (after the passage or timeout)."""
+        passed = False
+        try:
+            passed = (await self.doors[door_id].open_once(seconds, released)).passed
+        except Exception:  # the record is still finalised (not passed); the result says failed
+            log.exception("door %s: remote open failed", door_id)
+        finally:
+            if not released.done():
+                released.set_result(False)
+        final = await self.journal.finalise(seq, passed=passed, charged=0)
+        self.state.apply_checkin(final, own=True)
+        self._own_checkin(final)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""

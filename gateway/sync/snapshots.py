@@ -41,7 +41,7 @@ from gateway.sync.bodies import (
     parse_chunk_header,
     parse_chunk_records,
 )
-from gateway.sync.envelopes import load_public_key, open_envelope, public_key_b64
+from gateway.sync.envelopes import load_public_key, open_envelope, public_key_b64, wrong_topic
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class SnapshotStager:
                 payload, public_key=self.public_key, site=self.site, topic=self.topic
             )
             if env.type != "snapshot":
-                raise BadMessage(f"a {env.type} envelope does not belong on this topic")
+                raise BadMessage(wrong_topic(env.type))
             head = parse_chunk_header(env.body)
             if not self._wanted(head, have, want):
                 return {"status": "ignored", "version": head.version, "chunk": head.chunk}

@@ -39,7 +39,7 @@ def chunk(
     body: dict[str, Any] = {"version": version, "chunk": i, "chunks": k, "records": records}
     if i == 0:
         body.update(rules=RULES, checkins_upto={"door-2": 41})
-    return seal("snapshot", SITE, body, key, AT)
+    return seal("snapshot", SITE, body, key, AT, "door-1")
 
 
 def members(start: int, n: int, tag: str = "v") -> list[dict[str, Any]]:
@@ -110,7 +110,7 @@ def test_a_chunk_with_a_bad_signature_is_refused_and_stages_nothing(
 def test_another_envelope_type_on_the_snapshot_topic_is_refused(
     stager: SnapshotStager, store: EntitlementStore
 ) -> None:
-    delta = seal("delta", SITE, {"version": 2, "base": 1, "upsert": []}, KEY, AT)
+    delta = seal("delta", SITE, {"version": 2, "base": 1, "upsert": []}, KEY, AT, "door-1")
     answer = take(stager, store, delta)
     assert answer["status"] == "bad" and "does not belong" in answer["reason"]
 
