@@ -63,7 +63,7 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
     extra = f'[metrics]\nenabled = true\nport = {port}\ntoken_file = "{token}"\n'
     broker = Broker(tmp_path / "broker").start()
     board = RelayBoardSim().start_tcp()
-    nfc = Pn532Simulator().start()
+    nfc = Pn532Simulator(link=tmp_path / "ttyUSB-nfc").start()  # a stable name, as udev gives
     daemon = None
     try:
         async with CentralSimulator("127.0.0.1", broker.port, SITE, records=[MEMBER]) as central:
