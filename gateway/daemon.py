@@ -65,7 +65,7 @@ class Gateway:
         self.site = config.gateway.site
         self.now = now
         self.activity = Activity()
-        self.clock = ClockTrust(config.gateway.clock)
+        self.clock = ClockTrust(config.gateway.clock, wall=lambda: self.now().timestamp())
         self.started_at = now()
         self.doors: dict[str, Door] = {}
         self.boards: dict[str, Board] = {}
@@ -101,7 +101,10 @@ class Gateway:
             self.gw, self.now(), rules.tz if rules else None, self.store.checkins_upto
         )
         self.state.seen_passes = set(self.passes.entries())
+        await self.clock.refresh()
         self.state.clock_synced = self.clock.synced()
+        self.clock.on_change = self._clock_changed
+        self.supervisor.start("clock", self.clock.watch)
         await self._start_doors()
         self._start_readers()
         await self._start_sync()
@@ -440,6 +443,15 @@ class Gateway:
         """Command ``resync``: ask for a full snapshot."""
         if self.sync is not None:
             await self.sync.entitlements.resync()
+
+    def _clock_changed(self, synced: bool, reason: str) -> None:
+        """Clock trust given or withdrawn: passes follow at once, and people are told."""
+        was = self.state.clock_synced
+        self.state.clock_synced = synced
+        if was and not synced:
+            self.record_event("clock_unsynced", None, {"reason": reason})
+        if self.sync is not None and was != synced:
+            self.sync.status.notify()
 
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""

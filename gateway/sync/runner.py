@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import BadMessage, LinkError
 from gateway.identity import MessageSigner
 from gateway.sync.commands import Commands, SeenCommands
+from gateway.sync.dispatch import Dispatcher
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
 from gateway.sync.link import Link
@@ -119,6 +120,7 @@ class SyncRunner:
             on_version=lambda v: self.status.notify(),
             sync_interval=cfg.mqtt.sync_interval,
             clock=gateway.now,
+            newest_time=gateway.state_dir.path / "newest_time",
         )
         self.outbox = Outbox(
             gateway.journal,
@@ -139,7 +141,8 @@ class SyncRunner:
         self._key = key
         self._cmd_topic = gw_topic(site, gw, "cmd")
         gateway.on_published(self.outbox.notify)
-        self.link.on_message(self._message)
+        self.inbound = Dispatcher(self._message, self._bad_message)
+        self.link.on_message(self.inbound.put)  # by concern: no handler waits on another
         self.link.on_connect(self.outbox.on_connect)
         self.link.on_connect(self.entitlements.on_connect)
         self.link.on_bad_message(self._bad_message)
@@ -155,6 +158,7 @@ class SyncRunner:
 
         tasks = [
             asyncio.create_task(self.link.run(), name="mqtt link"),
+            asyncio.create_task(self.inbound.run(), name="inbound"),
             asyncio.create_task(self._watch_link(), name="link watch"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.entitlements.run(), name="periodic sync"),
@@ -217,16 +221,24 @@ class SyncRunner:
         except LinkError as exc:
             log.warning("command %s: result not published: %s", result.get("id"), exc)
 
-    def _time(self, central_now: datetime) -> None:
+    def _time(self, central_now: datetime) -> bool:
+        """A signed, newer ``time``: the clock trust follows it; whether it counts (for
+        ``max_offline_hours``): it agrees with a trusted clock, or the clock is not trusted."""
         window = self.gateway.store.rules.pass_window_s if self.gateway.store.rules else 30
-        if not self.gateway.clock.confirm(central_now, datetime.now(UTC), window):
+        clock = self.gateway.clock
+        trusted = clock.synced()
+        agrees = clock.confirm(central_now, window)
+        if not agrees:
             log.warning(
-                "the central system's time %s is more than %d s from ours: passes stay "
-                "refused until the clock is synced (NTP)",
+                "the central system's time %s is more than %d s from ours (%s): %s",
                 central_now.isoformat(),
                 window,
+                self.gateway.now().isoformat(),
+                "it confirms nothing"
+                if trusted
+                else "passes stay refused until the clock is synced",
             )
-        self.gateway.state.clock_synced = self.gateway.clock.synced()
+        return agrees or not trusted
 
     async def _bad_message(self, topic: str, reason: str) -> None:
         self._event("bad_message", {"topic": topic, "reason": reason})
