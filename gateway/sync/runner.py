@@ -9,6 +9,7 @@ check-ins wait in the journal.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import BadMessage, LinkError
 from gateway.identity import MessageSigner
 from gateway.sync.commands import Commands, SeenCommands
-from gateway.sync.dispatch import Dispatcher
+from gateway.sync.dispatch import Dispatcher, concern_of
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
 from gateway.sync.link import Link
@@ -117,7 +118,7 @@ class SyncRunner:
             on_event=self._event,
             on_counted=gateway.state.counted,
             on_time=self._time,
-            on_version=lambda v: self.status.notify(),
+            on_version=self._new_version,
             sync_interval=cfg.mqtt.sync_interval,
             clock=gateway.now,
             newest_time=gateway.state_dir.path / "newest_time",
@@ -141,6 +142,9 @@ class SyncRunner:
         self._key = key
         self._cmd_topic = gw_topic(site, gw, "cmd")
         gateway.on_published(self.outbox.notify)
+        self._have_set = asyncio.Event()  # peers are checked against the set's keys
+        if gateway.store.version is not None:
+            self._have_set.set()
         self.inbound = Dispatcher(self._message, self._bad_message)
         self.link.on_message(self.inbound.put)  # by concern: no handler waits on another
         self.link.on_connect(self.outbox.on_connect)
@@ -154,8 +158,6 @@ class SyncRunner:
 
     async def run(self) -> None:
         """Run the link and its riders until cancelled."""
-        import asyncio
-
         tasks = [
             asyncio.create_task(self.link.run(), name="mqtt link"),
             asyncio.create_task(self.inbound.run(), name="inbound"),
@@ -177,7 +179,6 @@ class SyncRunner:
 
     async def _watch_link(self) -> None:
         """Tell the outbox when the link drops, so it stops and re-publishes on reconnect."""
-        import asyncio
 
         was = False
         while True:
@@ -192,6 +193,10 @@ class SyncRunner:
             return
         if await self.outbox.handle(name, payload):
             return
+        if concern_of(name) == "peers" and not self._have_set.is_set():
+            # A first start: peers' keys come with the first set. Their messages wait for
+            # it (in their own queue, bounded) rather than being refused unverifiable.
+            await self._have_set.wait()
         if await self.peers.handle(name, payload):
             return
         if name == self._cmd_topic:
@@ -239,6 +244,10 @@ class SyncRunner:
                 else "passes stay refused until the clock is synced",
             )
         return agrees or not trusted
+
+    def _new_version(self, version: int) -> None:
+        self._have_set.set()
+        self.status.notify()
 
     async def _bad_message(self, topic: str, reason: str) -> None:
         self._event("bad_message", {"topic": topic, "reason": reason})
