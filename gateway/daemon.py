@@ -28,6 +28,7 @@ from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal
+from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_reader
@@ -72,6 +73,7 @@ class Gateway:
         self.activity = Activity()
         self.clock = ClockTrust(config.gateway.clock, wall=lambda: self.now().timestamp())
         self.started_at = now()
+        self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Door] = {}
         self.boards: dict[str, Board] = {}
         self.entrances: dict[str, Entrance] = {}
@@ -123,6 +125,7 @@ class Gateway:
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
+        self.supervisor.start("loop_lag", self.loop_lag.run)
         notify("READY=1")
         version = self.store.version
         log.info(
@@ -545,6 +548,7 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
 
