@@ -382,9 +382,14 @@ class CentralSimulator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Cancelled until they are gone: on Python 3.11 a cancel that meets an expiring
+        # asyncio.timeout comes out as TimeoutError, which the loops here take for a broker
+        # hiccup and go on; one cancel could leave a loop running, and the exit waiting.
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
 
     async def wait_connected(self, within: float = 10) -> None:
         """Wait until connected (e.g. after the broker was restarted)."""
