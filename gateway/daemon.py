@@ -214,6 +214,7 @@ class Gateway:
         sampler = metrics.Sampler(
             self.journal,
             self.store,
+            self.loop_lag,
             link_up=self.online,
             connections=lambda: self.sync.link.connections if self.sync else 0,
             snapshot_coming=lambda: bool(
