@@ -239,9 +239,16 @@ class GatewaySide:
         if isinstance(progress, Mapping):
             return dict(progress)
         last = getattr(entitlements, "_snapshot_progress", None)
-        if last is not None:
-            return {"snapshot": "arriving", "last_chunk_s_ago": round(self.clock() - last, 1)}
-        return None
+        if last is None:
+            return None
+        out: dict[str, Any] = {
+            "snapshot": "arriving",
+            "last_chunk_s_ago": round(self.clock() - last, 1),
+        }
+        noted = getattr(entitlements, "_progress", None)  # (version, its log, records staged)
+        if isinstance(noted, tuple) and len(noted) == 3:
+            out["version"], out["records_staged"] = noted[0], noted[2]
+        return out
 
     # --- commissioning tools --------------------------------------------------------------
 
