@@ -47,14 +47,27 @@ def _instant(text: str) -> datetime:
 def cmd_decide(args: argparse.Namespace) -> int:
     """``accessgw decide``: why was this member refused? Prints one JSON object."""
     from gateway.decision import DoorContext, Presented, Request, decide
-    from gateway.entitlements import parse_set
+    from gateway.entitlements import credential_key
     from gateway.messages import render
+    from gateway.passes import parse_pass
+    from gateway.set_scan import Progress, Wanted, scan_set, stderr_line
     from gateway.state import LocalState, state_from_json
-    from gateway.store import EntitlementStore
 
     at = _instant(args.at)
-    try:
-        version, rules, records = parse_set(_read_json(args.set, "set"))
+    if args.nfc is not None:
+        presented = Presented("nfc", args.nfc, args.format)
+    elif args.code is not None:
+        presented = Presented("code", args.code)
+    else:
+        presented = Presented("pass", args.pass_token)
+    if presented.kind == "pass":
+        claim = parse_pass(presented.value)
+        wanted = Wanted(member=None if isinstance(claim, str) else claim.member)
+    else:
+        wanted = Wanted(key=credential_key(presented.kind, presented.value, presented.format))
+    try:  # the whole set is validated; only the records the decision reads are kept
+        with Progress(stderr_line) as progress:
+            view = scan_set(_read_json(args.set, "set"), wanted, progress=progress)
     except InvalidSet as exc:
         raise BadInput("the set is invalid:\n  " + "\n  ".join(exc.problems[:10])) from None
     state = LocalState()
@@ -63,20 +76,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
             state = state_from_json(_read_json(args.state, "state"), until=at)
         except (ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"state file {args.state}: {exc}") from None
-    store = EntitlementStore.open(":memory:", b"accessgw-decide")
-    try:
-        store.replace(version, rules, records, {}, at)
-        if args.nfc is not None:
-            presented = Presented("nfc", args.nfc, args.format)
-        elif args.code is not None:
-            presented = Presented("code", args.code)
-        else:
-            presented = Presented("pass", args.pass_token)
-        door = DoorContext(args.door, args.zone, args.direction, site=args.site)
-        decision = decide(Request(presented, door, at), store, state)
-    finally:
-        store.close()
-    message = render(decision.reason, decision.display, args.lang, rules.messages)
+    door = DoorContext(args.door, args.zone, args.direction, site=args.site)
+    decision = decide(Request(presented, door, at), view, state)
+    assert view.rules is not None
+    message = render(decision.reason, decision.display, args.lang, view.rules.messages)
     print(json.dumps(decision.summary(message), ensure_ascii=False, indent=2))
     return EXIT_OK
 

@@ -14,18 +14,21 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
+from gateway.config_apply import ConfigKeeper
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal
+from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_reader
@@ -59,14 +62,18 @@ class Gateway:
         now: Callable[[], datetime] = utc_now,
         backoff: Backoff = Backoff(),
         housekeeping_every: float = 60.0,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # the file the web UI's changes are applied to
+        self._keeper: ConfigKeeper | None = None
         self.gw = config.gateway.id
         self.site = config.gateway.site
         self.now = now
         self.activity = Activity()
         self.clock = ClockTrust(config.gateway.clock)
         self.started_at = now()
+        self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Door] = {}
         self.boards: dict[str, Board] = {}
         self.entrances: dict[str, Entrance] = {}
@@ -115,6 +122,7 @@ class Gateway:
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
+        self.supervisor.start("loop_lag", self.loop_lag.run)
         notify("READY=1")
         version = self.store.version
         log.info(
@@ -135,22 +143,17 @@ class Gateway:
         rest of the shutdown goes on (the doors' safe state above all).
         """
         notify("STOPPING=1")
-        await self.supervisor.stop(_part("reader", r) for r in self.readers)
-        for reader in self.readers.values():
-            await _logged(f"closing reader {reader.id}", reader.close())
+        await self._stop_readers()
         self.record_event("stopping", None, {})
         for result in await asyncio.gather(*self._event_tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("an event write failed while stopping: %s", describe(result))
-        await self.supervisor.stop(_part("door", d) for d in self.doors)
-        for door in self.doors.values():
-            await _logged(f"stopping door {door.id}", door.stop())
+        await self._stop_doors()
         await self.supervisor.stop(["web"])  # the web part stops its server itself
         if self._metrics is not None:
             self._metrics.stop()
         await self.supervisor.stop()
-        for board_id, board in self.boards.items():
-            await _logged(f"closing board {board_id}", board.close())
+        await self._close_boards()
         await _logged("closing the journal", self.journal.close())
         for what, close in (
             ("history", self.history.close),
@@ -208,6 +211,7 @@ class Gateway:
         sampler = metrics.Sampler(
             self.journal,
             self.store,
+            self.loop_lag,
             link_up=self.online,
             connections=lambda: self.sync.link.connections if self.sync else 0,
             snapshot_coming=lambda: bool(
@@ -245,6 +249,70 @@ class Gateway:
                 published=self._own_checkin,
                 explained=self._explained,
             )
+
+    # --- a changed config, applied while running (gateway.config_apply) -----------------
+
+    def config_keeper(self) -> ConfigKeeper:
+        """The config file's keeper (versions, apply, rollback); AccessGwError without one."""
+        if self.config_path is None:
+            raise AccessGwError("this gateway was started without a config file to change")
+        if self._keeper is None:
+            self._keeper = ConfigKeeper(self.config_path, self.state_dir.path, self.switch_config)
+        return self._keeper
+
+    async def switch_config(self, config: Config, changed: list[str], who: str) -> None:
+        """Run ``config`` from now on: the changed parts are restarted, the rest runs on.
+
+        Boards, doors and readers are stopped (doors to their safe state) and started from
+        the new config; if one of them cannot start, the new ones are stopped and the old
+        ones started again, and the error is raised: the gateway runs the old config or the
+        new one, never a mix. A changed broker or central key restarts the sync. Other
+        sections (gateway, web, log, metrics) take effect at the next start.
+        """
+        old = self.config
+        devices = any(k.startswith(("boards", "doors", "readers")) for k in changed)
+        link = any(k.startswith(("mqtt", "central")) for k in changed)
+        if devices:
+            await self._stop_devices()
+            self.config = config
+            try:
+                await self._start_doors()
+                self._start_readers()
+            except Exception as exc:
+                log.error("the new devices could not start (%s): back to the old ones", exc)
+                await self._stop_devices()
+                self.config = old
+                await self._start_doors()
+                self._start_readers()
+                raise
+        self.config = config
+        if link:
+            await self.supervisor.stop(["sync"])
+            self.sync = None
+            await self._start_sync()
+        self.record_event("config_changed", None, {"changed": changed, "by": who})
+
+    async def _stop_devices(self) -> None:
+        """Readers, doors (to their safe state) and boards stopped and forgotten."""
+        await self._stop_readers()
+        await self._stop_doors()
+        await self._close_boards()
+        for parts in (self.readers, self.doors, self.boards, self.entrances, self._reader_doors):
+            parts.clear()
+
+    async def _stop_readers(self) -> None:
+        await self.supervisor.stop(_part("reader", r) for r in self.readers)
+        for reader in self.readers.values():
+            await _logged(f"closing reader {reader.id}", reader.close())
+
+    async def _stop_doors(self) -> None:
+        await self.supervisor.stop(_part("door", d) for d in self.doors)
+        for door in self.doors.values():
+            await _logged(f"stopping door {door.id}", door.stop())
+
+    async def _close_boards(self) -> None:
+        for board_id, board in self.boards.items():
+            await _logged(f"closing board {board_id}", board.close())
 
     def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
         """A board's health changes are logged (its relay faults reach us through doors)."""
@@ -469,6 +537,7 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
 
@@ -538,9 +607,9 @@ async def _logged(what: str, step: Awaitable[None]) -> None:
         log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
-async def run_gateway(config: Config, stop: asyncio.Event) -> None:
+async def run_gateway(config: Config, stop: asyncio.Event, config_path: Path | None = None) -> None:
     """Run a gateway until ``stop`` is set."""
-    gateway = Gateway(config)
+    gateway = Gateway(config, config_path=config_path)
     await gateway.start()
     try:
         await stop.wait()
@@ -564,12 +633,17 @@ def run_daemon(
     for warning in report.warnings:
         log.warning("config %s: %s", report.file, warning)
 
+    config_path = Path(args.config).resolve()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await runner(config, stop)
+        if runner is run_gateway:
+            await run_gateway(config, stop, config_path)
+        else:
+            await runner(config, stop)
 
     asyncio.run(main())
     return 0

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import __version__
 from gateway.web.auth import InstallerAuth, Session, password_problem
 from gateway.web.bridge import Bridge, GatewayNotAnswering
+from gateway.web.config_routes import add_config_routes
 from gateway.web.eventlog import EventLog, Filter
 from gateway.web.gateway_side import DOOR_TEST_MAX_SECONDS, PULSE_MAX_SECONDS, InstallerRefused
 from gateway.web.words import duration, local_time, shown
@@ -545,6 +546,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         """A member (by id or the start of a name): record, last decisions, and "what now"."""
         return await why_answer(member, door, await bridge.site())
 
+    add_config_routes(app, bridge, page)  # devices and MQTT set-up (gateway.web.config_routes)
     app.add_middleware(Guard, ctx=ctx)
     return app
 

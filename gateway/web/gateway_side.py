@@ -20,6 +20,7 @@ from gateway.decision import Decision, DoorContext, Presented, Request, decide
 from gateway.entitlements import Member, SiteRules, Ticket
 from gateway.messages import render
 from gateway.readers import CredentialRead
+from gateway.web.config_side import ConfigSide
 from gateway.web.next_card import NextCard
 
 PULSE_MAX_SECONDS = 60
@@ -108,7 +109,7 @@ class _MemberOnly:
         return found
 
 
-class GatewaySide:
+class GatewaySide(ConfigSide):
     """The web UI's questions and commands, each one run on the gateway's loop."""
 
     def __init__(self, gateway: WebGateway, *, clock: Callable[[], float] = time.monotonic):
