@@ -211,6 +211,7 @@ class Gateway:
         sampler = metrics.Sampler(
             self.journal,
             self.store,
+            self.loop_lag,
             link_up=self.online,
             connections=lambda: self.sync.link.connections if self.sync else 0,
             snapshot_coming=lambda: bool(
@@ -235,6 +236,7 @@ class Gateway:
                 door_cfg.zone,
                 door_cfg.direction,
                 door_cfg.language or self.config.gateway.language,
+                senses_passage=door_cfg.passage is not None or door_cfg.contact is not None,
             )
             self.entrances[door_cfg.id] = Entrance(
                 place,
@@ -247,6 +249,7 @@ class Gateway:
                 online=self.online,
                 published=self._own_checkin,
                 explained=self._explained,
+                now=self.now,
             )
 
     # --- a changed config, applied while running (gateway.config_apply) -----------------
@@ -308,6 +311,8 @@ class Gateway:
         await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
             await _logged(f"stopping door {door.id}", door.stop())
+        for door_id, entrance in self.entrances.items():
+            await _logged(f"closing entrance {door_id}", entrance.close())
 
     async def _close_boards(self) -> None:
         for board_id, board in self.boards.items():
@@ -451,29 +456,9 @@ class Gateway:
     async def open_once(self, door: str, seconds: int | None) -> None:
         """Command ``open``: one timed release, journalled as a ``remote_open`` check-in."""
         for door_id in self._doors_named(door):
-            place = self.entrances[door_id].place
-            entry = await self.journal.record_decision(
-                {
-                    "at": self.now().isoformat(timespec="milliseconds"),
-                    "door": door_id,
-                    "zone": place.zone,
-                    "direction": place.direction,
-                    "credential": "unknown",
-                    "member": None,
-                    "ticket": None,
-                    "decision": "granted",
-                    "reason": "remote_open",
-                    "contract": None,
-                    "charged": 0,
-                    "passed": False,
-                    "warnings": [],
-                    "offline": not self.online(),
-                    "entitlements_version": self.store.version,
-                }
-            )
             released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             # kept apart from the event tasks: stopping must not wait for a passage
-            task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
+            task = asyncio.create_task(self._remote_open(door_id, seconds, released))
             self._remote_opens.add(task)
             task.add_done_callback(self._remote_opens.discard)
             # answered once the lock moved, not after the passage (Clarifications, Commands)
@@ -481,20 +466,16 @@ class Gateway:
                 raise CommandFailed(f"door {door_id}: the lock could not be released")
 
     async def _remote_open(
-        self, door_id: str, seq: int, seconds: int | None, released: asyncio.Future[bool]
+        self, door_id: str, seconds: int | None, released: asyncio.Future[bool]
     ) -> None:
         """One remote release through to its final check-in (after the passage or timeout)."""
-        passed = False
         try:
-            passed = (await self.doors[door_id].open_once(seconds, released)).passed
+            await self.entrances[door_id].open_once(seconds, released)
         except Exception:  # the record is still finalised (not passed); the result says failed
             log.exception("door %s: remote open failed", door_id)
         finally:
             if not released.done():
                 released.set_result(False)
-        final = await self.journal.finalise(seq, passed=passed, charged=0)
-        self.state.apply_checkin(final, own=True)
-        self._own_checkin(final)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""

@@ -14,11 +14,14 @@ number, never reported to anyone: no gap, no reuse. Pruning acknowledged rows le
 high-water mark alone, so the counter never goes back, across restarts and power cuts.
 
 A record is kept until the central system acknowledges it (``ack upto``), then pruned;
-a record that is not final yet is never pruned. A decision that was never finalised (the
-process died between journalling it and seeing the passage) is finalised at open as
-``passed: false, charged: 0``: nobody saw a passage, so nothing is charged, and it no
-longer holds back the records after it. One whose caller was cancelled while it was being
-written (no lock moved for it) is finalised the same way at once.
+a record that is not final yet is never pruned, nor published; the final ones after it
+are published meanwhile (the central system orders by ``seq``), and it follows as soon as
+it is final. A decision that was never finalised (the process died between journalling
+it and seeing the passage) is finalised at open: at a door whose sensor sees passages as
+``passed: false, charged: 0`` (nobody saw one, so nothing is charged); at a door without
+one, where a grant counts as walked through, as passed with the decision's charge. One
+whose caller was cancelled while it was being written (no lock moved for it) is finalised
+as not passed at once.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ CREATE TABLE IF NOT EXISTS records (
     id TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL CHECK (kind IN ('checkin', 'event')),
     final INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    passage_assumed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0), ('acked_upto', 0);
@@ -84,6 +88,10 @@ class Journal:
         self._last_seq = _meta(conn, "last_seq")
         self._acked_upto = _meta(conn, "acked_upto")
         self._closed = False
+        # Journal thread only: seqs that unacked() passed over while open, and those of
+        # them final since (returned by the next unacked() whatever its after_seq).
+        self._passed_over: set[int] = set()
+        self._late: list[int] = []
 
     @classmethod
     async def open(cls, path: Path | str, gw: str) -> Journal:
@@ -124,15 +132,21 @@ class Journal:
 
     # --- writing ------------------------------------------------------------------------
 
-    async def record_decision(self, checkin: dict[str, Any]) -> Entry:
+    async def record_decision(
+        self, checkin: dict[str, Any], *, passage_assumed: bool = False
+    ) -> Entry:
         """Journal a decision durably (fsync) before the caller energises a lock.
 
-        Assigns ``id`` (UUIDv7), ``seq`` and ``gw``; the record is not final, and holds back
-        publishing, until :meth:`finalise`. If the caller is cancelled while the record is
-        being written, it is finalised as not passed at once, so that it never blocks.
+        Assigns ``id`` (UUIDv7), ``seq`` and ``gw``; the record is not final, and is not
+        published, until :meth:`finalise`. If the caller is cancelled while the record is
+        being written, it is finalised as not passed at once. ``passage_assumed``: the door
+        has no passage sensor, so if the process dies before :meth:`finalise`, the next
+        open finalises the grant as passed (with the charge in ``checkin``).
         """
         body = _encodable(checkin)
-        [entry] = await self._run(self._insert, [("checkin", body, False)], on_cancel=self._abandon)
+        [entry] = await self._run(
+            self._insert, [("checkin", body, False)], passage_assumed, on_cancel=self._abandon
+        )
         return entry
 
     async def record_event(
@@ -156,7 +170,9 @@ class Journal:
         entries = await self._run(self._insert, items)
         return entries
 
-    def _insert(self, items: list[tuple[str, dict[str, Any], bool]]) -> list[Entry]:
+    def _insert(
+        self, items: list[tuple[str, dict[str, Any], bool]], passage_assumed: bool = False
+    ) -> list[Entry]:
         """One transaction: the rows and the bumped high-water mark commit together."""
         conn = self._conn
         with _transaction(conn):
@@ -167,8 +183,9 @@ class Journal:
                 record_id = str(uuid7())
                 message = {"id": record_id, "seq": last, "gw": self.gw, **body}
                 conn.execute(
-                    "INSERT INTO records (seq, id, kind, final, body) VALUES (?,?,?,?,?)",
-                    (last, record_id, kind, int(final), _dumps(message)),
+                    "INSERT INTO records (seq, id, kind, final, body, passage_assumed) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (last, record_id, kind, int(final), _dumps(message), int(passage_assumed)),
                 )
                 entries.append(Entry(last, record_id))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
@@ -210,6 +227,9 @@ class Journal:
             self._conn.execute(
                 "UPDATE records SET final = 1, body = ? WHERE seq = ?", (_dumps(message), seq)
             )
+        if seq in self._passed_over:  # later records went out already: this one follows
+            self._passed_over.discard(seq)
+            self._late.append(seq)
         return message
 
     # --- reading and acknowledging ------------------------------------------------------
@@ -217,20 +237,30 @@ class Journal:
     async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         """Final, unacknowledged records after ``after_seq`` in seq order, up to ``limit``.
 
-        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``. Stops at the
-        first record that is not final yet: publishing is in seq order.
+        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``. A record that
+        is not final yet is passed over (one stuck record must not hold back the others);
+        once final, it comes first in the next answer, whatever ``after_seq`` is then.
         """
         return await self._run(self._unacked, after_seq, limit)
 
     def _unacked(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        out = []
+        late, self._late = self._late, []
+        for seq in sorted(late):
+            row = self._conn.execute(
+                "SELECT kind, body FROM records WHERE seq = ? AND final = 1", (seq,)
+            ).fetchone()
+            if row is not None and seq <= after_seq:  # above after_seq: selected below
+                out.append({"kind": row[0], "seq": seq, "message": json.loads(row[1])})
         rows = self._conn.execute(
             "SELECT seq, kind, final, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            (after_seq, max(0, limit - len(out))),
         ).fetchall()
-        out = []
         for seq, kind, final, body in rows:
             if not final:
-                break
+                self._passed_over.add(seq)
+                continue
+            self._passed_over.discard(seq)
             out.append({"kind": kind, "seq": seq, "message": json.loads(body)})
         return out
 
@@ -382,19 +412,26 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         )
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(_SCHEMA)
-    with _transaction(conn):  # decisions a crash left open: nobody saw a passage
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    if "passage_assumed" not in columns:  # a journal from before the column
+        conn.execute("ALTER TABLE records ADD COLUMN passage_assumed INTEGER NOT NULL DEFAULT 0")
+    with _transaction(conn):  # decisions a crash left open
         orphans = conn.execute(
-            "SELECT seq, body FROM records WHERE final = 0 AND kind = 'checkin'"
+            "SELECT seq, body, passage_assumed FROM records WHERE final = 0 AND kind = 'checkin'"
         ).fetchall()
-        for seq, body in orphans:
+        for seq, body, assumed in orphans:
             message = json.loads(body)
-            message.update(passed=False, charged=0)
+            if assumed and message.get("decision") == "granted":
+                message["passed"] = True  # no sensor: a grant counts as walked through
+            else:  # a sensor would have seen the passage: nobody passed, nothing charged
+                message.update(passed=False, charged=0)
             conn.execute(
                 "UPDATE records SET final = 1, body = ? WHERE seq = ?", (_dumps(message), seq)
             )
     if orphans:
         log.warning(
-            "journal %s: %d decision(s) left open by a crash, finalised as not passed",
+            "journal %s: %d decision(s) left open by a crash, finalised (passed only at "
+            "doors without a passage sensor)",
             path,
             len(orphans),
         )

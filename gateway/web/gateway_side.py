@@ -1,9 +1,9 @@
 """What the web UI asks of the running gateway, carried out on the gateway's own loop.
 
-The UI runs in a thread of its own (gateway.web.server); it never touches the gateway's
-objects. Every question and command is one of the coroutines below, sent to the gateway's
-loop with ``run_coroutine_threadsafe`` (gateway.web.bridge): a snapshot is built there as
-plain data, a command is carried out there, so nothing is read while the loop changes it.
+The UI runs in a process of its own (gateway.web.server); it never touches the gateway's
+objects. Every question and command is one of the coroutines below, called by name over
+the UI's channel (gateway.web.channel) and run on the gateway's loop: a snapshot is built
+there as plain data, a command is carried out there, so nothing is read while it changes.
 """
 
 from __future__ import annotations
@@ -240,9 +240,16 @@ class GatewaySide(ConfigSide):
         if isinstance(progress, Mapping):
             return dict(progress)
         last = getattr(entitlements, "_snapshot_progress", None)
-        if last is not None:
-            return {"snapshot": "arriving", "last_chunk_s_ago": round(self.clock() - last, 1)}
-        return None
+        if last is None:
+            return None
+        out: dict[str, Any] = {
+            "snapshot": "arriving",
+            "last_chunk_s_ago": round(self.clock() - last, 1),
+        }
+        noted = getattr(entitlements, "_progress", None)  # (version, its log, records staged)
+        if isinstance(noted, tuple) and len(noted) == 3:
+            out["version"], out["records_staged"] = noted[0], noted[2]
+        return out
 
     # --- commissioning tools --------------------------------------------------------------
 

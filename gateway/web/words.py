@@ -48,7 +48,7 @@ def row_words(row: dict[str, Any], language: str) -> str:
     detail = body.get("detail") or {}
     extra = [
         str(detail[k]).replace("_", " ")
-        for k in ("action", "test", "reader", "board", "reason", "why", "cause")
+        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
     return f"{text}: {', '.join(extra)}" if extra else text

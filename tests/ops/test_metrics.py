@@ -98,6 +98,9 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
                 lambda v: v == 1,
             )  # fmt: skip
             got = await eventually(port, "accessgw_entitlements_version", {}, lambda v: v == 1)
+            got = await eventually(  # the loop-lag probe's samples, taken every 5 s
+                port, "accessgw_event_loop_lag_seconds_count", {}, lambda v: v and v > 100
+            )
     finally:
         if daemon is not None:
             daemon.stop()
