@@ -22,6 +22,7 @@ from gateway.messages import render
 from gateway.readers import CredentialRead
 from gateway.web.config_side import ConfigSide
 from gateway.web.next_card import NextCard
+from gateway.web.words import describe_record
 
 PULSE_MAX_SECONDS = 60
 DOOR_TEST_MAX_SECONDS = 300
@@ -387,14 +388,6 @@ class GatewaySide(ConfigSide):
             Presented("nfc", "(any of the member's cards)"), context, self.gateway.now()
         )
         return self._explain(decide(request, view, self.gateway.state))
-
-
-def describe_record(record: Member | Ticket) -> dict[str, Any]:
-    """A member or ticket for the installer: what the decision looks at, without secrets."""
-    data = record.model_dump(mode="json")
-    creds = data.pop("credentials", None) or []
-    data["credentials"] = [c.get("kind", "?") for c in creds if isinstance(c, dict)]
-    return {"id": record.id, "record": data}
 
 
 def _format_of(read: CredentialRead) -> str:
