@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 _BUCKET_SHIFT = 52  # 4096 buckets by the top 12 bits of the (signed) prefix
 
@@ -93,26 +94,47 @@ class IndexBuilder:
         self._prefixes[bucket].append(prefix)
         self._rowids[bucket].append(rowid)
 
-    def runs(self) -> Iterator[tuple[int, list[int]]]:
-        """Each distinct prefix with its rowids (ascending), in prefix order; empties it."""
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._prefixes)
+
+    def build(
+        self,
+        dropped: Set[int] = frozenset(),
+        share: Callable[[int, list[int]], list[int]] | None = None,
+    ) -> CredentialIndex:
+        """The sorted base index of the entries (no overlay); empties the builder.
+
+        Rowids in ``dropped`` are left out. Where several rowids share a prefix, ``share``
+        (given the prefix and the rowids, ascending) says which keep it. A bucket without
+        either is copied as it is, in C, so that a million members index in a few seconds.
+        """
+        prefixes, rowids = array("q"), array("q")
+        first, second = itemgetter(0), itemgetter(1)
         for bucket in range(4096):
             pairs = sorted(zip(self._prefixes[bucket], self._rowids[bucket], strict=True))
             self._prefixes[bucket] = self._rowids[bucket] = array("q")  # free as we go
-            i = 0
-            while i < len(pairs):
-                prefix = pairs[i][0]
-                j = i
-                while j < len(pairs) and pairs[j][0] == prefix:
-                    j += 1
-                yield prefix, [rowid for _, rowid in pairs[i:j]]
-                i = j
-
-    @staticmethod
-    def index(runs: Iterable[tuple[int, list[int]]]) -> CredentialIndex:
-        """A base index (no overlay) from sorted runs."""
-        prefixes, rowids = array("q"), array("q")
-        for prefix, run in runs:
-            for rowid in run:
-                prefixes.append(prefix)
-                rowids.append(rowid)
+            sorted_prefixes = array("q", map(first, pairs))
+            if not dropped and len(set(sorted_prefixes)) == len(sorted_prefixes):
+                prefixes.extend(sorted_prefixes)
+                rowids.extend(map(second, pairs))
+                continue
+            for prefix, run in _runs(pairs):
+                live = [r for r in run if r not in dropped] if dropped else run
+                if len(live) > 1 and share is not None:
+                    live = share(prefix, live)
+                for rowid in live:
+                    prefixes.append(prefix)
+                    rowids.append(rowid)
         return CredentialIndex(prefixes, rowids)
+
+
+def _runs(pairs: list[tuple[int, int]]) -> Iterator[tuple[int, list[int]]]:
+    """Each distinct prefix of sorted ``(prefix, rowid)`` pairs with its rowids."""
+    i = 0
+    while i < len(pairs):
+        prefix = pairs[i][0]
+        j = i
+        while j < len(pairs) and pairs[j][0] == prefix:
+            j += 1
+        yield prefix, [rowid for _, rowid in pairs[i:j]]
+        i = j

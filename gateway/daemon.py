@@ -14,18 +14,21 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
+from gateway.config_apply import ConfigKeeper
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal
+from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_reader
@@ -33,6 +36,7 @@ from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
+from gateway.sync.commands import CommandFailed
 from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
 
@@ -58,14 +62,18 @@ class Gateway:
         now: Callable[[], datetime] = utc_now,
         backoff: Backoff = Backoff(),
         housekeeping_every: float = 60.0,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # the file the web UI's changes are applied to
+        self._keeper: ConfigKeeper | None = None
         self.gw = config.gateway.id
         self.site = config.gateway.site
         self.now = now
         self.activity = Activity()
         self.clock = ClockTrust(config.gateway.clock)
         self.started_at = now()
+        self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Door] = {}
         self.boards: dict[str, Board] = {}
         self.entrances: dict[str, Entrance] = {}
@@ -75,6 +83,7 @@ class Gateway:
         self.supervisor = Supervisor(self._component_failed, backoff=backoff)
         self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
+        self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
         self._web: WebServer | None = None  # the web UI while it serves
@@ -113,6 +122,7 @@ class Gateway:
         if watchdog_interval() is not None:  # only under systemd with WatchdogSec
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
+        self.supervisor.start("loop_lag", self.loop_lag.run)
         notify("READY=1")
         version = self.store.version
         log.info(
@@ -133,22 +143,17 @@ class Gateway:
         rest of the shutdown goes on (the doors' safe state above all).
         """
         notify("STOPPING=1")
-        await self.supervisor.stop(_part("reader", r) for r in self.readers)
-        for reader in self.readers.values():
-            await _logged(f"closing reader {reader.id}", reader.close())
+        await self._stop_readers()
         self.record_event("stopping", None, {})
         for result in await asyncio.gather(*self._event_tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("an event write failed while stopping: %s", describe(result))
-        await self.supervisor.stop(_part("door", d) for d in self.doors)
-        for door in self.doors.values():
-            await _logged(f"stopping door {door.id}", door.stop())
+        await self._stop_doors()
         await self.supervisor.stop(["web"])  # the web part stops its server itself
         if self._metrics is not None:
             self._metrics.stop()
         await self.supervisor.stop()
-        for board_id, board in self.boards.items():
-            await _logged(f"closing board {board_id}", board.close())
+        await self._close_boards()
         await _logged("closing the journal", self.journal.close())
         for what, close in (
             ("history", self.history.close),
@@ -243,6 +248,70 @@ class Gateway:
                 published=self._own_checkin,
                 explained=self._explained,
             )
+
+    # --- a changed config, applied while running (gateway.config_apply) -----------------
+
+    def config_keeper(self) -> ConfigKeeper:
+        """The config file's keeper (versions, apply, rollback); AccessGwError without one."""
+        if self.config_path is None:
+            raise AccessGwError("this gateway was started without a config file to change")
+        if self._keeper is None:
+            self._keeper = ConfigKeeper(self.config_path, self.state_dir.path, self.switch_config)
+        return self._keeper
+
+    async def switch_config(self, config: Config, changed: list[str], who: str) -> None:
+        """Run ``config`` from now on: the changed parts are restarted, the rest runs on.
+
+        Boards, doors and readers are stopped (doors to their safe state) and started from
+        the new config; if one of them cannot start, the new ones are stopped and the old
+        ones started again, and the error is raised: the gateway runs the old config or the
+        new one, never a mix. A changed broker or central key restarts the sync. Other
+        sections (gateway, web, log, metrics) take effect at the next start.
+        """
+        old = self.config
+        devices = any(k.startswith(("boards", "doors", "readers")) for k in changed)
+        link = any(k.startswith(("mqtt", "central")) for k in changed)
+        if devices:
+            await self._stop_devices()
+            self.config = config
+            try:
+                await self._start_doors()
+                self._start_readers()
+            except Exception as exc:
+                log.error("the new devices could not start (%s): back to the old ones", exc)
+                await self._stop_devices()
+                self.config = old
+                await self._start_doors()
+                self._start_readers()
+                raise
+        self.config = config
+        if link:
+            await self.supervisor.stop(["sync"])
+            self.sync = None
+            await self._start_sync()
+        self.record_event("config_changed", None, {"changed": changed, "by": who})
+
+    async def _stop_devices(self) -> None:
+        """Readers, doors (to their safe state) and boards stopped and forgotten."""
+        await self._stop_readers()
+        await self._stop_doors()
+        await self._close_boards()
+        for parts in (self.readers, self.doors, self.boards, self.entrances, self._reader_doors):
+            parts.clear()
+
+    async def _stop_readers(self) -> None:
+        await self.supervisor.stop(_part("reader", r) for r in self.readers)
+        for reader in self.readers.values():
+            await _logged(f"closing reader {reader.id}", reader.close())
+
+    async def _stop_doors(self) -> None:
+        await self.supervisor.stop(_part("door", d) for d in self.doors)
+        for door in self.doors.values():
+            await _logged(f"stopping door {door.id}", door.stop())
+
+    async def _close_boards(self) -> None:
+        for board_id, board in self.boards.items():
+            await _logged(f"closing board {board_id}", board.close())
 
     def _board_events(self, kind: str, detail: dict[str, Any]) -> None:
         """A board's health changes are logged (its relay faults reach us through doors)."""
@@ -402,10 +471,30 @@ class Gateway:
                     "entitlements_version": self.store.version,
                 }
             )
-            outcome = await self.doors[door_id].open_once(seconds)
-            final = await self.journal.finalise(entry.seq, passed=outcome.passed, charged=0)
-            self.state.apply_checkin(final, own=True)
-            self._own_checkin(final)
+            released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            # kept apart from the event tasks: stopping must not wait for a passage
+            task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
+            self._remote_opens.add(task)
+            task.add_done_callback(self._remote_opens.discard)
+            # answered once the lock moved, not after the passage (Clarifications, Commands)
+            if not await released:
+                raise CommandFailed(f"door {door_id}: the lock could not be released")
+
+    async def _remote_open(
+        self, door_id: str, seq: int, seconds: int | None, released: asyncio.Future[bool]
+    ) -> None:
+        """One remote release through to its final check-in (after the passage or timeout)."""
+        passed = False
+        try:
+            passed = (await self.doors[door_id].open_once(seconds, released)).passed
+        except Exception:  # the record is still finalised (not passed); the result says failed
+            log.exception("door %s: remote open failed", door_id)
+        finally:
+            if not released.done():
+                released.set_result(False)
+        final = await self.journal.finalise(seq, passed=passed, charged=0)
+        self.state.apply_checkin(final, own=True)
+        self._own_checkin(final)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
@@ -447,6 +536,7 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
 
@@ -463,7 +553,7 @@ class Gateway:
             self.state.clock_synced = self.clock.synced()
 
     def _start_web(self) -> None:
-        """The installer's web UI, in a thread of its own (it never slows the doors).
+        """The installer's web UI, in a process of its own (it never slows the doors).
 
         It is bound at once (a taken port shows in the first log lines), then supervised
         like every part: a port in use or a crashed UI is logged, reported
@@ -484,7 +574,7 @@ class Gateway:
         return web
 
     async def _serve_web(self) -> None:
-        """One life of the web UI: until its thread ends (a failure) or the gateway stops."""
+        """One life of the web UI: until its process ends (a failure) or the gateway stops."""
         first, self._web_first = self._web_first, None
         if isinstance(first, BaseException):
             raise first
@@ -516,9 +606,9 @@ async def _logged(what: str, step: Awaitable[None]) -> None:
         log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
-async def run_gateway(config: Config, stop: asyncio.Event) -> None:
+async def run_gateway(config: Config, stop: asyncio.Event, config_path: Path | None = None) -> None:
     """Run a gateway until ``stop`` is set."""
-    gateway = Gateway(config)
+    gateway = Gateway(config, config_path=config_path)
     await gateway.start()
     try:
         await stop.wait()
@@ -542,12 +632,17 @@ def run_daemon(
     for warning in report.warnings:
         log.warning("config %s: %s", report.file, warning)
 
+    config_path = Path(args.config).resolve()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await runner(config, stop)
+        if runner is run_gateway:
+            await run_gateway(config, stop, config_path)
+        else:
+            await runner(config, stop)
 
     asyncio.run(main())
     return 0

@@ -154,9 +154,14 @@ class Door:
         """A grant: release the lock (a pulse for a turnstile) and wait for the passage."""
         return await self._release(self._grant_seconds())
 
-    async def open_once(self, seconds: float | None = None) -> PassageOutcome:
-        """Command ``open``: one timed release, as for a grant."""
-        return await self._release(self._grant_seconds() if seconds is None else float(seconds))
+    async def open_once(
+        self, seconds: float | None = None, lock_moved: asyncio.Future[bool] | None = None
+    ) -> PassageOutcome:
+        """Command ``open``: one timed release, as for a grant. ``lock_moved`` is resolved as
+        soon as the lock was (True) or could not be (False) released, before the passage:
+        the command's result is sent then."""
+        seconds = self._grant_seconds() if seconds is None else float(seconds)
+        return await self._release(seconds, lock_moved)
 
     def status(self) -> dict[str, str]:
         """The door's part of the MQTT status message."""
@@ -234,7 +239,9 @@ class Door:
             return float(TURNSTILE_PULSE if pulse is None else pulse)
         return float(self.config.unlock_seconds)
 
-    async def _release(self, seconds: float) -> PassageOutcome:
+    async def _release(
+        self, seconds: float, lock_moved: asyncio.Future[bool] | None = None
+    ) -> PassageOutcome:
         if self._task is None or self._task.done():
             raise HardwareError(f"door {self.id!r} is not running: start it first")
         loop = asyncio.get_running_loop()
@@ -249,6 +256,8 @@ class Door:
         self._wake.set()
         try:
             energised = await applied
+            if lock_moved is not None and not lock_moved.done():
+                lock_moved.set_result(energised)
             released = time.monotonic() if energised else None
             if expected is None:  # nothing can see the passage: assume it happened
                 return PassageOutcome(energised, self._now() if energised else None, released)
@@ -257,6 +266,8 @@ class Door:
                 return PassageOutcome(True, expected.result(), released)
             return PassageOutcome(False, None, released)
         finally:
+            if lock_moved is not None and not lock_moved.done():
+                lock_moved.set_result(False)
             if expected is not None:
                 with contextlib.suppress(ValueError):
                     self._expected.remove(expected)

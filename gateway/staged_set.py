@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway import store_generation, store_index
+from gateway import store_generation
+from gateway.credential_index import IndexBuilder
 from gateway.entitlements import SiteRules
-from gateway.record_codec import Record, RecordCodec
+from gateway.record_codec import Record, RecordCodec, prefix_of, split_hashes
 from gateway.store_files import connect_staged, remove_file, seal_staged
 
 
@@ -44,6 +45,7 @@ class StagedSet:
         self._chunk_size = chunk_size
         self._inserted = 0
         self._codec = RecordCodec(staging.key)
+        self._index = IndexBuilder()  # gathered as chunks come: nothing read back at the end
         self._conn = connect_staged(self.path)
         self._closed = False
 
@@ -53,6 +55,9 @@ class StagedSet:
             raise ValueError(f"a chunk holds at most {self._chunk_size} records")
         first = self._first + chunk * self._chunk_size + 1
         rows = [self._codec.stored(r) for r in records]
+        for i, row in enumerate(rows):
+            for digest in split_hashes(row[2]):
+                self._index.add(prefix_of(digest), first + i)
         self._conn.execute("BEGIN")
         store_generation.insert_rows(self._conn, self.gen, first, rows)
         self._conn.execute("COMMIT")
@@ -71,7 +76,7 @@ class StagedSet:
         count, _, notes = store_generation.seal(
             conn,
             self.gen,
-            store_index.entries(conn, self.gen),
+            self._index,
             self._inserted,
             version=version,
             rules=rules,

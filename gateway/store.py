@@ -286,6 +286,7 @@ class EntitlementStore:
             staged.discard()
             raise
         self.adopt(staged.path)
+        release_freed_memory()  # what validating and encoding the records left behind
         return notes
 
     def _write_generation(

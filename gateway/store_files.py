@@ -106,10 +106,12 @@ def swap_in(path: str, staged: str) -> None:
 
 
 def retire(path: str) -> None:
-    """After a swap: the rename made durable, the old file deleted, freed memory returned."""
+    """After a swap: the rename made durable, the old file deleted.
+
+    No ``malloc_trim`` here: it holds the allocator's lock while it walks the heap, and
+    the event loop, wanting memory for the next decision, would wait for it."""
     fsync_directory(path)
     remove_file(retired_path(path))
-    release_freed_memory()
 
 
 def last_rowid(conn: sqlite3.Connection) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -116,7 +116,7 @@ def seal(
     """
     superseded = _drop_repeated_ids(conn, gen)
     notes: list[str] = []
-    index = IndexBuilder.index(_settled(conn, builder.runs(), superseded, notes))
+    index = builder.build(superseded, lambda prefix, live: _share_out(conn, prefix, live, notes))
     count = inserted - len(superseded)
     store_index.save(conn, gen, index)
     write_meta(conn, gen=gen, version=version, rules=rules, upto=checkins_upto, at=at, count=count)
@@ -138,21 +138,6 @@ def _drop_repeated_ids(conn: sqlite3.Connection, gen: int) -> set[int]:
         dropped.update(r for (r,) in rows)
     many(conn, "DELETE FROM records WHERE rowid = ?", dropped)
     return dropped
-
-
-def _settled(
-    conn: sqlite3.Connection,
-    runs: Iterable[tuple[int, list[int]]],
-    dropped: set[int],
-    notes: list[str],
-) -> Iterator[tuple[int, list[int]]]:
-    """Sorted index runs with each credential left only with the last record given it."""
-    for prefix, rowids in runs:
-        live = [r for r in rowids if r not in dropped] if dropped else rowids
-        if len(live) > 1:
-            live = _share_out(conn, prefix, live, notes)
-        if live:
-            yield prefix, live
 
 
 def _share_out(

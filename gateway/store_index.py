@@ -31,7 +31,7 @@ def entries(conn: sqlite3.Connection, gen: int) -> IndexBuilder:
 
 def rebuilt(conn: sqlite3.Connection, gen: int) -> CredentialIndex:
     """The base index built from the stored records of generation ``gen``."""
-    return IndexBuilder.index(entries(conn, gen).runs())
+    return entries(conn, gen).build()
 
 
 def save(conn: sqlite3.Connection, gen: int, index: CredentialIndex) -> None:

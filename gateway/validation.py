@@ -267,7 +267,7 @@ def loc_of_key(key: str, data: Any) -> Loc:
 # --- the schema ------------------------------------------------------------------------
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
+def model_at(loc: Loc) -> type[BaseModel] | None:
     """The config model that holds the keys at ``loc`` (to list the keys allowed there)."""
     model: Any = Config
     for part in loc:
@@ -297,7 +297,7 @@ def _unwrap(annotation: Any) -> Any:
 def _schema_message(err: Mapping[str, Any]) -> str:
     loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
-        model = _model_at(loc[:-1])
+        model = model_at(loc[:-1])
         allowed = f"; keys allowed here: {', '.join(model.model_fields)}" if model else ""
         return f"unknown key (a typo?){allowed}"
     if err["type"] == "missing":

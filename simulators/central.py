@@ -422,11 +422,12 @@ class CentralSimulator:
         assert self._client is not None
         await self._client.publish(name, payload, qos=1)
 
-    def _seal(self, type_: str, body: dict[str, Any]) -> bytes:
-        return seal(type_, self.site, body, self.key, datetime.now(UTC))
+    def _seal(self, type_: str, body: dict[str, Any], gw: str | None = None) -> bytes:
+        """Signed now; ``gw`` for what goes on that gateway's own ``gw/{gw}/...`` topics."""
+        return seal(type_, self.site, body, self.key, datetime.now(UTC), gw)
 
-    def _seal_all(self, type_: str, bodies: list[dict[str, Any]]) -> list[bytes]:
-        return [self._seal(type_, body) for body in bodies]
+    def _seal_all(self, type_: str, bodies: list[dict[str, Any]], gw: str) -> list[bytes]:
+        return [self._seal(type_, body, gw) for body in bodies]
 
     # --- inbound ---------------------------------------------------------------------------
 
@@ -518,10 +519,12 @@ class CentralSimulator:
             await self.publish_charges()
             deltas = self.set.deltas_since(have) if isinstance(have, int) else None
             if deltas == []:
-                await self._publish(gw_topic(self.site, gw, "delta"), self._time_payload())
+                await self._publish(gw_topic(self.site, gw, "delta"), self._time_payload(gw))
             elif deltas is not None:
                 for body in deltas:
-                    await self._publish(gw_topic(self.site, gw, "delta"), self._seal("delta", body))
+                    await self._publish(
+                        gw_topic(self.site, gw, "delta"), self._seal("delta", body, gw)
+                    )
             else:
                 await self.send_snapshot(gw)
 
@@ -563,7 +566,7 @@ class CentralSimulator:
             random.shuffle(uptos)
         for upto in uptos:
             await self._publish(gw_topic(self.site, gw, "checkin/ack"),
-                                self._seal("ack", {"upto": upto}))  # fmt: skip
+                                self._seal("ack", {"upto": upto}, gw))  # fmt: skip
             got.acks_sent.append(upto)
 
     async def _count_loop(self) -> None:
@@ -642,18 +645,18 @@ class CentralSimulator:
         window = 8
         for start in range(0, len(bodies), window):
             part = bodies[start : start + window]
-            payloads = await asyncio.to_thread(self._seal_all, "snapshot", part)
+            payloads = await asyncio.to_thread(self._seal_all, "snapshot", part, gw)
             await asyncio.gather(*(self._publish(name, p) for p in payloads))
 
-    def _time_payload(self) -> bytes:
+    def _time_payload(self, gw: str | None = None) -> bytes:
         now = datetime.now(UTC)
         return seal("time", self.site, {"now": now.isoformat(), "version": self.version},
-                    self.key, now)  # fmt: skip
+                    self.key, now, gw)  # fmt: skip
 
     async def send_time(self, gw: str | None = None) -> None:
         """A ``time`` envelope on ``time`` (all gateways) or on ``gw/{gw}/delta``."""
         name = topic(self.site, "time") if gw is None else gw_topic(self.site, gw, "delta")
-        await self._publish(name, self._time_payload())
+        await self._publish(name, self._time_payload(gw))
 
     async def _time_loop(self) -> None:
         assert self.time_interval
@@ -679,16 +682,17 @@ class CentralSimulator:
             body["seconds"] = seconds
         at = issued_at or datetime.now(UTC)
         await self._publish(gw_topic(self.site, gw, "cmd"),
-                            seal("command", self.site, body, self.key, at))  # fmt: skip
+                            seal("command", self.site, body, self.key, at, gw))  # fmt: skip
         return command_id
 
     async def publish_raw(self, name: str, payload: bytes) -> None:
         """Publish anything on any topic (for tests of bad messages)."""
         await self._publish(name, payload)
 
-    def seal(self, type_: str, body: dict[str, Any]) -> bytes:
-        """A signed envelope with this central's key (for tests that publish by hand)."""
-        return self._seal(type_, body)
+    def seal(self, type_: str, body: dict[str, Any], gw: str | None = None) -> bytes:
+        """A signed envelope with this central's key (for tests that publish by hand);
+        ``gw`` for one gateway's ``gw/{gw}/...`` topics."""
+        return self._seal(type_, body, gw)
 
     # --- waiting, for tests --------------------------------------------------------------
 

@@ -3,10 +3,13 @@
 A signed ``command`` envelope (already opened and verified by the caller) is refused when its
 ``issued_at`` is more than 30 s from the gateway's clock (``stale``), when its id was seen
 before (``replayed``), when it names an unknown door (``unknown_door``) or is malformed
-(``bad_command``); otherwise it is carried out through :class:`DoorControl`. Every command gets
-a result ``{"id", "ok", "error"}``, which the caller publishes on ``gw/{gw}/cmd/result``.
+(``bad_command``), or fails at the door (``failed``); otherwise it is carried out through
+:class:`DoorControl`. Every authentic command gets exactly one result ``{"id", "ok", "error"}``
+(with ``detail`` for people when it failed), which the caller publishes on
+``gw/{gw}/cmd/result``; one that failed authentication gets none (Clarifications, Commands).
 
-Seen ids are kept in a small SQLite table in the state directory (``commands.sqlite``): an id
+Seen ids (of every authentic command, whatever its outcome, for 24 h) are kept in a small
+SQLite table in the state directory (``commands.sqlite``): an id
 is committed durably *before* the door moves, so that neither a replay nor a power cut in the
 middle can make one command open a door twice. SQLite rather than a file of our own because it
 gives an atomic, fsynced insert and a cheap bounded prune for free, and the gateway already
@@ -19,6 +22,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +33,7 @@ from gateway.sync.envelopes import Envelope
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 30.0
+REMEMBER_S = 24 * 3600.0
 MAX_ID_LENGTH = 128
 MAX_OPEN_SECONDS = 3600
 OPS = ("open", "lockdown", "normal", "unlock", "resync")
@@ -40,7 +45,8 @@ class DoorControl(Protocol):
 
     async def open_once(self, door: str, seconds: int | None) -> None:
         """One timed release (None: the door's unlock_seconds), recorded as a check-in with
-        ``credential: "unknown"`` and ``reason: "remote_open"``."""
+        ``credential: "unknown"`` and ``reason: "remote_open"``. Returns once the lock is
+        released, not after the passage; raises :class:`CommandFailed` when it was not."""
 
     async def set_mode(self, door: str, mode: Mode) -> None:
         """``unlock`` (held open until normal), ``lockdown`` (refuse every credential; egress
@@ -51,17 +57,37 @@ class DoorControl(Protocol):
 
 
 class SeenCommands:
-    """Command ids already seen, bounded, durable across restarts (SQLite)."""
+    """Ids of authentic commands, remembered for :data:`REMEMBER_S` (24 h) across restarts
+    whatever their outcome (Clarifications, Commands), in SQLite."""
 
-    def __init__(self, path: Path | str, limit: int = 10_000) -> None:
-        self.limit = limit
+    def __init__(
+        self,
+        path: Path | str,
+        limit: int = 1_000_000,
+        *,
+        remember_s: float = REMEMBER_S,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.limit = limit  # a backstop only: the central signs every id, so few come
+        self.remember_s = remember_s
+        self.wall = wall
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS seen_commands (n INTEGER PRIMARY KEY, id TEXT UNIQUE)"
+            "CREATE TABLE IF NOT EXISTS command_ids "
+            "(n INTEGER PRIMARY KEY, id TEXT UNIQUE, at REAL NOT NULL)"
         )
+        old = self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='seen_commands'"
+        ).fetchone()
+        if old is not None:  # ids kept before they had a time: remembered from now on
+            self._db.execute(
+                "INSERT OR IGNORE INTO command_ids (id, at) SELECT id, ? FROM seen_commands",
+                (self.wall(),),
+            )
+            self._db.execute("DROP TABLE seen_commands")
 
     async def add(self, command_id: str) -> bool:
         """Remember ``command_id``; False when it was already there."""
@@ -69,12 +95,16 @@ class SeenCommands:
 
     def _add(self, command_id: str) -> bool:
         with self._lock:
+            now = self.wall()
+            self._db.execute("DELETE FROM command_ids WHERE at < ?", (now - self.remember_s,))
             try:
-                self._db.execute("INSERT INTO seen_commands (id) VALUES (?)", (command_id,))
+                self._db.execute(
+                    "INSERT INTO command_ids (id, at) VALUES (?, ?)", (command_id, now)
+                )
             except sqlite3.IntegrityError:
                 return False
             self._db.execute(
-                "DELETE FROM seen_commands WHERE n <= (SELECT MAX(n) FROM seen_commands) - ?",
+                "DELETE FROM command_ids WHERE n <= (SELECT MAX(n) FROM command_ids) - ?",
                 (self.limit,),
             )
             return True
@@ -85,10 +115,18 @@ class SeenCommands:
             self._db.close()
 
 
-def result(command_id: Any, error: str | None = None) -> dict[str, Any]:
-    """A command result: ``{"id", "ok", "error"}`` (id null when the command had no valid id)."""
+class CommandFailed(Exception):
+    """The door could not carry out a command (e.g. its relay board is unreachable)."""
+
+
+def result(command_id: Any, error: str | None = None, detail: str | None = None) -> dict[str, Any]:
+    """A command result: ``{"id", "ok", "error"}``, with ``detail`` (for people) when it
+    failed; id null when the command had no valid id."""
     safe_id = command_id if _valid_id(command_id) else None
-    return {"id": safe_id, "ok": error is None, "error": error}
+    out: dict[str, Any] = {"id": safe_id, "ok": error is None, "error": error}
+    if error is not None:
+        out["detail"] = detail or error
+    return out
 
 
 class Commands:
@@ -110,17 +148,24 @@ class Commands:
         self.stale_after_s = stale_after_s
 
     async def handle(self, env: Envelope) -> dict[str, Any]:
-        """Check ``env`` and carry it out; the result to publish on ``gw/{gw}/cmd/result``."""
+        """Check an authentic command and carry it out; its one result, to publish on
+        ``gw/{gw}/cmd/result``. Its id is remembered first, whatever the outcome, so that a
+        command refused as stale cannot come back fresh under the same id."""
         body = env.body if isinstance(env.body, dict) else {}
         command_id = body.get("id")
         if env.type != "command" or not isinstance(command_id, str) or not _valid_id(command_id):
-            return self._refuse(command_id, "bad_command", "no valid id or not a command")
+            return self._refuse(command_id, "bad_command", "no valid id (1..128 characters)")
+        if not await self.seen.add(command_id):
+            return self._refuse(command_id, "replayed", "this command id was already seen")
         skew = _skew_s(self.clock(), env.issued_at)
         if skew > self.stale_after_s:
-            return self._refuse(command_id, "stale", f"issued {skew:.0f} s from our clock")
+            return self._refuse(
+                command_id,
+                "stale",
+                f"issued {skew:.0f} s from the gateway's clock (at most "
+                f"{self.stale_after_s:.0f} s)",
+            )
         problem = self._check(body)
-        if not await self.seen.add(command_id):
-            return self._refuse(command_id, "replayed", "id already seen")
         if problem is not None:
             return self._refuse(command_id, *problem)
         return await self._carry_out(command_id, body)
@@ -153,14 +198,17 @@ class Commands:
                     await self.control.open_once(door, body.get("seconds"))
                 else:
                     await self.control.set_mode(door, op)
-        except Exception:
+        except CommandFailed as exc:
+            log.warning("command %s (%s) failed: %s", command_id, op, exc)
+            return result(command_id, "failed", str(exc)[:300])
+        except Exception as exc:
             log.exception("command %s (%s) failed", command_id, op)
-            return result(command_id, "failed")
+            return result(command_id, "failed", f"{type(exc).__name__}: {str(exc)[:200]}")
         return result(command_id)
 
     def _refuse(self, command_id: Any, error: str, detail: str) -> dict[str, Any]:
         log.warning("command %r refused: %s (%s)", str(command_id)[:MAX_ID_LENGTH], error, detail)
-        return result(command_id, error)
+        return result(command_id, error, detail)
 
 
 def _skew_s(now: datetime, issued_at: Any) -> float:

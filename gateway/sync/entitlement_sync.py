@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -28,8 +29,8 @@ from gateway.entitlements import SiteRules, check_schedules
 from gateway.errors import BadMessage, InvalidSet, LinkError, StoreError
 from gateway.logs import Progress
 from gateway.store import Staging
-from gateway.sync.bodies import Delta, count, parse_delta
-from gateway.sync.envelopes import Envelope, open_envelope
+from gateway.sync.bodies import count, parse_delta
+from gateway.sync.envelopes import Envelope, open_envelope_off_loop, wrong_topic
 from gateway.sync.snapshots import SnapshotBuilder, SnapshotBuilderFailed
 from gateway.sync.topics import gw_topic, topic
 
@@ -40,6 +41,15 @@ SNAPSHOT_PATIENCE_S = 30.0
 WHYS = ("startup", "gap", "reconnect", "periodic", "installer")
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class PendingDelta:
+    """A delta as it came (its body validated only when it is applied)."""
+
+    version: int
+    base: int
+    body: dict[str, Any]
 
 
 class Publisher(Protocol):
@@ -108,7 +118,7 @@ class EntitlementSync:
         self.sync_interval = sync_interval
         self.max_buffered = max_buffered
         self.clock = clock
-        self.buffered: dict[int, Delta] = {}  # by base
+        self.buffered: dict[int, PendingDelta] = {}  # by base
         self.builder = SnapshotBuilder(
             public_key=public_key, site=site, topic=gw_topic(site, gw, "snapshot")
         )
@@ -121,6 +131,7 @@ class EntitlementSync:
         self._want_snapshot = False
         self._gap_asked: tuple[int | None, float] | None = None
         self._last_time: datetime | None = None
+        self.ignored_versions = 0  # duplicate, late or rolled-back deltas let pass
         self._topics = {
             topic(site, "entitlements", "delta"): ("delta",),
             gw_topic(site, gw, "delta"): ("delta", "time"),
@@ -174,9 +185,11 @@ class EntitlementSync:
                 if name == self.builder.topic:  # opened by the builder, off the event loop
                     await self._take_chunk(name, payload)
                     return True
-                env = open_envelope(payload, public_key=self.public_key, site=self.site, topic=name)
+                env = await open_envelope_off_loop(
+                    payload, public_key=self.public_key, site=self.site, topic=name
+                )
                 if env.type not in types:
-                    raise BadMessage(f"a {env.type} envelope does not belong on this topic", name)
+                    raise BadMessage(wrong_topic(env.type), name)
                 await self._apply(env)
             except BadMessage as exc:
                 await self._bad(name, exc.reason)
@@ -202,12 +215,18 @@ class EntitlementSync:
     # --- deltas ---------------------------------------------------------------------------
 
     async def _take_delta(self, body: dict[str, Any]) -> None:
-        # Validated in a worker thread: a big delta must not hold up the doors' decisions.
-        delta = await asyncio.to_thread(parse_delta, body, self.store.rules)
+        """Apply a delta that follows on; keep one that comes early (even before the first
+        snapshot); let a duplicate, late or rolled-back one pass silently (Clarifications,
+        Versions). Its records are validated when it is applied, against the rules then."""
+        version, base = count(body, "version"), count(body, "base")
+        if version != base + 1:
+            raise InvalidSet(["version: must be base + 1"])
         have = self.store.version
-        if have is not None and delta.version <= have:
-            log.debug("delta %d already applied (at %d)", delta.version, have)
+        if have is not None and version <= have:
+            self.ignored_versions += 1
+            log.debug("delta %d ignored: already at %d", version, have)
             return
+        delta = PendingDelta(version, base, body)
         if have is None or delta.base != have:
             self._buffer(delta)
             if not self._snapshot_coming():
@@ -216,7 +235,7 @@ class EntitlementSync:
         await self._apply_delta(delta)
         await self._drain_buffer()
 
-    def _buffer(self, delta: Delta) -> None:
+    def _buffer(self, delta: PendingDelta) -> None:
         """Keep a delta that came early; beyond the bound, the farthest ones are dropped
         (they come again with the sync answer)."""
         self.buffered[delta.base] = delta
@@ -253,7 +272,9 @@ class EntitlementSync:
                 return
             await self._apply_delta(delta)
 
-    async def _apply_delta(self, d: Delta) -> None:
+    async def _apply_delta(self, pending: PendingDelta) -> None:
+        # Validated in a worker thread: a big delta must not hold up the doors' decisions.
+        d = await asyncio.to_thread(parse_delta, pending.body, self.store.rules)
         rules = d.rules or self.store.rules
         if rules is not None and d.rules is None:
             problems = check_schedules(d.upsert, rules)  # rules may have changed meanwhile
@@ -391,7 +412,7 @@ class EntitlementSync:
         except (KeyError, TypeError, ValueError):
             raise BadMessage("time: now is not an ISO 8601 time with offset") from None
         if self._last_time is not None and env.issued_at <= self._last_time:
-            raise BadMessage("time: not newer than the last one (replayed?)")
+            return  # a copy, or overtaken by a newer one on the other topic: nothing new
         self._last_time = env.issued_at
         if self.on_time is not None:
             self.on_time(now)

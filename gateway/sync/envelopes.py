@@ -1,17 +1,25 @@
 """Signed envelopes from the central system (PROTOCOL.md, Signed envelopes).
 
-An envelope is ``{"type", "site", "issued_at", "body", "sig"}``; ``sig`` is the Ed25519
-signature over the canonical JSON of the envelope without ``sig`` (keys sorted, separators
-``,``/``:``, UTF-8, no floats anywhere). :func:`open_envelope` checks everything before the
-caller sees any of it and raises :class:`BadMessage` with a short reason that never quotes
-the payload: payloads from the broker are untrusted and are never logged whole.
+An envelope is ``{"type", "site", "issued_at", "body", "sig"}``, plus ``"gw"`` on the
+per-gateway topics ``gw/{gw}/...`` (PROTOCOL.md, Trust between gateways); ``sig`` is the
+Ed25519 signature over the canonical JSON of the envelope without ``sig`` (keys sorted,
+separators ``,``/``:``, UTF-8, no floats anywhere). :func:`open_envelope` checks everything
+before the caller sees any of it and raises :class:`BadMessage` with a short reason that
+never quotes the payload: payloads from the broker are untrusted and are never logged whole.
+
+Untrusted bytes cost memory once parsed (a 16 MiB payload of ``{},{},...`` becomes hundreds
+of MiB of dicts), so a payload over :data:`VERIFY_BEFORE_PARSE` is authenticated on its
+bytes before it is parsed: it must be the canonical JSON with the ``sig`` member added, which
+is what :func:`seal` sends. Smaller payloads may come in any JSON layout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,12 +32,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from gateway.errors import BadMessage
+from gateway.sync.topics import max_bytes as topic_max_bytes
+from gateway.sync.topics import parse as parse_topic
 
 TYPES = ("delta", "snapshot", "command", "time", "ack")
 MAX_PAYLOAD = 16 * 2**20
 MAX_COMMAND = 64 * 2**10
 FIELDS = ("type", "site", "issued_at", "body")
 SIG_BYTES = 64
+OFF_LOOP = 64 * 2**10  # bodies bigger than this are opened in a worker thread
+VERIFY_BEFORE_PARSE = 2**20  # bodies bigger than this are authenticated before parsing
+# A JSON escape of a UTF-16 surrogate: where one appears, the parsed text may hold a lone
+# surrogate, which cannot be encoded as UTF-8 (so cannot be canonical, stored or logged).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,7 @@ class Envelope:
     site: str
     issued_at: datetime
     body: dict[str, Any]
+    gw: str | None = None
 
 
 class _Float(ValueError):
@@ -89,10 +105,18 @@ def sign(env: dict[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
 
 
 def seal(
-    type_: str, site: str, body: dict[str, Any], private_key: Ed25519PrivateKey, at: datetime
+    type_: str,
+    site: str,
+    body: dict[str, Any],
+    private_key: Ed25519PrivateKey,
+    at: datetime,
+    gw: str | None = None,
 ) -> bytes:
-    """A signed envelope as the bytes to publish (the central system's side)."""
-    env = {"type": type_, "site": site, "issued_at": at.isoformat(), "body": body}
+    """A signed envelope as the bytes to publish (the central system's side); ``gw`` for
+    the envelopes sent on one gateway's ``gw/{gw}/...`` topics, None for site-wide ones."""
+    env: dict[str, Any] = {"type": type_, "site": site, "issued_at": at.isoformat(), "body": body}
+    if gw is not None:
+        env["gw"] = gw
     return _dumps(sign(env, private_key))
 
 
@@ -130,19 +154,29 @@ def open_envelope(
     public_key: Ed25519PublicKey,
     site: str,
     topic: str,
-    max_bytes: int = MAX_PAYLOAD,
+    max_bytes: int | None = None,
 ) -> Envelope:
     """Check and open one envelope; raise :class:`BadMessage` (reason, topic) when it is
-    too large, not JSON, not an envelope, for another site, of an unknown type, or not
-    signed by ``public_key``. Commands are limited to 64 KiB whatever ``max_bytes`` says."""
-    if len(payload) > max_bytes:
-        raise BadMessage(f"too large: {len(payload)} bytes, the limit is {max_bytes}", topic)
-    try:
-        env = _strict_loads(payload)
-    except _Float:
-        raise BadMessage("floats are not allowed in envelopes", topic) from None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadMessage("not valid JSON in UTF-8", topic) from None
+    too large for its topic (or ``max_bytes``), not JSON, not an envelope, for another site
+    or another gateway, of an unknown type, or not signed by ``public_key``.
+
+    An envelope on a per-gateway topic ``gw/{gw}/...`` must carry ``"gw"`` equal to that
+    ``{gw}`` (covered by the signature), so that one signed for another gateway cannot be
+    copied onto this gateway's topics. Site-wide envelopes carry none.
+    """
+    limit = min(max_bytes, topic_max_bytes(topic)) if max_bytes else topic_max_bytes(topic)
+    if len(payload) > limit:
+        raise BadMessage(f"too large: {len(payload)} bytes, the limit is {limit}", topic)
+    sig_text = None
+    if len(payload) > VERIFY_BEFORE_PARSE:
+        sig_text = _verified_before_parse(payload, public_key)
+        if sig_text is None:
+            raise BadMessage(
+                "bad signature (an envelope over 1 MiB must be the canonical JSON with its "
+                "sig member; checked before parsing)",
+                topic,
+            )
+    env = _parse(payload, topic)
     if not isinstance(env, dict):
         raise BadMessage("not an envelope (not a JSON object)", topic)
     missing = [f for f in (*FIELDS, "sig") if f not in env]
@@ -158,17 +192,101 @@ def open_envelope(
         raise BadMessage(f"command too large: {len(payload)} bytes, the limit is 65536", topic)
     if env["site"] != site:
         raise BadMessage("for another site", topic)
+    gw = _bound_gw(env, topic)
     if issued_at is None:
         raise BadMessage("issued_at is not an ISO 8601 time with offset", topic)
     if not isinstance(body, dict):
         raise BadMessage("body is not an object", topic)
-    if not _verifies_as_sent(payload, env["sig"], sig, public_key):
+    if sig_text is not None:  # authenticated on its bytes: sound only if that was the sig
+        if env["sig"] != sig_text:
+            raise BadMessage("bad signature", topic)
+    elif not _verifies_as_sent(payload, env["sig"], sig, public_key):
         unsigned = {k: v for k, v in env.items() if k != "sig"}
         try:
             public_key.verify(sig, _dumps(unsigned))
         except InvalidSignature:
             raise BadMessage("bad signature", topic) from None
-    return Envelope(kind, site, issued_at, body)
+    return Envelope(kind, site, issued_at, body, gw)
+
+
+def wrong_topic(kind: Any) -> str:
+    """The ``bad_message`` reason for an envelope on a topic that does not carry its type
+    (Clarifications: ``wrong_topic``)."""
+    return f"wrong_topic: a {str(kind)[:16]} envelope does not belong on this topic"
+
+
+async def open_envelope_off_loop(
+    payload: bytes,
+    *,
+    public_key: Ed25519PublicKey,
+    site: str,
+    topic: str,
+    max_bytes: int | None = None,
+) -> Envelope:
+    """:func:`open_envelope`, in a worker thread for bodies over 64 KiB (JSON parsing and
+    the signature over megabytes would stall the doors' decisions for a fraction of a
+    second); small ones are opened at once, a thread hop costing more than they do."""
+    kwargs: dict[str, Any] = {
+        "public_key": public_key, "site": site, "topic": topic, "max_bytes": max_bytes,
+    }  # fmt: skip
+    if len(payload) > OFF_LOOP:
+        return await asyncio.to_thread(open_envelope, payload, **kwargs)
+    return open_envelope(payload, **kwargs)
+
+
+def _parse(payload: bytes, topic: str) -> Any:
+    """The JSON of ``payload``, or BadMessage for anything that is not plain, encodable JSON
+    (floats, invalid UTF-8, nesting deeper than the parser's recursion limit, lone
+    surrogates)."""
+    try:
+        env = _strict_loads(payload)
+    except _Float:
+        raise BadMessage("floats are not allowed in envelopes", topic) from None
+    except (UnicodeDecodeError, ValueError):
+        raise BadMessage("not valid JSON in UTF-8", topic) from None
+    except RecursionError:
+        raise BadMessage("JSON nested too deeply", topic) from None
+    if _SURROGATE_ESCAPE.search(payload) is not None:  # rare: only then the full check
+        try:
+            _dumps(env)
+        except UnicodeEncodeError:
+            raise BadMessage("a string holds a lone UTF-16 surrogate (not UTF-8)", topic) from None
+        except (ValueError, RecursionError):
+            raise BadMessage("not plain JSON", topic) from None
+    return env
+
+
+def _bound_gw(env: dict[str, Any], topic: str) -> str | None:
+    """The envelope's ``gw`` when it came on a per-gateway topic, which must name it."""
+    where = parse_topic(topic)
+    if where is None or where.gw is None:
+        return None  # site-wide (or a caller's own topic name): nothing to bind to
+    gw = env.get("gw")
+    if gw is None:
+        raise BadMessage("gw missing (envelopes on gw/{gw}/ topics must name their gateway)", topic)
+    if gw != where.gw:
+        raise BadMessage("for another gateway (gw does not match the topic)", topic)
+    return where.gw
+
+
+def _verified_before_parse(payload: bytes, key: Ed25519PublicKey) -> str | None:
+    """The ``sig`` text when ``payload`` is a canonical envelope whose last ``"sig":"..."``
+    member, cut out, leaves bytes that ``key`` signed; None otherwise. Nothing is parsed."""
+    at = payload.rfind(b'"sig":"')
+    if at < 0:
+        return None
+    start = at + len(b'"sig":"')
+    end = payload.find(b'"', start, start + 101)
+    if end < 0:
+        return None
+    try:
+        sig_text = payload[start:end].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    sig = _decode_sig(sig_text)
+    if sig is None or not _verifies_as_sent(payload, sig_text, sig, key):
+        return None
+    return sig_text
 
 
 def _verifies_as_sent(payload: bytes, sig_text: str, sig: bytes, key: Ed25519PublicKey) -> bool:
@@ -183,10 +301,11 @@ def _verifies_as_sent(payload: bytes, sig_text: str, sig: bytes, key: Ed25519Pub
     if at < 1:
         return False
     before, after = payload[at - 1 : at], payload[at + len(member) : at + len(member) + 1]
+    view = memoryview(payload)  # one copy of a big payload, not three
     if before == b",":
-        unsigned = payload[: at - 1] + payload[at + len(member) :]
+        unsigned = b"".join((view[: at - 1], view[at + len(member) :]))
     elif before == b"{" and after == b",":
-        unsigned = payload[:at] + payload[at + len(member) + 1 :]
+        unsigned = b"".join((view[:at], view[at + len(member) + 1 :]))
     else:
         return False
     try:

@@ -38,7 +38,7 @@ from gateway.errors import BadMessage, LinkError
 from gateway.state_dir import StateDir
 from gateway.sync.envelopes import MAX_COMMAND, MAX_PAYLOAD
 from gateway.sync.status import encode
-from gateway.sync.topics import gw_topic, topic
+from gateway.sync.topics import gw_topic, max_bytes, topic
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ class Link:
 
     async def deliver(self, topic: str, payload: bytes) -> None:
         """Check the size limit and pass one message to the handlers; never raises."""
-        limit = MAX_COMMAND if topic == self.cmd_topic else MAX_PAYLOAD
+        limit = max_bytes(topic)  # before anything parses it (Size before parsing)
         if len(payload) > limit:
             await self._bad(topic, f"too large: {len(payload)} bytes, the limit is {limit}")
             return

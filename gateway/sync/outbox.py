@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import BadMessage, LinkError
 from gateway.sync.entitlement_sync import Publisher
-from gateway.sync.envelopes import open_envelope
+from gateway.sync.envelopes import open_envelope, wrong_topic
 from gateway.sync.topics import gw_topic
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,10 @@ class Outbox:
         env = open_envelope(
             payload, public_key=self.public_key, site=self.site, topic=self._ack_topic
         )
+        if env.type != "ack":
+            raise BadMessage(wrong_topic(env.type), self._ack_topic)
         upto = env.body.get("upto")
-        if env.type != "ack" or not isinstance(upto, int) or isinstance(upto, bool) or upto < 0:
+        if not isinstance(upto, int) or isinstance(upto, bool) or upto < 0:
             raise BadMessage("not an ack {upto: seq}", self._ack_topic)
         # Never prune what this process has not published: an ack for more is not trusted
         # to cover records that are still pending or were written later.

@@ -18,7 +18,7 @@ from gateway.errors import BadMessage, LinkError
 from gateway.identity import MessageSigner
 from gateway.sync.commands import Commands, SeenCommands
 from gateway.sync.entitlement_sync import EntitlementSync
-from gateway.sync.envelopes import load_public_key, open_envelope
+from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
 from gateway.sync.link import Link
 from gateway.sync.outbox import Outbox
 from gateway.sync.peers import PeerEffects, PeerInbox
@@ -204,6 +204,9 @@ class SyncRunner:
             )
         except BadMessage as exc:  # a command we cannot trust gets no result, only an event
             self._event("bad_message", {"topic": name, "reason": exc.reason})
+            return
+        if env.type != "command":  # not a command at all: nothing to answer
+            self._event("bad_message", {"topic": name, "reason": wrong_topic(env.type)})
             return
         result = await self.commands.handle(env)
         try:

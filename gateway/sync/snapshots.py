@@ -41,7 +41,7 @@ from gateway.sync.bodies import (
     parse_chunk_header,
     parse_chunk_records,
 )
-from gateway.sync.envelopes import load_public_key, open_envelope, public_key_b64
+from gateway.sync.envelopes import load_public_key, open_envelope, public_key_b64, wrong_topic
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class SnapshotStager:
                 payload, public_key=self.public_key, site=self.site, topic=self.topic
             )
             if env.type != "snapshot":
-                raise BadMessage(f"a {env.type} envelope does not belong on this topic")
+                raise BadMessage(wrong_topic(env.type))
             head = parse_chunk_header(env.body)
             if not self._wanted(head, have, want):
                 return {"status": "ignored", "version": head.version, "chunk": head.chunk}
@@ -144,7 +144,13 @@ class SnapshotStager:
             part.staged.add(head.chunk, records)
             if not part.complete:  # counts for the operator's progress line
                 done = len(part.staged.chunks)
-                return {"status": "staged", **where, "records": len(records), "staged": done}
+                return {
+                    "status": "staged",
+                    **where,
+                    "records": len(records),
+                    "staged": done,
+                    "rss_kib": _peak_rss_kib(),
+                }
             assert part.rules is not None
             problems = undefined_schedules(part.schedules.items(), part.rules)
             if problems:
@@ -256,7 +262,7 @@ class SnapshotBuilder:
         self.topic = topic
         self._init = {"public_key": public_key_b64(public_key), "site": site, "topic": topic}
         self._proc: asyncio.subprocess.Process | None = None
-        self._deadline_s = answer_deadline_s
+        self.answer_deadline_s = answer_deadline_s
 
     @property
     def pid(self) -> int | None:
@@ -287,7 +293,7 @@ class SnapshotBuilder:
         }
         error: OSError | None = None
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(self.answer_deadline_s):
                 proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
                 await proc.stdin.drain()
                 line = await proc.stdout.readline()
@@ -296,7 +302,7 @@ class SnapshotBuilder:
                 proc.kill()  # hung, not dead: it would never answer
             await self.close()
             raise SnapshotBuilderFailed(
-                f"the snapshot builder did not answer within {self._deadline_s:g} s and was "
+                f"the snapshot builder did not answer within {self.answer_deadline_s:g} s and was "
                 "stopped: is the disk stuck or the gateway short of memory? The snapshot is "
                 "asked for again"
             ) from None

@@ -164,6 +164,16 @@ class StatusPublisher(_Retained):
             await self.refresh()
         return self.build()
 
+    def same(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Measurements (the event loop's lag) change all the time: they go out with the
+        next change or the periodic status, never on their own."""
+        return {k: v for k, v in old.items() if k not in MEASUREMENTS} == {
+            k: v for k, v in new.items() if k not in MEASUREMENTS
+        }
+
+
+MEASUREMENTS = frozenset({"loop_lag"})  # status fields that alone are no change
+
 
 class OccupancyPublisher(_Retained):
     """Keeps ``gw/{gw}/occupancy`` = ``{"at", "zones", "upto_seq"}`` current, retained, on

@@ -29,6 +29,33 @@ GW_KINDS = (
 )
 
 
+# Size limits per topic kind, checked before a message is parsed (PROTOCOL.md, Trust between
+# gateways, "Size before parsing"). ``gw/{gw}/delta`` also carries ``time``: it takes the
+# delta's limit, and the time envelope is checked again for its own once opened.
+MiB, KiB = 2**20, 2**10
+MAX_BYTES = {
+    "entitlements/delta": 16 * MiB,
+    "delta": 16 * MiB,
+    "snapshot": 16 * MiB,
+    "cmd": 64 * KiB,
+    "time": 4 * KiB,
+    "checkin/ack": 4 * KiB,
+    "occupancy": 4 * KiB,
+    "sync": 4 * KiB,
+    "checkin": 16 * KiB,
+    "event": 16 * KiB,
+    "cmd/result": 4 * KiB,
+    "status": 16 * KiB,
+}
+MAX_TIME = 4 * KiB
+
+
+def max_bytes(name: str) -> int:
+    """The size limit of the topic ``name``; the smallest (4 KiB) for unknown topics."""
+    where = parse(name)
+    return MAX_BYTES.get(where.kind, 4 * KiB) if where is not None else 4 * KiB
+
+
 def valid_id(value: str) -> bool:
     """True for a site or gateway id of ``[a-z0-9-]{1,64}``."""
     return ID.fullmatch(value) is not None

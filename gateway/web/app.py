@@ -385,7 +385,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         member: Annotated[str | None, Query(max_length=64)] = None,
         before: Annotated[int | None, Query(ge=1)] = None,
     ) -> HTMLResponse:
-        s = await snapshot()
+        s = await bridge.site()
         flt = Filter(door=door or None, what=reason or None, member=member or None)
         rows = await asyncio.to_thread(events.page, flt, before=before, limit=50)
         tz, lang = s.get("tz", "UTC"), s.get("language", "en")
@@ -428,7 +428,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[dict[str, Any]]:
         """Stored decisions and events, newest first; page back with ``before``."""
-        s = await snapshot()
+        s = await bridge.site()
         flt = Filter(door=door, what=reason, member=member)
         rows = await asyncio.to_thread(events.page, flt, before=before, limit=limit)
         return [shown(r, s.get("tz", "UTC"), s.get("language", "en")) for r in rows]
@@ -442,7 +442,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         until: datetime | None = None,
     ) -> StreamingResponse:
         """The filtered history as CSV, oldest first (at most 100,000 rows)."""
-        s = await snapshot()
+        s = await bridge.site()
         flt = Filter(door=door, what=reason, member=member, since=since, until=until)
         rows = await asyncio.to_thread(lambda: list(events.export(flt)))
         tz, lang = s.get("tz", "UTC"), s.get("language", "en")
@@ -468,7 +468,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         who = _client(request)
         return await tool(
             request,
-            lambda: bridge.call(bridge.side.pulse, body.board, body.index, body.seconds, who),
+            lambda: bridge.call("pulse", body.board, body.index, body.seconds, who),
         )
 
     @app.post("/api/tools/door", tags=["tools"])
@@ -477,14 +477,14 @@ def create_app(ctx: WebContext) -> FastAPI:
         who = _client(request)
         return await tool(
             request,
-            lambda: bridge.call(bridge.side.door_test, body.door, body.action, body.seconds, who),
+            lambda: bridge.call("door_test", body.door, body.action, body.seconds, who),
         )
 
     @app.post("/api/tools/resync", tags=["tools"])
     async def api_resync(request: Request) -> Answer:
         """Ask the central system for a full snapshot of the entitlement set."""
         who = _client(request)
-        return await tool(request, lambda: bridge.call(bridge.side.resync, who))
+        return await tool(request, lambda: bridge.call("resync", who))
 
     @app.post("/api/tools/osdp-install", tags=["tools"])
     async def api_enroll(body: EnrollBody, request: Request) -> Answer:
@@ -492,14 +492,14 @@ def create_app(ctx: WebContext) -> FastAPI:
         if body.confirm != body.reader:
             raise HTTPException(400, "type the reader's id again to confirm")
         who = _client(request)
-        return await tool(request, lambda: bridge.call(bridge.side.enroll, body.reader, who))
+        return await tool(request, lambda: bridge.call("enroll", body.reader, who))
 
     @app.post("/api/tools/next-card", tags=["tools"])
     async def api_next_card(body: NextCardBody, request: Request) -> dict[str, Any]:
         """Wait for the next credential at a reader: its full value and format."""
         try:
             read = await bridge.call(
-                bridge.side.next_card,
+                "next_card",
                 body.reader,
                 body.wait,
                 _client(request),
@@ -518,7 +518,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         """What the door would decide for this credential now (nothing opens or is recorded)."""
         try:
             result: dict[str, Any] = await bridge.call(
-                bridge.side.try_credential, body.kind, body.value, body.format, body.door
+                "try_credential", body.kind, body.value, body.format, body.door
             )
         except InstallerRefused as exc:
             raise HTTPException(409, str(exc)) from None
@@ -529,16 +529,16 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def why_answer(member: str, door: str | None, s: dict[str, Any]) -> dict[str, Any]:
         tz, lang = s.get("tz", "UTC"), s.get("language", "en")
         try:
-            record = await bridge.call(bridge.side.member, member)
+            record = await bridge.call("member", member)
             matches: list[tuple[str, str | None]] = []
             if record is None:
                 matches = await asyncio.to_thread(events.members_named, member)
                 if len(matches) == 1:
                     member = matches[0][0]
-                    record = await bridge.call(bridge.side.member, member)
+                    record = await bridge.call("member", member)
             now = None
             if door and record is not None:
-                now = await bridge.call(bridge.side.what_if, member, door)
+                now = await bridge.call("what_if", member, door)
         except InstallerRefused as exc:
             raise HTTPException(409, str(exc)) from None
         except GatewayNotAnswering as exc:
@@ -561,7 +561,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         door: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
         """A member (by id or the start of a name): record, last decisions, and "what now"."""
-        return await why_answer(member, door, await snapshot())
+        return await why_answer(member, door, await bridge.site())
 
     app.add_middleware(Guard, ctx=ctx)
     return app
@@ -577,11 +577,8 @@ async def _signed_in(auth: InstallerAuth, client: str, secure: bool) -> Response
 
 
 async def _installer_event(bridge: Bridge, action: str, client: str) -> None:
-    async def record() -> None:
-        bridge.side.gateway.record_event("installer_action", None, {"action": action, "by": client})
-
     try:
-        await bridge.call(record)
+        await bridge.call("installer_event", action, client)
     except GatewayNotAnswering:
         log.warning("installer action %s not journalled: the gateway did not answer", action)
 

@@ -249,6 +249,10 @@ class GatewaySide:
         """Journal and publish what the installer did (never a secret or a credential)."""
         self.gateway.record_event("installer_action", door, {"action": action, **detail})
 
+    async def installer_event(self, action: str, who: str) -> None:
+        """Something the installer did in the UI itself (the password was set)."""
+        self._installer_action(action, None, by=who)
+
     async def pulse(self, board_id: str, index: int, seconds: float, who: str) -> str:
         """Energise one output for ``seconds`` (the board switches it off itself)."""
         board = self.gateway.boards.get(board_id)

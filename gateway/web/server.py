@@ -1,28 +1,29 @@
-"""The web UI in a thread of its own, with its own event loop: it can never slow the doors.
+"""The web UI as a process of its own beside the gateway: it can never slow the doors.
 
-The gateway's loop only starts and stops it; requests, templates, argon2 and SQLite reads
-all run on the UI's loop (or its worker threads). What the UI needs of the gateway goes
-through :class:`gateway.web.bridge.Bridge`. The listening socket is bound by the gateway
-at start, so a port in use is reported at once, in words.
+The gateway binds the listening socket (a port in use is reported at once, in words),
+makes the setup code on first start, and starts ``python -m gateway.web.process`` with
+the socket and one end of a socket pair. On its own loop it only answers the UI's calls
+and forwards activity (gateway.web.channel). A UI process that dies ends this server
+(``wait_stopped`` says why): the daemon's supervisor reports it and starts a new one with
+back-off, while the doors go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
-import threading
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.config import WebSection
 from gateway.errors import AccessGwError
-from gateway.web.app import WebContext, create_app
 from gateway.web.auth import InstallerAuth
-from gateway.web.bridge import Bridge
-from gateway.web.eventlog import EventLog
+from gateway.web.channel import GatewayEnd
 from gateway.web.gateway_side import GatewaySide, WebGateway
 from gateway.web.tls import tls_files
 
@@ -40,21 +41,17 @@ def allowed_hosts(cfg: WebSection) -> frozenset[str]:
 
 
 class WebServer:
-    """The installer UI of one gateway: started and stopped by the daemon."""
+    """The installer UI of one gateway: started and stopped by the daemon (on its loop)."""
 
     def __init__(self, gateway: WebGateway, cfg: WebSection, state_dir: Path) -> None:
         self.gateway = gateway
         self.cfg = cfg
         self.state_dir = state_dir
-        self.auth = InstallerAuth(state_dir / "secrets")
-        self.events = EventLog(state_dir / "web-events.sqlite")
         self.port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._server: Any = None
-        self.app: Any = None
-        self.ctx: WebContext | None = None
-        self._stopped = threading.Event()
-        self._ended: asyncio.Future[str | None] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._listen: socket.socket | None = None
+        self._task: asyncio.Task[str | None] | None = None
+        self._stopping = False
 
     @property
     def scheme(self) -> str:
@@ -62,100 +59,105 @@ class WebServer:
         return "http" if self.cfg.tls == "off" else "https"
 
     def start(self) -> None:
-        """Bind, then serve from a thread of its own (call on the gateway's loop)."""
-        import uvicorn
-
-        loop = asyncio.get_running_loop()
-        code = self.auth.ensure_setup_code()
-        sock = _bind(self.cfg.listen, self.cfg.port)
-        self._ended = loop.create_future()
-        self.port = int(sock.getsockname()[1])
+        """Bind, make the setup code if needed, and start the UI process."""
+        code = InstallerAuth(self.state_dir / "secrets").ensure_setup_code()
+        self._listen = _bind(self.cfg.listen, self.cfg.port)
+        self.port = int(self._listen.getsockname()[1])
         if code:
             log.warning(
                 "no installer password yet: open %s://%s:%d/setup and enter the setup code %s "
                 "(`accessgw setup-code` shows it again)",
                 self.scheme, self.cfg.listen, self.port, code,
             )  # fmt: skip
-        self.gateway.activity.listen(self.events.offer)
-        ctx = WebContext(
-            auth=self.auth,
-            bridge=Bridge(GatewaySide(self.gateway), loop),
-            events=self.events,
-            hosts=allowed_hosts(self.cfg),
-            secure_cookies=self.cfg.tls != "off",
-        )
-        self.ctx = ctx
-        self.events.on_rows(ctx.rows_stored)
-        self.events.start()
-        ssl: dict[str, Any] = {}
+        self._settings = self._process_settings()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="web ui")
+
+    def _process_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "state_dir": str(self.state_dir),
+            "hosts": sorted(allowed_hosts(self.cfg)),
+            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        }
         if self.cfg.tls != "off":
             cert, key = tls_files(self.cfg, self.state_dir)
-            ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-        self.app = create_app(ctx)
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            limit_concurrency=64,
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=2,
-            lifespan="on",
-            **ssl,
-        )
-        self._server = _QuietServer(config)
-        self._thread = threading.Thread(
-            target=self._serve, args=(sock, loop), name="web-ui", daemon=True
-        )
-        self._thread.start()
+            settings |= {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        return settings
 
-    def _serve(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        cause: str | None = None
+    async def _run(self) -> str | None:
+        """One life of the UI process; why it ended (None when asked to stop)."""
         try:
-            asyncio.run(self._server.serve(sockets=[sock]))
-            if not self._server.should_exit:
-                cause = "its server ended by itself"
-        except BaseException as exc:  # SystemExit from uvicorn included: the doors go on
-            log.exception("the web UI stopped; the gateway goes on without it")
-            cause = f"{type(exc).__name__}: {exc}"
-        finally:
-            sock.close()
-            self._stopped.set()
-            with contextlib.suppress(RuntimeError):  # the gateway's loop is closed already
-                loop.call_soon_threadsafe(self._end, cause)
-
-    def _end(self, cause: str | None) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(cause)
+            await self._run_once()
+        except Exception as exc:
+            if self._stopping:
+                return None
+            log.exception("the web UI failed")
+            return f"{type(exc).__name__}: {exc}"
+        if self._stopping:
+            return None
+        return f"the web UI process ended (exit status {self._exit_code()})"
 
     async def wait_stopped(self) -> str | None:
-        """Wait until the UI's thread ends: why it did (None when asked to stop)."""
-        if self._ended is None:
+        """Wait until the UI ends: why it did (None when asked to stop)."""
+        if self._task is None:
             return "it was never started"
-        return await asyncio.shield(self._ended)
+        return await asyncio.shield(self._task)
+
+    def _exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    async def _run_once(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = await asyncio.to_thread(self._spawn, theirs)  # fork/exec off the loop
+        finally:
+            theirs.close()
+        end = GatewayEnd(GatewaySide(self.gateway), ours)
+        self.gateway.activity.listen(end.offer)
+        try:
+            await end.run()
+        finally:
+            self.gateway.activity.unlisten(end.offer)
+            await asyncio.to_thread(self._reap, 5.0)
+
+    def _spawn(self, channel: socket.socket) -> subprocess.Popen[bytes]:
+        assert self._listen is not None
+        listen_fd, channel_fd = self._listen.fileno(), channel.fileno()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.web.process",
+             "--listen-fd", str(listen_fd), "--channel-fd", str(channel_fd)],
+            stdin=subprocess.PIPE,
+            pass_fds=(listen_fd, channel_fd),
+        )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(self._settings).encode() + b"\n")
+        process.stdin.close()
+        return process
+
+    def _reap(self, timeout: float) -> None:
+        process = self.process
+        if process is None:
+            return
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     async def stop(self) -> None:
-        """Stop serving and store the history's queue (call on the gateway's loop)."""
-        if self.ctx is not None:
-            self.ctx.close_streams()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5)
-        self.gateway.activity.unlisten(self.events.offer)
-        await asyncio.to_thread(self.events.stop)
-
-
-class _QuietServer:
-    """uvicorn's server without its signal handling: the daemon owns SIGTERM/SIGINT."""
-
-    def __new__(cls, config: Any) -> Any:
-        import uvicorn
-
-        class Quiet(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-        return Quiet(config)
+        """Stop the UI process (it ends when its channel closes) and release the port."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await asyncio.to_thread(self._reap, 5.0)
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -172,5 +174,4 @@ def _bind(host: str, port: int) -> socket.socket:
             "program; the doors work meanwhile and the UI is tried again."
         ) from exc
     sock.listen(128)
-    sock.set_inheritable(True)
     return sock

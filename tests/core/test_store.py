@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import gateway.store as store_module
-from gateway import store_generation, store_index
+from gateway import staged_set, store_generation, store_index
 from gateway.entitlements import Member, Ticket, parse_records, parse_rules
 from gateway.errors import StoreError
 from gateway.record_codec import RecordCodec
@@ -455,7 +455,7 @@ def test_touch_confirms_the_set_without_changing_it(path: Path, store: Entitleme
 def test_a_prefix_collision_never_returns_the_wrong_record(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for module in (store_module, store_index, store_generation):  # every hash collides
+    for module in (store_module, store_index, store_generation, staged_set):  # all collide
         monkeypatch.setattr(module, "prefix_of", lambda digest: 7)
     s = EntitlementStore.open(path, KEY)
     notes = s.replace(

@@ -214,7 +214,7 @@ async def test_a_forged_ack_prunes_nothing(
     async with gateway(broker, central, tmp_path) as gw:
         await gw.write(3)
         await eventually(lambda: central.received[GW].upto == 3)
-        forged = seal("ack", SITE, {"upto": 3}, Ed25519PrivateKey.generate(), datetime.now(UTC))
+        forged = seal("ack", SITE, {"upto": 3}, Ed25519PrivateKey.generate(), datetime.now(UTC), GW)
         await central.publish_raw(f"acs/v1/{SITE}/gw/{GW}/checkin/ack", forged)
         await eventually(lambda: gw.events)
         assert gw.events == [
@@ -235,7 +235,7 @@ async def test_an_ack_beyond_what_was_published_prunes_only_what_was_published(
         pending = await gw.journal.record_decision(decision())
         await eventually(lambda: central.received[GW].upto == 2)
         await central.publish_raw(f"acs/v1/{SITE}/gw/{GW}/checkin/ack",
-                                  central.seal("ack", {"upto": 99}))  # fmt: skip
+                                  central.seal("ack", {"upto": 99}, GW))  # fmt: skip
         await eventually(lambda: gw.outbox.acked_upto == 2)
         assert await gw.journal.pending_count() == 1
         await gw.journal.finalise(pending.seq, passed=True, charged=0)

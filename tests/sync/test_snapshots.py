@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.entitlements import parse_records, parse_rules
 from gateway.store import EntitlementStore
 from gateway.sync.envelopes import seal
-from gateway.sync.snapshots import SnapshotBuilder, SnapshotBuilderFailed, SnapshotStager
+from gateway.sync.snapshots import (
+    ANSWER_DEADLINE_S,
+    SnapshotBuilder,
+    SnapshotBuilderFailed,
+    SnapshotStager,
+)
 from tests.support.sets import contract, member, rules
 
 SITE, TOPIC = "oslo-sentrum", "acs/v1/oslo-sentrum/gw/door-1/snapshot"
@@ -39,7 +44,7 @@ def chunk(
     body: dict[str, Any] = {"version": version, "chunk": i, "chunks": k, "records": records}
     if i == 0:
         body.update(rules=RULES, checkins_upto={"door-2": 41})
-    return seal("snapshot", SITE, body, key, AT)
+    return seal("snapshot", SITE, body, key, AT, "door-1")
 
 
 def members(start: int, n: int, tag: str = "v") -> list[dict[str, Any]]:
@@ -110,7 +115,7 @@ def test_a_chunk_with_a_bad_signature_is_refused_and_stages_nothing(
 def test_another_envelope_type_on_the_snapshot_topic_is_refused(
     stager: SnapshotStager, store: EntitlementStore
 ) -> None:
-    delta = seal("delta", SITE, {"version": 2, "base": 1, "upsert": []}, KEY, AT)
+    delta = seal("delta", SITE, {"version": 2, "base": 1, "upsert": []}, KEY, AT, "door-1")
     answer = take(stager, store, delta)
     assert answer["status"] == "bad" and "does not belong" in answer["reason"]
 
@@ -235,11 +240,10 @@ async def test_a_builder_that_dies_is_a_clear_error_and_leaves_the_store_as_it_w
 async def test_a_hung_builder_is_stopped_at_its_deadline_and_sync_can_go_on(
     store: EntitlementStore,
 ) -> None:
-    builder = SnapshotBuilder(
-        public_key=KEY.public_key(), site=SITE, topic=TOPIC, answer_deadline_s=1.0
-    )
+    builder = SnapshotBuilder(public_key=KEY.public_key(), site=SITE, topic=TOPIC)
     staging = store.staging()
     await builder.take(chunk(2, 0, 2, members(0, 5)), have=1, want=False, at=AT, staging=staging)
+    builder.answer_deadline_s = 1.0  # started (on a busy machine that may take longer)
     pid = builder.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)  # alive but silent, as with a stuck disk
@@ -253,6 +257,7 @@ async def test_a_hung_builder_is_stopped_at_its_deadline_and_sync_can_go_on(
             os.kill(pid, signal.SIGCONT)
     assert not builder.running and store.version == 1
     assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists)  # killed and reaped
+    builder.answer_deadline_s = ANSWER_DEADLINE_S
     try:  # the next snapshot gets a fresh builder
         done = await builder.take(
             chunk(3, 0, 1, members(0, 3)), have=1, want=False, at=AT, staging=staging

@@ -162,3 +162,16 @@ async def test_status_and_occupancy_reach_the_central_system_retained(broker: Br
     assert occupied.retain and json.loads(occupied.payload)["zones"] == {"gym": 57}
     assert late.on(STATUS)[0].retain
     assert json.loads(late.on(STATUS)[0].payload)["state"] == "online"
+
+
+async def test_a_new_loop_lag_figure_alone_does_not_republish_the_status() -> None:
+    lag = {"p99_ms": 0.4}
+    base = {"state": "online", "records": 1}
+    status = StatusPublisher(SITE, GW, lambda: {**base, "loop_lag": dict(lag)}, every_s=60)
+    link = Recorder()
+    assert await status.check(link)
+    lag["p99_ms"] = 7.5
+    assert not await status.check(link)
+    base["records"] = 2
+    assert await status.check(link)
+    assert [p["loop_lag"]["p99_ms"] for _, p, _ in link.sent] == [0.4, 7.5]

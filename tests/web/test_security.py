@@ -14,7 +14,10 @@ from starlette.routing import Mount, Route
 
 from gateway.cli import main as cli_main
 from gateway.config import parse_config
+from gateway.web.app import WebContext, create_app
 from gateway.web.auth import InstallerAuth, LoginThrottle
+from gateway.web.bridge import Bridge
+from gateway.web.eventlog import EventLog
 from tests.web.harness import CARD_UID, PASSWORD, Site, eventually, signed_in, site
 
 PUBLIC = {"/login", "/setup"}
@@ -22,8 +25,14 @@ PUBLIC = {"/login", "/setup"}
 
 def _routes(gw: Site) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, listed from the app itself."""
+    ctx = WebContext(
+        auth=InstallerAuth(gw.state / "unused"),
+        bridge=Bridge(lambda *a: None),  # type: ignore[arg-type, return-value]
+        events=EventLog(gw.state / "unused.sqlite"),
+        hosts=frozenset(),
+    )
     out = []
-    for route in gw.gateway._web.app.routes:
+    for route in create_app(ctx).routes:
         if isinstance(route, Mount):
             continue
         assert isinstance(route, Route)
@@ -138,7 +147,7 @@ def test_sessions_end_after_thirty_idle_minutes(tmp_path: Path) -> None:
 
 
 def test_no_full_credential_value_leaves_except_the_next_card_answer(
-    gw: Site, caplog: pytest.LogCaptureFixture
+    gw: Site, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = signed_in(gw)
@@ -162,6 +171,8 @@ def test_no_full_credential_value_leaves_except_the_next_card_answer(
             assert CARD_UID not in client.get(path).text, path
     assert CARD_UID not in client.get("/api/events.csv").text
     assert not [r for r in caplog.records if CARD_UID in r.getMessage()]
+    out, err = capfd.readouterr()  # the UI process's log lines too
+    assert CARD_UID not in out and CARD_UID not in err
     for db in ("journal.sqlite", "web-events.sqlite", "history.sqlite"):
         conn = sqlite3.connect(gw.state / db)
         dump = "\n".join(conn.iterdump())

@@ -1,0 +1,108 @@
+"""Every benchmark, one table: ``python -m bench [--full] [--cpus N] [--only NAME ...]``.
+
+The short form (the default) runs each bench at a reduced size in under five minutes; the
+full form runs them at their real sizes (1,000,000 members) on all cores and then again
+pinned to one core (``--cpus 1``, the nearest stand-in for a Raspberry-Pi-class box).
+Each bench is a module of its own and stays runnable alone (``python -m bench.snapshot``);
+this runner starts each in a process of its own and gathers the rows it prints.
+
+Every figure stands beside its floor, measured in the same run, so a ratio means
+something on a busy or a slow machine; the targets are those of issue 14.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.figures import Row, rows_from, table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (arguments of the short form, arguments of the full form)
+BENCHES: dict[str, tuple[list[str], list[str]]] = {
+    "decision": (["--members", "100000", "--decisions", "20000"], ["--members", "1000000"]),
+    "snapshot": (["--members", "100000"], ["--members", "1000000"]),
+    "drain": (["--checkins", "20000"], ["--checkins", "100000"]),
+    "tap_to_relay": (["--taps", "300", "--members", "20000"], ["--taps", "1000"]),
+    "loop_lag": (["--seconds", "10", "--members", "20000"], ["--seconds", "30"]),
+    "flood": (["--seconds", "8"], ["--seconds", "20"]),
+    "decide_set": (["--members", "200000"], ["--members", "1000000"]),
+}
+
+
+def machine() -> str:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="ascii") as info:
+        mem_kib = int(info.readline().split()[1])
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_kib / 2**20:.1f} GiB RAM, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def run(name: str, args: list[str], cpus: int | None, timeout: float) -> list[Row]:
+    """One bench in a process of its own; its rows (a failed bench is a row that says so)."""
+    command = [sys.executable, "-m", f"bench.{name}", *args]
+    if cpus is not None:
+        command += ["--cpus", str(cpus)]
+    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return [Row(name, float("nan"), "", "", note=f"did not finish within {timeout:.0f} s")]
+    out = [line for line in done.stdout.splitlines() if not line.startswith("BENCH-ROWS")]
+    print("\n".join(out[-40:]), flush=True)
+    rows = rows_from(done.stdout)
+    if done.returncode != 0 or not rows:
+        print(done.stderr[-3000:], file=sys.stderr, flush=True)
+        rows.append(Row(name, float("nan"), "", "", note=f"failed (exit {done.returncode})"))
+    print(f"({name}: {time.monotonic() - started:.0f} s)", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="real sizes, at all cores and 1")
+    parser.add_argument("--cpus", type=int, default=None, help="pin every bench to N cores")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per bench")
+    args = parser.parse_args(argv)
+    names = args.only or list(BENCHES)
+    runs: list[int | None] = [args.cpus]
+    if args.full and args.cpus is None:
+        runs = [None, 1]
+    timeout = args.timeout or (1800.0 if args.full else 240.0)
+    started = datetime.now(UTC)
+    tables = []
+    for cpus in runs:
+        rows: list[Row] = []
+        for name in names:
+            short, full = BENCHES[name]
+            rows += run(name, full if args.full else short, cpus, timeout)
+        cores = f"{cpus} core" if cpus == 1 else f"{cpus or os.cpu_count()} cores"
+        tables.append(table(rows, f"\n### {'full' if args.full else 'short'} run, {cores}\n"))
+    print(f"\n## python -m bench{' --full' if args.full else ''}: {started:%Y-%m-%d %H:%M} UTC")
+    print(f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.2f}")
+    for text in tables:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The daemon as it runs, for the benches of the whole path: store, journal, a door on the
+Modbus TCP relay board simulator, a PN532 simulator on a pty, the link to a real mosquitto
+and the central simulator (a process of its own), and the load around it in another
+process: peers' check-ins (signed by a registered peer), a flood of unsigned messages on
+every topic, web clients polling the UI.
+
+A tap is timed from the PN532 simulator writing its InListPassiveTarget answer (a card on
+the reader) to the relay board simulator setting the door's coil.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.harness import SITE, CentralProcess, start_broker, until
+from simulators.central import default_rules
+from simulators.pn532 import Pn532Simulator
+from simulators.relay_board import RelayBoardSim
+from tests.support.ports import free_port
+
+GW, PEER = "door-1", "door-2"
+COIL = 0
+
+
+def card(i: int) -> str:
+    """The card of member ``i`` of the central simulator's generated set."""
+    return f"04{i:012X}"
+
+
+def daemon_config(state: Path, port: int, key: str, relay: RelayBoardSim, reader: str,
+                  web_port: int | None) -> str:  # fmt: skip
+    web = f"enabled = true\nport = {web_port}" if web_port else "enabled = false"
+    return f"""
+[gateway]
+id = "{GW}"
+site = "{SITE}"
+state_dir = "{state}"
+clock = "trusted"
+[central]
+public_key = "{key}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[web]
+{web}
+[[boards]]
+id = "relays"
+profile = "modbus-tcp-relay"
+host = "127.0.0.1"
+tcp_port = {relay.port}
+[[doors]]
+id = "main-in"
+zone = "gym"
+direction = "in"
+lock = {{ board = "relays", index = {COIL} }}
+unlock_seconds = 0.05
+[[readers]]
+id = "main-in-nfc"
+profile = "pn532-hsu"
+door = "main-in"
+port = "{reader}"
+repeat_guard = 0.5
+options = {{ poll_interval = 0.02 }}
+"""
+
+
+# --- the load, in a process of its own ---------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What the load process does (any part may be off)."""
+
+    port: int
+    peer_state: str | None = None  # a registered peer's state dir: its check-ins are sent
+    peer_rate: float = 200.0
+    flood_rate: float = 0.0  # unsigned messages a second, spread over every topic
+    web_port: int | None = None
+    web_clients: int = 0
+
+
+def load_process(load: Load, stop: Any) -> None:
+    logging.disable(logging.CRITICAL)
+    asyncio.run(_load(load, stop))
+
+
+async def _load(load: Load, stop: Any) -> None:
+    import aiomqtt
+
+    from gateway.identity import load_identity, sign_message
+    from gateway.sync.envelopes import canonical
+
+    quiet = logging.Logger("bench.load", logging.WARNING)
+    quiet.propagate = False
+    done = asyncio.Event()
+    asyncio.get_running_loop().add_reader(stop.fileno(), done.set)
+    tasks = []
+    async with aiomqtt.Client("127.0.0.1", load.port, identifier="bench-load", logger=quiet,
+                              max_inflight_messages=1000) as client:  # fmt: skip
+        client.pending_calls_threshold = 10_000
+
+        async def peers() -> None:
+            assert load.peer_state is not None
+            identity = load_identity(PEER, SITE, Path(load.peer_state))
+            seq = 0
+            topic = f"acs/v1/{SITE}/gw/{PEER}/checkin"
+            while not done.is_set():
+                seq += 1
+                message = {"id": str(uuid.uuid4()), "seq": seq,
+                           "at": datetime.now(UTC).isoformat(), "door": "side-in",
+                           "zone": "gym", "direction": "in", "credential": "nfc",
+                           "member": f"M{seq % 1000 + 1:07d}", "ticket": None,
+                           "decision": "granted", "reason": "ok", "contract": "C-1",
+                           "charged": 0, "passed": True, "warnings": []}  # fmt: skip
+                signed = sign_message(message, PEER, identity.private_key)
+                await client.publish(topic, canonical(signed), qos=1)
+                await asyncio.sleep(1 / load.peer_rate)
+
+        async def flood() -> None:
+            topics = [f"acs/v1/{SITE}/{t}" for t in (
+                "time", "entitlements/delta", f"gw/{GW}/delta", f"gw/{GW}/snapshot",
+                f"gw/{GW}/command", f"gw/{GW}/ack", f"gw/{PEER}/checkin",
+                f"gw/{PEER}/occupancy", "gw/door-9/checkin")]  # fmt: skip
+            junk = json.dumps({"type": "delta", "site": SITE, "body": {"version": 1}}).encode()
+            i = 0
+            while not done.is_set():
+                for _ in range(10):
+                    i += 1
+                    await client.publish(topics[i % len(topics)], junk, qos=0)
+                await asyncio.sleep(10 / load.flood_rate)
+
+        async def web_client() -> None:
+            assert load.web_port is not None
+            import httpx
+
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{load.web_port}") as http:
+                while not done.is_set():
+                    for path in ("/", "/api/status", "/login"):
+                        with contextlib.suppress(httpx.HTTPError):
+                            await http.get(path)
+
+        if load.peer_state:
+            tasks.append(asyncio.create_task(peers()))
+        if load.flood_rate:
+            tasks.append(asyncio.create_task(flood()))
+        tasks += [asyncio.create_task(web_client()) for _ in range(load.web_clients)]
+        await done.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def loaded(load: Load) -> AsyncIterator[None]:
+    """Run the load process for the duration of the block."""
+    ctx = multiprocessing.get_context("spawn")
+    stop_r, stop_w = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=load_process, args=(load, stop_r), daemon=True)
+    proc.start()
+    try:
+        await asyncio.sleep(1.0)  # connected and running
+        yield
+    finally:
+        stop_w.send(b"stop")
+        await asyncio.to_thread(proc.join, 10)
+        if proc.is_alive():
+            proc.kill()
+
+
+# --- the daemon ---------------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    gateway: Any
+    relay: RelayBoardSim
+    pn532: Pn532Simulator
+    central: CentralProcess
+    port: int
+    peer_state: Path
+    web_port: int | None
+    members: int
+
+    async def tap(self, i: int, within: float = 5.0) -> float:
+        """Member ``i``'s card on the reader until the door's coil is set; ms from the
+        reader's answer to the coil, or nan if the door did not open."""
+        before = len(self.relay.history)
+        self.pn532.place(card(1 + i % self.members))
+        deadline = time.monotonic() + within
+        try:
+            while time.monotonic() < deadline:
+                for change in self.relay.history[before:]:
+                    if change.index == COIL and change.value:
+                        return (change.at - self.pn532.answered_at) * 1000
+                await asyncio.sleep(0.0005)
+            return float("nan")
+        finally:
+            self.pn532.remove()
+            while self.relay.coil(COIL):  # noqa: ASYNC110  # relocked before the next tap
+                await asyncio.sleep(0.002)
+
+
+@contextlib.asynccontextmanager
+async def rig(workdir: Path, members: int, *, web: bool = False,
+              backlog: int = 0) -> AsyncIterator[Rig]:  # fmt: skip
+    """The daemon with its set loaded (and ``backlog`` check-ins queued in its journal)."""
+    from gateway.config import parse_config
+    from gateway.daemon import Gateway
+    from gateway.identity import load_identity
+    from gateway.journal import Journal
+
+    rules = default_rules(SITE)
+    rules["zones"]["gym"]["capacity"] = 10_000_000  # a thousand taps fill no gym
+    broker = start_broker(workdir)
+    web_port = free_port() if web else None
+    state, peer_state = workdir / "state", workdir / "peer"
+    try:
+        async with CentralProcess(broker.port, members, rules=rules) as central:
+            with RelayBoardSim() as relay, Pn532Simulator(None) as pn532:
+                relay.start_tcp()
+                text = daemon_config(state, broker.port, central.public_key, relay, pn532.path,
+                                     web_port)  # fmt: skip
+                cfg = parse_config(text, "bench config")
+                for gw, where in ((GW, state), (PEER, peer_state)):
+                    key = load_identity(gw, SITE, where).public_key_b64
+                    await central.ask(("register", gw, key))
+                if backlog:
+                    journal = await Journal.open(state / "journal.sqlite", GW)
+                    from bench.drain import fill_journal
+
+                    await fill_journal(journal, backlog)
+                    await journal.close()
+                gateway = Gateway(cfg)
+                await gateway.start()
+                try:
+                    await until(lambda: gateway.store.version is not None, 1800)
+                    rules_ok = lambda: PEER in (gateway.store.rules.gateways or {})  # noqa: E731
+                    await until(rules_ok, 60)
+                    yield Rig(gateway, relay, pn532, central, broker.port, peer_state,
+                              web_port, members)  # fmt: skip
+                finally:
+                    await gateway.stop()
+    finally:
+        broker.stop()

@@ -1,0 +1,148 @@
+"""Draining a day offline: ``python -m bench.drain [--checkins N]``.
+
+N check-ins queued in the journal are drained by the outbox to a real mosquitto, with the
+central simulator (a process of its own) counting and acking them; check-ins/s from the
+first publish to the last ack. The floor, in the same run, same broker, same payloads: a
+bare aiomqtt QoS 1 publish loop with a sliding window of the outbox's in-flight limit (a
+new publish as soon as one of the ``inflight`` outstanding ones has its PUBACK; not
+batches with ``gather``, not stop-and-wait). Target: the outbox within 90% of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiomqtt  # noqa: E402
+
+from bench.figures import Row, add_cpus_argument, emit, pin_cpus  # noqa: E402
+from bench.harness import AT, GW, SITE, CentralProcess, make_link, start_broker, until  # noqa: E402
+from gateway.sync.envelopes import load_public_key  # noqa: E402
+from gateway.sync.link import no_delay  # noqa: E402
+
+INFLIGHT = 100  # the outbox's and the link's default in-flight limit
+
+
+def checkin(i: int) -> dict[str, Any]:
+    """A typical check-in as the entry pipeline journals it."""
+    return {"at": AT.isoformat(), "door": "main-in", "zone": "gym", "direction": "in",
+            "credential": "nfc", "member": f"M{i:07d}", "ticket": None, "decision": "granted",
+            "reason": "ok", "contract": "C-1", "charged": 0, "passed": True, "warnings": [],
+            "offline": True, "entitlements_version": 1}  # fmt: skip
+
+
+async def fill_journal(journal: Any, n: int) -> None:
+    """Queue ``n`` final check-ins (one transaction per 1,000: the figure is the drain)."""
+    for start in range(0, n, 1000):
+        await journal.record_many([checkin(i) for i in range(start, min(n, start + 1000))])
+
+
+async def drain(port: int, workdir: Path, n: int) -> dict[str, float]:
+    from gateway.journal import Journal
+    from gateway.sync.outbox import Outbox
+
+    out: dict[str, float] = {}
+    async with CentralProcess(port) as central:
+        journal = await Journal.open(workdir / "journal.sqlite", GW)
+        await fill_journal(journal, n)
+        messages = [r["message"] for r in await journal.unacked(0, n)]
+        link = make_link(port)
+        outbox = Outbox(journal, link, site=SITE, gw=GW, inflight=INFLIGHT,
+                        public_key=load_public_key(central.public_key))  # fmt: skip
+        link.on_message(lambda t, p: outbox.handle(t, p))  # type: ignore[arg-type, return-value]
+        link.on_connect(outbox.on_connect)
+        tasks = [asyncio.create_task(link.run()), asyncio.create_task(outbox.run())]
+        t0 = time.perf_counter()
+        await until(lambda: outbox.acked_upto >= n, 900)  # all received, counted and acked
+        out["drain_s"] = time.perf_counter() - t0
+        distinct, duplicates, _ = await central.ask("stats")
+        out["distinct_at_central"], out["duplicates_at_central"] = distinct, duplicates
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await journal.close()
+        payloads = [json.dumps(m, separators=(",", ":")).encode() for m in messages]
+        out["floor_s"] = await sliding_window(port, payloads, INFLIGHT)
+    return out
+
+
+async def sliding_window(port: int, payloads: list[bytes], inflight: int) -> float:
+    """A bare QoS 1 publish loop, ``inflight`` publishes awaiting PUBACK at a time."""
+    name = f"acs/v1/{SITE}/gw/raw/checkin"
+    quiet = logging.Logger("bench.raw", logging.WARNING)  # paho's per-packet lines not made
+    quiet.propagate = False
+    room = asyncio.Semaphore(inflight)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(client: aiomqtt.Client, payload: bytes) -> None:
+        try:
+            await client.publish(name, payload, qos=1)
+        finally:
+            room.release()
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier="raw-window", logger=quiet,
+                              protocol=aiomqtt.ProtocolVersion.V5,
+                              max_inflight_messages=inflight) as client:  # fmt: skip
+        no_delay(client)  # as the link does: small packets are not held back
+        client.pending_calls_threshold = inflight + 10
+        t0 = time.perf_counter()
+        for payload in payloads:
+            await room.acquire()
+            task = asyncio.create_task(one(client, payload))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        return time.perf_counter() - t0
+
+
+async def amain(args: argparse.Namespace) -> None:
+    n = args.checkins
+    with tempfile.TemporaryDirectory(prefix="accessgw-bench-") as tmp:
+        broker = start_broker(Path(tmp))
+        try:
+            d = await drain(broker.port, Path(tmp), n)
+        finally:
+            broker.stop()
+    for key, value in d.items():
+        print(f"  {key:24s} {value:12.3f}")
+    rate, floor = n / d["drain_s"], n / d["floor_s"]
+    lost = n - d["distinct_at_central"]
+    emit(
+        [
+            Row(
+                f"outbox drain, {n:,} check-ins",
+                rate,
+                "/s",
+                "ratio >= 0.9",
+                floor,
+                note=f"{lost:.0f} lost, {d['duplicates_at_central']:.0f} duplicates",
+            ),
+        ],
+        f"drain of {n:,} check-ins (floor: bare QoS 1 loop, sliding window of {INFLIGHT})",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkins", type=int, default=100_000)
+    add_cpus_argument(parser)
+    args = parser.parse_args(argv)
+    print(f"cores: {pin_cpus(args.cpus)}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(amain(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
