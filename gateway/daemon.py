@@ -71,7 +71,7 @@ class Gateway:
         self.site = config.gateway.site
         self.now = now
         self.activity = Activity()
-        self.clock = ClockTrust(config.gateway.clock)
+        self.clock = ClockTrust(config.gateway.clock, wall=lambda: self.now().timestamp())
         self.started_at = now()
         self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Door] = {}
@@ -108,7 +108,10 @@ class Gateway:
             self.gw, self.now(), rules.tz if rules else None, self.store.checkins_upto
         )
         self.state.seen_passes = set(self.passes.entries())
-        self.state.clock_synced = self.clock.synced()
+        await self.clock.refresh()
+        self.state.clock_synced = self.clock.check()  # the start's verdict: no event for it
+        self.clock.on_change = self._clock_changed
+        self.supervisor.start("clock", self.clock.watch)
         await self._start_doors()
         self._start_readers()
         await self._start_sync()
@@ -489,10 +492,18 @@ class Gateway:
         if self.sync is not None:
             await self.sync.entitlements.resync()
 
+    def _clock_changed(self, synced: bool, reason: str) -> None:
+        """Clock trust given or withdrawn: passes follow at once, and people are told."""
+        self.state.clock_synced = synced
+        if not synced:
+            self.record_event("clock_unsynced", None, {"reason": reason})
+        if self.sync is not None:
+            self.sync.status.notify()
+
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
         self._journal_pending = await self.journal.pending_count()
-        self.state.clock_synced = self.clock.synced()
+        self.clock.check()  # a change goes to _clock_changed
 
     def status(self) -> dict[str, Any]:
         """The status payload (PROTOCOL.md Status), also shown in the web UI."""
@@ -531,7 +542,7 @@ class Gateway:
             window = self.store.rules.pass_window_s if self.store.rules else 30
             self.passes.prune(int(now.timestamp()), window)
             self.state.seen_passes = set(self.passes.entries())
-            self.state.clock_synced = self.clock.synced()
+            self.clock.check()
 
     def _start_web(self) -> None:
         """The installer's web UI, in a process of its own (it never slows the doors).
