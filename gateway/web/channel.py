@@ -27,7 +27,10 @@ LINE_LIMIT = 4 * 1024 * 1024
 ACTIVITY_BUFFER = 10_000
 CALLS = frozenset(
     {"snapshot", "pulse", "door_test", "resync", "next_card", "enroll", "try_credential",
-     "member", "what_if", "installer_event"}
+     "member", "what_if", "installer_event",
+     # device and MQTT set-up (gateway.web.config_side)
+     "config_view", "config_put", "config_remove", "config_rollback", "config_mqtt",
+     "config_upload", "mqtt_test"}
 )  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """A whole gateway with its web UI for the web tests: real drivers on simulated hardware.
 
 The gateway runs on a loop in a thread of its own (as in ``accessgw run``); the web UI in
-its own thread beside it. Hardware: a Modbus TCP relay board simulator (door ``main-in``),
+its own process beside it. Hardware: a Modbus TCP relay board simulator (door ``main-in``),
 a second board that is not there (door ``side-out``: its board is unreachable), a PN532
 NFC reader and a QR scanner on ptys at ``main-in``. No MQTT.
 """
@@ -127,10 +127,13 @@ class Site:
         text = config_text(state, self.web_port, self.relays.port, free_port(),
                            self.nfc.path, self.qr.path, web_extra)  # fmt: skip
         self.config = parse_config(text, "web test config")
+        # a config file the UI's device and MQTT set-up can change (gateway.config_apply)
+        self.config_path = state.with_name(state.name + "-accessgw.toml")
+        self.config_path.write_text(text, encoding="utf-8")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
         self.thread.start()
-        self.gateway = Gateway(self.config)
+        self.gateway = Gateway(self.config, config_path=self.config_path)
         self.call(self.gateway.start())
         today = datetime.now(UTC)
         rules = parse_rules(RULES)

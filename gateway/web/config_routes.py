@@ -1,0 +1,151 @@
+"""The web UI's set-up pages and API: devices (boards, doors, readers) and MQTT/central.
+
+Pages: ``/devices`` and ``/mqtt``. API (signed in, CSRF as for every change):
+``GET /api/config``; ``PUT``/``DELETE /api/config/{boards|doors|readers}/{id}``;
+``PUT /api/config/mqtt``; ``POST /api/config/upload/{ca_file|cert_file|key_file|
+password_file}``; ``POST /api/config/rollback``; ``POST /api/mqtt/test``. A change is
+applied at once, as a whole or not at all; a refused one answers 422 with its problems.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.web.bridge import Bridge, GatewayNotAnswering
+
+audit = logging.getLogger("accessgw.audit")
+
+Id = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]
+Kind = Literal["boards", "doors", "readers"]
+APPLY_WAIT = 25.0  # devices restart on apply: more than the bridge's usual 5 s
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Entry(BaseModel):
+    """A board, door or reader as the config file writes it (checked when applied)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class MqttBody(_Body):
+    enabled: bool = True
+    host: str = Field("127.0.0.1", max_length=253)
+    port: int = Field(8883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = Field(None, max_length=256)
+    password_file: str | None = Field(None, max_length=4096)
+    allow_insecure: bool | None = None
+    tls: bool = True
+    ca_file: str | None = Field(None, max_length=4096)
+    cert_file: str | None = Field(None, max_length=4096)
+    key_file: str | None = Field(None, max_length=4096)
+    public_key: str | None = Field(None, max_length=200)
+
+
+class UploadBody(_Body):
+    data: str = Field(min_length=1, max_length=90_000, description="the file, base64")
+
+
+class RollbackBody(_Body):
+    version: int | None = Field(None, ge=1)
+
+
+def _who(request: Request) -> str:
+    return f"installer at {request.client.host if request.client else 'unknown'}"
+
+
+def _empty_to_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if v == "" else v) for k, v in values.items()}
+
+
+def add_config_routes(app: FastAPI, bridge: Bridge, page: Callable[..., HTMLResponse]) -> None:
+    """The set-up pages and API on ``app`` (before its middleware is added)."""
+
+    async def call(name: str, *args: Any, wait: float = 0.0) -> Any:
+        from gateway.web.gateway_side import InstallerRefused
+
+        try:
+            return await bridge.call(name, *args, extra_wait=wait)
+        except InstallerRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        except GatewayNotAnswering as exc:
+            raise HTTPException(503, str(exc)) from None
+
+    def answer(result: dict[str, Any], request: Request, what: str) -> JSONResponse:
+        if result.get("ok"):
+            bridge.forget_snapshot()
+            audit.info("%s: %s: %s", _who(request), what, result.get("message"))
+        return JSONResponse(result, 200 if result.get("ok") else 422)
+
+    @app.get("/devices", response_class=HTMLResponse, include_in_schema=False)
+    async def devices_page(request: Request) -> HTMLResponse:
+        view = await call("config_view")
+        return page("devices.html", request, s=await bridge.snapshot(), c=view)
+
+    @app.get("/mqtt", response_class=HTMLResponse, include_in_schema=False)
+    async def mqtt_page(request: Request) -> HTMLResponse:
+        view = await call("config_view")
+        return page("mqtt.html", request, s=await bridge.snapshot(), c=view)
+
+    @app.get("/api/config", tags=["setup"])
+    async def api_config() -> dict[str, Any]:
+        """Devices, broker settings, profiles, serial ports and kept versions."""
+        result: dict[str, Any] = await call("config_view")
+        return result
+
+    @app.put("/api/config/mqtt", tags=["setup"])
+    async def api_mqtt(body: MqttBody, request: Request) -> JSONResponse:
+        """Save the broker and central settings, and apply them."""
+        values = _empty_to_none(body.model_dump())
+        result = await call("config_mqtt", values, _who(request), wait=APPLY_WAIT)
+        return answer(result, request, "mqtt settings")
+
+    @app.put("/api/config/{kind}/{ident}", tags=["setup"])
+    async def api_put(
+        kind: Kind, ident: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,64}$")],
+        entry: Entry, request: Request,
+    ) -> JSONResponse:  # fmt: skip
+        """Add or change a board, door or reader, and apply (422 with the problems)."""
+        values = {**_empty_to_none(entry.model_dump()), "id": ident}
+        result = await call("config_put", kind, values, _who(request), wait=APPLY_WAIT)
+        return answer(result, request, f"{kind}[{ident}]")
+
+    @app.delete("/api/config/{kind}/{ident}", tags=["setup"])
+    async def api_delete(
+        kind: Kind, ident: Annotated[str, Path(pattern=r"^[a-z0-9-]{1,64}$")], request: Request
+    ) -> JSONResponse:
+        """Remove a board, door or reader, and apply."""
+        result = await call("config_remove", kind, ident, _who(request), wait=APPLY_WAIT)
+        return answer(result, request, f"remove {kind}[{ident}]")
+
+    @app.post("/api/config/upload/{kind}", tags=["setup"])
+    async def api_upload(
+        kind: Literal["ca_file", "cert_file", "key_file", "password_file"],
+        body: UploadBody,
+        request: Request,
+    ) -> dict[str, Any]:
+        """Keep a CA, client certificate, key or password file (0600); its path."""
+        result: dict[str, Any] = await call("config_upload", kind, body.data)
+        audit.info("%s: uploaded %s", _who(request), kind)
+        return result
+
+    @app.post("/api/config/rollback", tags=["setup"])
+    async def api_rollback(body: RollbackBody, request: Request) -> JSONResponse:
+        """Go back to a kept version (default: the previous one)."""
+        result = await call("config_rollback", body.version, _who(request), wait=APPLY_WAIT)
+        return answer(result, request, "rollback")
+
+    @app.post("/api/mqtt/test", tags=["setup"])
+    async def api_mqtt_test(body: MqttBody) -> dict[str, Any]:
+        """Try broker settings before saving: connected, or the cause in words."""
+        result: dict[str, Any] = await call("mqtt_test", _empty_to_none(body.model_dump()), wait=20)
+        return result

@@ -1,0 +1,200 @@
+"""The web UI's device and MQTT set-up, carried out on the gateway's side.
+
+Every change is one call: the config text is edited (:mod:`gateway.config_edit`), then
+applied as a whole (:mod:`gateway.config_apply`): validated, switched into the running
+gateway, swapped into the file, kept as a version with who made it. A change that the
+validation refuses comes back as its problems (key path, line, what is allowed), and
+nothing changes. Secrets never come back to the browser: uploaded certificates, keys and
+passwords are stored 0600 in the state directory and shown by their path only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import glob
+import tomllib
+from typing import Any, Protocol
+
+from gateway.config import Config, MqttSection
+from gateway.config_apply import UPLOAD_NAMES, ApplyRefused, ConfigKeeper, UploadKind
+from gateway.config_edit import (
+    DEVICE_KINDS,
+    DeviceKind,
+    drop_section,
+    put_device,
+    put_section,
+    remove_device,
+)
+from gateway.errors import ConfigError
+from gateway.mqtt_check import try_broker
+from gateway.profiles import load_profiles
+
+SERIAL_PATTERNS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*",
+                   "/dev/ttyS0", "/dev/ttySC*")  # fmt: skip
+MQTT_KEYS = ("enabled", "host", "port", "protocol", "username", "password_file",
+             "allow_insecure", "keepalive")  # fmt: skip
+TLS_KEYS = ("ca_file", "cert_file", "key_file")
+
+
+class ConfiguredGateway(Protocol):
+    """What the set-up needs of the running gateway."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def gw(self) -> str: ...
+
+    @property
+    def site(self) -> str: ...
+
+    def config_keeper(self) -> ConfigKeeper: ...
+
+
+def serial_ports() -> list[str]:
+    """The serial ports this box has, stable ``/dev/serial/by-id/`` names first."""
+    found: list[str] = []
+    for pattern in SERIAL_PATTERNS:
+        found += sorted(p for p in glob.glob(pattern) if p not in found)
+    return found
+
+
+def _refused(message: str) -> Exception:
+    """The UI's refusal (imported here: gateway_side builds on this module)."""
+    from gateway.web.gateway_side import InstallerRefused
+
+    return InstallerRefused(message)
+
+
+def _kind(kind: str) -> DeviceKind:
+    if kind not in DEVICE_KINDS:
+        raise _refused(f"unknown kind {kind!r}: boards, doors or readers")
+    return kind
+
+
+class ConfigSide:
+    """The set-up calls of :class:`gateway.web.gateway_side.GatewaySide` (a mixin)."""
+
+    gateway: Any
+
+    def _keeper(self) -> ConfigKeeper:
+        try:
+            keeper: ConfigKeeper = self.gateway.config_keeper()
+        except Exception as exc:
+            raise _refused(str(exc)) from None
+        return keeper
+
+    async def config_view(self) -> dict[str, Any]:
+        """The devices and broker settings as the file has them, and what can be picked."""
+        keeper = self._keeper()
+        text = await asyncio.to_thread(keeper.text)
+        data = tomllib.loads(text)
+        profiles = await asyncio.to_thread(load_profiles)
+        mqtt = dict(data.get("mqtt", {}))
+        return {
+            "file": str(keeper.path),
+            "boards": data.get("boards", []),
+            "doors": data.get("doors", []),
+            "readers": data.get("readers", []),
+            "mqtt": mqtt,
+            "central": data.get("central", {}),
+            "profiles": [
+                {"name": p.name, "model": p.model, "role": p.role} for p in profiles.values()
+            ],
+            "ports": await asyncio.to_thread(serial_ports),
+            "versions": [vars(v) for v in await asyncio.to_thread(keeper.versions)],
+        }
+
+    async def _apply(self, text: str, who: str) -> dict[str, Any]:
+        try:
+            applied = await self._keeper().apply(text, who)
+        except ApplyRefused as exc:
+            problems = [p.as_json() for p in exc.report.problems] if exc.report else []
+            return {"ok": False, "message": str(exc), "problems": problems}
+        if applied.version is None:
+            return {"ok": True, "message": "nothing changed", **applied.as_json()}
+        return {
+            "ok": True,
+            "message": f"applied as version {applied.version}: {', '.join(applied.changed)}",
+            **applied.as_json(),
+        }
+
+    async def config_put(self, kind: str, entry: dict[str, Any], who: str) -> dict[str, Any]:
+        """Add or change one board, door or reader, and apply."""
+        keeper = self._keeper()
+        text = await asyncio.to_thread(keeper.text)
+        try:
+            edited = put_device(text, _kind(kind), entry)
+        except ConfigError as exc:
+            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
+        return await self._apply(edited, who)
+
+    async def config_remove(self, kind: str, ident: str, who: str) -> dict[str, Any]:
+        """Remove one board, door or reader, and apply."""
+        keeper = self._keeper()
+        text = await asyncio.to_thread(keeper.text)
+        try:
+            edited = remove_device(text, _kind(kind), ident)
+        except ConfigError as exc:
+            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
+        return await self._apply(edited, who)
+
+    async def config_rollback(self, number: int | None, who: str) -> dict[str, Any]:
+        """Go back to a kept version (default: the previous one)."""
+        try:
+            applied = await self._keeper().rollback(who, number)
+        except ApplyRefused as exc:
+            problems = [p.as_json() for p in exc.report.problems] if exc.report else []
+            return {"ok": False, "message": str(exc), "problems": problems}
+        return {"ok": True, "message": f"back: version {applied.version}", **applied.as_json()}
+
+    def _mqtt_text(self, text: str, settings: dict[str, Any]) -> str:
+        mqtt = {k: settings.get(k) for k in MQTT_KEYS}
+        edited = put_section(text, "mqtt", mqtt)
+        tls = {k: settings.get(k) for k in TLS_KEYS}
+        if settings.get("tls") and tls["ca_file"]:
+            edited = drop_section(edited, "mqtt.tls")
+            edited = put_section(edited, "mqtt.tls", tls)
+        else:
+            edited = drop_section(edited, "mqtt.tls")
+        return put_section(edited, "central", {"public_key": settings.get("public_key")})
+
+    async def config_mqtt(self, settings: dict[str, Any], who: str) -> dict[str, Any]:
+        """Save broker and central settings (after a test connection), and apply."""
+        keeper = self._keeper()
+        text = await asyncio.to_thread(keeper.text)
+        try:
+            edited = self._mqtt_text(text, settings)
+        except ConfigError as exc:
+            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
+        return await self._apply(edited, who)
+
+    async def config_upload(self, kind: str, data_b64: str) -> dict[str, Any]:
+        """Keep an uploaded CA, client certificate, key or password file; its path."""
+        if kind not in UPLOAD_NAMES:
+            raise _refused(f"unknown file {kind!r}: {', '.join(UPLOAD_NAMES)}")
+        try:
+            data = base64.b64decode(data_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise _refused("the upload is not base64") from None
+        upload: UploadKind = kind  # type: ignore[assignment]
+        try:
+            path = await asyncio.to_thread(self._keeper().store_upload, upload, data)
+        except ApplyRefused as exc:
+            raise _refused(str(exc)) from None
+        return {"ok": True, "path": str(path), "message": f"{kind} stored as {path} (0600)"}
+
+    async def mqtt_test(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Try broker settings before saving them: connected, or why not in words."""
+        values = {k: settings.get(k) for k in MQTT_KEYS if settings.get(k) is not None}
+        if settings.get("tls") and settings.get("ca_file"):
+            values["tls"] = {k: settings.get(k) for k in TLS_KEYS if settings.get(k)}
+        try:
+            mqtt = MqttSection.model_validate(values)
+        except ValueError as exc:
+            return {"ok": False, "stage": "settings", "message": str(exc)}
+        gw = self.gateway
+        result = await try_broker(mqtt, gw.site, gw.gw, within=8)
+        return result.as_json()
