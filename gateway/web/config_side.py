@@ -15,6 +15,7 @@ import base64
 import binascii
 import glob
 import tomllib
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.config import Config, MqttSection
@@ -30,6 +31,7 @@ from gateway.config_edit import (
 from gateway.errors import ConfigError
 from gateway.mqtt_check import try_broker
 from gateway.profiles import load_profiles
+from gateway.state_dir import write_secret_atomically
 
 SERIAL_PATTERNS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*",
                    "/dev/ttyS0", "/dev/ttySC*")  # fmt: skip
@@ -185,6 +187,31 @@ class ConfigSide:
         except ApplyRefused as exc:
             raise _refused(str(exc)) from None
         return {"ok": True, "path": str(path), "message": f"{kind} stored as {path} (0600)"}
+
+    async def backup(self, passphrase: str, who: str) -> dict[str, Any]:
+        """An encrypted backup (gateway.backup) written to ``<state>/backups/``: its path.
+
+        The UI process reads it from there and hands it to the browser, then deletes it
+        (a backup can be larger than a message between the two processes may be).
+        """
+        from gateway.backup import BackupError, create_backup
+
+        keeper = self._keeper()
+        folder = keeper.state_dir / "backups"
+        try:
+            sealed = await asyncio.to_thread(create_backup, keeper.path, passphrase)
+        except BackupError as exc:
+            raise _refused(str(exc)) from None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = folder / f"{self.gateway.gw}-{stamp}.agwbak"
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_secret_atomically(path, sealed)
+
+        await asyncio.to_thread(write)
+        self.gateway.record_event("installer_action", None, {"action": "backup", "by": who})
+        return {"ok": True, "path": str(path), "bytes": len(sealed)}
 
     async def mqtt_test(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Try broker settings before saving them: connected, or why not in words."""
