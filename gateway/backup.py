@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 import sqlite3
 import tarfile
@@ -38,7 +37,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from gateway import __version__
 from gateway.config import Config, parse_config
 from gateway.errors import AccessGwError
-from gateway.state_dir import fsync_directory, write_secret_atomically
+from gateway.state_dir import StateDir, fsync_directory, write_secret_atomically
 
 MAGIC = b"AGWBAK1\n"
 FORMAT = 1
@@ -288,5 +287,5 @@ def restore_backup(
         _write(Path(entry["path"]), members[f"outside/{index}"], result.written)
     _write(target_config, text.encode("utf-8"), result.written)
     fsync_directory(target_state)
-    os.chmod(target_state, 0o700)
+    StateDir(target_state).ensure()  # every level 0700, every file 0600, as `run` keeps it
     return result

@@ -27,7 +27,7 @@ from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
-from gateway.journal import Journal
+from gateway.journal import Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
@@ -71,7 +71,7 @@ class Gateway:
         self.site = config.gateway.site
         self.now = now
         self.activity = Activity()
-        self.clock = ClockTrust(config.gateway.clock)
+        self.clock = ClockTrust(config.gateway.clock, wall=lambda: self.now().timestamp())
         self.started_at = now()
         self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Door] = {}
@@ -101,6 +101,8 @@ class Gateway:
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
+        self.journal.on_trouble = self._journal_trouble
+        self.journal.on_recovered = self._journal_recovered
         self.passes = PassCache.open(self.state_dir.passes)
         self.history = History.open(self.state_dir.path / "history.sqlite")
         rules = self.store.rules
@@ -108,7 +110,10 @@ class Gateway:
             self.gw, self.now(), rules.tz if rules else None, self.store.checkins_upto
         )
         self.state.seen_passes = set(self.passes.entries())
-        self.state.clock_synced = self.clock.synced()
+        await self.clock.refresh()
+        self.state.clock_synced = self.clock.check()  # the start's verdict: no event for it
+        self.clock.on_change = self._clock_changed
+        self.supervisor.start("clock", self.clock.watch)
         await self._start_doors()
         self._start_readers()
         await self._start_sync()
@@ -165,6 +170,22 @@ class Gateway:
             except Exception as exc:
                 log.error("closing the %s failed: %s", what, describe(exc), exc_info=exc)
 
+    def _journal_trouble(self, trouble: JournalTrouble) -> None:
+        """The journal cannot write (disk full...): shown at once; journalled once it can."""
+        self.activity.add("event", type=trouble.kind, door=None, detail=trouble.as_status())
+        if self.sync is not None:
+            self.sync.status.notify()  # the status says so now, not at the next minute
+
+    def _journal_recovered(self, trouble: JournalTrouble) -> None:
+        """The journal writes again: the event of what happened, now that there is room."""
+        detail = trouble.as_status()
+        del detail["state"]
+        detail["until"] = self.now().isoformat(timespec="seconds")
+        kind = "disk_full" if trouble.kind == "disk_full" else "journal_unwritable"
+        self.record_event(kind, None, detail)
+        if self.sync is not None:
+            self.sync.status.notify()
+
     def _component_failed(self, failure: Failure) -> None:
         """A supervised part failed: an event (with its door, if it has one) and the status."""
         kind, _, name = failure.component.partition(" ")
@@ -211,6 +232,7 @@ class Gateway:
         sampler = metrics.Sampler(
             self.journal,
             self.store,
+            self.loop_lag,
             link_up=self.online,
             connections=lambda: self.sync.link.connections if self.sync else 0,
             snapshot_coming=lambda: bool(
@@ -235,6 +257,7 @@ class Gateway:
                 door_cfg.zone,
                 door_cfg.direction,
                 door_cfg.language or self.config.gateway.language,
+                senses_passage=door_cfg.passage is not None or door_cfg.contact is not None,
             )
             self.entrances[door_cfg.id] = Entrance(
                 place,
@@ -247,6 +270,7 @@ class Gateway:
                 online=self.online,
                 published=self._own_checkin,
                 explained=self._explained,
+                now=self.now,
             )
 
     # --- a changed config, applied while running (gateway.config_apply) -----------------
@@ -308,6 +332,8 @@ class Gateway:
         await self.supervisor.stop(_part("door", d) for d in self.doors)
         for door in self.doors.values():
             await _logged(f"stopping door {door.id}", door.stop())
+        for door_id, entrance in self.entrances.items():
+            await _logged(f"closing entrance {door_id}", entrance.close())
 
     async def _close_boards(self) -> None:
         for board_id, board in self.boards.items():
@@ -451,29 +477,9 @@ class Gateway:
     async def open_once(self, door: str, seconds: int | None) -> None:
         """Command ``open``: one timed release, journalled as a ``remote_open`` check-in."""
         for door_id in self._doors_named(door):
-            place = self.entrances[door_id].place
-            entry = await self.journal.record_decision(
-                {
-                    "at": self.now().isoformat(timespec="milliseconds"),
-                    "door": door_id,
-                    "zone": place.zone,
-                    "direction": place.direction,
-                    "credential": "unknown",
-                    "member": None,
-                    "ticket": None,
-                    "decision": "granted",
-                    "reason": "remote_open",
-                    "contract": None,
-                    "charged": 0,
-                    "passed": False,
-                    "warnings": [],
-                    "offline": not self.online(),
-                    "entitlements_version": self.store.version,
-                }
-            )
             released: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             # kept apart from the event tasks: stopping must not wait for a passage
-            task = asyncio.create_task(self._remote_open(door_id, entry.seq, seconds, released))
+            task = asyncio.create_task(self._remote_open(door_id, seconds, released))
             self._remote_opens.add(task)
             task.add_done_callback(self._remote_opens.discard)
             # answered once the lock moved, not after the passage (Clarifications, Commands)
@@ -481,20 +487,16 @@ class Gateway:
                 raise CommandFailed(f"door {door_id}: the lock could not be released")
 
     async def _remote_open(
-        self, door_id: str, seq: int, seconds: int | None, released: asyncio.Future[bool]
+        self, door_id: str, seconds: int | None, released: asyncio.Future[bool]
     ) -> None:
         """One remote release through to its final check-in (after the passage or timeout)."""
-        passed = False
         try:
-            passed = (await self.doors[door_id].open_once(seconds, released)).passed
+            await self.entrances[door_id].open_once(seconds, released)
         except Exception:  # the record is still finalised (not passed); the result says failed
             log.exception("door %s: remote open failed", door_id)
         finally:
             if not released.done():
                 released.set_result(False)
-        final = await self.journal.finalise(seq, passed=passed, charged=0)
-        self.state.apply_checkin(final, own=True)
-        self._own_checkin(final)
 
     async def set_mode(self, door: str, mode: str) -> None:
         """Commands ``unlock``, ``lockdown`` and ``normal``."""
@@ -508,10 +510,18 @@ class Gateway:
         if self.sync is not None:
             await self.sync.entitlements.resync()
 
+    def _clock_changed(self, synced: bool, reason: str) -> None:
+        """Clock trust given or withdrawn: passes follow at once, and people are told."""
+        self.state.clock_synced = synced
+        if not synced:
+            self.record_event("clock_unsynced", None, {"reason": reason})
+        if self.sync is not None:
+            self.sync.status.notify()
+
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
         self._journal_pending = await self.journal.pending_count()
-        self.state.clock_synced = self.clock.synced()
+        self.clock.check()  # a change goes to _clock_changed
 
     def status(self) -> dict[str, Any]:
         """The status payload (PROTOCOL.md Status), also shown in the web UI."""
@@ -536,6 +546,9 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "journal": self.journal.trouble.as_status()
+            if self.journal.trouble
+            else {"state": "ok"},
             "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
@@ -550,7 +563,7 @@ class Gateway:
             window = self.store.rules.pass_window_s if self.store.rules else 30
             self.passes.prune(int(now.timestamp()), window)
             self.state.seen_passes = set(self.passes.entries())
-            self.state.clock_synced = self.clock.synced()
+            self.clock.check()
 
     def _start_web(self) -> None:
         """The installer's web UI, in a process of its own (it never slows the doors).

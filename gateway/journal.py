@@ -14,11 +14,14 @@ number, never reported to anyone: no gap, no reuse. Pruning acknowledged rows le
 high-water mark alone, so the counter never goes back, across restarts and power cuts.
 
 A record is kept until the central system acknowledges it (``ack upto``), then pruned;
-a record that is not final yet is never pruned. A decision that was never finalised (the
-process died between journalling it and seeing the passage) is finalised at open as
-``passed: false, charged: 0``: nobody saw a passage, so nothing is charged, and it no
-longer holds back the records after it. One whose caller was cancelled while it was being
-written (no lock moved for it) is finalised the same way at once.
+a record that is not final yet is never pruned, nor published; the final ones after it
+are published meanwhile (the central system orders by ``seq``), and it follows as soon as
+it is final. A decision that was never finalised (the process died between journalling
+it and seeing the passage) is finalised at open: at a door whose sensor sees passages as
+``passed: false, charged: 0`` (nobody saw one, so nothing is charged); at a door without
+one, where a grant counts as walked through, as passed with the decision's charge. One
+whose caller was cancelled while it was being written (no lock moved for it) is finalised
+as not passed at once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +52,8 @@ CREATE TABLE IF NOT EXISTS records (
     id TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL CHECK (kind IN ('checkin', 'event')),
     final INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    passage_assumed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0), ('acked_upto', 0);
@@ -61,6 +65,32 @@ _DAMAGED = (
     "vendor, then delete it; check-ins in it that the central system has not acknowledged "
     "are lost, and the new journal starts again at seq 1 (tell the central system)"
 )
+
+
+@dataclass(slots=True)
+class JournalTrouble:
+    """Why the journal cannot write now (the status shows it; an event tells of it after).
+
+    ``kind``: ``disk_full``, ``read_only``, ``io_error``, ``locked`` or ``error``.
+    ``refused``: decisions refused meanwhile (nothing can be journalled, so no lock moves).
+    """
+
+    kind: str
+    reason: str
+    since: datetime
+    refused: int = 0
+
+    def as_status(self) -> dict[str, Any]:
+        """The journal's part of the status while it is in trouble."""
+        return {
+            "state": self.kind,
+            "reason": self.reason,
+            "since": self.since.isoformat(timespec="seconds"),
+            "decisions_refused": self.refused,
+        }
+
+
+_WRITES = frozenset({"_insert", "_finalise", "_ack"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +114,13 @@ class Journal:
         self._last_seq = _meta(conn, "last_seq")
         self._acked_upto = _meta(conn, "acked_upto")
         self._closed = False
+        # Journal thread only: seqs that unacked() passed over while open, and those of
+        # them final since (returned by the next unacked() whatever its after_seq).
+        self._passed_over: set[int] = set()
+        self._late: list[int] = []
+        self.trouble: JournalTrouble | None = None  # set while writes fail (disk full...)
+        self.on_trouble: Callable[[JournalTrouble], None] | None = None
+        self.on_recovered: Callable[[JournalTrouble], None] | None = None
 
     @classmethod
     async def open(cls, path: Path | str, gw: str) -> Journal:
@@ -111,28 +148,62 @@ class Journal:
         if self._closed:
             raise JournalError(f"journal {self._path} is closed (the gateway is stopping)")
         future = self._executor.submit(fn, *args)
+        write = getattr(fn, "__name__", "") in _WRITES
         try:
-            return await asyncio.wrap_future(future)
+            result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             if on_cancel is not None:
                 future.add_done_callback(on_cancel)
             raise
         except sqlite3.OperationalError as exc:
-            raise JournalError(_explain(exc, self._path)) from exc
+            explained = _explain(exc, self._path)
+            if write:
+                self._write_failed(_trouble_kind(exc), explained)
+            raise JournalError(explained) from exc
         except sqlite3.DatabaseError as exc:
             raise JournalError(_DAMAGED.format(path=self._path, exc=exc)) from exc
+        if write and self.trouble is not None:
+            self._write_worked()
+        return result
+
+    def _write_failed(self, kind: str, reason: str) -> None:
+        if self.trouble is not None and self.trouble.kind == kind:
+            return
+        self.trouble = JournalTrouble(kind, reason, datetime.now(UTC))
+        log.error("%s: decisions are refused until the journal can write again", reason)
+        if self.on_trouble is not None:
+            self.on_trouble(self.trouble)
+
+    def _write_worked(self) -> None:
+        trouble, self.trouble = self.trouble, None
+        if trouble is None:
+            return
+        log.warning("journal %s writes again (it could not since %s)", self._path, trouble.since)
+        if self.on_recovered is not None:
+            self.on_recovered(trouble)
 
     # --- writing ------------------------------------------------------------------------
 
-    async def record_decision(self, checkin: dict[str, Any]) -> Entry:
+    async def record_decision(
+        self, checkin: dict[str, Any], *, passage_assumed: bool = False
+    ) -> Entry:
         """Journal a decision durably (fsync) before the caller energises a lock.
 
-        Assigns ``id`` (UUIDv7), ``seq`` and ``gw``; the record is not final, and holds back
-        publishing, until :meth:`finalise`. If the caller is cancelled while the record is
-        being written, it is finalised as not passed at once, so that it never blocks.
+        Assigns ``id`` (UUIDv7), ``seq`` and ``gw``; the record is not final, and is not
+        published, until :meth:`finalise`. If the caller is cancelled while the record is
+        being written, it is finalised as not passed at once. ``passage_assumed``: the door
+        has no passage sensor, so if the process dies before :meth:`finalise`, the next
+        open finalises the grant as passed (with the charge in ``checkin``).
         """
         body = _encodable(checkin)
-        [entry] = await self._run(self._insert, [("checkin", body, False)], on_cancel=self._abandon)
+        try:
+            [entry] = await self._run(
+                self._insert, [("checkin", body, False)], passage_assumed, on_cancel=self._abandon
+            )
+        except JournalError:
+            if self.trouble is not None:
+                self.trouble.refused += 1
+            raise
         return entry
 
     async def record_event(
@@ -156,7 +227,9 @@ class Journal:
         entries = await self._run(self._insert, items)
         return entries
 
-    def _insert(self, items: list[tuple[str, dict[str, Any], bool]]) -> list[Entry]:
+    def _insert(
+        self, items: list[tuple[str, dict[str, Any], bool]], passage_assumed: bool = False
+    ) -> list[Entry]:
         """One transaction: the rows and the bumped high-water mark commit together."""
         conn = self._conn
         with _transaction(conn):
@@ -167,8 +240,9 @@ class Journal:
                 record_id = str(uuid7())
                 message = {"id": record_id, "seq": last, "gw": self.gw, **body}
                 conn.execute(
-                    "INSERT INTO records (seq, id, kind, final, body) VALUES (?,?,?,?,?)",
-                    (last, record_id, kind, int(final), _dumps(message)),
+                    "INSERT INTO records (seq, id, kind, final, body, passage_assumed) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (last, record_id, kind, int(final), _dumps(message), int(passage_assumed)),
                 )
                 entries.append(Entry(last, record_id))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
@@ -210,6 +284,9 @@ class Journal:
             self._conn.execute(
                 "UPDATE records SET final = 1, body = ? WHERE seq = ?", (_dumps(message), seq)
             )
+        if seq in self._passed_over:  # later records went out already: this one follows
+            self._passed_over.discard(seq)
+            self._late.append(seq)
         return message
 
     # --- reading and acknowledging ------------------------------------------------------
@@ -217,20 +294,30 @@ class Journal:
     async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         """Final, unacknowledged records after ``after_seq`` in seq order, up to ``limit``.
 
-        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``. Stops at the
-        first record that is not final yet: publishing is in seq order.
+        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``. A record that
+        is not final yet is passed over (one stuck record must not hold back the others);
+        once final, it comes first in the next answer, whatever ``after_seq`` is then.
         """
         return await self._run(self._unacked, after_seq, limit)
 
     def _unacked(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        out = []
+        late, self._late = self._late, []
+        for seq in sorted(late):
+            row = self._conn.execute(
+                "SELECT kind, body FROM records WHERE seq = ? AND final = 1", (seq,)
+            ).fetchone()
+            if row is not None and seq <= after_seq:  # above after_seq: selected below
+                out.append({"kind": row[0], "seq": seq, "message": json.loads(row[1])})
         rows = self._conn.execute(
             "SELECT seq, kind, final, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            (after_seq, max(0, limit - len(out))),
         ).fetchall()
-        out = []
         for seq, kind, final, body in rows:
             if not final:
-                break
+                self._passed_over.add(seq)
+                continue
+            self._passed_over.discard(seq)
             out.append({"kind": kind, "seq": seq, "message": json.loads(body)})
         return out
 
@@ -382,22 +469,43 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         )
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(_SCHEMA)
-    with _transaction(conn):  # decisions a crash left open: nobody saw a passage
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    if "passage_assumed" not in columns:  # a journal from before the column
+        conn.execute("ALTER TABLE records ADD COLUMN passage_assumed INTEGER NOT NULL DEFAULT 0")
+    with _transaction(conn):  # decisions a crash left open
         orphans = conn.execute(
-            "SELECT seq, body FROM records WHERE final = 0 AND kind = 'checkin'"
+            "SELECT seq, body, passage_assumed FROM records WHERE final = 0 AND kind = 'checkin'"
         ).fetchall()
-        for seq, body in orphans:
+        for seq, body, assumed in orphans:
             message = json.loads(body)
-            message.update(passed=False, charged=0)
+            if assumed and message.get("decision") == "granted":
+                message["passed"] = True  # no sensor: a grant counts as walked through
+            else:  # a sensor would have seen the passage: nobody passed, nothing charged
+                message.update(passed=False, charged=0)
             conn.execute(
                 "UPDATE records SET final = 1, body = ? WHERE seq = ?", (_dumps(message), seq)
             )
     if orphans:
         log.warning(
-            "journal %s: %d decision(s) left open by a crash, finalised as not passed",
+            "journal %s: %d decision(s) left open by a crash, finalised (passed only at "
+            "doors without a passage sensor)",
             path,
             len(orphans),
         )
+
+
+def _trouble_kind(exc: sqlite3.OperationalError) -> str:
+    """What kind of write failure this is, for the status."""
+    text = str(exc)
+    if "full" in text:
+        return "disk_full"
+    if "readonly" in text or "read-only" in text:
+        return "read_only"
+    if "disk I/O" in text:
+        return "io_error"
+    if "locked" in text or "busy" in text:
+        return "locked"
+    return "error"
 
 
 def _explain(exc: sqlite3.OperationalError, path: str) -> str:

@@ -29,6 +29,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
           "error": logging.ERROR}  # fmt: skip
 LIBRARIES = ("pymodbus", "paho", "uvicorn", "uvicorn.error", "uvicorn.access", "aiomqtt")
 REPEAT_WINDOW_S = 60.0
+PROGRESS_EVERY_S = 5.0  # long work (a snapshot) says how far it is this often
 HEX_DUMP = re.compile(r"(?:0x[0-9a-fA-F]{1,2}[\s,]+){3,}|(?:\b[0-9a-fA-F]{2}\s){6,}")
 _FIELDS = "fields"  # LogRecord attribute holding a line's structured fields
 
@@ -93,13 +94,27 @@ class RepeatLimit(logging.Filter):
         return True
 
 
-class NoFrameDumps(logging.Filter):
-    """Libraries' raw frames (hex bytes) are for a debugger, not for the operator's log."""
+# pymodbus's own words for a board that went away: the modbus driver already reports
+# that as one "board ...: offline: <reason>" line, so these are noise at the same moment
+PYMODBUS_ECHOES = re.compile(
+    r"No response received|CLOSING CONNECTION|not connected|Failed to connect|"
+    r"[Cc]onnection (lost|closed|refused|reset)",
+)
+
+
+class LibraryNoise(logging.Filter):
+    """Libraries' raw frames (hex bytes) are for a debugger, not for the operator's log;
+    neither are pymodbus's echoes of an outage the gateway reports itself (kept at debug)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith(("accessgw", "gateway", "drivers")):
             return True
-        return HEX_DUMP.search(record.getMessage()) is None
+        message = record.getMessage()
+        if HEX_DUMP.search(message):
+            return False
+        if record.name.startswith("pymodbus") and PYMODBUS_ECHOES.search(message):
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 def configure(
@@ -114,7 +129,7 @@ def configure(
         format = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonLines() if format == "json" else ReadableText())
-    handler.addFilter(NoFrameDumps())
+    handler.addFilter(LibraryNoise())
     handler.addFilter(RepeatLimit())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -222,9 +237,9 @@ def log_state_change(type_: str, door: str | None, detail: dict[str, Any]) -> No
 class Progress:
     """Long work said every few seconds: ``snapshot 7: 12 of 40 chunks, 60,000 records``."""
 
-    def __init__(self, what: str, every: float = 5.0) -> None:
+    def __init__(self, what: str, every: float | None = None) -> None:
         self.what = what
-        self.every = every
+        self.every = PROGRESS_EVERY_S if every is None else every
         self._last = time.monotonic()
         self.started = self._last
 

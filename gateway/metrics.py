@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import os
 import re
 import resource
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -85,7 +85,8 @@ TAP_TO_RELAY_SECONDS = Histogram(
 )
 LOOP_LAG_SECONDS = Histogram(
     "accessgw_event_loop_lag_seconds",
-    "How late the event loop ran a timer (all door work waits this long)",
+    "How late the event loop ran a timer (all door work waits this long): every sample of "
+    "the gateway's loop-lag probe",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
     registry=REGISTRY,
 )
@@ -207,6 +208,16 @@ class StoreView(Protocol):
     def updated_at(self) -> datetime | None: ...
 
 
+class LagProbe(Protocol):
+    """The gateway's loop-lag probe (gateway.loop_lag): its samples in milliseconds."""
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def recent(self) -> Sequence[float]: ...
+
+
 class Sampler:
     """Every ``every`` seconds on the loop: loop lag, journal, entitlements, link."""
 
@@ -214,35 +225,36 @@ class Sampler:
         self,
         journal: JournalView,
         store: StoreView,
+        lag: LagProbe,
         *,
         link_up: Callable[[], bool],
         connections: Callable[[], int],
         snapshot_coming: Callable[[], bool],
         every: float = 5.0,
-        lag_every: float = 0.25,
     ) -> None:
         self.journal = journal
         self.store = store
+        self.lag = lag
+        self._lag_seen = lag.samples
         self.link_up = link_up
         self.connections = connections
         self.snapshot_coming = snapshot_coming
         self.every = every
-        self.lag_every = lag_every
         self._connections = 0
 
     async def run(self) -> None:
-        """Measure loop lag continuously and sample the rest every ``every`` seconds."""
-        next_sample = 0.0
+        """Sample every ``every`` seconds until cancelled."""
         while True:
-            began = time.monotonic()
-            await asyncio.sleep(self.lag_every)
-            LOOP_LAG_SECONDS.observe(max(0.0, time.monotonic() - began - self.lag_every))
-            if time.monotonic() >= next_sample:
-                next_sample = time.monotonic() + self.every
-                await self.sample()
+            await self.sample()
+            await asyncio.sleep(self.every)
 
     async def sample(self) -> None:
-        """Read the journal, store and link into the gauges once."""
+        """Read the loop-lag probe, journal, store and link into the metrics once."""
+        new = min(self.lag.samples - self._lag_seen, len(self.lag.recent))
+        self._lag_seen = self.lag.samples
+        recent = self.lag.recent
+        for lag_ms in itertools.islice(recent, len(recent) - new, None):
+            LOOP_LAG_SECONDS.observe(lag_ms / 1000)
         JOURNAL_BACKLOG.set(await self.journal.pending_count())
         oldest = await self.journal.unacked(0, 1)
         JOURNAL_OLDEST_AGE.set(_age(oldest[0]["message"].get("at")) if oldest else 0.0)

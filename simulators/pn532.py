@@ -183,8 +183,11 @@ class Pn532Simulator:
         with self._lock:
             self._reset_chip()
             self._parser = pf.FrameParser()
-            self.pty = Pty(self._link)
+            fresh = Pty(self._link)
+            # hang-up over before the new pty is seen: the thread must never take the new
+            # pty for the one to close (it reads self.pty without the lock)
             self._hangup.clear()
+            self.pty = fresh
 
     # --- the field and faults -----------------------------------------------------------
 

@@ -177,7 +177,7 @@ class Outbox:
             if epoch != self._epoch:
                 self._inflight.release()
                 return
-            self._next_after = seq
+            self._next_after = max(self._next_after, seq)  # a late-final record is older
             self.published_upto = max(self.published_upto, seq)
             self._sent_at.setdefault(seq, time.monotonic())
             task = asyncio.create_task(self._publish_one(name, payload.encode(), epoch))

@@ -9,14 +9,16 @@ check-ins wait in the journal.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import BadMessage, LinkError
 from gateway.identity import MessageSigner
 from gateway.sync.commands import Commands, SeenCommands
+from gateway.sync.dispatch import Dispatcher, concern_of
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
 from gateway.sync.link import Link
@@ -116,9 +118,10 @@ class SyncRunner:
             on_event=self._event,
             on_counted=gateway.state.counted,
             on_time=self._time,
-            on_version=lambda v: self.status.notify(),
+            on_version=self._new_version,
             sync_interval=cfg.mqtt.sync_interval,
             clock=gateway.now,
+            newest_time=gateway.state_dir.path / "newest_time",
         )
         self.outbox = Outbox(
             gateway.journal,
@@ -139,7 +142,11 @@ class SyncRunner:
         self._key = key
         self._cmd_topic = gw_topic(site, gw, "cmd")
         gateway.on_published(self.outbox.notify)
-        self.link.on_message(self._message)
+        self._have_set = asyncio.Event()  # peers are checked against the set's keys
+        if gateway.store.version is not None:
+            self._have_set.set()
+        self.inbound = Dispatcher(self._message, self._bad_message)
+        self.link.on_message(self.inbound.put)  # by concern: no handler waits on another
         self.link.on_connect(self.outbox.on_connect)
         self.link.on_connect(self.entitlements.on_connect)
         self.link.on_bad_message(self._bad_message)
@@ -151,10 +158,9 @@ class SyncRunner:
 
     async def run(self) -> None:
         """Run the link and its riders until cancelled."""
-        import asyncio
-
         tasks = [
             asyncio.create_task(self.link.run(), name="mqtt link"),
+            asyncio.create_task(self.inbound.run(), name="inbound"),
             asyncio.create_task(self._watch_link(), name="link watch"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.entitlements.run(), name="periodic sync"),
@@ -173,7 +179,6 @@ class SyncRunner:
 
     async def _watch_link(self) -> None:
         """Tell the outbox when the link drops, so it stops and re-publishes on reconnect."""
-        import asyncio
 
         was = False
         while True:
@@ -188,6 +193,10 @@ class SyncRunner:
             return
         if await self.outbox.handle(name, payload):
             return
+        if concern_of(name) == "peers" and not self._have_set.is_set():
+            # A first start: peers' keys come with the first set. Their messages wait for
+            # it (in their own queue, bounded) rather than being refused unverifiable.
+            await self._have_set.wait()
         if await self.peers.handle(name, payload):
             return
         if name == self._cmd_topic:
@@ -217,16 +226,28 @@ class SyncRunner:
         except LinkError as exc:
             log.warning("command %s: result not published: %s", result.get("id"), exc)
 
-    def _time(self, central_now: datetime) -> None:
+    def _time(self, central_now: datetime) -> bool:
+        """A signed, newer ``time``: the clock trust follows it; whether it counts (for
+        ``max_offline_hours``): it agrees with a trusted clock, or the clock is not trusted."""
         window = self.gateway.store.rules.pass_window_s if self.gateway.store.rules else 30
-        if not self.gateway.clock.confirm(central_now, datetime.now(UTC), window):
+        clock = self.gateway.clock
+        trusted = clock.synced()
+        agrees = clock.confirm(central_now, window)
+        if not agrees:
             log.warning(
-                "the central system's time %s is more than %d s from ours: passes stay "
-                "refused until the clock is synced (NTP)",
+                "the central system's time %s is more than %d s from ours (%s): %s",
                 central_now.isoformat(),
                 window,
+                self.gateway.now().isoformat(),
+                "it confirms nothing"
+                if trusted
+                else "passes stay refused until the clock is synced",
             )
-        self.gateway.state.clock_synced = self.gateway.clock.synced()
+        return agrees or not trusted
+
+    def _new_version(self, version: int) -> None:
+        self._have_set.set()
+        self.status.notify()
 
     async def _bad_message(self, topic: str, reason: str) -> None:
         self._event("bad_message", {"topic": topic, "reason": reason})

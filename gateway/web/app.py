@@ -11,6 +11,7 @@ through :class:`gateway.web.bridge.Bridge`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -252,13 +253,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         return HTMLResponse(html)
 
     async def tool(request: Request, action: Callable[[], Awaitable[str]]) -> Answer:
-        try:
+        with refusals_in_words():
             message = await action()
-            bridge.forget_snapshot()
-        except InstallerRefused as exc:
-            raise HTTPException(409, str(exc)) from None
-        except GatewayNotAnswering as exc:
-            raise HTTPException(503, str(exc)) from None
+        bridge.forget_snapshot()
         audit.info("installer at %s: %s", _client(request), message)
         return Answer(ok=True, message=message)
 
@@ -280,6 +277,25 @@ def create_app(ctx: WebContext) -> FastAPI:
         cookie = request.cookies.get(PRE_COOKIE, "")
         return bool(cookie) and secrets.compare_digest(cookie, form_token)
 
+    def form_gate(
+        request: Request, template: str, csrf: str
+    ) -> tuple[Callable[[str, int], Response], Response | None]:
+        """The sign-in and setup forms: the page again with an error, and the refusal of
+        a stale form or of a client that must still wait after wrong tries."""
+        token = pre_token(request)
+
+        def again(error: str, status: int) -> Response:
+            body = page(template, request, pre=token, error=error)
+            body.status_code = status
+            return with_pre(body, token)
+
+        if not pre_ok(request, csrf):
+            return again, again("The form expired: please try again.", 403)
+        wait = auth.throttle.wait_for(_client(request))
+        if wait > 0:
+            return again, again(f"Too many wrong tries: wait {wait:.0f} s and try again.", 429)
+        return again, None
+
     @app.get("/setup", response_class=HTMLResponse, include_in_schema=False)
     async def setup_page(request: Request) -> Response:
         if not auth.needs_setup():
@@ -296,20 +312,11 @@ def create_app(ctx: WebContext) -> FastAPI:
         csrf: Annotated[str, Form(max_length=128)] = "",
     ) -> Response:
         client = _client(request)
-        token = pre_token(request)
         if not auth.needs_setup():
             return RedirectResponse("/login", 303)
-
-        def again_page(error: str, status: int) -> Response:
-            body = page("setup.html", request, pre=token, error=error)
-            body.status_code = status
-            return with_pre(body, token)
-
-        if not pre_ok(request, csrf):
-            return again_page("The form expired: please try again.", 403)
-        wait = auth.throttle.wait_for(client)
-        if wait > 0:
-            return again_page(f"Too many wrong tries: wait {wait:.0f} s.", 429)
+        again_page, refusal = form_gate(request, "setup.html", csrf)
+        if refusal is not None:
+            return refusal
         problem = password_problem(password) or (
             "the two passwords differ" if password != again else None
         )
@@ -337,18 +344,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         csrf: Annotated[str, Form(max_length=128)] = "",
     ) -> Response:
         client = _client(request)
-        token = pre_token(request)
-
-        def again_page(error: str, status: int) -> Response:
-            body = page("login.html", request, pre=token, error=error)
-            body.status_code = status
-            return with_pre(body, token)
-
-        if not pre_ok(request, csrf):
-            return again_page("The form expired: please try again.", 403)
-        wait = auth.throttle.wait_for(client)
-        if wait > 0:
-            return again_page(f"Too many wrong passwords: wait {wait:.0f} s and try again.", 429)
+        again_page, refusal = form_gate(request, "login.html", csrf)
+        if refusal is not None:
+            return refusal
         if not await asyncio.to_thread(auth.check_password, password):
             auth.throttle.failed(client)
             audit.warning("sign-in failed from %s", client)
@@ -498,18 +496,10 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.post("/api/tools/next-card", tags=["tools"])
     async def api_next_card(body: NextCardBody, request: Request) -> dict[str, Any]:
         """Wait for the next credential at a reader: its full value and format."""
-        try:
+        with refusals_in_words():
             read = await bridge.call(
-                "next_card",
-                body.reader,
-                body.wait,
-                _client(request),
-                extra_wait=body.wait,
+                "next_card", body.reader, body.wait, _client(request), extra_wait=body.wait
             )
-        except InstallerRefused as exc:
-            raise HTTPException(409, str(exc)) from None
-        except GatewayNotAnswering as exc:
-            raise HTTPException(503, str(exc)) from None
         if read is None:
             return {"seen": False, "message": f"no card at {body.reader} within {body.wait:g} s"}
         return {"seen": True, **read}
@@ -517,19 +507,15 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.post("/api/tools/try", tags=["tools"])
     async def api_try(body: TryBody) -> dict[str, Any]:
         """What the door would decide for this credential now (nothing opens or is recorded)."""
-        try:
+        with refusals_in_words():
             result: dict[str, Any] = await bridge.call(
                 "try_credential", body.kind, body.value, body.format, body.door
             )
-        except InstallerRefused as exc:
-            raise HTTPException(409, str(exc)) from None
-        except GatewayNotAnswering as exc:
-            raise HTTPException(503, str(exc)) from None
         return result
 
     async def why_answer(member: str, door: str | None, s: dict[str, Any]) -> dict[str, Any]:
         tz, lang = s.get("tz", "UTC"), s.get("language", "en")
-        try:
+        with refusals_in_words():
             record = await bridge.call("member", member)
             matches: list[tuple[str, str | None]] = []
             if record is None:
@@ -540,10 +526,6 @@ def create_app(ctx: WebContext) -> FastAPI:
             now = None
             if door and record is not None:
                 now = await bridge.call("what_if", member, door)
-        except InstallerRefused as exc:
-            raise HTTPException(409, str(exc)) from None
-        except GatewayNotAnswering as exc:
-            raise HTTPException(503, str(exc)) from None
         rows = await asyncio.to_thread(
             events.page, Filter(member=member, kind="decision"), limit=20
         )
@@ -567,6 +549,17 @@ def create_app(ctx: WebContext) -> FastAPI:
     add_config_routes(app, bridge, page)  # devices and MQTT set-up (gateway.web.config_routes)
     app.add_middleware(Guard, ctx=ctx)
     return app
+
+
+@contextlib.contextmanager
+def refusals_in_words() -> Iterator[None]:
+    """A tool the gateway refused (409) or a gateway that did not answer (503), in words."""
+    try:
+        yield
+    except InstallerRefused as exc:
+        raise HTTPException(409, str(exc)) from None
+    except GatewayNotAnswering as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 async def _signed_in(auth: InstallerAuth, client: str, secure: bool) -> Response:

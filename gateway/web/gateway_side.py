@@ -1,9 +1,9 @@
 """What the web UI asks of the running gateway, carried out on the gateway's own loop.
 
-The UI runs in a thread of its own (gateway.web.server); it never touches the gateway's
-objects. Every question and command is one of the coroutines below, sent to the gateway's
-loop with ``run_coroutine_threadsafe`` (gateway.web.bridge): a snapshot is built there as
-plain data, a command is carried out there, so nothing is read while the loop changes it.
+The UI runs in a process of its own (gateway.web.server); it never touches the gateway's
+objects. Every question and command is one of the coroutines below, called by name over
+the UI's channel (gateway.web.channel) and run on the gateway's loop: a snapshot is built
+there as plain data, a command is carried out there, so nothing is read while it changes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gateway.messages import render
 from gateway.readers import CredentialRead
 from gateway.web.config_side import ConfigSide
 from gateway.web.next_card import NextCard
+from gateway.web.words import describe_record
 
 PULSE_MAX_SECONDS = 60
 DOOR_TEST_MAX_SECONDS = 300
@@ -240,9 +241,16 @@ class GatewaySide(ConfigSide):
         if isinstance(progress, Mapping):
             return dict(progress)
         last = getattr(entitlements, "_snapshot_progress", None)
-        if last is not None:
-            return {"snapshot": "arriving", "last_chunk_s_ago": round(self.clock() - last, 1)}
-        return None
+        if last is None:
+            return None
+        out: dict[str, Any] = {
+            "snapshot": "arriving",
+            "last_chunk_s_ago": round(self.clock() - last, 1),
+        }
+        noted = getattr(entitlements, "_progress", None)  # (version, its log, records staged)
+        if isinstance(noted, tuple) and len(noted) == 3:
+            out["version"], out["records_staged"] = noted[0], noted[2]
+        return out
 
     # --- commissioning tools --------------------------------------------------------------
 
@@ -380,14 +388,6 @@ class GatewaySide(ConfigSide):
             Presented("nfc", "(any of the member's cards)"), context, self.gateway.now()
         )
         return self._explain(decide(request, view, self.gateway.state))
-
-
-def describe_record(record: Member | Ticket) -> dict[str, Any]:
-    """A member or ticket for the installer: what the decision looks at, without secrets."""
-    data = record.model_dump(mode="json")
-    creds = data.pop("credentials", None) or []
-    data["credentials"] = [c.get("kind", "?") for c in creds if isinstance(c, dict)]
-    return {"id": record.id, "record": data}
 
 
 def _format_of(read: CredentialRead) -> str:

@@ -22,8 +22,7 @@ from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.messages import render
 from gateway.web.eventlog import EventLog, Filter
-from gateway.web.gateway_side import describe_record
-from gateway.web.words import shown
+from gateway.web.words import describe_record, shown
 
 
 def _read_only(path: Path) -> sqlite3.Connection:

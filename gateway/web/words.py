@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.entitlements import Member, Ticket
 from gateway.messages import render
 
 # events in words (English; decisions use the site's language through gateway.messages)
@@ -48,7 +49,7 @@ def row_words(row: dict[str, Any], language: str) -> str:
     detail = body.get("detail") or {}
     extra = [
         str(detail[k]).replace("_", " ")
-        for k in ("action", "test", "reader", "board", "reason", "why", "cause")
+        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
     return f"{text}: {', '.join(extra)}" if extra else text
@@ -77,3 +78,11 @@ def duration(seconds: int | None) -> str:
     if seconds < 86_400:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
+
+
+def describe_record(record: Member | Ticket) -> dict[str, Any]:
+    """A member or ticket for the installer: what the decision looks at, without secrets."""
+    data = record.model_dump(mode="json")
+    creds = data.pop("credentials", None) or []
+    data["credentials"] = [c.get("kind", "?") for c in creds if isinstance(c, dict)]
+    return {"id": record.id, "record": data}

@@ -115,13 +115,17 @@ async def test_events_share_the_checkins_counter_and_are_final_at_once(journal):
     }
 
 
-async def test_unacked_stops_at_the_first_record_not_yet_final(journal):
+async def test_unacked_passes_over_a_record_not_yet_final_and_it_follows_when_final(journal):
     await journal.record_event("started", door=None, detail={}, at=AT)
     open_one = await journal.record_decision(checkin())
     await journal.record_event("door_closed", door="main-in", detail={}, at=AT)
-    assert [r["seq"] for r in await journal.unacked()] == [1]
+    assert [r["seq"] for r in await journal.unacked()] == [1, 3]  # 2 does not hold 3 back
+    assert await journal.unacked(after_seq=3) == []
     await journal.finalise(open_one.seq, passed=False, charged=0)
-    assert [r["seq"] for r in await journal.unacked()] == [1, 2, 3]
+    late = await journal.unacked(after_seq=3)  # the outbox is past it: it comes anyway
+    assert [r["seq"] for r in late] == [2]
+    assert await journal.unacked(after_seq=3) == []  # once
+    assert [r["seq"] for r in await journal.unacked()] == [1, 2, 3]  # a restart sees all
 
 
 async def test_unacked_pages_after_a_seq_with_a_limit(journal):
@@ -161,10 +165,10 @@ async def test_a_decision_whose_caller_was_cancelled_does_not_block_the_outbox(j
     writing, go = threading.Event(), threading.Event()
     insert = journal._insert
 
-    def slow_insert(items):  # holds the journal thread mid-write, as a slow fsync would
+    def slow_insert(*args):  # holds the journal thread mid-write, as a slow fsync would
         writing.set()
         go.wait(10)
-        return insert(items)
+        return insert(*args)
 
     journal._insert = slow_insert
     task = asyncio.ensure_future(journal.record_decision(checkin()))
@@ -257,3 +261,43 @@ async def test_a_closed_journal_refuses_writes(tmp_path):
     await j.close()  # twice is fine
     with pytest.raises(JournalError, match="closed"):
         await j.record_decision(checkin())
+
+
+async def test_a_grant_left_open_at_a_door_without_a_passage_sensor_stays_passed(journal, tmp_path):
+    """A restart must not relabel a sensorless door's grant as not passed, not charged."""
+    body = {**checkin(1), "charged": 1, "contract": "C1"}
+    sensorless = await journal.record_decision(body, passage_assumed=True)
+    sensed = await journal.record_decision({**checkin(2), "charged": 1}, passage_assumed=False)
+    refused = await journal.record_decision(checkin(3, decision="denied"), passage_assumed=True)
+    journal = await reopen(journal, tmp_path)  # as after a SIGKILL: nothing was finalised
+    try:
+        by_seq = {r["seq"]: r["message"] for r in await journal.unacked()}
+    finally:
+        await journal.close()
+    assert (by_seq[sensorless.seq]["passed"], by_seq[sensorless.seq]["charged"]) == (True, 1)
+    assert (by_seq[sensed.seq]["passed"], by_seq[sensed.seq]["charged"]) == (False, 0)
+    assert by_seq[refused.seq]["passed"] is False
+
+
+async def test_a_journal_from_before_the_passage_column_opens_and_gains_it(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+        "kind TEXT NOT NULL, final INTEGER NOT NULL, body TEXT NOT NULL);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO meta VALUES ('last_seq', 1), ('acked_upto', 0);"
+    )
+    body = '{"seq":1,"decision":"granted","passed":false,"charged":1}'
+    conn.execute("INSERT INTO records VALUES (1, 'x', 'checkin', 0, ?)", (body,))
+    conn.commit()
+    conn.close()
+    j = await Journal.open(path, "door-1")
+    try:
+        [record] = await j.unacked()
+        assert (record["message"]["passed"], record["message"]["charged"]) == (False, 0)
+        await j.record_decision(checkin(), passage_assumed=True)
+    finally:
+        await j.close()

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.passes import public_key_b64
 from simulators.pn532 import Pn532Simulator
 from tests.integration.gateways import present, running
+from tests.support.broker import Broker, plain_listener, write_password_file
+from tests.support.ports import free_port
 
 NODE = "accessgw_club_gw-1"
 BASE = "accessgw/club/gw-1"
@@ -28,7 +30,9 @@ DEVICE_CLASSES = {"binary_sensor": {"door", "connectivity", "opening", "problem"
 STATE_CLASSES = {"measurement", "total", "total_increasing"}
 
 
-def config(tmp_path, port: int, nfc: str, *, enabled: bool = True, commands: bool = False) -> str:
+def config(
+    tmp_path, port: int, nfc: str, *, enabled: bool = True, commands: bool = False, mqtt: str = ""
+) -> str:
     key = public_key_b64(Ed25519PrivateKey.generate())
     return f"""
 [gateway]
@@ -41,6 +45,7 @@ public_key = "{key}"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+{mqtt}
 [web]
 enabled = false
 [homeassistant]
@@ -80,8 +85,8 @@ async def retained(port: int, topic_filter: str, within: float = 1.5) -> dict[st
     return found
 
 
-async def states(port: int, topic: str, want: str, within: float = 5.0) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier="ha-state") as client:
+async def states(port: int, topic: str, want: str, within: float = 5.0, **login: str) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="ha-state", **login) as client:
         await client.subscribe(topic, qos=1)
         async with asyncio.timeout(within):
             async for message in client.messages:
@@ -172,3 +177,36 @@ async def test_discovery_is_retained_valid_and_the_lock_follows_the_door(tmp_pat
                 raise AssertionError("discovery configs still retained")
             assert not (tmp_path / "state" / "homeassistant.announced").exists()
             assert await retained(broker.port, f"{BASE}/availability", 0.3) == {}
+
+
+async def test_home_assistant_locks_and_unlocks_a_door_on_a_broker_that_signs_in(tmp_path):
+    port = free_port()
+    users = write_password_file(tmp_path / "passwd", {"gw-1": "s3cret", "ha": "h0me-assistant"})
+    broker = Broker(tmp_path / "broker", port=port, extra=plain_listener(port, users)).start()
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("s3cret\n")
+    login = {"username": "ha", "password": "h0me-assistant"}
+    mqtt = f'username = "gw-1"\npassword_file = "{secret}"'
+    try:
+        with Pn532Simulator() as nfc:
+            text = config(tmp_path, port, nfc.path, commands=True, mqtt=mqtt)
+            async with running(text) as gateway:
+                for _ in range(100):
+                    if gateway.home_assistant.connected.is_set():
+                        break
+                    await asyncio.sleep(0.05)
+                assert gateway.home_assistant.discovery.commands
+                command = f"{BASE}/door/in/set"
+                async with aiomqtt.Client("127.0.0.1", port, identifier="ha", **login) as ha:
+                    for _ in range(25):  # the gateway subscribes just after announcing
+                        await ha.publish(command, b"UNLOCK", qos=1)
+                        await asyncio.sleep(0.2)
+                        if gateway.doors["in"].mode == "unlock":
+                            break
+                    await states(port, f"{BASE}/door/in/lock", "UNLOCKED", **login)
+                    assert gateway.doors["in"].mode == "unlock"
+                    await ha.publish(command, b"LOCK", qos=1)
+                    await states(port, f"{BASE}/door/in/lock", "LOCKED", **login)
+                    assert gateway.doors["in"].mode == "normal"
+    finally:
+        broker.stop()

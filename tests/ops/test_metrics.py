@@ -63,7 +63,7 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
     extra = f'[metrics]\nenabled = true\nport = {port}\ntoken_file = "{token}"\n'
     broker = Broker(tmp_path / "broker").start()
     board = RelayBoardSim().start_tcp()
-    nfc = Pn532Simulator().start()
+    nfc = Pn532Simulator(link=tmp_path / "ttyUSB-nfc").start()  # a stable name, as udev gives
     daemon = None
     try:
         async with CentralSimulator("127.0.0.1", broker.port, SITE, records=[MEMBER]) as central:
@@ -98,6 +98,9 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
                 lambda v: v == 1,
             )  # fmt: skip
             got = await eventually(port, "accessgw_entitlements_version", {}, lambda v: v == 1)
+            got = await eventually(  # the loop-lag probe's samples, taken every 5 s
+                port, "accessgw_event_loop_lag_seconds_count", {}, lambda v: v and v > 100
+            )
     finally:
         if daemon is not None:
             daemon.stop()

@@ -132,3 +132,37 @@ def test_state_is_private_after_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "scenario" in proc.stdout
     assert_private(state)
+
+
+def test_state_is_private_after_restore(tmp_path):
+    state = tmp_path / "state"
+    config = tmp_path / "accessgw.toml"
+    config.write_text(minimal_config(state))
+    daemon = Daemon(config)
+    daemon.wait_for("started")
+    assert daemon.stop() == 0
+    secret = tmp_path / "passphrase"
+    secret.write_text("correct horse battery staple\n")
+    backup = tmp_path / "gw.backup"
+    restored = tmp_path / "new" / "var" / "lib" / "accessgw"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args, "--passphrase-file", str(secret)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+
+    made = cli("backup", str(backup), "--config", str(config))
+    assert made.returncode == 0, made.stderr
+    back = cli(
+        "restore", str(backup), "--state-dir", str(restored),
+        "--config", str(tmp_path / "new" / "accessgw.toml"),
+    )  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert (restored / "secrets" / "hmac.key").exists()
+    assert_private(restored)
+    assert mode(tmp_path / "new" / "var") == 0o700  # every level the restore created

@@ -27,7 +27,7 @@ from gateway.store import EntitlementStore
 from simulators.central import CentralSimulator
 from simulators.scanner import ScannerSimulator
 from tests.integration.gateways import present, running
-from tests.support.broker import Broker
+from tests.support.broker import Broker, Watcher
 from tests.trust.helpers import (
     PHONE,
     SITE,
@@ -94,6 +94,18 @@ async def started(central: CentralSimulator, gw: str, count: int, proc: Any, log
     await until(up, within=20)
 
 
+async def has_the_set(broker: Broker, gw: str, version: int) -> None:
+    """Wait until the gateway's retained status says it applied ``version``."""
+    status = f"acs/v1/{SITE}/gw/{gw}/status"
+
+    def current(watcher: Watcher) -> bool:
+        return any(json.loads(m.payload).get("entitlements_version") == version
+                   for m in watcher.on(status))  # fmt: skip
+
+    async with Watcher(broker.port, [status], identifier="status-reader") as watcher:
+        await until(lambda: current(watcher), within=15)
+
+
 def kept_peer_rows(state: Path) -> int:
     """Peers' check-ins in the passage history (read from another process, as a tool would)."""
     conn = sqlite3.connect(f"file:{state / 'history.sqlite'}?mode=ro", uri=True)
@@ -154,6 +166,7 @@ async def test_11_a_peer_check_in_delivered_again_after_a_restart_is_applied_onc
                            + QR_READER.format(port=qr.path))  # fmt: skip
             with gateway_process(cfg, log) as proc:
                 await started(central, "door-1", 1, proc, log)
+                await has_the_set(broker, "door-1", central.version)
                 await central.publish_raw(name, use)  # T-1 (2 uses) used once at door-2
                 await until(lambda: kept_peer_rows(state) == 1)
             with gateway_process(cfg, log) as proc:

@@ -1,7 +1,7 @@
 """A whole gateway with its web UI for the web tests: real drivers on simulated hardware.
 
 The gateway runs on a loop in a thread of its own (as in ``accessgw run``); the web UI in
-its own thread beside it. Hardware: a Modbus TCP relay board simulator (door ``main-in``),
+its own process beside it. Hardware: a Modbus TCP relay board simulator (door ``main-in``),
 a second board that is not there (door ``side-out``: its board is unreachable), a PN532
 NFC reader and a QR scanner on ptys at ``main-in``. No MQTT.
 """

@@ -128,7 +128,7 @@ def test_the_next_card_shows_its_uid(page, gw: Site, shots: Path) -> None:
     assert form.locator(".value").inner_text() == CARD_UID
     assert "M1001" in form.inner_text()
     gw.nfc.remove()
-    _shoot(page, shots, "tools")
+    _shoot(page, shots, "next-card")
 
 
 def test_a_relay_pulse_reaches_the_modbus_boards_coil(page, gw: Site) -> None:
@@ -173,7 +173,7 @@ def test_every_page_fits_a_phone_without_sideways_scrolling(page, gw: Site, shot
     page.set_viewport_size(DESKTOP)
 
 
-def test_why_shows_the_refusal_with_its_trace(page, gw: Site) -> None:
+def test_why_shows_the_refusal_with_its_trace(page, gw: Site, shots: Path) -> None:
     gw.nfc.place("04B2C3D4")  # Ola's card: his contract ended
     eventually(
         lambda: gw.gateway.activity.items and gw.gateway.activity.items[-1].get("member") == "M1002"
@@ -186,6 +186,9 @@ def test_why_shows_the_refusal_with_its_trace(page, gw: Site) -> None:
     page.wait_for_url("**/why?member=Ola*")
     body = page.inner_text("main")
     assert "M1002" in body and "denied" in body and "expired" in body.lower()
+    page.click("details summary")  # the trace of the last refusal
+    assert "contract C2 (recurring): expired" in page.inner_text("details")
+    _shoot(page, shots, "why-refused")
 
 
 def test_csv_export_of_the_filtered_events(page, gw: Site) -> None:
@@ -198,16 +201,18 @@ def test_csv_export_of_the_filtered_events(page, gw: Site) -> None:
     assert all(CARD_UID not in str(r) for r in rows)
 
 
-def test_wrong_passwords_are_slowed_down(browser, gw: Site) -> None:
+def test_wrong_passwords_are_slowed_down(browser, gw: Site, shots: Path) -> None:
     context = browser.new_context(viewport=PHONE)
     pg = context.new_page()
     pg.goto(gw.url + "/login")
+    _shoot(pg, shots, "login")
     pg.fill("input[name=password]", "not the password")
     pg.click("button[type=submit]")
     assert "Wrong password" in pg.inner_text(".error")
     pg.fill("input[name=password]", PASSWORD)
     pg.click("button[type=submit]")
     assert "wait" in pg.inner_text(".error")  # even the right password waits its turn
+    _shoot(pg, shots, "login-slowed")
     context.close()
 
 
