@@ -10,6 +10,7 @@ check-ins wait in the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -185,7 +186,7 @@ class SyncRunner:
         self.link.on_message(self.inbound.put)  # by concern: no handler waits on another
         self.link.on_connect(self.outbox.on_connect)
         self.link.on_connect(self.entitlements.on_connect)
-        self.link.on_bad_message(self._bad_message)
+        self.link.on_bad_message(self.inbound.report)  # in order with their concern
 
     @property
     def connected(self) -> bool:
@@ -229,10 +230,11 @@ class SyncRunner:
             return
         if await self.outbox.handle(name, payload):
             return
-        if concern_of(name) == "peers" and not self._have_set.is_set():
+        while concern_of(name) == "peers" and self.gateway.store.version is None:
             # A first start: peers' keys come with the first set. Their messages wait for
             # it (in their own queue, bounded) rather than being refused unverifiable.
-            await self._have_set.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._have_set.wait(), 1.0)
         if await self.peers.handle(name, payload):
             return
         if name == self._cmd_topic:
