@@ -28,7 +28,7 @@ from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
-from gateway.journal import Journal
+from gateway.journal import Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
@@ -102,6 +102,8 @@ class Gateway:
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
+        self.journal.on_trouble = self._journal_trouble
+        self.journal.on_recovered = self._journal_recovered
         self.passes = PassCache.open(self.state_dir.passes)
         self.history = History.open(self.state_dir.path / "history.sqlite")
         rules = self.store.rules
@@ -176,6 +178,22 @@ class Gateway:
                 close()
             except Exception as exc:
                 log.error("closing the %s failed: %s", what, describe(exc), exc_info=exc)
+
+    def _journal_trouble(self, trouble: JournalTrouble) -> None:
+        """The journal cannot write (disk full...): shown at once; journalled once it can."""
+        self.activity.add("event", type=trouble.kind, door=None, detail=trouble.as_status())
+        if self.sync is not None:
+            self.sync.status.notify()  # the status says so now, not at the next minute
+
+    def _journal_recovered(self, trouble: JournalTrouble) -> None:
+        """The journal writes again: the event of what happened, now that there is room."""
+        detail = trouble.as_status()
+        del detail["state"]
+        detail["until"] = self.now().isoformat(timespec="seconds")
+        kind = "disk_full" if trouble.kind == "disk_full" else "journal_unwritable"
+        self.record_event(kind, None, detail)
+        if self.sync is not None:
+            self.sync.status.notify()
 
     def _component_failed(self, failure: Failure) -> None:
         """A supervised part failed: an event (with its door, if it has one) and the status."""
@@ -537,6 +555,9 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "journal": self.journal.trouble.as_status()
+            if self.journal.trouble
+            else {"state": "ok"},
             "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
