@@ -32,7 +32,7 @@ from gateway.journal import Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
-from gateway.profiles import build_board, build_reader
+from gateway.profiles import build_board, build_indicator, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
@@ -366,6 +366,8 @@ class Gateway:
         for reader_cfg in self.config.readers:
             self._reader_doors[reader_cfg.id] = reader_cfg.door  # its health may come at once
             reader = build_reader(reader_cfg, self.state_dir, self.reader_health)
+            if reader_cfg.feedback is not None:  # LED/beeper lines on a board's outputs
+                reader.indicator = build_indicator(reader_cfg.feedback, self.boards)
             self.attach_reader(reader, reader_cfg.door, reader_cfg.repeat_guard)
 
     def attach_reader(self, reader: Reader, door: str, repeat_guard: float) -> None:

@@ -41,9 +41,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
-    from gateway.config import BoardConfig, Config, ReaderConfig
+    from gateway.config import BoardConfig, Config, ReaderConfig, ReaderFeedback
     from gateway.outputs import Board
-    from gateway.readers import HealthCallback, Reader
+    from gateway.readers import HealthCallback, Indicator, Reader
 
 PROFILE_DIR: Traversable = resources.files("gateway") / "firmware_profiles"
 ROLES = ("reader", "relay", "input", "turnstile")
@@ -413,6 +413,25 @@ def build_reader(
     return driver.create(config.id, address, settings, secrets, on_health)
 
 
+def build_indicator(feedback: ReaderFeedback, boards: Mapping[str, Board]) -> Indicator:
+    """A reader's LED/beeper outputs (its config's ``feedback``) on started boards."""
+    from gateway.outputs import OutputPoint
+    from gateway.readers import Indicator
+
+    def point(role: str) -> OutputPoint | None:
+        configured = getattr(feedback, role)
+        if configured is None:
+            return None
+        board = boards.get(configured.board)
+        if board is None:
+            raise ConfigError(
+                "readers", [f"feedback {role} names board {configured.board!r}, not configured"]
+            )
+        return OutputPoint(board, configured.index, configured.active_low)
+
+    return Indicator(green=point("green"), red=point("red"), beep=point("beep"))
+
+
 # --- validation without starting anything ----------------------------------------------
 
 
@@ -596,5 +615,19 @@ def _point_problems(config: Config, sizes: Mapping[str, tuple[int, int]]) -> lis
                         f"doors[{door.id}].{role}.index",
                         f"board {point.board!r} has {count} {what} (index {allowed})",
                     )
+                )
+    for reader in config.readers:
+        for role in ("green", "red", "beep"):
+            point = None if reader.feedback is None else getattr(reader.feedback, role)
+            if point is None:
+                continue
+            key = f"readers[{reader.id}].feedback.{role}"
+            if point.board not in sizes:
+                known = ", ".join(sorted(sizes)) or "none"
+                problems.append(DeviceProblem(f"{key}.board", f"no such board (boards: {known})"))
+            elif point.index >= sizes[point.board][0]:
+                count = sizes[point.board][0]
+                problems.append(
+                    DeviceProblem(f"{key}.index", f"board {point.board!r} has {count} outputs")
                 )
     return problems
