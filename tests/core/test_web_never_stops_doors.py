@@ -97,7 +97,7 @@ async def test_a_taken_web_port_is_reported_and_retried_while_the_doors_work(
 
         blocker.close()  # the port is free: the UI comes back by itself
         await wait_for(lambda: gateway.supervisor.status()["web"]["state"] == "running")
-        assert await get_answers(port)
+        await wait_for(lambda: answers(port), within=30)  # its process is up and serving
     finally:
         await gateway.stop()
     assert not await get_answers(port)  # and stops with the gateway
