@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from gateway.errors import AccessGwError, ConfigError, InvalidSet
 from gateway.state_dir import make_files_private
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+BIG_SET_BYTES = 8 << 20  # a set file this big takes seconds to read: say so at once
 
 
 class BadInput(AccessGwError):
@@ -32,7 +34,14 @@ def _read_json(path: str, what: str) -> Any:
         raise BadInput(f"{what} file {path} is not valid JSON: {exc}") from None
 
 
+# ``decide`` refuses instants outside these years: date arithmetic near year 1 or 9999
+# (a day before, a week after) would overflow, and no membership is decided there.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 9000
+MAX_CREDENTIAL = 4096  # characters of --nfc/--code/--pass (a phone pass is ~200)
+
+
 def _instant(text: str) -> datetime:
+    _text("--at", text, 64)
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
@@ -41,11 +50,64 @@ def _instant(text: str) -> datetime:
         ) from None
     if at.tzinfo is None:
         raise BadInput(f"--at {text!r} needs a UTC offset, e.g. 2026-11-22T18:00:00+01:00")
+    try:
+        year = at.astimezone(UTC).year
+    except OverflowError:
+        year = 0 if at.year < 5000 else 10_000
+    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
+        raise BadInput(f"--at {text!r} must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
     return at
 
 
+def _text(option: str, value: str, limit: int) -> str:
+    """A command-line text: valid UTF-8 (no undecodable bytes) and at most ``limit`` long."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "replace")[:40]
+        raise BadInput(f"{option} contains bytes that are not UTF-8 text ({shown!r})") from None
+    if len(value) > limit:
+        raise BadInput(f"{option} is {len(value)} characters long; at most {limit} are taken")
+    return value
+
+
+def _decide_inputs(args: argparse.Namespace) -> None:
+    """Every text option of ``decide`` checked before anything reads it."""
+    for option, value, limit in (
+        ("--site", args.site, 256),
+        ("--zone", args.zone, 256),
+        ("--door", args.door, 256),
+        ("--lang", args.lang, 16),
+        ("--format", args.format, 32),
+        ("--nfc", args.nfc, MAX_CREDENTIAL),
+        ("--code", args.code, MAX_CREDENTIAL),
+        ("--pass", args.pass_token, MAX_CREDENTIAL),
+    ):
+        if value is not None:
+            _text(option, value, limit)
+    if args.nfc is not None and args.format is not None:
+        number = args.nfc.strip()
+        if not (number.isascii() and number.isdigit() and len(number) <= 20):
+            raise BadInput(
+                f"--nfc {args.nfc[:40]!r} with --format {args.format}: a card number is "
+                "1 to 20 digits 0-9"
+            )
+
+
 def cmd_decide(args: argparse.Namespace) -> int:
-    """``accessgw decide``: why was this member refused? Prints one JSON object."""
+    """``accessgw decide``: why was this member refused? Prints one JSON object.
+
+    Never a traceback: every input is checked first, and what still cannot be decided
+    (a value no check foresaw) is a clear error with exit 2, as a support tool should.
+    """
+    _decide_inputs(args)
+    try:
+        return _decide(args)
+    except (ValueError, ArithmeticError, UnicodeError, RecursionError, LookupError) as exc:
+        raise BadInput(f"cannot decide with these inputs ({type(exc).__name__}: {exc})") from None
+
+
+def _decide(args: argparse.Namespace) -> int:
     from gateway.decision import DoorContext, Presented, Request, decide
     from gateway.entitlements import credential_key
     from gateway.messages import render
@@ -66,7 +128,11 @@ def cmd_decide(args: argparse.Namespace) -> int:
     else:
         wanted = Wanted(key=credential_key(presented.kind, presented.value, presented.format))
     try:  # the whole set is validated; only the records the decision reads are kept
-        with Progress(stderr_line) as progress:
+        size = os.path.getsize(args.set) if os.path.isfile(args.set) else 0
+        opening = None
+        if size > BIG_SET_BYTES:
+            opening = f"decide: reading {args.set} ({size / 2**20:.0f} MiB), then validating it"
+        with Progress(stderr_line, opening) as progress:
             view = scan_set(_read_json(args.set, "set"), wanted, progress=progress)
     except InvalidSet as exc:
         raise BadInput("the set is invalid:\n  " + "\n  ".join(exc.problems[:10])) from None

@@ -22,16 +22,17 @@ from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
 from gateway.config_apply import ConfigKeeper
+from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
 from gateway.history import History
 from gateway.identity import load_identity
-from gateway.journal import Journal
+from gateway.journal import Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
-from gateway.profiles import build_board, build_reader
+from gateway.profiles import build_board, build_indicator, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
@@ -71,7 +72,7 @@ class Gateway:
         self.site = config.gateway.site
         self.now = now
         self.activity = Activity()
-        self.clock = ClockTrust(config.gateway.clock)
+        self.clock = ClockTrust(config.gateway.clock, wall=lambda: self.now().timestamp())
         self.started_at = now()
         self.loop_lag = LoopLagProbe()  # how late the event loop runs: shown in the status
         self.doors: dict[str, Door] = {}
@@ -101,6 +102,8 @@ class Gateway:
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(self.state_dir.journal, self.gw)
+        self.journal.on_trouble = self._journal_trouble
+        self.journal.on_recovered = self._journal_recovered
         self.passes = PassCache.open(self.state_dir.passes)
         self.history = History.open(self.state_dir.path / "history.sqlite")
         rules = self.store.rules
@@ -108,11 +111,22 @@ class Gateway:
             self.gw, self.now(), rules.tz if rules else None, self.store.checkins_upto
         )
         self.state.seen_passes = set(self.passes.entries())
-        self.state.clock_synced = self.clock.synced()
+        await self.clock.refresh()
+        self.state.clock_synced = self.clock.check()  # the start's verdict: no event for it
+        self.clock.on_change = self._clock_changed
+        self.supervisor.start("clock", self.clock.watch)
         await self._start_doors()
         self._start_readers()
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
+        changed = await asyncio.to_thread(
+            changed_since_last_start,
+            self.config.model_dump(mode="json"),
+            self.state_dir.path,
+            self.state_dir.hmac_key(),
+        )
+        if changed:  # key names only, never a value
+            self.record_event("config_changed", None, {"changed": changed, "by": "start"})
         if cfg.web.enabled:
             self._start_web()
         if cfg.metrics.enabled:
@@ -164,6 +178,22 @@ class Gateway:
                 close()
             except Exception as exc:
                 log.error("closing the %s failed: %s", what, describe(exc), exc_info=exc)
+
+    def _journal_trouble(self, trouble: JournalTrouble) -> None:
+        """The journal cannot write (disk full...): shown at once; journalled once it can."""
+        self.activity.add("event", type=trouble.kind, door=None, detail=trouble.as_status())
+        if self.sync is not None:
+            self.sync.status.notify()  # the status says so now, not at the next minute
+
+    def _journal_recovered(self, trouble: JournalTrouble) -> None:
+        """The journal writes again: the event of what happened, now that there is room."""
+        detail = trouble.as_status()
+        del detail["state"]
+        detail["until"] = self.now().isoformat(timespec="seconds")
+        kind = "disk_full" if trouble.kind == "disk_full" else "journal_unwritable"
+        self.record_event(kind, None, detail)
+        if self.sync is not None:
+            self.sync.status.notify()
 
     def _component_failed(self, failure: Failure) -> None:
         """A supervised part failed: an event (with its door, if it has one) and the status."""
@@ -336,6 +366,8 @@ class Gateway:
         for reader_cfg in self.config.readers:
             self._reader_doors[reader_cfg.id] = reader_cfg.door  # its health may come at once
             reader = build_reader(reader_cfg, self.state_dir, self.reader_health)
+            if reader_cfg.feedback is not None:  # LED/beeper lines on a board's outputs
+                reader.indicator = build_indicator(reader_cfg.feedback, self.boards)
             self.attach_reader(reader, reader_cfg.door, reader_cfg.repeat_guard)
 
     def attach_reader(self, reader: Reader, door: str, repeat_guard: float) -> None:
@@ -489,10 +521,18 @@ class Gateway:
         if self.sync is not None:
             await self.sync.entitlements.resync()
 
+    def _clock_changed(self, synced: bool, reason: str) -> None:
+        """Clock trust given or withdrawn: passes follow at once, and people are told."""
+        self.state.clock_synced = synced
+        if not synced:
+            self.record_event("clock_unsynced", None, {"reason": reason})
+        if self.sync is not None:
+            self.sync.status.notify()
+
     async def refresh_status(self) -> None:
         """Read what the status needs that is only available asynchronously."""
         self._journal_pending = await self.journal.pending_count()
-        self.state.clock_synced = self.clock.synced()
+        self.clock.check()  # a change goes to _clock_changed
 
     def status(self) -> dict[str, Any]:
         """The status payload (PROTOCOL.md Status), also shown in the web UI."""
@@ -517,6 +557,9 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
+            "journal": self.journal.trouble.as_status()
+            if self.journal.trouble
+            else {"state": "ok"},
             "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
@@ -531,7 +574,7 @@ class Gateway:
             window = self.store.rules.pass_window_s if self.store.rules else 30
             self.passes.prune(int(now.timestamp()), window)
             self.state.seen_passes = set(self.passes.entries())
-            self.state.clock_synced = self.clock.synced()
+            self.clock.check()
 
     def _start_web(self) -> None:
         """The installer's web UI, in a process of its own (it never slows the doors).

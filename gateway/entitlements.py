@@ -108,7 +108,9 @@ def credential_key(kind: str, value: str, fmt: str | None = None) -> str | None:
     if kind == "nfc":
         if fmt:
             digits = value.strip()
-            if not digits.isdigit():
+            # ASCII only (str.isdigit() also takes "²" and other scripts' digits), and a
+            # card number fits in 20 digits (int() of thousands of digits is refused)
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
                 return None
             return f"nfc:{fmt.strip().lower()}:{int(digits)}"
         uid = normalise_uid(value)

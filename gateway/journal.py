@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +67,32 @@ _DAMAGED = (
 )
 
 
+@dataclass(slots=True)
+class JournalTrouble:
+    """Why the journal cannot write now (the status shows it; an event tells of it after).
+
+    ``kind``: ``disk_full``, ``read_only``, ``io_error``, ``locked`` or ``error``.
+    ``refused``: decisions refused meanwhile (nothing can be journalled, so no lock moves).
+    """
+
+    kind: str
+    reason: str
+    since: datetime
+    refused: int = 0
+
+    def as_status(self) -> dict[str, Any]:
+        """The journal's part of the status while it is in trouble."""
+        return {
+            "state": self.kind,
+            "reason": self.reason,
+            "since": self.since.isoformat(timespec="seconds"),
+            "decisions_refused": self.refused,
+        }
+
+
+_WRITES = frozenset({"_insert", "_finalise", "_ack"})
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A journalled record: its sequence number and id."""
@@ -92,6 +118,9 @@ class Journal:
         # them final since (returned by the next unacked() whatever its after_seq).
         self._passed_over: set[int] = set()
         self._late: list[int] = []
+        self.trouble: JournalTrouble | None = None  # set while writes fail (disk full...)
+        self.on_trouble: Callable[[JournalTrouble], None] | None = None
+        self.on_recovered: Callable[[JournalTrouble], None] | None = None
 
     @classmethod
     async def open(cls, path: Path | str, gw: str) -> Journal:
@@ -119,16 +148,39 @@ class Journal:
         if self._closed:
             raise JournalError(f"journal {self._path} is closed (the gateway is stopping)")
         future = self._executor.submit(fn, *args)
+        write = getattr(fn, "__name__", "") in _WRITES
         try:
-            return await asyncio.wrap_future(future)
+            result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             if on_cancel is not None:
                 future.add_done_callback(on_cancel)
             raise
         except sqlite3.OperationalError as exc:
-            raise JournalError(_explain(exc, self._path)) from exc
+            explained = _explain(exc, self._path)
+            if write:
+                self._write_failed(_trouble_kind(exc), explained)
+            raise JournalError(explained) from exc
         except sqlite3.DatabaseError as exc:
             raise JournalError(_DAMAGED.format(path=self._path, exc=exc)) from exc
+        if write and self.trouble is not None:
+            self._write_worked()
+        return result
+
+    def _write_failed(self, kind: str, reason: str) -> None:
+        if self.trouble is not None and self.trouble.kind == kind:
+            return
+        self.trouble = JournalTrouble(kind, reason, datetime.now(UTC))
+        log.error("%s: decisions are refused until the journal can write again", reason)
+        if self.on_trouble is not None:
+            self.on_trouble(self.trouble)
+
+    def _write_worked(self) -> None:
+        trouble, self.trouble = self.trouble, None
+        if trouble is None:
+            return
+        log.warning("journal %s writes again (it could not since %s)", self._path, trouble.since)
+        if self.on_recovered is not None:
+            self.on_recovered(trouble)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -144,9 +196,14 @@ class Journal:
         open finalises the grant as passed (with the charge in ``checkin``).
         """
         body = _encodable(checkin)
-        [entry] = await self._run(
-            self._insert, [("checkin", body, False)], passage_assumed, on_cancel=self._abandon
-        )
+        try:
+            [entry] = await self._run(
+                self._insert, [("checkin", body, False)], passage_assumed, on_cancel=self._abandon
+            )
+        except JournalError:
+            if self.trouble is not None:
+                self.trouble.refused += 1
+            raise
         return entry
 
     async def record_event(
@@ -435,6 +492,20 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
             path,
             len(orphans),
         )
+
+
+def _trouble_kind(exc: sqlite3.OperationalError) -> str:
+    """What kind of write failure this is, for the status."""
+    text = str(exc)
+    if "full" in text:
+        return "disk_full"
+    if "readonly" in text or "read-only" in text:
+        return "read_only"
+    if "disk I/O" in text:
+        return "io_error"
+    if "locked" in text or "busy" in text:
+        return "locked"
+    return "error"
 
 
 def _explain(exc: sqlite3.OperationalError, path: str) -> str:

@@ -58,6 +58,7 @@ class LocalState:
     used_tickets: dict[str, int] = field(default_factory=dict)
     charges: list[Charge] = field(default_factory=list)
     seen_passes: set[SeenKey] = field(default_factory=set)
+    counted_upto: dict[str, int] = field(default_factory=dict)  # the set's checkins_upto
     entitlements_at: datetime | None = None
     clock_synced: bool = True
     lockdown: bool = False
@@ -112,7 +113,7 @@ class LocalState:
         if member and direction in ("in", "out"):
             self.add_passage(Passage(member, zone, direction, at, checkin.get("contract")))
             charged = int(checkin.get("charged") or 0)
-            if charged and checkin.get("contract"):
+            if charged and checkin.get("contract") and not self._already_counted(checkin):
                 self.charges.append(
                     Charge(
                         member, checkin["contract"], charged, checkin.get("gw"), checkin.get("seq")
@@ -140,8 +141,16 @@ class LocalState:
             base = self.peer_inside.setdefault(gw, {})
             base[old_zone] = max(0, base.get(old_zone, 0) + old_step)
 
+    def _already_counted(self, checkin: Mapping[str, Any]) -> bool:
+        """Whether the set's credits already include this check-in's charge: a peer's
+        check-in can arrive after the central system counted it (it heard it first)."""
+        seq, gw = checkin.get("seq"), checkin.get("gw")
+        return isinstance(seq, int) and isinstance(gw, str) and seq <= self.counted_upto.get(gw, 0)
+
     def counted(self, checkins_upto: Mapping[str, int]) -> None:
         """Forget charges the central system has counted in the set's clip-card credits."""
+        for gw, upto in checkins_upto.items():  # only grows; a delta may name some gateways
+            self.counted_upto[gw] = max(upto, self.counted_upto.get(gw, 0))
         self.charges = [
             c
             for c in self.charges

@@ -382,9 +382,13 @@ class CentralSimulator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Cancel until done: Python 3.11's wait_for (inside aiomqtt's publish) can swallow a
+        # cancellation that arrives as the PUBACK does, and a loop would then wait for ever.
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
 
     async def wait_connected(self, within: float = 10) -> None:
         """Wait until connected (e.g. after the broker was restarted)."""

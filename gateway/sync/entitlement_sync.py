@@ -21,10 +21,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.clock import load_newest_time, store_newest_time
 from gateway.entitlements import SiteRules, check_schedules
 from gateway.errors import BadMessage, InvalidSet, LinkError, StoreError
 from gateway.logs import Progress
@@ -101,11 +103,12 @@ class EntitlementSync:
         public_key: Ed25519PublicKey,
         on_event: EventSink,
         on_counted: Callable[[dict[str, int]], None] | None = None,
-        on_time: Callable[[datetime], None] | None = None,
+        on_time: Callable[[datetime], bool] | None = None,
         on_version: Callable[[int], None] | None = None,
         sync_interval: float = 3600.0,
         max_buffered: int = 1000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        newest_time: Path | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -130,7 +133,8 @@ class EntitlementSync:
         self._started = False
         self._want_snapshot = False
         self._gap_asked: tuple[int | None, float] | None = None
-        self._last_time: datetime | None = None
+        self._newest_time_path = newest_time
+        self._last_time = load_newest_time(newest_time) if newest_time is not None else None
         self.ignored_versions = 0  # duplicate, late or rolled-back deltas let pass
         self._topics = {
             topic(site, "entitlements", "delta"): ("delta",),
@@ -402,7 +406,12 @@ class EntitlementSync:
     # --- time -----------------------------------------------------------------------------
 
     async def _take_time(self, env: Envelope) -> None:
-        """A newer ``time`` confirms a current set (store.touch) and may set clock trust."""
+        """A newer ``time`` may confirm a current set (store.touch) and the clock.
+
+        One not newer than the newest used (kept across restarts) is ignored silently. The
+        rest counts only if ``on_time`` says so: its ``now`` agrees with a trusted clock, or
+        the clock is not trusted (Clarifications, Time). So an old signed ``time`` replayed
+        after a restart can never un-stale a set."""
         body = env.body
         version = count(body, "version")
         try:
@@ -414,8 +423,10 @@ class EntitlementSync:
         if self._last_time is not None and env.issued_at <= self._last_time:
             return  # a copy, or overtaken by a newer one on the other topic: nothing new
         self._last_time = env.issued_at
-        if self.on_time is not None:
-            self.on_time(now)
+        if self._newest_time_path is not None:
+            await asyncio.to_thread(store_newest_time, self._newest_time_path, env.issued_at)
+        if self.on_time is not None and not self.on_time(now):
+            return  # it disagrees with a clock we trust: it confirms nothing
         have = self.store.version
         if have is not None and have == version:
             await asyncio.to_thread(self.store.touch, self.clock())

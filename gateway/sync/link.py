@@ -28,6 +28,8 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -169,7 +171,12 @@ class Link:
         self.signer = signer  # signs what the gateway publishes (gateway.identity)
         self.connect_timeout = connect_timeout
         self.retry_base = retry_base
-        self.client_id = f"{site}.{gw}"  # stable; unique even when sites share gateway ids
+        # Stable, and unique even when sites share gateway ids. Where the broker knows the
+        # gateway by its certificate (or username), the id is that identity: the shipped
+        # Mosquitto config sets it so whatever we send (use_username_as_clientid), so that
+        # no other certificate can take this gateway's session over.
+        self.default_client_id = f"{site}.{gw}"
+        self.client_id = self.default_client_id
         self.status_topic = gw_topic(site, gw, "status")
         self.cmd_topic = gw_topic(site, gw, "cmd")
         self.last_error: LinkError | None = None
@@ -319,6 +326,8 @@ class Link:
     async def _connect(self) -> _Client:
         """Open the connection or raise LinkError saying why not."""
         await self._resolve()
+        identity = await asyncio.to_thread(broker_identity, self.cfg)
+        self.client_id = identity or self.default_client_id
         kwargs = self._client_kwargs()
         kwargs.update(await asyncio.to_thread(self._credentials))
         self._socket_error = None
@@ -480,6 +489,23 @@ class Link:
                 await handler(topic, reason)
             except Exception:
                 log.exception("MQTT: bad-message handler failed for %s", topic)
+
+
+def broker_identity(cfg: MqttSection) -> str | None:
+    """Who the broker takes this gateway for: its client certificate's CN, else its
+    username; None when neither is configured (or the certificate cannot be read: the TLS
+    set-up reports that). Blocking (reads the certificate): call it in a worker thread."""
+    tls = cfg.tls
+    if tls is not None and tls.cert_file is not None:
+        try:
+            cert = x509.load_pem_x509_certificate(Path(tls.cert_file).read_bytes())
+        except (OSError, ValueError):
+            return None
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if names:
+            value = names[0].value
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return cfg.username
 
 
 # -- why a connection failed, in words an installer can act on -----------------------------

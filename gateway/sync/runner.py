@@ -9,14 +9,26 @@ check-ins wait in the journal.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
 
+from gateway.clock import ClockTrust
+from gateway.config import Config
 from gateway.errors import BadMessage, LinkError
-from gateway.identity import MessageSigner
-from gateway.sync.commands import Commands, SeenCommands
+from gateway.history import History
+from gateway.identity import Identity, MessageSigner
+from gateway.journal import Journal
+from gateway.pass_cache import PassCache
+from gateway.state import LocalState
+from gateway.state_dir import StateDir
+from gateway.store import EntitlementStore
+from gateway.sync.commands import Commands, DoorControl, SeenCommands
+from gateway.sync.dispatch import Dispatcher, concern_of
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
 from gateway.sync.link import Link
@@ -25,16 +37,43 @@ from gateway.sync.peers import PeerEffects, PeerInbox
 from gateway.sync.status import OccupancyPublisher, StatusPublisher
 from gateway.sync.topics import gw_topic
 
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
-
 log = logging.getLogger(__name__)
+
+
+class SyncHost(DoorControl, Protocol):
+    """What the sync side needs of the running gateway, and nothing of how it runs doors,
+    readers or the web UI (``gateway.daemon.Gateway`` is one; a test may bring its own).
+    Naming it here rather than importing the daemon ends the import cycle between them."""
+
+    config: Config
+    site: str
+    gw: str
+    identity: Identity
+    state_dir: StateDir
+    store: EntitlementStore
+    journal: Journal
+    history: History
+    passes: PassCache
+    state: LocalState
+    clock: ClockTrust
+    now: Callable[[], datetime]
+
+    @property
+    def doors(self) -> Mapping[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def refresh_status(self) -> Awaitable[None]: ...
+
+    def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None: ...
+
+    def on_published(self, callback: Callable[[], None]) -> None: ...
 
 
 class _DeletingStore:
     """The store as sync sees it: a delta that deletes members also purges their history."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: SyncHost) -> None:
         self._gw = gateway
 
     def __getattr__(self, name: str) -> Any:
@@ -67,7 +106,7 @@ class _DeletingStore:
 class SyncRunner:
     """The link, entitlement sync, outbox, commands, status and occupancy of one gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: SyncHost) -> None:
         self.gateway = gateway
         cfg = gateway.config
         site, gw = gateway.site, gateway.gw
@@ -116,9 +155,10 @@ class SyncRunner:
             on_event=self._event,
             on_counted=gateway.state.counted,
             on_time=self._time,
-            on_version=lambda v: self.status.notify(),
+            on_version=self._new_version,
             sync_interval=cfg.mqtt.sync_interval,
             clock=gateway.now,
+            newest_time=gateway.state_dir.path / "newest_time",
         )
         self.outbox = Outbox(
             gateway.journal,
@@ -139,10 +179,14 @@ class SyncRunner:
         self._key = key
         self._cmd_topic = gw_topic(site, gw, "cmd")
         gateway.on_published(self.outbox.notify)
-        self.link.on_message(self._message)
+        self._have_set = asyncio.Event()  # peers are checked against the set's keys
+        if gateway.store.version is not None:
+            self._have_set.set()
+        self.inbound = Dispatcher(self._message, self._bad_message)
+        self.link.on_message(self.inbound.put)  # by concern: no handler waits on another
         self.link.on_connect(self.outbox.on_connect)
         self.link.on_connect(self.entitlements.on_connect)
-        self.link.on_bad_message(self._bad_message)
+        self.link.on_bad_message(self.inbound.report)  # in order with their concern
 
     @property
     def connected(self) -> bool:
@@ -151,10 +195,9 @@ class SyncRunner:
 
     async def run(self) -> None:
         """Run the link and its riders until cancelled."""
-        import asyncio
-
         tasks = [
             asyncio.create_task(self.link.run(), name="mqtt link"),
+            asyncio.create_task(self.inbound.run(), name="inbound"),
             asyncio.create_task(self._watch_link(), name="link watch"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.entitlements.run(), name="periodic sync"),
@@ -173,7 +216,6 @@ class SyncRunner:
 
     async def _watch_link(self) -> None:
         """Tell the outbox when the link drops, so it stops and re-publishes on reconnect."""
-        import asyncio
 
         was = False
         while True:
@@ -188,6 +230,11 @@ class SyncRunner:
             return
         if await self.outbox.handle(name, payload):
             return
+        while concern_of(name) == "peers" and self.gateway.store.version is None:
+            # A first start: peers' keys come with the first set. Their messages wait for
+            # it (in their own queue, bounded) rather than being refused unverifiable.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._have_set.wait(), 1.0)
         if await self.peers.handle(name, payload):
             return
         if name == self._cmd_topic:
@@ -217,16 +264,28 @@ class SyncRunner:
         except LinkError as exc:
             log.warning("command %s: result not published: %s", result.get("id"), exc)
 
-    def _time(self, central_now: datetime) -> None:
+    def _time(self, central_now: datetime) -> bool:
+        """A signed, newer ``time``: the clock trust follows it; whether it counts (for
+        ``max_offline_hours``): it agrees with a trusted clock, or the clock is not trusted."""
         window = self.gateway.store.rules.pass_window_s if self.gateway.store.rules else 30
-        if not self.gateway.clock.confirm(central_now, datetime.now(UTC), window):
+        clock = self.gateway.clock
+        trusted = clock.synced()
+        agrees = clock.confirm(central_now, window)
+        if not agrees:
             log.warning(
-                "the central system's time %s is more than %d s from ours: passes stay "
-                "refused until the clock is synced (NTP)",
+                "the central system's time %s is more than %d s from ours (%s): %s",
                 central_now.isoformat(),
                 window,
+                self.gateway.now().isoformat(),
+                "it confirms nothing"
+                if trusted
+                else "passes stay refused until the clock is synced",
             )
-        self.gateway.state.clock_synced = self.gateway.clock.synced()
+        return agrees or not trusted
+
+    def _new_version(self, version: int) -> None:
+        self._have_set.set()
+        self.status.notify()
 
     async def _bad_message(self, topic: str, reason: str) -> None:
         self._event("bad_message", {"topic": topic, "reason": reason})

@@ -105,7 +105,11 @@ def tls_listener(
         f"keyfile {certs / 'server.key'}",
     ]
     if require_certificate:
-        lines += ["require_certificate true", "use_identity_as_username true"]
+        lines += [
+            "require_certificate true",
+            "use_identity_as_username true",
+            "use_username_as_clientid true",
+        ]
     if password_file is not None:
         lines.append(f"password_file {password_file}")
     if acl_file is not None:

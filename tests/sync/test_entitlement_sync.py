@@ -69,7 +69,7 @@ async def gateway(
     gw.sync = EntitlementSync(
         store, link, site=SITE, gw=GW, public_key=load_public_key(central.public_key_b64),
         on_event=lambda t, d: gw.events.append((t, d)), on_counted=gw.counted.append,
-        on_time=gw.times.append, on_version=gw.versions.append, **kw,
+        on_time=lambda now: gw.times.append(now) or True, on_version=gw.versions.append, **kw,
     )  # fmt: skip
 
     async def deliver(topic: str, payload: bytes) -> None:

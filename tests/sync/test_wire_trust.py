@@ -20,8 +20,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway import passes
+from gateway.config import parse_config
 from gateway.daemon import Gateway
 from gateway.errors import BadMessage
+from gateway.readers import CredentialRead
 from gateway.sync import envelopes
 from gateway.sync.commands import SeenCommands
 from gateway.sync.envelopes import open_envelope, open_envelope_off_loop, public_key_b64, seal
@@ -396,3 +399,135 @@ async def test_open_at_a_door_whose_board_is_away_fails_with_detail(
         await central.wait_until(lambda: central.received[GW].results, within=20)
         [outcome] = central.received[GW].results
         assert (outcome["ok"], outcome["error"]) == (False, "failed") and outcome["detail"]
+
+
+# --- issue 9, 6: inbound dispatched by concern --------------------------------------------
+
+
+async def test_a_slow_command_holds_up_neither_deltas_nor_time(
+    tmp_path: Path, broker: Broker, central: CentralSimulator
+) -> None:
+    async with synced(tmp_path, broker, central) as gw:
+        gw.boards["io"].write_delay = 3.0  # the relay bus is slow: the lock takes 3 s to move
+        await central.send_command(GW, "open", "in", 1)
+        await asyncio.sleep(0.2)
+        await central.add_member(member(8))
+        await eventually(lambda: gw.store.member("M8") is not None, within=2.5)
+        assert central.received[GW].results == []  # the command is still at the lock
+        await central.wait_until(lambda: central.received[GW].results, within=10)
+        assert central.received[GW].results[0]["ok"] is True
+        gw.boards["io"].write_delay = 0.0
+
+
+# --- 6: clock trust -------------------------------------------------------------------------
+
+PHONE = Ed25519PrivateKey.generate()
+
+
+def with_phone(n: int) -> dict[str, Any]:
+    return member(
+        n,
+        credentials=[{"kind": "phone", "device": "dev-1", "key": passes.public_key_b64(PHONE),
+                      "bound_at": "2026-01-01T00:00:00+00:00"}],
+    )  # fmt: skip
+
+
+class SteppedClock:
+    """The gateway's wall clock, stepped by the test while its monotonic clock runs on."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+async def test_a_stepped_clock_withdraws_central_trust_and_no_stale_pass_gets_in(
+    tmp_path: Path, broker: Broker
+) -> None:
+    records = [member(1), with_phone(3)]
+    async with CentralSimulator(
+        "127.0.0.1", broker.port, SITE, key=KEY, rules=RULES, records=records, time_interval=None
+    ) as central:
+        text = config(tmp_path / GW, GW, broker.port, central.public_key_b64)
+        text = text.replace('clock = "trusted"', 'clock = "central"')
+        clock = SteppedClock()
+        gateway = Gateway(parse_config(text, "test"), now=clock)
+        await gateway.start()
+        try:
+            await eventually(lambda: gateway.store.version == central.version, 20)
+            assert gateway.status()["clock"] == "unsynced"  # nothing has vouched for it yet
+            await central.send_time()
+            await eventually(lambda: gateway.state.clock_synced)
+            board = gateway.boards["io"]
+            for step in (timedelta(hours=-1), timedelta(hours=1), timedelta(days=365),
+                         datetime(1970, 1, 1, tzinfo=UTC) - datetime.now(UTC)):  # fmt: skip
+                clock.offset = step
+                await eventually(lambda: not gateway.state.clock_synced, within=2)
+                assert gateway.status()["clock"] == "unsynced"
+                # a pass made for the gateway's (wrong) time is refused: no clock, no pass
+                token = passes.make_pass(PHONE, "M3", "dev-1", int(clock().timestamp()))
+                refused = await present_at(gateway, "pass", token)
+                assert refused["decision"] == "denied"
+                # the door's timers run on the monotonic clock: a release still relocks
+                before = len(board.changes(0))
+                await gateway.doors["in"].release()
+                await eventually(lambda b=before: moves(board, b) == [True, False], within=3)
+                clock.offset = timedelta(0)
+                await asyncio.sleep(0.01)
+                await central.send_time()  # agrees again: trusted again
+                await eventually(lambda: gateway.state.clock_synced)
+            unsynced = events(gateway, "clock_unsynced")
+            assert len(unsynced) >= 4 and all("stepped" in e["reason"] for e in unsynced[:4])
+        finally:
+            await gateway.stop()
+
+
+async def test_an_old_time_replayed_after_a_restart_confirms_nothing(
+    tmp_path: Path, broker: Broker, central: CentralSimulator
+) -> None:
+    text = config(tmp_path / GW, GW, broker.port, central.public_key_b64)
+    five_days_ago = datetime.now(UTC) - timedelta(days=5)
+    old = seal("time", SITE, {"now": five_days_ago.isoformat(), "version": central.version},
+               KEY, five_days_ago)  # fmt: skip
+    async with synced(tmp_path, broker, central, text) as first:
+        await quiet(first, central)  # a fresh time was used, and kept
+    async with synced(tmp_path, broker, central, text) as again:
+        await quiet(again, central)
+        await asyncio.sleep(0.5)  # the answer to its start-up sync (a time) is in too
+        confirmed = again.store.updated_at
+        await central.publish_raw(t("time"), old)
+        await asyncio.sleep(0.5)
+        assert again.store.updated_at == confirmed and bad_messages(again) == []
+
+
+def moves(board: Any, after: int) -> list[bool]:
+    return [c.on for c in board.changes(0)][after:]
+
+
+async def present_at(gateway: Gateway, kind: str, value: str) -> dict[str, Any]:
+    read = CredentialRead("test-reader", kind, value, gateway.now())  # type: ignore[arg-type]
+    return await gateway.entrances["in"].present(read)
+
+
+# --- 14: config_changed at start ------------------------------------------------------------
+
+
+async def test_a_start_with_a_changed_config_says_which_keys_changed_never_a_value(
+    tmp_path: Path, broker: Broker, central: CentralSimulator
+) -> None:
+    text = config(tmp_path / GW, GW, broker.port, central.public_key_b64)
+    async with synced(tmp_path, broker, central, text) as first:
+        assert events(first, "config_changed") == []  # a first start: nothing to compare
+    async with synced(tmp_path, broker, central, text) as same:
+        assert events(same, "config_changed") == []
+    changed = text.replace("unlock_seconds = 0.2", "unlock_seconds = 0.7", 1).replace(
+        "ack_timeout = 2", "ack_timeout = 3"
+    )
+    async with synced(tmp_path, broker, central, changed) as again:
+        await eventually(lambda: events(again, "config_changed"))
+        [event] = events(again, "config_changed")
+        assert event == {"changed": ["doors[in].unlock_seconds", "mqtt.ack_timeout"],
+                         "by": "start"}  # fmt: skip
+    kept = (tmp_path / GW / "config.fingerprints.json").read_text(encoding="utf-8")
+    assert "0.7" not in kept and "127.0.0.1" not in kept

@@ -137,3 +137,14 @@ async def test_at_most_100_check_ins_per_second_of_one_peer_are_applied_the_rest
     with pytest.raises(BadMessage, match="unsigned"):
         await inbox.handle(name, b'{"gw": "door-2"}')
     await inbox.close()
+
+
+def test_a_peer_charge_the_central_already_counted_is_not_charged_again():
+    state = LocalState()
+    state.counted({"door-2": 5})  # the set's credits include door-2's check-ins up to 5
+    state.apply_checkin(checkin(seq=5, member="M3", contract="K3", charged=1), own=False)
+    assert state.charged("M3", "K3") == 0  # it arrived after the central counted it
+    state.apply_checkin(checkin(seq=6, member="M3", contract="K3", charged=1), own=False)
+    assert state.charged("M3", "K3") == 1
+    state.counted({"door-1": 9})  # a delta naming another gateway only
+    assert state.charged("M3", "K3") == 1 and state.counted_upto == {"door-2": 5, "door-1": 9}

@@ -1,0 +1,103 @@
+"""Inbound MQTT messages, handed out by concern so that no handler waits on another.
+
+The link reads messages one at a time. Were each handled before the next is read, a command
+waiting for a lock, a big delta being applied or a burst of peers' check-ins would hold up
+everything behind it. Here each concern (entitlement sync, time, commands, acks, peers) has
+its own queue and its own worker: messages of one concern keep their order, and the link
+goes on reading at once.
+
+A concern whose queue is full (its worker stuck, or a flood) drops what comes next with a
+``bad_message`` (reason ``overloaded``) instead of holding up the others or growing without
+bound: deltas and snapshots are asked for again by ``sync``; the rest is at least once or
+periodic anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gateway.errors import BadMessage
+from gateway.sync.topics import parse
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], Awaitable[None]]
+BadSink = Callable[[str, str], Awaitable[None]]
+
+CONCERNS = ("sync", "time", "commands", "acks", "peers")
+_BY_KIND = {
+    "entitlements/delta": "sync",
+    "delta": "sync",  # also carries `time` answers to a sync: ordered with the deltas
+    "snapshot": "sync",
+    "time": "time",
+    "cmd": "commands",
+    "checkin/ack": "acks",
+    "checkin": "peers",
+    "occupancy": "peers",
+}
+MAX_QUEUED = 10_000  # messages waiting per concern
+MAX_QUEUED_BYTES = 64 * 2**20  # bytes waiting per concern (a few 16 MiB deltas)
+
+
+def concern_of(topic: str) -> str:
+    """The concern that handles ``topic``: ``peers`` for anything not listed (bounded)."""
+    where = parse(topic)
+    return _BY_KIND.get(where.kind, "peers") if where is not None else "peers"
+
+
+@dataclass
+class _Queue:
+    items: asyncio.Queue[tuple[str, bytes, str | None]] = field(default_factory=asyncio.Queue)
+    bytes: int = 0
+    dropped: int = 0
+
+
+class Dispatcher:
+    """Per-concern queues and workers in front of one message handler."""
+
+    def __init__(self, handler: Handler, on_bad: BadSink) -> None:
+        self.handler = handler
+        self.on_bad = on_bad
+        self.queues = {name: _Queue() for name in CONCERNS}
+
+    async def put(self, topic: str, payload: bytes) -> None:
+        """Queue one message for its concern; never waits for a handler."""
+        queue = self.queues[concern_of(topic)]
+        if queue.items.qsize() >= MAX_QUEUED or queue.bytes + len(payload) > MAX_QUEUED_BYTES:
+            queue.dropped += 1
+            await self.on_bad(topic, "overloaded: too many messages of this kind waiting")
+            return
+        queue.bytes += len(payload)
+        queue.items.put_nowait((topic, payload, None))
+
+    async def report(self, topic: str, reason: str) -> None:
+        """A message the link dropped (too large...): reported in its concern's order, after
+        the messages of that concern that came before it."""
+        self.queues[concern_of(topic)].items.put_nowait((topic, b"", reason))
+
+    def waiting(self) -> dict[str, int]:
+        """Messages waiting per concern (for the status and tests)."""
+        return {name: q.items.qsize() for name, q in self.queues.items()}
+
+    async def run(self) -> None:
+        """Run one worker per concern until cancelled."""
+        async with asyncio.TaskGroup() as workers:
+            for name, queue in self.queues.items():
+                workers.create_task(self._work(queue), name=f"inbound {name}")
+
+    async def _work(self, queue: _Queue) -> None:
+        while True:
+            topic, payload, dropped = await queue.items.get()
+            queue.bytes -= len(payload)
+            try:
+                if dropped is not None:
+                    await self.on_bad(topic, dropped)
+                else:
+                    await self.handler(topic, payload)
+            except BadMessage as exc:
+                await self.on_bad(topic, exc.reason)
+            except Exception:  # one message's bug must not end its concern's worker
+                log.exception("inbound %s: handler failed (message dropped)", topic)

@@ -1,0 +1,112 @@
+"""The daemon as a separate process (``accessgw run``) with a scanner simulator, Mosquitto
+and the central simulator; the long form with ``ACCESSGW_CHAOS_LONG=1``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LONG = os.environ.get("ACCESSGW_CHAOS_LONG") == "1" or os.environ.get("ACCESSGW_LONG") == "1"
+GW = "door-1"
+
+
+def code_member(n: int) -> dict[str, Any]:
+    """Member M{n} with the printed code ``MC-{n}`` and a clip card (a charge per entry)."""
+    return {
+        "member": f"M{n}",
+        "credentials": [{"kind": "code", "value": f"MC-{n}"}],
+        "contracts": [
+            {"id": f"K{n}", "type": "clipcard", "credits": 1_000_000, "start": "2026-01-01"}
+        ],
+    }
+
+
+def daemon_config(state: Path, port: int, central_key: str, scanner: str, *, sensor: bool) -> str:
+    """One entry door (with or without a passage sensor) read by a serial scanner."""
+    passage = 'passage = { board = "io", index = 4 }\npass_timeout = 0.3\n' if sensor else ""
+    return f"""
+[gateway]
+id = "{GW}"
+site = "oslo-sentrum"
+state_dir = "{state}"
+clock = "trusted"
+[central]
+public_key = "{central_key}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+ack_timeout = 2
+[web]
+enabled = false
+[[boards]]
+id = "io"
+profile = "fake-io"
+[[doors]]
+id = "in"
+zone = "gym"
+direction = "in"
+lock = {{ board = "io", index = 0 }}
+unlock_seconds = 0.1
+{passage}
+[[readers]]
+id = "scan"
+profile = "newland-fm430"
+door = "in"
+port = "{scanner}"
+repeat_guard = 0
+"""
+
+
+class Daemon:
+    """``accessgw run CONFIG`` as a process of its own."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", str(self.config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+async def until(condition: Any, within: float = 30.0, what: str = "condition") -> float:
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > within:
+            raise AssertionError(f"{what} not met within {within} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
