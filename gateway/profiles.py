@@ -288,8 +288,23 @@ def needs_port(address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
     return []
 
 
+class _AddressOf:
+    """What both driver specs do with their address functions."""
+
+    address_check: Callable[[DeviceAddress, Any], list[tuple[str, str]]]
+    bus_of: Callable[[DeviceAddress, Any], tuple[str, str] | None]
+
+    def check_address(self, address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
+        """(key, message) for every problem with where the device is."""
+        return self.address_check(address, settings)
+
+    def bus(self, address: DeviceAddress, settings: Any) -> tuple[str, str] | None:
+        """(port, line settings) of the shared serial bus the device is on, if any."""
+        return self.bus_of(address, settings)
+
+
 @dataclass(frozen=True)
-class BoardDriverSpec(Generic[SettingsT]):
+class BoardDriverSpec(_AddressOf, Generic[SettingsT]):
     """A :class:`BoardDriver` built from functions (what driver modules export)."""
 
     settings_model: type[SettingsT]
@@ -297,35 +312,19 @@ class BoardDriverSpec(Generic[SettingsT]):
     address_check: Callable[[DeviceAddress, SettingsT], list[tuple[str, str]]] = _no_problems
     bus_of: Callable[[DeviceAddress, SettingsT], tuple[str, str] | None] = _no_bus
 
-    def check_address(self, address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
-        """See :class:`BoardDriver`."""
-        return self.address_check(address, settings)
-
-    def bus(self, address: DeviceAddress, settings: Any) -> tuple[str, str] | None:
-        """See :class:`BoardDriver`."""
-        return self.bus_of(address, settings)
-
     def create(self, board_id: str, address: DeviceAddress, settings: Any) -> Board:
         """See :class:`BoardDriver`."""
         return self.create_board(board_id, address, settings)
 
 
 @dataclass(frozen=True)
-class ReaderDriverSpec(Generic[SettingsT]):
+class ReaderDriverSpec(_AddressOf, Generic[SettingsT]):
     """A :class:`ReaderDriver` built from functions (what driver modules export)."""
 
     settings_model: type[SettingsT]
     create_reader: Callable[[str, DeviceAddress, SettingsT, ReaderSecrets, HealthCallback], Reader]
     address_check: Callable[[DeviceAddress, SettingsT], list[tuple[str, str]]] = needs_port
     bus_of: Callable[[DeviceAddress, SettingsT], tuple[str, str] | None] = _no_bus
-
-    def check_address(self, address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
-        """See :class:`ReaderDriver`."""
-        return self.address_check(address, settings)
-
-    def bus(self, address: DeviceAddress, settings: Any) -> tuple[str, str] | None:
-        """See :class:`ReaderDriver`."""
-        return self.bus_of(address, settings)
 
     def create(
         self,

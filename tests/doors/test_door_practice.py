@@ -49,22 +49,25 @@ async def test_a_grant_whose_lock_did_not_move_is_over_when_the_board_comes_back
         await door.stop()
 
 
-async def test_a_fire_input_that_cannot_be_read_releases_a_fail_safe_door(
-    events: Events,
-) -> None:
+async def fire_on_its_own_board(
+    events: Events, fail_mode: str
+) -> tuple[FakeBoard, FakeBoard, Door]:
+    """A door whose lock is on one board and whose fire input is on another, started."""
     locks, alarms = FakeBoard("locks"), FakeBoard("alarms")
     await locks.start()
     await alarms.start()
     alarms.set_input(FIRE, False)
-    config = door_config(
-        "locks",
-        fail_mode="safe",
-        contact=None,
-        rex=None,
-        fire=Point(board="alarms", index=FIRE),
-    )
+    fire = Point(board="alarms", index=FIRE)
+    config = door_config("locks", fail_mode=fail_mode, contact=None, rex=None, fire=fire)
     door = Door(config, {"locks": locks, "alarms": alarms}, events)
     await door.start()
+    return locks, alarms, door
+
+
+async def test_a_fire_input_that_cannot_be_read_releases_a_fail_safe_door(
+    events: Events,
+) -> None:
+    locks, alarms, door = await fire_on_its_own_board(events, fail_mode="safe")
     try:
         await until(lambda: locks.outputs.get(LOCK) is True)  # a maglock, held
         alarms.unplug()  # the fire panel's board goes away: its input is unknown
@@ -81,13 +84,7 @@ async def test_a_fire_input_that_cannot_be_read_releases_a_fail_safe_door(
 async def test_a_fire_input_that_cannot_be_read_leaves_a_fail_secure_door_locked(
     events: Events,
 ) -> None:
-    locks, alarms = FakeBoard("locks"), FakeBoard("alarms")
-    await locks.start()
-    await alarms.start()
-    alarms.set_input(FIRE, False)
-    config = door_config("locks", contact=None, rex=None, fire=Point(board="alarms", index=FIRE))
-    door = Door(config, {"locks": locks, "alarms": alarms}, events)
-    await door.start()
+    locks, alarms, door = await fire_on_its_own_board(events, fail_mode="secure")
     try:
         alarms.unplug()
         await asyncio.sleep(0.2)
