@@ -22,6 +22,7 @@ from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
 from gateway.config_apply import ConfigKeeper
+from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
@@ -118,6 +119,14 @@ class Gateway:
         self._start_readers()
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
+        changed = await asyncio.to_thread(
+            changed_since_last_start,
+            self.config.model_dump(mode="json"),
+            self.state_dir.path,
+            self.state_dir.hmac_key(),
+        )
+        if changed:  # key names only, never a value
+            self.record_event("config_changed", None, {"changed": changed, "by": "start"})
         if cfg.web.enabled:
             self._start_web()
         if cfg.metrics.enabled:

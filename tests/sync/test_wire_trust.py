@@ -254,10 +254,16 @@ async def test_a_body_over_64_kib_is_opened_off_the_event_loop(
 
 
 @contextlib.asynccontextmanager
-async def bare_central(broker: Broker) -> AsyncIterator[Watcher]:
-    """A central that answers nothing: the test publishes what it wants, in its order."""
-    async with Watcher(broker.port, [t("gw", "+", "#")]) as w:
-        yield w
+async def with_bare_central(
+    tmp_path: Path, broker: Broker
+) -> AsyncIterator[tuple[Watcher, Gateway]]:
+    """A gateway and a central that answers nothing: the test publishes what it wants, in
+    its order."""
+    async with Watcher(broker.port, [t("gw", "+", "#")]) as central:
+        text = config(tmp_path / GW, GW, broker.port, public_key_b64(PUB))
+        async with running(text) as gw:
+            await eventually(gw.link_up)
+            yield central, gw
 
 
 def snapshot(version: int, records: list[dict[str, Any]]) -> bytes:
@@ -274,36 +280,30 @@ def delta(version: int, upsert: list[dict[str, Any]], gw: str | None = None) -> 
 async def test_a_delta_before_the_first_snapshot_is_kept_and_applied_after_it(
     tmp_path: Path, broker: Broker
 ) -> None:
-    async with bare_central(broker) as central:
-        text = config(tmp_path / GW, GW, broker.port, public_key_b64(PUB))
-        async with running(text) as gw:
-            await eventually(gw.link_up)
-            await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))
-            await asyncio.sleep(0.3)
-            await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(1)]))
-            await eventually(lambda: gw.store.version == 2)
-            assert gw.store.member("M2") is not None and bad_messages(gw) == []
+    async with with_bare_central(tmp_path, broker) as (central, gw):
+        await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))
+        await asyncio.sleep(0.3)
+        await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(1)]))
+        await eventually(lambda: gw.store.version == 2)
+        assert gw.store.member("M2") is not None and bad_messages(gw) == []
 
 
 async def test_old_duplicate_and_rolled_back_versions_are_silent_no_ops(
     tmp_path: Path, broker: Broker
 ) -> None:
-    async with bare_central(broker) as central:
-        text = config(tmp_path / GW, GW, broker.port, public_key_b64(PUB))
-        async with running(text) as gw:
-            await eventually(gw.link_up)
-            await central.publish(t("gw", GW, "snapshot"), snapshot(3, [member(1)]))
-            await eventually(lambda: gw.store.version == 3)
-            syncs = len(central.on(t("gw", GW, "sync")))
-            invalid = [{"member": "M9", "credentials": "not a list", "contracts": []}]
-            await central.publish(t("entitlements", "delta"), delta(3, invalid))  # duplicate
-            await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))  # late
-            await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(5)]))  # rollback
-            await central.publish(t("entitlements", "delta"), delta(4, [member(4)]))
-            await eventually(lambda: gw.store.version == 4)
-            await asyncio.sleep(0.2)
-            assert bad_messages(gw) == [] and len(central.on(t("gw", GW, "sync"))) == syncs
-            assert gw.store.member("M5") is None and gw.store.member("M2") is None
+    async with with_bare_central(tmp_path, broker) as (central, gw):
+        await central.publish(t("gw", GW, "snapshot"), snapshot(3, [member(1)]))
+        await eventually(lambda: gw.store.version == 3)
+        syncs = len(central.on(t("gw", GW, "sync")))
+        invalid = [{"member": "M9", "credentials": "not a list", "contracts": []}]
+        await central.publish(t("entitlements", "delta"), delta(3, invalid))  # duplicate
+        await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))  # late
+        await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(5)]))  # rollback
+        await central.publish(t("entitlements", "delta"), delta(4, [member(4)]))
+        await eventually(lambda: gw.store.version == 4)
+        await asyncio.sleep(0.2)
+        assert bad_messages(gw) == [] and len(central.on(t("gw", GW, "sync"))) == syncs
+        assert gw.store.member("M5") is None and gw.store.member("M2") is None
 
 
 async def test_an_envelope_on_the_wrong_topic_is_wrong_topic_and_a_command_gets_no_result(
@@ -508,3 +508,26 @@ def moves(board: Any, after: int) -> list[bool]:
 async def present_at(gateway: Gateway, kind: str, value: str) -> dict[str, Any]:
     read = CredentialRead("test-reader", kind, value, gateway.now())  # type: ignore[arg-type]
     return await gateway.entrances["in"].present(read)
+
+
+# --- 14: config_changed at start ------------------------------------------------------------
+
+
+async def test_a_start_with_a_changed_config_says_which_keys_changed_never_a_value(
+    tmp_path: Path, broker: Broker, central: CentralSimulator
+) -> None:
+    text = config(tmp_path / GW, GW, broker.port, central.public_key_b64)
+    async with synced(tmp_path, broker, central, text) as first:
+        assert events(first, "config_changed") == []  # a first start: nothing to compare
+    async with synced(tmp_path, broker, central, text) as same:
+        assert events(same, "config_changed") == []
+    changed = text.replace("unlock_seconds = 0.2", "unlock_seconds = 0.7", 1).replace(
+        "ack_timeout = 2", "ack_timeout = 3"
+    )
+    async with synced(tmp_path, broker, central, changed) as again:
+        await eventually(lambda: events(again, "config_changed"))
+        [event] = events(again, "config_changed")
+        assert event == {"changed": ["doors[in].unlock_seconds", "mqtt.ack_timeout"],
+                         "by": "start"}  # fmt: skip
+    kept = (tmp_path / GW / "config.fingerprints.json").read_text(encoding="utf-8")
+    assert "0.7" not in kept and "127.0.0.1" not in kept
