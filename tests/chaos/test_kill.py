@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections import Counter
 
@@ -18,10 +19,18 @@ import pytest
 
 from simulators.central import CentralSimulator
 from simulators.scanner import ScannerSimulator
-from tests.chaos.harness import GW, LONG, Daemon, code_member, daemon_config, until
+from tests.chaos.harness import (
+    GW,
+    LONG,
+    Daemon,
+    code_member,
+    daemon_config,
+    started,
+    until,
+)
 from tests.trust.helpers import gateway_key
 
-ROUNDS = 200 if LONG else 8
+ROUNDS = int(os.environ.get("ACCESSGW_CHAOS_KILLS", 200 if LONG else 8))
 MEMBERS = 50
 
 
@@ -97,11 +106,6 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
             }
         )
     )
-
-
-def started(central: CentralSimulator) -> int:
-    got = central.received.get(GW)
-    return 0 if got is None else sum(1 for e in got.events if e["type"] == "started")
 
 
 async def _last_seq(state) -> int:  # type: ignore[no-untyped-def]
