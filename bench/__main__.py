@@ -13,11 +13,13 @@ something on a busy or a slow machine; the targets are those of issue 14.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,13 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (arguments of the short form, arguments of the full form)
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
-    "decision": (["--members", "100000", "--decisions", "20000"], ["--members", "1000000"]),
     "snapshot": (["--members", "100000"], ["--members", "1000000"]),
-    "drain": (["--checkins", "20000"], ["--checkins", "100000"]),
-    "tap_to_relay": (["--taps", "300", "--members", "20000"], ["--taps", "1000"]),
+    "tap_to_relay": (
+        ["--taps", "300", "--members", "20000", "--backlog", "30000"],
+        ["--taps", "1000"],
+    ),
     "loop_lag": (["--seconds", "10", "--members", "20000"], ["--seconds", "30"]),
     "flood": (["--seconds", "8"], ["--seconds", "20"]),
+    "drain": (["--checkins", "20000"], ["--checkins", "100000"]),
     "decide_set": (["--members", "200000"], ["--members", "1000000"]),
+    "decision": (
+        ["--members", "100000", "--decisions", "20000"],
+        ["--members", "1000000", "--decisions", "50000"],
+    ),
 }
 
 
@@ -82,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, default=None, help="pin every bench to N cores")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
     parser.add_argument("--timeout", type=float, default=None, help="seconds per bench")
+    parser.add_argument("--save", default=None, help="append each bench's rows to this file")
     args = parser.parse_args(argv)
     names = args.only or list(BENCHES)
     runs: list[int | None] = [args.cpus]
@@ -89,14 +98,20 @@ def main(argv: list[str] | None = None) -> int:
         runs = [None, 1]
     timeout = args.timeout or (1800.0 if args.full else 240.0)
     started = datetime.now(UTC)
+    rows: dict[int | None, list[Row]] = {cpus: [] for cpus in runs}
+    for name in names:  # each bench at every core count before the next bench
+        short, full = BENCHES[name]
+        for cpus in runs:
+            rows[cpus] += run(name, full if args.full else short, cpus, timeout)
+            if args.save:
+                with open(args.save, "a", encoding="utf-8") as out:
+                    out.write(json.dumps({"cpus": cpus, "rows": [asdict(r) for r in rows[cpus]]}))
+                    out.write("\n")
     tables = []
     for cpus in runs:
-        rows: list[Row] = []
-        for name in names:
-            short, full = BENCHES[name]
-            rows += run(name, full if args.full else short, cpus, timeout)
         cores = f"{cpus} core" if cpus == 1 else f"{cpus or os.cpu_count()} cores"
-        tables.append(table(rows, f"\n### {'full' if args.full else 'short'} run, {cores}\n"))
+        title = f"\n### {'full' if args.full else 'short'} run, {cores}\n"
+        tables.append(table(rows[cpus], title))
     print(f"\n## python -m bench{' --full' if args.full else ''}: {started:%Y-%m-%d %H:%M} UTC")
     print(f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.2f}")
     for text in tables:

@@ -94,7 +94,7 @@ def central_process(
 
         def seal_ahead(self) -> None:
             bodies = self.set.snapshot_bodies(self.chunk_records)
-            self.sealed = self._seal_all("snapshot", bodies)
+            self.sealed = self._seal_all("snapshot", bodies, GW)
             if capture:
                 with open(capture, "wb") as out:
                     for p in self.sealed:

@@ -1,15 +1,24 @@
 """PN532 NFC module over UART/HSU: the gateway's own asyncio driver.
 
-Start-up: wake-up (``55 55`` and zeros) with SAMConfiguration first (the chip starts in
-low-battery mode), GetFirmwareVersion (must be a PN532), then RFConfiguration so that
+Start-up: wake-up (``55 55`` and zeros), a pause of ``wake_delay`` (some breakouts miss a
+command sent too soon), SAMConfiguration first (the chip starts in low-battery mode),
+tried ``sam_attempts`` times before the module counts as silent, GetFirmwareVersion (must
+be a PN532), SetParameters with automatic RATS and ATR_RES (as libnfc does at init: without
+it a phone gives no ATS and the phone path never runs), then RFConfiguration so that
 InListPassiveTarget gives up after ``passive_retries`` instead of waiting for a card
-forever. Then it polls InListPassiveTarget every ``poll_interval``: a plain card gives
+forever. On stop: targets released, RF field off, PowerDown.
+
+Then it polls InListPassiveTarget every ``poll_interval``: a plain card gives
 its UID (upper-case hex); an ISO 14443-4 target (a phone in host card emulation) is
 asked for an NDEF text record (Type 4 tag: SELECT the NDEF application, the CC file,
 the NDEF file, READ BINARY through InDataExchange), passed on as a phone pass or code.
 
-Every card seen is a read on every poll: de-bouncing is :class:`gateway.readers.RepeatGuard`'s
-job. PN532 modules lock up: a command that gets no ACK or no answer is aborted (a host
+A card held on the reader is one presentation: every target is released (InRelease)
+after it was read, and the same UID is read again only after it was absent for
+``absent_polls`` polls in a row, as readers do (the chip finds a released card again at
+once; one never released it would not find again at all).
+
+PN532 modules lock up: a command that gets no ACK or no answer is aborted (a host
 ACK) and the module re-initialised; if that fails too the reader is reported offline
 with a reason an installer can act on, and the port is reopened with back-off (also
 after an unplugged USB adapter comes back).
@@ -44,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_NDEF = 2048  # a phone pass is at most 512 bytes; anything much larger is not ours
 MAX_TEXT = 1024  # the longest NDEF text passed on as a code
 PN532_IC = 0x32
+AUTO_ATR_RES, AUTO_RATS = 0x04, 0x10  # SetParameters flags (libnfc sets both at init)
 MAX_ERRORS = 5  # protocol errors in a row before the port is reopened
 
 
@@ -62,6 +72,9 @@ class Pn532Settings(DriverSettings):
     passive_retries: int = Field(default=1, ge=0, le=0xFE)
     read_ndef: bool = True
     reopen_max: float = Field(default=5.0, gt=0, le=300)
+    wake_delay: float = Field(default=0.01, ge=0, le=1)  # pause after the wake-up preamble
+    sam_attempts: int = Field(default=3, ge=1, le=10)
+    absent_polls: int = Field(default=2, ge=1, le=100)  # empty polls before a card is gone
 
 
 class Pn532Module:
@@ -74,27 +87,48 @@ class Pn532Module:
         self._items: collections.deque[pf.Item] = collections.deque()
         self.dropped_frames = 0  # valid frames that answered nothing we asked
         self._code, self._acked, self._nacks = -1, False, 0
+        self._one_command = asyncio.Lock()  # polls and the stop sequence never interleave
 
     async def start(self) -> pf.Firmware:
-        """Wake the chip, leave low-battery mode, check it is a PN532, set retries."""
+        """Wake the chip, leave low-battery mode, check it is a PN532, set parameters."""
         self.parser.reset()
         self._items.clear()
-        sam = pf.command(pf.SAM_CONFIGURATION, b"\x01\x14\x01")  # normal mode, 1 s, IRQ
-        await self._transact(pf.SAM_CONFIGURATION, pf.WAKE_UP + sam, self.settings.reply_timeout)
+        await self._wake_up()
         firmware = pf.parse_firmware(await self.call(pf.GET_FIRMWARE_VERSION))
         if firmware.ic != PN532_IC:
             raise ProtocolError(
                 f"the module on {self.port.path} is a {firmware}, not a PN532: "
                 "pick the firmware profile for that reader"
             )
+        await self.call(pf.SET_PARAMETERS, bytes((AUTO_ATR_RES | AUTO_RATS,)))
         retries = bytes((0x05, 0xFF, 0x01, self.settings.passive_retries))
         await self.call(pf.RF_CONFIGURATION, retries)
         return firmware
 
+    async def _wake_up(self) -> None:
+        """Preamble, a pause for the chip to come up, then SAMConfiguration (retried:
+        a breakout that woke slowly misses the first one, as libnfc knows)."""
+        for attempt in range(1, self.settings.sam_attempts + 1):
+            self.port.write(pf.WAKE_UP)
+            await asyncio.sleep(self.settings.wake_delay * attempt)
+            try:
+                await self.call(pf.SAM_CONFIGURATION, b"\x01\x14\x01")  # normal, 1 s, IRQ
+                return
+            except ModuleSilent:
+                if attempt == self.settings.sam_attempts:
+                    raise
+
     async def call(self, code: int, params: bytes = b"") -> bytes:
         """Run one command; the answer's parameters (after the reply code)."""
         frame = pf.command(code, params)
-        return await self._transact(code, frame, self.settings.reply_timeout)
+        async with self._one_command:
+            return await self._transact(code, frame, self.settings.reply_timeout)
+
+    async def shut_down(self) -> None:
+        """Release the targets, switch the RF field off and power the chip down."""
+        await self.call(pf.IN_RELEASE, b"\x00")
+        await self.call(pf.RF_CONFIGURATION, b"\x01\x00")  # item 1: RF field off
+        await self.call(pf.POWER_DOWN, b"\x10")  # wake up again on HSU activity
 
     async def _transact(self, code: int, frame: bytes, wait: float) -> bytes:
         self._items.clear()  # answers to commands given up on are stale now
@@ -169,7 +203,11 @@ class Pn532Module:
     async def first_target(self) -> pf.Target | None:
         """Poll the field once for a 106 kbps type A target."""
         data = await self.call(pf.IN_LIST_PASSIVE_TARGET, b"\x01\x00")
-        targets = pf.parse_targets(data)
+        try:
+            targets = pf.parse_targets(data)
+        except ProtocolError:
+            await self.release()  # the chip selected whatever that was: let it go
+            raise
         return targets[0] if targets else None
 
     async def apdu(self, tg: int, apdu: bytes) -> bytes:
@@ -233,6 +271,8 @@ class Pn532Reader(Reader):
         self._closed = False
         self.reinits = 0  # times the module was re-initialised after going silent
         self.dropped_texts = 0  # NDEF texts refused (unprintable or too long)
+        self._present: str | None = None  # UID of the card on the reader now, if any
+        self._absent = 0  # polls in a row that found no card
 
     async def reads(self) -> AsyncIterator[CredentialRead]:
         """Open, initialise and poll; on failures report offline, reopen, go on."""
@@ -252,6 +292,7 @@ class Pn532Reader(Reader):
                 await backoff.sleep()
 
     async def _open(self) -> None:
+        self._present, self._absent = None, 0  # a new session: nothing is known held
         await self.port.open()
         self.module = Pn532Module(self.port, self.settings)
         firmware = await self._start(self.module)
@@ -295,14 +336,23 @@ class Pn532Reader(Reader):
     async def _poll_once(self, module: Pn532Module) -> CredentialRead | None:
         target = await module.first_target()
         if target is None:
+            self._absent += 1
+            if self._absent >= self.settings.absent_polls:
+                self._present = None  # it left the field: shown again, it is read again
             return None
-        return await self._read_target(module, target)
+        self._absent = 0
+        try:
+            if target.uid_hex == self._present:
+                return None  # still held on the reader: the same presentation
+            self._present = target.uid_hex
+            return await self._read_target(module, target)
+        finally:
+            await module.release()  # or the chip will not find it on the next poll
 
     async def _read_target(self, module: Pn532Module, target: pf.Target) -> CredentialRead:
         at = utc_now()
         if target.iso_dep and self.settings.read_ndef:
             text = await read_ndef_text(module, target)
-            await module.release()
             text = text.strip() if text else ""
             if text and len(text) <= MAX_TEXT and text.isprintable():
                 return classify_code(self.id, text, at)
@@ -311,8 +361,15 @@ class Pn532Reader(Reader):
         return CredentialRead(reader=self.id, kind="nfc", value=target.uid_hex, at=at)
 
     async def close(self) -> None:
-        """Stop polling and release the port."""
+        """Stop polling; release the card, RF field off, chip powered down; free the port."""
         self._closed = True
+        module = self.module
+        if module is not None and self.port.is_open:
+            try:
+                async with asyncio.timeout(1.0):
+                    await module.shut_down()
+            except (HardwareError, TimeoutError) as exc:  # it may be unplugged: go on
+                log.info("PN532 on %s: not powered down at stop: %s", self.port.path, exc)
         await self.port.close()
 
 

@@ -6,11 +6,18 @@ characters, with bytes outside ASCII (binary garbage, a scanner at the wrong bau
 or longer than the limit is dropped whole and counted (``reader.lines.counters``:
 ``dropped_control``, ``dropped_binary``, ``dropped_overlong``), never passed on. A code
 starting ``AGP1.`` is a phone pass.
+
+Scanners set up without a suffix end a code with silence: a line that stays quiet for
+``idle_gap`` seconds (about 50 ms; a scanner sends a code in one burst) ends the code.
+An STX (0x02) prefix is dropped, and so is an AIM symbology identifier (``]Q1``: a ``]``,
+a code letter and a modifier) when ``aim_ids`` is on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +41,8 @@ from gateway.readers import CredentialRead, HealthCallback, Reader, classify_cod
 log = logging.getLogger(__name__)
 
 TERMINATORS = {"CR": 0x0D, "LF": 0x0A, "TAB": 0x09, "ETX": 0x03}
+STX = 0x02
+AIM_ID = re.compile(rb"^\][A-Za-z][0-9A-Za-z]")  # ]Q1 QR, ]d2 DataMatrix, ]C0 Code 128
 
 
 Terminator = Literal["CR", "LF", "TAB", "ETX"]
@@ -52,6 +61,10 @@ class ScannerSettings(DriverSettings):
     terminators: list[Terminator] = Field(default_factory=_cr_and_lf, min_length=1)
     strip: bool = True  # drop spaces around a code (some scanners pad)
     reopen_max: float = Field(default=5.0, gt=0, le=300)
+    idle_gap: float | None = Field(
+        default=0.05, gt=0, le=5, description="silence that ends a code (None: suffix only)"
+    )
+    aim_ids: bool = True  # drop an AIM symbology identifier (]Q1) in front of a code
 
 
 @dataclass
@@ -69,10 +82,15 @@ class LineReader:
     """Splits a byte stream into codes; holds at most ``max_length`` bytes of a line."""
 
     def __init__(
-        self, max_length: int = 1024, strip: bool = True, terminators: bytes = b"\r\n"
+        self,
+        max_length: int = 1024,
+        strip: bool = True,
+        terminators: bytes = b"\r\n",
+        aim_ids: bool = True,
     ) -> None:
         self.max_length = max_length
         self.strip = strip
+        self.aim_ids = aim_ids
         self.terminators = frozenset(terminators)
         self.counters = LineCounters()
         self._line = bytearray()
@@ -105,9 +123,20 @@ class LineReader:
                 self._line.append(byte)
         return codes
 
+    def end(self) -> list[str]:
+        """The line went quiet (``idle_gap``): what was read is a whole code."""
+        if not self._line and not self._overlong:
+            return []
+        code = self._end_line()
+        return [] if code is None else [code]
+
     def _end_line(self) -> str | None:
         line, overlong = bytes(self._line), self._overlong
         self.reset()
+        if line[:1] == bytes((STX,)):
+            line = line[1:]  # scanners framing codes as STX ... ETX/CR
+        if self.aim_ids:
+            line = AIM_ID.sub(b"", line, count=1)
         if overlong:
             self.counters.dropped_overlong += 1
             return None
@@ -142,7 +171,9 @@ class SerialScanner(Reader):
         self.settings = settings or ScannerSettings()
         self.port = SerialPort(port, self.settings.baudrate, what="scanner")
         ends = bytes(TERMINATORS[name] for name in self.settings.terminators)
-        self.lines = LineReader(self.settings.max_length, self.settings.strip, ends)
+        self.lines = LineReader(
+            self.settings.max_length, self.settings.strip, ends, self.settings.aim_ids
+        )
         self._closed = False
 
     async def reads(self) -> AsyncIterator[CredentialRead]:
@@ -155,7 +186,14 @@ class SerialScanner(Reader):
                 backoff.reset()
                 self.report(True, f"scanner on {self.port.path}")
                 while True:
-                    data = await self.port.read()
+                    gap = self.settings.idle_gap if self.lines.buffered else None
+                    try:
+                        async with asyncio.timeout(gap):
+                            data = await self.port.read()
+                    except TimeoutError:  # quiet after some bytes: the code is complete
+                        for code in self.lines.end():
+                            yield classify_code(self.id, code, utc_now())
+                        continue
                     at = utc_now()
                     for code in self.lines.feed(data):
                         yield classify_code(self.id, code, at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from gateway.errors import AccessGwError, ConfigError, InvalidSet
 from gateway.state_dir import make_files_private
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+BIG_SET_BYTES = 8 << 20  # a set file this big takes seconds to read: say so at once
 
 
 class BadInput(AccessGwError):
@@ -126,7 +128,11 @@ def _decide(args: argparse.Namespace) -> int:
     else:
         wanted = Wanted(key=credential_key(presented.kind, presented.value, presented.format))
     try:  # the whole set is validated; only the records the decision reads are kept
-        with Progress(stderr_line) as progress:
+        size = os.path.getsize(args.set) if os.path.isfile(args.set) else 0
+        opening = None
+        if size > BIG_SET_BYTES:
+            opening = f"decide: reading {args.set} ({size / 2**20:.0f} MiB), then validating it"
+        with Progress(stderr_line, opening) as progress:
             view = scan_set(_read_json(args.set, "set"), wanted, progress=progress)
     except InvalidSet as exc:
         raise BadInput("the set is invalid:\n  " + "\n  ".join(exc.problems[:10])) from None

@@ -146,6 +146,9 @@ class ReaderConfig(_Section):
     address: int | None = Field(None, ge=0, le=126)
     repeat_guard: float = Field(3.0, ge=0, le=3600)
     options: dict[str, Any] = Field(default_factory=dict)
+    feedback: ReaderFeedback | None = Field(
+        None, description="LED/beeper lines of a PN532, QR or Wiegand reader on board outputs"
+    )
 
 
 class BoardConfig(_Section):
@@ -176,6 +179,18 @@ class ContactPoint(Point):
         "active",
         description="the input level (after active_low) that means the door is closed",
     )
+
+
+class ReaderFeedback(_Section):
+    """Board outputs wired to a reader's green LED, red LED and beeper (each optional):
+    ``feedback = { green = { board = "io", index = 4 }, beep = { board = "io", index = 5 } }``."""
+
+    green: Point | None = None
+    red: Point | None = None
+    beep: Point | None = None
+
+
+ReaderConfig.model_rebuild()
 
 
 class DoorConfig(_Section):

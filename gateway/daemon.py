@@ -22,6 +22,7 @@ from gateway.activity import Activity
 from gateway.clock import ClockTrust
 from gateway.config import Config
 from gateway.config_apply import ConfigKeeper
+from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
@@ -31,7 +32,7 @@ from gateway.journal import Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
-from gateway.profiles import build_board, build_reader
+from gateway.profiles import build_board, build_indicator, build_reader
 from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
@@ -118,6 +119,14 @@ class Gateway:
         self._start_readers()
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
+        changed = await asyncio.to_thread(
+            changed_since_last_start,
+            self.config.model_dump(mode="json"),
+            self.state_dir.path,
+            self.state_dir.hmac_key(),
+        )
+        if changed:  # key names only, never a value
+            self.record_event("config_changed", None, {"changed": changed, "by": "start"})
         if cfg.web.enabled:
             self._start_web()
         if cfg.metrics.enabled:
@@ -357,6 +366,8 @@ class Gateway:
         for reader_cfg in self.config.readers:
             self._reader_doors[reader_cfg.id] = reader_cfg.door  # its health may come at once
             reader = build_reader(reader_cfg, self.state_dir, self.reader_health)
+            if reader_cfg.feedback is not None:  # LED/beeper lines on a board's outputs
+                reader.indicator = build_indicator(reader_cfg.feedback, self.boards)
             self.attach_reader(reader, reader_cfg.door, reader_cfg.repeat_guard)
 
     def attach_reader(self, reader: Reader, door: str, repeat_guard: float) -> None:

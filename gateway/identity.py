@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from gateway.errors import AccessGwError
 from gateway.passes import b64url_decode, b64url_encode
 from gateway.sync.envelopes import canonical, sign
-from gateway.sync.topics import parse
+from gateway.sync.topics import gw_topic
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,15 @@ def sign_message(message: Mapping[str, Any], gw: str, key: Ed25519PrivateKey) ->
     return sign(plain, key)
 
 
+def signed_bytes(message: Mapping[str, Any], gw: str, key: Ed25519PrivateKey) -> bytes:
+    """:func:`sign_message` as the canonical bytes to publish, checked and encoded once
+    (the outbox signs every record of a backlog drain on the event loop)."""
+    plain = _no_floats({k: v for k, v in message.items() if k != "sig"})
+    plain["gw"] = gw
+    plain["sig"] = b64url_encode(key.sign(canonical(plain)))  # canonical() checks it is plain
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class MessageSigner:
     """Signs a payload the link is about to publish when its topic calls for it.
 
@@ -161,11 +170,13 @@ class MessageSigner:
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
+        self._signed = frozenset(
+            gw_topic(identity.site, identity.gw, kind) for kind in SIGNED_KINDS
+        )
 
     def __call__(self, topic: str, payload: bytes) -> bytes:
         """The payload to publish on ``topic``: signed for the kinds that are signed."""
-        where = parse(topic)
-        if where is None or where.kind not in SIGNED_KINDS or where.gw != self.identity.gw:
+        if topic not in self._signed:
             return payload
         try:
             message = json.loads(payload)
@@ -174,8 +185,7 @@ class MessageSigner:
         if not isinstance(message, dict):
             log.error("not signing the payload on %s: it is not a JSON object", topic)
             return payload
-        signed = sign_message(message, self.identity.gw, self.identity.private_key)
-        return canonical(signed)
+        return signed_bytes(message, self.identity.gw, self.identity.private_key)
 
 
 # --- verifying what others publish --------------------------------------------------------

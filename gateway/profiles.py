@@ -41,9 +41,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
-    from gateway.config import BoardConfig, Config, ReaderConfig
+    from gateway.config import BoardConfig, Config, ReaderConfig, ReaderFeedback
     from gateway.outputs import Board
-    from gateway.readers import HealthCallback, Reader
+    from gateway.readers import HealthCallback, Indicator, Reader
 
 PROFILE_DIR: Traversable = resources.files("gateway") / "firmware_profiles"
 ROLES = ("reader", "relay", "input", "turnstile")
@@ -288,8 +288,23 @@ def needs_port(address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
     return []
 
 
+class _AddressOf:
+    """What both driver specs do with their address functions."""
+
+    address_check: Callable[[DeviceAddress, Any], list[tuple[str, str]]]
+    bus_of: Callable[[DeviceAddress, Any], tuple[str, str] | None]
+
+    def check_address(self, address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
+        """(key, message) for every problem with where the device is."""
+        return self.address_check(address, settings)
+
+    def bus(self, address: DeviceAddress, settings: Any) -> tuple[str, str] | None:
+        """(port, line settings) of the shared serial bus the device is on, if any."""
+        return self.bus_of(address, settings)
+
+
 @dataclass(frozen=True)
-class BoardDriverSpec(Generic[SettingsT]):
+class BoardDriverSpec(_AddressOf, Generic[SettingsT]):
     """A :class:`BoardDriver` built from functions (what driver modules export)."""
 
     settings_model: type[SettingsT]
@@ -297,35 +312,19 @@ class BoardDriverSpec(Generic[SettingsT]):
     address_check: Callable[[DeviceAddress, SettingsT], list[tuple[str, str]]] = _no_problems
     bus_of: Callable[[DeviceAddress, SettingsT], tuple[str, str] | None] = _no_bus
 
-    def check_address(self, address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
-        """See :class:`BoardDriver`."""
-        return self.address_check(address, settings)
-
-    def bus(self, address: DeviceAddress, settings: Any) -> tuple[str, str] | None:
-        """See :class:`BoardDriver`."""
-        return self.bus_of(address, settings)
-
     def create(self, board_id: str, address: DeviceAddress, settings: Any) -> Board:
         """See :class:`BoardDriver`."""
         return self.create_board(board_id, address, settings)
 
 
 @dataclass(frozen=True)
-class ReaderDriverSpec(Generic[SettingsT]):
+class ReaderDriverSpec(_AddressOf, Generic[SettingsT]):
     """A :class:`ReaderDriver` built from functions (what driver modules export)."""
 
     settings_model: type[SettingsT]
     create_reader: Callable[[str, DeviceAddress, SettingsT, ReaderSecrets, HealthCallback], Reader]
     address_check: Callable[[DeviceAddress, SettingsT], list[tuple[str, str]]] = needs_port
     bus_of: Callable[[DeviceAddress, SettingsT], tuple[str, str] | None] = _no_bus
-
-    def check_address(self, address: DeviceAddress, settings: Any) -> list[tuple[str, str]]:
-        """See :class:`ReaderDriver`."""
-        return self.address_check(address, settings)
-
-    def bus(self, address: DeviceAddress, settings: Any) -> tuple[str, str] | None:
-        """See :class:`ReaderDriver`."""
-        return self.bus_of(address, settings)
 
     def create(
         self,
@@ -411,6 +410,25 @@ def build_reader(
     if problems:
         raise ConfigError(where, [f"{key}: {msg}" for key, msg in problems])
     return driver.create(config.id, address, settings, secrets, on_health)
+
+
+def build_indicator(feedback: ReaderFeedback, boards: Mapping[str, Board]) -> Indicator:
+    """A reader's LED/beeper outputs (its config's ``feedback``) on started boards."""
+    from gateway.outputs import OutputPoint
+    from gateway.readers import Indicator
+
+    def point(role: str) -> OutputPoint | None:
+        configured = getattr(feedback, role)
+        if configured is None:
+            return None
+        board = boards.get(configured.board)
+        if board is None:
+            raise ConfigError(
+                "readers", [f"feedback {role} names board {configured.board!r}, not configured"]
+            )
+        return OutputPoint(board, configured.index, configured.active_low)
+
+    return Indicator(green=point("green"), red=point("red"), beep=point("beep"))
 
 
 # --- validation without starting anything ----------------------------------------------
@@ -596,5 +614,19 @@ def _point_problems(config: Config, sizes: Mapping[str, tuple[int, int]]) -> lis
                         f"doors[{door.id}].{role}.index",
                         f"board {point.board!r} has {count} {what} (index {allowed})",
                     )
+                )
+    for reader in config.readers:
+        for role in ("green", "red", "beep"):
+            point = None if reader.feedback is None else getattr(reader.feedback, role)
+            if point is None:
+                continue
+            key = f"readers[{reader.id}].feedback.{role}"
+            if point.board not in sizes:
+                known = ", ".join(sorted(sizes)) or "none"
+                problems.append(DeviceProblem(f"{key}.board", f"no such board (boards: {known})"))
+            elif point.index >= sizes[point.board][0]:
+                count = sizes[point.board][0]
+                problems.append(
+                    DeviceProblem(f"{key}.index", f"board {point.board!r} has {count} outputs")
                 )
     return problems

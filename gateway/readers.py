@@ -9,10 +9,15 @@ and keep trying, so one unplugged reader never stops a door or the daemon.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
 
 PASS_PREFIX = "AGP1."
 
@@ -67,6 +72,8 @@ class Reader(abc.ABC):
         self.id = reader_id
         self._on_health = on_health
         self.health = ReaderHealth(reader_id, online=False, reason="not started")
+        # LED/beeper on outputs of a board, for readers that cannot show it themselves
+        self.indicator: Indicator | None = None
 
     def report(self, online: bool, reason: str = "") -> None:
         """Record a health change and tell the listener, once per change."""
@@ -80,8 +87,11 @@ class Reader(abc.ABC):
     def reads(self) -> AsyncIterator[CredentialRead]:
         """Run the reader and yield each read, until cancelled or closed."""
 
-    async def feedback(self, granted: bool) -> None:  # noqa: B027 - optional for drivers
-        """Show the outcome on the reader (LED/buzzer) where the hardware can."""
+    async def feedback(self, granted: bool) -> None:
+        """Show the outcome on the reader's LED/beeper: its :attr:`indicator` (outputs
+        of a board, wired to the reader's LED and buzzer lines) where it has one."""
+        if self.indicator is not None:
+            await self.indicator.show(granted)
 
     async def close(self) -> None:  # noqa: B027 - optional for drivers
         """Release the port or device."""
@@ -118,3 +128,55 @@ async def debounced(
     async for read in reads:
         if guard.admit(read):
             yield read
+
+
+class Switchable(Protocol):
+    """One output a reader's LED or beeper is wired to (gateway.outputs.OutputPoint)."""
+
+    async def set(self, on: bool, *, hold_for: float | None = None) -> None:
+        """Switch it on or off."""
+        ...
+
+
+@dataclass
+class Indicator:
+    """A reader's green LED, red LED and beeper on board outputs: green and one long beep
+    on grant, red and three short beeps on deny (patterns of common access readers)."""
+
+    green: Switchable | None = None
+    red: Switchable | None = None
+    beep: Switchable | None = None
+    led_seconds: float = 1.5
+    _running: asyncio.Task[None] | None = None
+
+    async def show(self, granted: bool) -> None:
+        """Start the pattern (returns at once; a new decision replaces a running one)."""
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+        self._running = asyncio.get_running_loop().create_task(self._pattern(granted))
+
+    async def _pattern(self, granted: bool) -> None:
+        led = self.green if granted else self.red
+        beeps = [0.4] if granted else [0.1, 0.1, 0.1]
+        try:
+            await _switch(led, True)
+            for beep in beeps:
+                await _switch(self.beep, True)
+                await asyncio.sleep(beep)
+                await _switch(self.beep, False)
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(max(0.0, self.led_seconds - sum(beeps) - 0.1 * len(beeps)))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_switch(self.beep, False))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_switch(led, False))
+
+
+async def _switch(point: Switchable | None, on: bool) -> None:
+    if point is None:
+        return
+    try:
+        await point.set(on)
+    except Exception as exc:  # an LED is a nicety: a board fault must not stop the reader
+        log.warning("reader feedback output not switched: %s", exc)

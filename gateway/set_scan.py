@@ -167,16 +167,23 @@ def _view(rules: SiteRules, version: int, results: list[_SliceResult]) -> SetVie
 
 class Progress:
     """Says how far ``decide`` is, every 2 s once it has taken 2 s (reading the file, then
-    validating the records), from a thread of its own; a context manager."""
+    validating the records), from a thread of its own; a context manager.
 
-    def __init__(self, say: Callable[[str], None] | None) -> None:
+    Decoding a big file's JSON holds the GIL for its whole length (tens of seconds for a
+    million members), so no thread can speak meanwhile: ``opening``, if given, is said at
+    once, before it starts."""
+
+    def __init__(self, say: Callable[[str], None] | None, opening: str | None = None) -> None:
         self.say = say
+        self.opening = opening
         self.total: int | None = None
         self.done = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Progress:
+        if self.say is not None and self.opening:
+            self.say(self.opening)
         if self.say is not None:
             self._thread = threading.Thread(target=self._run, name="decide-progress", daemon=True)
             self._thread.start()

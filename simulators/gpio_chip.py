@@ -91,8 +91,9 @@ class FakeChip:
         with self._lock:
             return self._lines.setdefault(offset, _Line()).high
 
-    def drive(self, offset: int, high: bool) -> None:
-        """Put a physical level on an input (a contact closing to GND drives it low)."""
+    def drive(self, offset: int, high: bool, at_ns: int | None = None) -> None:
+        """Put a physical level on an input (a contact closing to GND drives it low);
+        ``at_ns``: the kernel timestamp of the edge (default: now, CLOCK_MONOTONIC)."""
         with self._lock:
             line = self._lines.setdefault(offset, _Line())
             line.driven = high
@@ -111,7 +112,7 @@ class FakeChip:
             return
         for request in self.requests:
             if offset in request.offsets and not request.released:
-                request.push(offset, active)
+                request.push(offset, active, at_ns)
 
 
 class FakeLineRequest:
@@ -152,11 +153,12 @@ class FakeLineRequest:
                 raise PermissionError(1, "Operation not permitted: not an output")
             line.high = (value == Value.ACTIVE) != line.settings.active_low
 
-    def push(self, offset: int, active: bool) -> None:
+    def push(self, offset: int, active: bool, at_ns: int | None = None) -> None:
         """Queue an edge event (the chip calls this)."""
         self._seqno += 1
         kind = EdgeEvent.Type.RISING_EDGE if active else EdgeEvent.Type.FALLING_EDGE
-        event = EdgeEvent(kind.value, time.monotonic_ns(), offset, self._seqno, self._seqno)
+        at = time.monotonic_ns() if at_ns is None else at_ns
+        event = EdgeEvent(kind.value, at, offset, self._seqno, self._seqno)
         self._events.append(event)
         os.write(self._write_fd, b"e")
 

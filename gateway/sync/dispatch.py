@@ -50,7 +50,7 @@ def concern_of(topic: str) -> str:
 
 @dataclass
 class _Queue:
-    items: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
+    items: asyncio.Queue[tuple[str, bytes, str | None]] = field(default_factory=asyncio.Queue)
     bytes: int = 0
     dropped: int = 0
 
@@ -71,7 +71,12 @@ class Dispatcher:
             await self.on_bad(topic, "overloaded: too many messages of this kind waiting")
             return
         queue.bytes += len(payload)
-        queue.items.put_nowait((topic, payload))
+        queue.items.put_nowait((topic, payload, None))
+
+    async def report(self, topic: str, reason: str) -> None:
+        """A message the link dropped (too large...): reported in its concern's order, after
+        the messages of that concern that came before it."""
+        self.queues[concern_of(topic)].items.put_nowait((topic, b"", reason))
 
     def waiting(self) -> dict[str, int]:
         """Messages waiting per concern (for the status and tests)."""
@@ -85,10 +90,13 @@ class Dispatcher:
 
     async def _work(self, queue: _Queue) -> None:
         while True:
-            topic, payload = await queue.items.get()
+            topic, payload, dropped = await queue.items.get()
             queue.bytes -= len(payload)
             try:
-                await self.handler(topic, payload)
+                if dropped is not None:
+                    await self.on_bad(topic, dropped)
+                else:
+                    await self.handler(topic, payload)
             except BadMessage as exc:
                 await self.on_bad(topic, exc.reason)
             except Exception:  # one message's bug must not end its concern's worker

@@ -10,14 +10,24 @@ check-ins wait in the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from gateway.clock import ClockTrust
+from gateway.config import Config
 from gateway.errors import BadMessage, LinkError
-from gateway.identity import MessageSigner
-from gateway.sync.commands import Commands, SeenCommands
+from gateway.history import History
+from gateway.identity import Identity, MessageSigner
+from gateway.journal import Journal
+from gateway.pass_cache import PassCache
+from gateway.state import LocalState
+from gateway.state_dir import StateDir
+from gateway.store import EntitlementStore
+from gateway.sync.commands import Commands, DoorControl, SeenCommands
 from gateway.sync.dispatch import Dispatcher, concern_of
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
@@ -27,16 +37,43 @@ from gateway.sync.peers import PeerEffects, PeerInbox
 from gateway.sync.status import OccupancyPublisher, StatusPublisher
 from gateway.sync.topics import gw_topic
 
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
-
 log = logging.getLogger(__name__)
+
+
+class SyncHost(DoorControl, Protocol):
+    """What the sync side needs of the running gateway, and nothing of how it runs doors,
+    readers or the web UI (``gateway.daemon.Gateway`` is one; a test may bring its own).
+    Naming it here rather than importing the daemon ends the import cycle between them."""
+
+    config: Config
+    site: str
+    gw: str
+    identity: Identity
+    state_dir: StateDir
+    store: EntitlementStore
+    journal: Journal
+    history: History
+    passes: PassCache
+    state: LocalState
+    clock: ClockTrust
+    now: Callable[[], datetime]
+
+    @property
+    def doors(self) -> Mapping[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def refresh_status(self) -> Awaitable[None]: ...
+
+    def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None: ...
+
+    def on_published(self, callback: Callable[[], None]) -> None: ...
 
 
 class _DeletingStore:
     """The store as sync sees it: a delta that deletes members also purges their history."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: SyncHost) -> None:
         self._gw = gateway
 
     def __getattr__(self, name: str) -> Any:
@@ -69,7 +106,7 @@ class _DeletingStore:
 class SyncRunner:
     """The link, entitlement sync, outbox, commands, status and occupancy of one gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: SyncHost) -> None:
         self.gateway = gateway
         cfg = gateway.config
         site, gw = gateway.site, gateway.gw
@@ -149,7 +186,7 @@ class SyncRunner:
         self.link.on_message(self.inbound.put)  # by concern: no handler waits on another
         self.link.on_connect(self.outbox.on_connect)
         self.link.on_connect(self.entitlements.on_connect)
-        self.link.on_bad_message(self._bad_message)
+        self.link.on_bad_message(self.inbound.report)  # in order with their concern
 
     @property
     def connected(self) -> bool:
@@ -193,10 +230,11 @@ class SyncRunner:
             return
         if await self.outbox.handle(name, payload):
             return
-        if concern_of(name) == "peers" and not self._have_set.is_set():
+        while concern_of(name) == "peers" and self.gateway.store.version is None:
             # A first start: peers' keys come with the first set. Their messages wait for
             # it (in their own queue, bounded) rather than being refused unverifiable.
-            await self._have_set.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._have_set.wait(), 1.0)
         if await self.peers.handle(name, payload):
             return
         if name == self._cmd_topic:

@@ -30,7 +30,7 @@ CALLS = frozenset(
      "member", "what_if", "installer_event",
      # device and MQTT set-up (gateway.web.config_side)
      "config_view", "config_put", "config_remove", "config_rollback", "config_mqtt",
-     "config_upload", "mqtt_test"}
+     "config_upload", "mqtt_test", "backup"}
 )  # fmt: skip
 
 

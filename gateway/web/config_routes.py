@@ -9,12 +9,14 @@ applied at once, as a whole or not at all; a refused one answers 422 with its pr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.web.bridge import Bridge, GatewayNotAnswering
@@ -53,6 +55,10 @@ class MqttBody(_Body):
 
 class UploadBody(_Body):
     data: str = Field(min_length=1, max_length=90_000, description="the file, base64")
+
+
+class BackupBody(_Body):
+    passphrase: str = Field(min_length=10, max_length=1024)
 
 
 class RollbackBody(_Body):
@@ -143,6 +149,21 @@ def add_config_routes(app: FastAPI, bridge: Bridge, page: Callable[..., HTMLResp
         """Go back to a kept version (default: the previous one)."""
         result = await call("config_rollback", body.version, _who(request), wait=APPLY_WAIT)
         return answer(result, request, "rollback")
+
+    @app.post("/api/backup", tags=["setup"], response_class=Response)
+    async def api_backup(body: BackupBody, request: Request) -> Response:
+        """Config, secrets and the unacknowledged journal, encrypted with the passphrase
+        (restore it with ``accessgw restore FILE`` on the replacement box)."""
+        made = await call("backup", body.passphrase, _who(request), wait=60)
+        path = FilePath(made["path"])
+        data = await asyncio.to_thread(path.read_bytes)
+        await asyncio.to_thread(path.unlink, True)
+        audit.info("%s: backup downloaded (%d bytes)", _who(request), len(data))
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"content-disposition": f'attachment; filename="{path.name}"'},
+        )
 
     @app.post("/api/mqtt/test", tags=["setup"])
     async def api_mqtt_test(body: MqttBody) -> dict[str, Any]:

@@ -15,10 +15,12 @@ import base64
 import binascii
 import glob
 import tomllib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.config import Config, MqttSection
-from gateway.config_apply import UPLOAD_NAMES, ApplyRefused, ConfigKeeper, UploadKind
+from gateway.config_apply import UPLOAD_NAMES, Applied, ApplyRefused, ConfigKeeper, UploadKind
 from gateway.config_edit import (
     DEVICE_KINDS,
     DeviceKind,
@@ -30,6 +32,7 @@ from gateway.config_edit import (
 from gateway.errors import ConfigError
 from gateway.mqtt_check import try_broker
 from gateway.profiles import load_profiles
+from gateway.state_dir import write_secret_atomically
 
 SERIAL_PATTERNS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*",
                    "/dev/ttyS0", "/dev/ttySC*")  # fmt: skip
@@ -107,9 +110,21 @@ class ConfigSide:
             "versions": [vars(v) for v in await asyncio.to_thread(keeper.versions)],
         }
 
-    async def _apply(self, text: str, who: str) -> dict[str, Any]:
+    async def _edit_and_apply(self, edit: Callable[[str], str], who: str) -> dict[str, Any]:
+        """Edit the config text, then apply the result as a whole (or refuse it)."""
+        keeper = self._keeper()
+        text = await asyncio.to_thread(keeper.text)
         try:
-            applied = await self._keeper().apply(text, who)
+            edited = edit(text)
+        except ConfigError as exc:
+            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
+        return await self._applied(keeper.apply(edited, who))
+
+    @staticmethod
+    async def _applied(change: Awaitable[Applied]) -> dict[str, Any]:
+        """What the UI is told of an apply or a rollback: the version, or the problems."""
+        try:
+            applied = await change
         except ApplyRefused as exc:
             problems = [p.as_json() for p in exc.report.problems] if exc.report else []
             return {"ok": False, "message": str(exc), "problems": problems}
@@ -123,32 +138,20 @@ class ConfigSide:
 
     async def config_put(self, kind: str, entry: dict[str, Any], who: str) -> dict[str, Any]:
         """Add or change one board, door or reader, and apply."""
-        keeper = self._keeper()
-        text = await asyncio.to_thread(keeper.text)
-        try:
-            edited = put_device(text, _kind(kind), entry)
-        except ConfigError as exc:
-            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
-        return await self._apply(edited, who)
+        device = _kind(kind)
+        return await self._edit_and_apply(lambda text: put_device(text, device, entry), who)
 
     async def config_remove(self, kind: str, ident: str, who: str) -> dict[str, Any]:
         """Remove one board, door or reader, and apply."""
-        keeper = self._keeper()
-        text = await asyncio.to_thread(keeper.text)
-        try:
-            edited = remove_device(text, _kind(kind), ident)
-        except ConfigError as exc:
-            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
-        return await self._apply(edited, who)
+        device = _kind(kind)
+        return await self._edit_and_apply(lambda text: remove_device(text, device, ident), who)
 
     async def config_rollback(self, number: int | None, who: str) -> dict[str, Any]:
         """Go back to a kept version (default: the previous one)."""
-        try:
-            applied = await self._keeper().rollback(who, number)
-        except ApplyRefused as exc:
-            problems = [p.as_json() for p in exc.report.problems] if exc.report else []
-            return {"ok": False, "message": str(exc), "problems": problems}
-        return {"ok": True, "message": f"back: version {applied.version}", **applied.as_json()}
+        answer = await self._applied(self._keeper().rollback(who, number))
+        if answer["ok"]:
+            answer["message"] = f"back: {answer['message']}"
+        return answer
 
     def _mqtt_text(self, text: str, settings: dict[str, Any]) -> str:
         mqtt = {k: settings.get(k) for k in MQTT_KEYS}
@@ -163,13 +166,7 @@ class ConfigSide:
 
     async def config_mqtt(self, settings: dict[str, Any], who: str) -> dict[str, Any]:
         """Save broker and central settings (after a test connection), and apply."""
-        keeper = self._keeper()
-        text = await asyncio.to_thread(keeper.text)
-        try:
-            edited = self._mqtt_text(text, settings)
-        except ConfigError as exc:
-            return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
-        return await self._apply(edited, who)
+        return await self._edit_and_apply(lambda text: self._mqtt_text(text, settings), who)
 
     async def config_upload(self, kind: str, data_b64: str) -> dict[str, Any]:
         """Keep an uploaded CA, client certificate, key or password file; its path."""
@@ -185,6 +182,31 @@ class ConfigSide:
         except ApplyRefused as exc:
             raise _refused(str(exc)) from None
         return {"ok": True, "path": str(path), "message": f"{kind} stored as {path} (0600)"}
+
+    async def backup(self, passphrase: str, who: str) -> dict[str, Any]:
+        """An encrypted backup (gateway.backup) written to ``<state>/backups/``: its path.
+
+        The UI process reads it from there and hands it to the browser, then deletes it
+        (a backup can be larger than a message between the two processes may be).
+        """
+        from gateway.backup import BackupError, create_backup
+
+        keeper = self._keeper()
+        folder = keeper.state_dir / "backups"
+        try:
+            sealed = await asyncio.to_thread(create_backup, keeper.path, passphrase)
+        except BackupError as exc:
+            raise _refused(str(exc)) from None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = folder / f"{self.gateway.gw}-{stamp}.agwbak"
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_secret_atomically(path, sealed)
+
+        await asyncio.to_thread(write)
+        self.gateway.record_event("installer_action", None, {"action": "backup", "by": who})
+        return {"ok": True, "path": str(path), "bytes": len(sealed)}
 
     async def mqtt_test(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Try broker settings before saving them: connected, or why not in words."""

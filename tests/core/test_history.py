@@ -101,3 +101,32 @@ def test_the_same_checkin_twice_is_kept_once(tmp_path):
     h.add(checkin(1, "2026-11-25T09:00:00+01:00", charged=1))
     h.add(checkin(1, "2026-11-25T09:00:00+01:00", charged=1))
     assert h.rebuild("door-1", NOW, OSLO, {}).charged("M1", "K") == 1
+
+
+def test_writes_leave_the_caller_at_once_and_keep_their_order(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    try:
+        pending = h._writer.submit(__import__("time").sleep, 0.3)  # a slow fsync, say
+        added = h.add(checkin(1, "2026-11-25T09:00:00+01:00"))
+        assert not added.done()  # the caller (the event loop) did not wait for the disk
+        assert h.purge_member("M1").result() == 1  # queued after the add: it sees the row
+        assert pending.done() and added.result() is True
+    finally:
+        h.close()
+
+
+def test_an_unreadable_stored_row_is_skipped_at_start(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    h.add(checkin(1, "2026-11-25T09:00:00+01:00"))
+    h._writer.call(
+        h._conn.execute,
+        "INSERT INTO checkins (gw, seq, at_unix, member, body) VALUES (?,?,?,?,?)",
+        ("door-2", 7, NOW.timestamp() - 60, "M2",
+         '{"gw": "door-2", "seq": 7, "at": "9999-12-31T23:59:59-23:59", "zone": "gym", '
+         '"direction": "in", "member": "M2", "decision": "granted", "passed": true}'),
+    )  # fmt: skip
+    h._writer.call(h._conn.execute, "INSERT INTO checkins VALUES ('door-2', 8, ?, 'M3', 'x', NULL)",
+                   (NOW.timestamp() - 30,))  # fmt: skip
+    state = h.rebuild("door-1", NOW, OSLO, {})
+    h.close()
+    assert list(state.passages) == ["M1"]

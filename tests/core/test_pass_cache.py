@@ -78,3 +78,14 @@ def test_an_unwritable_place_gets_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="state_dir"):
         PassCache.open(blocker / "passes.sqlite")
+
+
+def test_a_pass_is_seen_at_once_and_durable_when_its_write_is_done(tmp_path):
+    from gateway.pass_cache import PassCache
+
+    cache = PassCache.open(tmp_path / "p.sqlite")
+    written = cache.add("dev-1", 1000, "AAAA")
+    assert cache.seen("dev-1", 1000, "AAAA")  # before the disk: a replay is refused now
+    written.result()
+    cache.close()
+    assert PassCache.open(tmp_path / "p.sqlite").seen("dev-1", 1000, "AAAA")

@@ -89,3 +89,9 @@ def test_progress_is_said_while_it_takes_long(monkeypatch: pytest.MonkeyPatch) -
     with set_scan.Progress(said.append) as progress:
         scan_set(the_set(records), wanted(), workers=1, progress=progress)
     assert said and said[0].startswith("decide: 0 of 4 records validated")
+
+
+def test_the_opening_line_is_said_at_once() -> None:
+    said: list[str] = []
+    with set_scan.Progress(said.append, "decide: reading set.json (250 MiB), then validating it"):
+        assert said == ["decide: reading set.json (250 MiB), then validating it"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,24 @@ async def test_an_unplugged_scanner_is_reported_and_reopened(tmp_path: Path) -> 
             await health.wait_online()
             sim.scan("TWO")
             assert (await reads.next()).value == "TWO"
+
+
+# --- issue 12: scanners set up without a suffix, STX framing, AIM identifiers -----------
+
+
+async def test_a_scanner_without_a_suffix_ends_its_code_with_silence(
+    scanner: ScannerSimulator,
+) -> None:
+    reader = SerialScanner("qr", scanner.path, ScannerSettings(idle_gap=0.05))
+    async with running(reader) as reads:
+        await asyncio.sleep(0.1)
+        scanner.scan("MEMBER-42", ending=b"")  # no CR, no LF: just the code, then quiet
+        read = await reads.next(within=2)
+    assert (read.kind, read.value) == ("code", "MEMBER-42")
+
+
+def test_an_stx_prefix_and_an_aim_identifier_are_not_part_of_the_code() -> None:
+    lines = LineReader()
+    assert lines.feed(b"\x02]Q1AGP1.abc\r\n") == ["AGP1.abc"]
+    assert lines.feed(b"]C0123456\r") == ["123456"]
+    assert LineReader(aim_ids=False).feed(b"]Q1abc\r") == ["]Q1abc"]

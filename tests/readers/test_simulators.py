@@ -176,3 +176,62 @@ async def test_the_scanner_simulator_runs_from_the_command_line() -> None:
     finally:
         finish(proc)
     assert proc.returncode == 0
+
+
+# --- the simulator is as strict as the chip (issue 12) -----------------------------------
+
+
+def test_a_slow_breakout_loses_a_command_sent_with_the_wake_up() -> None:
+    with Pn532Simulator(wake_delay=0.02) as slow:
+        host = Host(slow.path)
+        try:
+            host.send(pf.WAKE_UP + SAM)
+            assert host.items(0.2) == []  # lost: the chip was still coming up
+            host.send(SAM)
+            assert host.items() == [pf.Ack(), pf.Frame(pf.CHIP_TFI, b"\x15")]
+        finally:
+            host.close()
+
+
+def test_a_card_left_on_the_field_is_found_again_only_after_a_release(
+    sim: Pn532Simulator,
+) -> None:
+    host = Host(sim.path)
+    try:
+        host.awake()
+        sim.place("04A1B2C3")
+        listing = pf.command(pf.IN_LIST_PASSIVE_TARGET, b"\x01\x00")
+        host.send(pf.command(pf.RF_CONFIGURATION, b"\x05\xff\x01\x00"))
+        host.items()
+        host.send(listing)
+        assert host.items()[1].data[1] == 1  # one target
+        host.send(listing)
+        assert host.items()[1].data[1] == 0  # still selected: it does not answer REQA
+        host.send(pf.command(pf.IN_RELEASE, b"\x00"))
+        host.items()
+        host.send(listing)
+        assert host.items()[1].data[1] == 1
+    finally:
+        host.close()
+
+
+def test_a_phone_has_no_ats_until_set_parameters_turns_auto_rats_on(sim: Pn532Simulator) -> None:
+    from simulators.pn532 import phone
+
+    host = Host(sim.path)
+    try:
+        host.awake()
+        sim.place(phone("AGP1.x"))
+        listing = pf.command(pf.IN_LIST_PASSIVE_TARGET, b"\x01\x00")
+        host.send(listing)
+        [target] = pf.parse_targets(host.items()[1].data[1:])
+        assert not target.iso_dep  # no RATS was sent: no ATS
+        host.send(pf.command(pf.IN_RELEASE, b"\x00"))
+        host.items()
+        host.send(pf.command(pf.SET_PARAMETERS, b"\x14"))
+        host.items()
+        host.send(listing)
+        [target] = pf.parse_targets(host.items()[1].data[1:])
+        assert target.iso_dep and target.ats
+    finally:
+        host.close()

@@ -508,3 +508,26 @@ def moves(board: Any, after: int) -> list[bool]:
 async def present_at(gateway: Gateway, kind: str, value: str) -> dict[str, Any]:
     read = CredentialRead("test-reader", kind, value, gateway.now())  # type: ignore[arg-type]
     return await gateway.entrances["in"].present(read)
+
+
+# --- 14: config_changed at start ------------------------------------------------------------
+
+
+async def test_a_start_with_a_changed_config_says_which_keys_changed_never_a_value(
+    tmp_path: Path, broker: Broker, central: CentralSimulator
+) -> None:
+    text = config(tmp_path / GW, GW, broker.port, central.public_key_b64)
+    async with synced(tmp_path, broker, central, text) as first:
+        assert events(first, "config_changed") == []  # a first start: nothing to compare
+    async with synced(tmp_path, broker, central, text) as same:
+        assert events(same, "config_changed") == []
+    changed = text.replace("unlock_seconds = 0.2", "unlock_seconds = 0.7", 1).replace(
+        "ack_timeout = 2", "ack_timeout = 3"
+    )
+    async with synced(tmp_path, broker, central, changed) as again:
+        await eventually(lambda: events(again, "config_changed"))
+        [event] = events(again, "config_changed")
+        assert event == {"changed": ["doors[in].unlock_seconds", "mqtt.ack_timeout"],
+                         "by": "start"}  # fmt: skip
+    kept = (tmp_path / GW / "config.fingerprints.json").read_text(encoding="utf-8")
+    assert "0.7" not in kept and "127.0.0.1" not in kept

@@ -111,3 +111,22 @@ def test_the_pages_render(client: httpx.Client) -> None:
     assert devices.status_code == 200 and "Add or change a board" in devices.text
     mqtt = client.get("/mqtt")
     assert mqtt.status_code == 200 and "Test connection" in mqtt.text
+
+
+def test_a_backup_downloads_encrypted_and_opens_with_its_passphrase(
+    gw: Site, client: httpx.Client
+) -> None:
+    from gateway.backup import MAGIC, read_backup
+
+    assert client.post("/api/backup", json={"passphrase": "short"}).status_code == 422
+    r = client.post("/api/backup", json={"passphrase": "a long enough passphrase"})
+    assert r.status_code == 200, r.text
+    assert r.content.startswith(MAGIC)
+    assert (
+        'filename="door-1-' in r.headers["content-disposition"]
+        or "attachment" in (r.headers["content-disposition"])
+    )
+    manifest, members = read_backup(r.content, "a long enough passphrase")
+    assert manifest["gateway"] == gw.gateway.gw and "config.toml" in members
+    assert "hmac.key" in manifest["secrets"]
+    assert not list((gw.state / "backups").glob("*"))  # handed over, not left on the box

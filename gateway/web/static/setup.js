@@ -78,6 +78,26 @@
     show(await send("POST", "/api/config/rollback", { version: Number(b.dataset.rollback) }), true);
   }));
 
+  const backup = $("#backup-form");
+  if (backup) backup.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    result.className = "result";
+    result.textContent = "Making the backup…";
+    const r = await fetch("/api/backup", {
+      method: "POST", credentials: "same-origin",
+      headers: { "content-type": "application/json", "x-csrf-token": csrf },
+      body: JSON.stringify({ passphrase: backup.elements.passphrase.value }),
+    });
+    if (!r.ok) { show({ ok: false, data: await r.json().catch(() => ({ message: r.statusText })) }, false); return; }
+    const name = (r.headers.get("content-disposition") || "").split('filename="')[1] || "accessgw.agwbak";
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(await r.blob());
+    a.download = name.replace(/"$/, "");
+    a.click();
+    result.className = "result ok";
+    result.textContent = "Backup downloaded: keep it off the box, and the passphrase apart from it.";
+  });
+
   // --- MQTT ------------------------------------------------------------------------------
   const mqtt = $("#mqtt-form");
   if (!mqtt) return;

@@ -1,0 +1,47 @@
+"""The boundary between gateway/sync/link.py and aiomqtt's private members (issue 9, point 8).
+
+aiomqtt 2.x resolves ``publish`` on any PUBACK and hides its reason code, and exposes
+neither the socket nor a way to tell a dead connection from a live one. The link therefore
+reaches into a few private members. aiomqtt is pinned to its 2.5 series (pyproject.toml);
+these tests pin what the link relies on, so that an upgrade that moves any of it fails
+here, by name, rather than silently at a door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.sync.link import _Client
+
+
+async def test_the_private_members_the_link_uses_are_there_with_their_shapes() -> None:
+    client = _Client("127.0.0.1", 1)  # not connected: nothing is sent
+    assert isinstance(client._client, paho.Client)  # publish(), socket(), disconnect()
+    assert isinstance(client._disconnected, asyncio.Future)
+    assert isinstance(client._pending_publishes, dict)
+    assert inspect.iscoroutinefunction(aiomqtt.Client._wait_for)
+    with client._pending_call(1, asyncio.Event(), client._pending_publishes):
+        assert client._pending_publishes[1] is not None
+    assert 1 not in client._pending_publishes
+    params = list(inspect.signature(aiomqtt.Client._on_publish).parameters)
+    assert params == ["self", "client", "userdata", "mid", "reason_code", "properties"]
+    assert paho.Client.publish.__qualname__ == "Client.publish"
+
+
+async def test_the_pubacks_reason_code_reaches_the_link_through_on_publish() -> None:
+    client = _Client("127.0.0.1", 1)
+    done = asyncio.Event()
+    code = ReasonCode(PacketTypes.PUBACK, identifier=0x87)  # Not authorized (an ACL)
+    with client._pending_call(7, done, client._pending_publishes):
+        client._on_publish(client._client, None, 7, code, None)  # type: ignore[arg-type]
+        assert done.is_set()
+    assert client.puback.pop(7) == code and code.is_failure
+    with contextlib.suppress(Exception):
+        client._client.disconnect()
