@@ -54,6 +54,16 @@ async def get_answers(port: int) -> bool:
     return await asyncio.to_thread(answers, port)
 
 
+async def comes_up(port: int, within: float = 20.0) -> bool:
+    """Whether the UI answers within ``within`` s (its process takes a moment to start)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await get_answers(port):
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
 @pytest.fixture
 async def taken_port() -> AsyncIterator[tuple[int, socket.socket]]:
     port = free_port()
@@ -93,11 +103,16 @@ async def test_a_taken_web_port_is_reported_and_retried_while_the_doors_work(
         await gateway.open_once("main-in", 1)  # the door works meanwhile
         changes = gateway.boards["io"].history  # type: ignore[attr-defined]
         assert (0, True) in [(c.index, c.on) for c in changes]  # the lock was released
+        # open answers once the lock moved; its check-in is final just after (no sensor)
+        for _ in range(100):
+            if await gateway.journal.pending_count() >= 1:
+                break
+            await asyncio.sleep(0.05)
         assert await gateway.journal.pending_count() >= 1
 
         blocker.close()  # the port is free: the UI comes back by itself
         await wait_for(lambda: gateway.supervisor.status()["web"]["state"] == "running")
-        assert await get_answers(port)
+        assert await comes_up(port)
     finally:
         await gateway.stop()
     assert not await get_answers(port)  # and stops with the gateway

@@ -50,9 +50,17 @@ def ticket(ticket_id: str = "T-1", code: str = "EVT-1") -> dict[str, Any]:
 
 
 def config(
-    state: Path, gw: str, port: int, key: str, *, readers: str = "", ack_timeout: float = 2
+    state: Path,
+    gw: str,
+    port: int,
+    key: str,
+    *,
+    readers: str = "",
+    ack_timeout: float = 2,
+    mqtt: str = "",
 ) -> str:
-    """A gateway with one entry door and one exit on a fake board; MQTT to the test broker."""
+    """A gateway with one entry door and one exit on a fake board; MQTT to the test broker
+    (``mqtt``: more lines of the [mqtt] table, or a [mqtt.tls] table)."""
     return f"""
 [gateway]
 id = "{gw}"
@@ -65,6 +73,7 @@ public_key = "{key}"
 host = "127.0.0.1"
 port = {port}
 ack_timeout = {ack_timeout}
+{mqtt}
 [web]
 enabled = false
 [[boards]]

@@ -9,23 +9,9 @@ from typing import Any
 
 from gateway.sync.link import broker_identity
 from tests.support.broker import Broker, Watcher, running
-from tests.support.ports import free_port
-from tests.sync.test_security import SHIPPED_CONF, SITE, certs, gateway_link, tls_params
+from tests.sync.test_security import SITE, certs, gateway_link, shipped_broker, tls_params
 
 __all__ = ["certs"]  # the fixture
-
-
-def shipped_broker(tmp_path: Path, certs: Any) -> Broker:
-    """Mosquitto running config/mosquitto/mosquitto.conf as shipped (paths and port aside)."""
-    port = free_port()
-    conf = (
-        SHIPPED_CONF.read_text(encoding="utf-8")
-        .replace("listener 8883", f"listener {port} 127.0.0.1")
-        .replace("/etc/mosquitto/certs/", f"{certs.ca_file.parent}/")
-        .replace("/etc/mosquitto/accessgw/acl.conf", str(certs.acl_file))
-        .replace("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/")
-    )
-    return Broker(tmp_path / "shipped", port=port, extra=conf).start()
 
 
 async def test_the_gateways_client_id_is_its_certificates_identity(

@@ -47,6 +47,19 @@ def tls_broker(tmp_path: Path, certs: Any) -> Iterator[Broker]:
     broker.stop()
 
 
+def shipped_broker(tmp_path: Path, certs: Any) -> Broker:
+    """Mosquitto running config/mosquitto/mosquitto.conf as shipped (paths and port aside)."""
+    port = free_port()
+    conf = (
+        SHIPPED_CONF.read_text(encoding="utf-8")
+        .replace("listener 8883", f"listener {port} 127.0.0.1")
+        .replace("/etc/mosquitto/certs/", f"{certs.ca_file.parent}/")
+        .replace("/etc/mosquitto/accessgw/acl.conf", str(certs.acl_file))
+        .replace("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/")
+    )
+    return Broker(tmp_path / "shipped", port=port, extra=conf).start()
+
+
 def tls_params(certs: Any, who: str | None) -> aiomqtt.TLSParameters:
     """aiomqtt TLS parameters for ``central``, a gateway id, or no client certificate."""
     issued = None if who is None else certs.central if who == "central" else certs.gateways[who]
@@ -255,15 +268,7 @@ async def test_a_missing_password_file_is_reported(tmp_path: Path) -> None:
 async def test_the_shipped_mosquitto_conf_and_acl_enforce_the_rules(
     tmp_path: Path, certs: Any
 ) -> None:
-    port = free_port()
-    conf = (
-        SHIPPED_CONF.read_text(encoding="utf-8")
-        .replace("listener 8883", f"listener {port} 127.0.0.1")
-        .replace("/etc/mosquitto/certs/", f"{certs.ca_file.parent}/")
-        .replace("/etc/mosquitto/accessgw/acl.conf", str(certs.acl_file))
-        .replace("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/")
-    )
-    broker = Broker(tmp_path / "shipped", port=port, extra=conf).start()
+    broker = shipped_broker(tmp_path, certs)
     try:
         door1 = gateway_link(broker, certs, "door-1")
         async with central(broker, certs, [f"acs/v1/{SITE}/#"]) as c, running(door1.run()):

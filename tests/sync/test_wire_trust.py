@@ -254,10 +254,16 @@ async def test_a_body_over_64_kib_is_opened_off_the_event_loop(
 
 
 @contextlib.asynccontextmanager
-async def bare_central(broker: Broker) -> AsyncIterator[Watcher]:
-    """A central that answers nothing: the test publishes what it wants, in its order."""
-    async with Watcher(broker.port, [t("gw", "+", "#")]) as w:
-        yield w
+async def with_bare_central(
+    tmp_path: Path, broker: Broker
+) -> AsyncIterator[tuple[Watcher, Gateway]]:
+    """A gateway and a central that answers nothing: the test publishes what it wants, in
+    its order."""
+    async with Watcher(broker.port, [t("gw", "+", "#")]) as central:
+        text = config(tmp_path / GW, GW, broker.port, public_key_b64(PUB))
+        async with running(text) as gw:
+            await eventually(gw.link_up)
+            yield central, gw
 
 
 def snapshot(version: int, records: list[dict[str, Any]]) -> bytes:
@@ -274,36 +280,30 @@ def delta(version: int, upsert: list[dict[str, Any]], gw: str | None = None) -> 
 async def test_a_delta_before_the_first_snapshot_is_kept_and_applied_after_it(
     tmp_path: Path, broker: Broker
 ) -> None:
-    async with bare_central(broker) as central:
-        text = config(tmp_path / GW, GW, broker.port, public_key_b64(PUB))
-        async with running(text) as gw:
-            await eventually(gw.link_up)
-            await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))
-            await asyncio.sleep(0.3)
-            await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(1)]))
-            await eventually(lambda: gw.store.version == 2)
-            assert gw.store.member("M2") is not None and bad_messages(gw) == []
+    async with with_bare_central(tmp_path, broker) as (central, gw):
+        await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))
+        await asyncio.sleep(0.3)
+        await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(1)]))
+        await eventually(lambda: gw.store.version == 2)
+        assert gw.store.member("M2") is not None and bad_messages(gw) == []
 
 
 async def test_old_duplicate_and_rolled_back_versions_are_silent_no_ops(
     tmp_path: Path, broker: Broker
 ) -> None:
-    async with bare_central(broker) as central:
-        text = config(tmp_path / GW, GW, broker.port, public_key_b64(PUB))
-        async with running(text) as gw:
-            await eventually(gw.link_up)
-            await central.publish(t("gw", GW, "snapshot"), snapshot(3, [member(1)]))
-            await eventually(lambda: gw.store.version == 3)
-            syncs = len(central.on(t("gw", GW, "sync")))
-            invalid = [{"member": "M9", "credentials": "not a list", "contracts": []}]
-            await central.publish(t("entitlements", "delta"), delta(3, invalid))  # duplicate
-            await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))  # late
-            await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(5)]))  # rollback
-            await central.publish(t("entitlements", "delta"), delta(4, [member(4)]))
-            await eventually(lambda: gw.store.version == 4)
-            await asyncio.sleep(0.2)
-            assert bad_messages(gw) == [] and len(central.on(t("gw", GW, "sync"))) == syncs
-            assert gw.store.member("M5") is None and gw.store.member("M2") is None
+    async with with_bare_central(tmp_path, broker) as (central, gw):
+        await central.publish(t("gw", GW, "snapshot"), snapshot(3, [member(1)]))
+        await eventually(lambda: gw.store.version == 3)
+        syncs = len(central.on(t("gw", GW, "sync")))
+        invalid = [{"member": "M9", "credentials": "not a list", "contracts": []}]
+        await central.publish(t("entitlements", "delta"), delta(3, invalid))  # duplicate
+        await central.publish(t("entitlements", "delta"), delta(2, [member(2)]))  # late
+        await central.publish(t("gw", GW, "snapshot"), snapshot(1, [member(5)]))  # rollback
+        await central.publish(t("entitlements", "delta"), delta(4, [member(4)]))
+        await eventually(lambda: gw.store.version == 4)
+        await asyncio.sleep(0.2)
+        assert bad_messages(gw) == [] and len(central.on(t("gw", GW, "sync"))) == syncs
+        assert gw.store.member("M5") is None and gw.store.member("M2") is None
 
 
 async def test_an_envelope_on_the_wrong_topic_is_wrong_topic_and_a_command_gets_no_result(

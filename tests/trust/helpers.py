@@ -19,6 +19,7 @@ from gateway.identity import load_identity, sign_message
 from gateway.passes import make_pass, public_key_b64
 from gateway.sync.envelopes import canonical
 from gateway.uuid7 import uuid7
+from tests.integration.gateways import config as config  # the end-to-end tests' gateway
 
 SITE = "oslo-sentrum"
 PHONE = Ed25519PrivateKey.generate()
@@ -62,41 +63,6 @@ def records() -> list[dict[str, Any]]:
 def phone_pass(t: int | None = None) -> str:
     """A fresh phone pass of M1's bound phone."""
     return make_pass(PHONE, "M1", "dev-1", int(time.time()) if t is None else t)
-
-
-def config(state: Path, gw: str, port: int, central_key: str, *, mqtt: str = "") -> str:
-    """One entry door (gym) and one exit on a fake board; MQTT to the test broker."""
-    return f"""
-[gateway]
-id = "{gw}"
-site = "{SITE}"
-state_dir = "{state}"
-clock = "trusted"
-[central]
-public_key = "{central_key}"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-ack_timeout = 2
-{mqtt}
-[web]
-enabled = false
-[[boards]]
-id = "io"
-profile = "fake-io"
-[[doors]]
-id = "in"
-zone = "gym"
-direction = "in"
-lock = {{ board = "io", index = 0 }}
-unlock_seconds = 0.2
-[[doors]]
-id = "out"
-zone = "gym"
-direction = "out"
-lock = {{ board = "io", index = 1 }}
-unlock_seconds = 0.2
-"""
 
 
 def gateway_key(state: Path, gw: str) -> str:

@@ -99,3 +99,11 @@ def test_rules_gateways_are_validated_and_a_malformed_key_only_refuses_that_gate
     with pytest.raises(InvalidSet, match="gateways"):
         parse_rules({**RULES, "gateways": {"door-1": 42}})
     assert parse_rules(RULES).gateways == {}
+
+
+def test_a_payload_that_cannot_be_signed_goes_out_as_it_is_rather_than_stopping_the_link(
+    tmp_path,
+):
+    identity = load_identity("door-1", SITE, tmp_path)
+    bad = b'{"member": "\\ud800"}'  # a lone surrogate: no UTF-8 for it
+    assert MessageSigner(identity)(f"acs/v1/{SITE}/gw/door-1/event", bad) == bad
