@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -415,7 +416,7 @@ class OsdpReader(Reader):
         session.installing = install
         # the panel starts only once it is the current session: none of its events is lost
         self._session = session
-        session.panel.start()  # spawns libosdp's refresh thread; does not block
+        _start_refresh(session.panel)  # libosdp's refresh thread; does not block
         if install:
             self.report(False, f"install mode: setting a new Secure Channel key on {self.where}")
         return True
@@ -636,6 +637,20 @@ def _drain(panel: osdp.ControlPanel, address: int) -> None:
     with contextlib.suppress(Exception):
         while panel.get_event(address, timeout=-1) is not None:
             pass
+
+
+def _start_refresh(panel: osdp.ControlPanel) -> None:
+    """What ``ControlPanel.start`` does (libosdp 3.2), but with a daemon thread: a panel
+    that some path forgets to stop must never keep the gateway process from exiting."""
+    panel.event = threading.Event()
+    panel.lock = threading.Lock()
+    panel.thread = threading.Thread(
+        name="osdp-cp",
+        target=panel.refresh,
+        args=(panel.event, panel.lock, panel.ctx),
+        daemon=True,
+    )
+    panel.thread.start()
 
 
 def _stop_panel(session: Session) -> None:
