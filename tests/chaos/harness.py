@@ -110,3 +110,9 @@ async def until(condition: Any, within: float = 30.0, what: str = "condition") -
             raise AssertionError(f"{what} not met within {within} s")
         await asyncio.sleep(0.05)
     return time.monotonic() - began
+
+
+def started(central: Any) -> int:
+    """How many ``started`` events the central system has from the gateway."""
+    got = central.received.get(GW)
+    return 0 if got is None else sum(1 for e in got.events if e["type"] == "started")

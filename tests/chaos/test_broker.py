@@ -7,22 +7,27 @@ journal while the broker is restarted several times and paused once.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import time
 from collections import Counter
 
 from simulators.central import CentralSimulator
 from simulators.scanner import ScannerSimulator
-from tests.chaos.harness import GW, LONG, Daemon, code_member, daemon_config, until
+from tests.chaos.harness import (
+    GW,
+    LONG,
+    Daemon,
+    code_member,
+    daemon_config,
+    started,
+    until,
+)
 from tests.trust.helpers import gateway_key
 
-OFFLINE_TAPS = 2000 if LONG else 150
-RESTARTS = 20 if LONG else 3
-PAUSE_S = 60 if LONG else 4
-
-
-def started(central: CentralSimulator) -> int:
-    got = central.received.get(GW)
-    return 0 if got is None else sum(1 for e in got.events if e["type"] == "started")
+OFFLINE_TAPS = int(os.environ.get("ACCESSGW_CHAOS_TAPS", 4000 if LONG else 150))
+RESTARTS = int(os.environ.get("ACCESSGW_CHAOS_RESTARTS", 20 if LONG else 3))
+PAUSE_S = float(os.environ.get("ACCESSGW_CHAOS_PAUSE", 60 if LONG else 4))
 
 
 async def test_broker_restarted_and_paused_during_a_drain_delivers_all_in_order(tmp_path, broker):
@@ -63,8 +68,8 @@ async def test_broker_restarted_and_paused_during_a_drain_delivers_all_in_order(
                 broker.process.send_signal(signal.SIGSTOP)  # hung, TCP still open
                 await asyncio.sleep(PAUSE_S)
                 broker.process.send_signal(signal.SIGCONT)
-                await until(
-                    lambda: len(got[GW].checkins) >= OFFLINE_TAPS, 120, "all check-ins delivered"
+                drained = await until(
+                    lambda: len(got[GW].checkins) >= OFFLINE_TAPS, 600, "all check-ins delivered"
                 )
             finally:
                 code = daemon.stop()
@@ -77,3 +82,8 @@ async def test_broker_restarted_and_paused_during_a_drain_delivers_all_in_order(
     assert sorted(seqs) == list(range(1, max(seqs) + 1))  # nothing lost
     first_arrivals = [s for s in received.arrivals if s > 0]
     assert first_arrivals == sorted(first_arrivals)  # each record first came in seq order
+    print(
+        f"broker: {OFFLINE_TAPS} offline check-ins, {RESTARTS} restarts, paused {PAUSE_S:g} s: "
+        f"all delivered {drained:.1f} s after the pause, {received.duplicates} duplicates "
+        f"dropped by id, lost 0, out of order 0 ({time.strftime('%Y-%m-%d %H:%M')})"
+    )

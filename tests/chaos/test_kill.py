@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections import Counter
 
@@ -18,10 +19,18 @@ import pytest
 
 from simulators.central import CentralSimulator
 from simulators.scanner import ScannerSimulator
-from tests.chaos.harness import GW, LONG, Daemon, code_member, daemon_config, until
+from tests.chaos.harness import (
+    GW,
+    LONG,
+    Daemon,
+    code_member,
+    daemon_config,
+    started,
+    until,
+)
 from tests.trust.helpers import gateway_key
 
-ROUNDS = 200 if LONG else 8
+ROUNDS = int(os.environ.get("ACCESSGW_CHAOS_KILLS", 200 if LONG else 8))
 MEMBERS = 50
 
 
@@ -50,7 +59,9 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
             try:
                 for round_ in range(ROUNDS):
                     daemon.start()
-                    await until(lambda n=round_: started(central) > n, 30, "started")
+                    await until(lambda n=round_: started(central) > n, 60, "started")
+                    if round_ == 0:  # the set first (a slow machine may take seconds)
+                        taps += await _until_granted(central, scanner)
                     for _ in range(rng.randint(3, 12)):
                         scanner.scan(f"MC-{rng.randint(1, MEMBERS)}")
                         taps += 1
@@ -99,9 +110,17 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
     )
 
 
-def started(central: CentralSimulator) -> int:
-    got = central.received.get(GW)
-    return 0 if got is None else sum(1 for e in got.events if e["type"] == "started")
+async def _until_granted(central: CentralSimulator, scanner: ScannerSimulator) -> int:
+    """Present MC-1 once a second until the central has a granted check-in; how many."""
+    taps = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while not any(c["decision"] == "granted" for c in central.received[GW].checkins):
+        assert loop.time() < deadline, "no grant within 90 s of the first start"
+        scanner.scan("MC-1")
+        taps += 1
+        await asyncio.sleep(1.0)
+    return taps
 
 
 async def _last_seq(state) -> int:  # type: ignore[no-untyped-def]
