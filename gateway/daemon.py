@@ -26,6 +26,7 @@ from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError
+from gateway.event_throttle import EventThrottle
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Journal, JournalTrouble
@@ -84,6 +85,8 @@ class Gateway:
         self.supervisor = Supervisor(self._component_failed, backoff=backoff)
         self.housekeeping_every = housekeeping_every
         self._event_tasks: set[asyncio.Task[Any]] = set()
+        # a flood of refused messages must not cost a journal fsync each (event_throttle.py)
+        self._bad_messages = EventThrottle()
         self._remote_opens: set[asyncio.Task[Any]] = set()
         self._published: list[Callable[[], None]] = []
         self._journal_pending = 0
@@ -464,10 +467,24 @@ class Gateway:
         self._published.append(callback)
 
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
-        """Journal an event (durably, in the background) and show it to the installer."""
+        """Journal an event (durably, in the background) and show it to the installer.
+
+        ``bad_message`` events are throttled per (topic, reason): the metrics count every
+        one, the journal, log and feed a burst and then a few, with ``suppressed`` saying
+        how many were held back."""
+        metrics.event(type_, detail)
+        if type_ == "bad_message":
+            key = (str(detail.get("topic")), str(detail.get("reason")))
+            held_back = self._bad_messages.admit(key)
+            if held_back is None:
+                return
+            if held_back:
+                detail = {**detail, "suppressed": held_back}
+        self._record(type_, door, detail)
+
+    def _record(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         self.activity.add("event", type=type_, door=door, detail=detail)
         logs.log_state_change(type_, door, detail)
-        metrics.event(type_, detail)
 
         async def write() -> None:
             try:
@@ -575,6 +592,14 @@ class Gateway:
             self.passes.prune(int(now.timestamp()), window)
             self.state.seen_passes = set(self.passes.entries())
             self.clock.check()
+            self._report_held_back()
+
+    def _report_held_back(self) -> None:
+        """After a flood: one ``bad_message`` per (topic, reason) saying how many were held back."""
+        for (topic, reason), count in self._bad_messages.held_back():
+            self._record(
+                "bad_message", None, {"topic": topic, "reason": reason, "suppressed": count}
+            )
 
     def _start_web(self) -> None:
         """The installer's web UI, in a process of its own (it never slows the doors).
