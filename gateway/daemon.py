@@ -526,12 +526,13 @@ class Gateway:
             if not released.done():
                 released.set_result(False)
 
-    async def set_mode(self, door: str, mode: str) -> None:
-        """Commands ``unlock``, ``lockdown`` and ``normal``."""
+    async def set_mode(self, door: str, mode: str, *, by: str = "central") -> None:
+        """Commands ``unlock``, ``lockdown`` and ``normal``; ``by`` says who asked (the
+        central system, or the installer's door test)."""
         for door_id in self._doors_named(door):
             self.doors[door_id].set_mode(cast(Mode, mode))  # Door.set_mode checks it
             if mode == "lockdown":
-                self.record_event("lockdown", door_id, {"by": "central"})
+                self.record_event("lockdown", door_id, {"by": by})
 
     async def resync(self) -> None:
         """Command ``resync``: ask for a full snapshot."""

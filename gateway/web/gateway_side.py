@@ -287,7 +287,7 @@ class GatewaySide(ConfigSide):
             )
             _keep(task)
             return f"{door_id} unlocked for {seconds} s"
-        await self.gateway.set_mode(door_id, action)
+        await self.gateway.set_mode(door_id, action, by="installer")
         return f"{door_id} is now in {action} mode"
 
     async def resync(self, who: str) -> str:

@@ -143,6 +143,13 @@ def test_a_relay_pulse_reaches_the_modbus_boards_coil(page, gw: Site) -> None:
     assert eventually(lambda: not gw.relays.coil(3), 5)
 
 
+def lockdowns(gw: Site) -> list[dict[str, object]]:
+    """The journalled ``lockdown`` events' details."""
+    records = gw.call(gw.gateway.journal.unacked(0, 10_000))
+    return [r["message"]["detail"] for r in records
+            if r["kind"] == "event" and r["message"]["type"] == "lockdown"]  # fmt: skip
+
+
 def test_lockdown_and_normal_from_the_door_test(page, gw: Site) -> None:
     page.goto(gw.url + "/tools")
     form = page.locator("form[data-api='/api/tools/door']")
@@ -150,6 +157,7 @@ def test_lockdown_and_normal_from_the_door_test(page, gw: Site) -> None:
     form.locator("button[value=lockdown]").click()
     form.locator("output", has_text="lockdown mode").wait_for()
     assert gw.gateway.doors["main-in"].mode == "lockdown"
+    assert eventually(lambda: lockdowns(gw) == [{"by": "installer"}], 5)  # not "central"
     page.goto(gw.url + "/")
     assert "lockdown" in page.locator("[data-door=main-in]").inner_text()
     page.goto(gw.url + "/tools")
