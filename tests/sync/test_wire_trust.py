@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -226,6 +227,23 @@ def test_a_big_signed_envelope_in_canonical_form_opens() -> None:
     env = open_envelope(payload, public_key=PUB, site=SITE, topic=t("entitlements", "delta"))
     assert env.body == body
     tampered = payload.replace(b'"M29999"', b'"M29998"')
+    with pytest.raises(BadMessage, match="bad signature"):
+        open_envelope(tampered, public_key=PUB, site=SITE, topic=t("entitlements", "delta"))
+
+
+def test_a_big_signed_envelope_in_another_json_layout_opens_too() -> None:
+    """The spec signs the canonical form; an independent central may send any layout."""
+    records = [{"member": f"M{i:06d}", "credentials": [{"kind": "nfc", "value": f"04{i:012X}"}],
+                "contracts": []} for i in range(15_000)]  # fmt: skip
+    body = {"version": 2, "base": 1, "upsert": records}
+    unsigned = {"type": "delta", "site": SITE, "issued_at": datetime.now(UTC).isoformat(),
+                "body": body}  # fmt: skip
+    sig = json.loads(seal("delta", SITE, body, KEY, datetime.fromisoformat(unsigned["issued_at"])))
+    payload = json.dumps({**unsigned, "sig": sig["sig"]}, indent=1).encode()  # not canonical
+    assert len(payload) > envelopes.VERIFY_BEFORE_PARSE
+    env = open_envelope(payload, public_key=PUB, site=SITE, topic=t("entitlements", "delta"))
+    assert env.body == body
+    tampered = payload.replace(b'"M014999"', b'"M014998"')
     with pytest.raises(BadMessage, match="bad signature"):
         open_envelope(tampered, public_key=PUB, site=SITE, topic=t("entitlements", "delta"))
 
