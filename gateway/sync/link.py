@@ -215,8 +215,21 @@ class Link:
 
     @property
     def connected(self) -> bool:
-        """True while connected and subscribed."""
-        return self._connected.is_set()
+        """True while connected and subscribed, and the broker has not gone quiet past the
+        keepalive (Clarifications, Status: a broker that hangs with the TCP connection open
+        counts as no link once the keepalive has run out; check-ins then say ``offline``)."""
+        return self._connected.is_set() and not self._keepalive_lapsed()
+
+    def _keepalive_lapsed(self) -> bool:
+        """Whether a PINGREQ has gone unanswered for half a keepalive: paho sends one after a
+        keepalive of silence, so the broker has then said nothing for 1.5 keepalives (the
+        MQTT server's own rule). paho would close the socket only a keepalive after its
+        ping; until then decisions must not claim a link that is not there."""
+        client = self._client
+        if client is None:
+            return False
+        pinged_at = client._client._ping_t  # paho: when the unanswered PINGREQ left (0: none)
+        return bool(pinged_at) and paho.time_func() - pinged_at > self.cfg.keepalive / 2
 
     async def wait_connected(self) -> None:
         """Wait until the link is connected and subscribed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -273,3 +274,24 @@ async def test_an_unknown_broker_name_is_reported_as_dns() -> None:
         await eventually(lambda: link.last_error is not None, within=10)
     assert "cannot resolve" in str(link.last_error)
     assert "no-such-broker.invalid" in str(link.last_error)
+
+
+async def test_a_hung_broker_counts_as_no_link_once_the_keepalive_has_run_out(
+    broker: Broker,
+) -> None:
+    """Clarifications, Status: a broker that hangs with the TCP connection open is no link
+    once the keepalive (5 s here) has run out, before paho closes the socket (a keepalive
+    after its unanswered ping): check-ins decided meanwhile say ``offline``."""
+    link = make_link(broker.port)
+    assert broker.process is not None
+    async with running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            await eventually(lambda: not link.connected, within=20)
+            assert link._connected.is_set()  # the session is still up: the keepalive decided
+            with pytest.raises(LinkError, match="not connected"):
+                await link.publish(STATUS, b"{}")
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        await eventually(lambda: link.connected, within=30)  # and back once it answers

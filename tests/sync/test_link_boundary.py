@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -25,6 +26,8 @@ async def test_the_private_members_the_link_uses_are_there_with_their_shapes() -
     client = _Client("127.0.0.1", 1)  # not connected: nothing is sent
     assert isinstance(client._client, paho.Client)  # publish(), socket(), disconnect()
     assert isinstance(client._disconnected, asyncio.Future)
+    assert client._client._ping_t == 0  # set when a PINGREQ leaves, 0 once answered
+    assert paho.time_func is time.monotonic  # the clock _ping_t is read on
     assert isinstance(client._pending_publishes, dict)
     assert inspect.iscoroutinefunction(aiomqtt.Client._wait_for)
     with client._pending_call(1, asyncio.Event(), client._pending_publishes):
