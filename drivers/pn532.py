@@ -250,7 +250,8 @@ async def read_ndef_text(module: Pn532Module, target: pf.Target) -> str | None:
             message += chunk
         return pf.ndef_text(message[:size])
     except ProtocolError as exc:
-        log.debug("no NDEF text on target %s: %s", target.uid_hex, exc)
+        # never the UID itself: a log line must not carry a credential value
+        log.debug("no NDEF text on the %d-byte target: %s", len(target.uid_hex) // 2, exc)
         return None
 
 
