@@ -7,23 +7,8 @@ lets anyone on that network read them and a password sent over it; a loopback br
 
 from __future__ import annotations
 
-import ipaddress
-
-from gateway.config import MqttSection
+from gateway.config import MqttSection, is_loopback
 from gateway.errors import ConfigError
-
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (127.0.0.0/8, ::1 or localhost)."""
-    name = host.strip().strip("[]").lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def broker_warnings(mqtt: MqttSection) -> list[str]:

@@ -280,14 +280,19 @@ class WebSection(_Section):
         )
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1 or a localhost name):
+    the one test for the web UI's listen address and the broker's host."""
     import ipaddress
 
-    if host == "localhost":
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
