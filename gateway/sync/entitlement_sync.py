@@ -127,6 +127,7 @@ class EntitlementSync:
         )
         self._snapshot_progress: float | None = None  # when the last chunk was staged
         self._progress: tuple[int, Progress, int] | None = None  # version, its log, records
+        self._chunks: tuple[int, int | None] = (0, None)  # chunks staged, of how many
         self.last_snapshot: dict[str, Any] | None = None  # the builder's figures, last one
         self._giving_up: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -250,6 +251,22 @@ class EntitlementSync:
         """Whether a snapshot is arriving now (for metrics and status)."""
         return self._snapshot_coming()
 
+    def progress(self) -> dict[str, Any] | None:
+        """A snapshot on its way, for the installer's dashboard: its version, the chunks in
+        of all, the records staged and the seconds since the last chunk; None when none is
+        arriving."""
+        last, noted = self._snapshot_progress, self._progress
+        if last is None or noted is None:
+            return None
+        staged, chunks = self._chunks
+        return {
+            "snapshot": "arriving",
+            "version": noted[0],
+            "chunks": f"{staged} of {chunks if chunks is not None else '?'}",
+            "records_staged": noted[2],
+            "last_chunk_s_ago": round(time.monotonic() - last, 1),
+        }
+
     def _snapshot_coming(self) -> bool:
         """A snapshot is being gathered, and its last chunk came recently: it will bring the
         store up to date (a big one takes minutes: progress counts, not its start)."""
@@ -361,7 +378,9 @@ class EntitlementSync:
         _, progress, records = self._progress
         records += int(answer.get("records", 0)) if answer.get("status") == "staged" else 0
         self._progress = (version, progress, records)
-        progress.note(int(answer.get("staged", 0)), answer.get("chunks"), records)
+        chunks = answer.get("chunks")
+        self._chunks = (int(answer.get("staged", 0)), chunks if isinstance(chunks, int) else None)
+        progress.note(self._chunks[0], chunks, records)
 
     def _check_patience(self) -> None:
         """A snapshot whose chunks stopped coming is given up (its file with it)."""

@@ -232,25 +232,9 @@ class GatewaySide(ConfigSide):
         return out
 
     def _sync_progress(self) -> dict[str, Any] | None:
+        """A snapshot on its way (EntitlementSync.progress), or None."""
         entitlements = getattr(self.gateway.sync, "entitlements", None)
-        if entitlements is None:
-            return None
-        progress = getattr(entitlements, "progress", None)
-        if callable(progress):
-            progress = progress()
-        if isinstance(progress, Mapping):
-            return dict(progress)
-        last = getattr(entitlements, "_snapshot_progress", None)
-        if last is None:
-            return None
-        out: dict[str, Any] = {
-            "snapshot": "arriving",
-            "last_chunk_s_ago": round(self.clock() - last, 1),
-        }
-        noted = getattr(entitlements, "_progress", None)  # (version, its log, records staged)
-        if isinstance(noted, tuple) and len(noted) == 3:
-            out["version"], out["records_staged"] = noted[0], noted[2]
-        return out
+        return entitlements.progress() if entitlements is not None else None
 
     # --- commissioning tools --------------------------------------------------------------
 
