@@ -94,7 +94,7 @@ class Gateway:
         self._web_first: WebServer | AccessGwError | None = None
         self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
-        self._trace: tuple[str | None, tuple[str, ...]] | None = None
+        self._trace: tuple[str | None, tuple[str, ...], float | None] | None = None
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -444,16 +444,22 @@ class Gateway:
         """Whether the broker link is up (check-ins record ``offline`` otherwise)."""
         return bool(self.sync and self.sync.connected)
 
-    def _explained(self, display: str | None, trace: tuple[str, ...]) -> None:
-        """The decision behind the check-in about to be published (for the installer only)."""
-        self._trace = (display, trace)
+    def _explained(
+        self, display: str | None, trace: tuple[str, ...], decided_in: float | None
+    ) -> None:
+        """The decision behind the check-in about to be published (for the installer only):
+        the member's name, the trace and how long the decision took."""
+        self._trace = (display, trace, decided_in)
 
     def _own_checkin(self, checkin: dict[str, Any]) -> None:
         """A check-in of ours became final: keep its passage, show it, wake the outbox."""
         self.history.add(checkin)  # on the history's writer thread, in order
         shown = dict(checkin)
         if self._trace is not None:  # never on the wire: the name and trace stay on the box
-            shown["display"], shown["trace"] = self._trace[0], list(self._trace[1])
+            display, trace, decided_in = self._trace
+            shown["display"], shown["trace"] = display, list(trace)
+            if decided_in is not None:
+                shown["latency_ms"] = round(decided_in * 1000, 2)
             self._trace = None
         self.activity.add("decision", **shown)
         self._final_checkin()

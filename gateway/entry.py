@@ -161,7 +161,7 @@ class Entrance:
         passes: SeenPasses,
         online: Callable[[], bool],
         published: Callable[[dict[str, Any]], None],
-        explained: Callable[[str | None, tuple[str, ...]], None] | None = None,
+        explained: Callable[[str | None, tuple[str, ...], float | None], None] | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.place = place
@@ -173,7 +173,8 @@ class Entrance:
         self.passes = passes
         self.online = online
         self.published = published
-        self.explained = explained  # the name and trace, for the installer's UI only
+        # the name, trace and decision time in seconds, for the installer's UI only
+        self.explained = explained
         self.now = now
         self._one_at_a_time = asyncio.Lock()
         self._retrying: set[asyncio.Task[None]] = set()
@@ -205,7 +206,7 @@ class Entrance:
             finally:  # whatever happened at the door, the record is closed (it holds nothing)
                 charged = decision.charged if passed else 0
                 final = await asyncio.shield(
-                    self._finalise(entry, checkin, passed, charged, decision)
+                    self._finalise(entry, checkin, passed, charged, decision, decided_in)
                 )
             logs.log_decision(final, decided_in)
             relay_s = None if released_at is None else released_at - tapped
@@ -250,6 +251,7 @@ class Entrance:
         passed: bool,
         charged: int,
         decision: Decision | None = None,
+        decided_in: float | None = None,
     ) -> dict[str, Any]:
         """Close the record; if the journal cannot now (disk full for a moment), keep trying
         in the background: the local state takes the outcome at once, the record follows
@@ -275,7 +277,7 @@ class Entrance:
             return final
         self.state.apply_checkin(final, own=True)
         if self.explained is not None and decision is not None:
-            self.explained(decision.display, decision.trace)  # read by published() next
+            self.explained(decision.display, decision.trace, decided_in)  # for published()
         self.published(final)
         return final
 

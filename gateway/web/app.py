@@ -582,12 +582,13 @@ def _csv(rows: list[dict[str, Any]], tz: str, lang: str) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["id", "local_time", "utc", "kind", "door", "member", "name", "decision",
-                     "reason", "text", "warnings"])  # fmt: skip
+                     "reason", "text", "warnings", "latency_ms"])  # fmt: skip
     for row in rows:
         r = shown(row, tz, lang)
         writer.writerow([r["id"], r["local"], r["at"], r["kind"], r["door"] or "",
                          r["member"] or "", r["display"] or "", r["decision"] or "",
-                         r["what"], _cell(r["text"]), " ".join(r["warnings"])])  # fmt: skip
+                         r["what"], _cell(r["text"]), " ".join(r["warnings"]),
+                         "" if r["latency_ms"] is None else r["latency_ms"]])  # fmt: skip
         if out.tell() > 64_000:
             yield out.getvalue()
             out.seek(0)

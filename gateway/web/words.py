@@ -64,6 +64,7 @@ def shown(row: dict[str, Any], tz: str, language: str) -> dict[str, Any]:
         "text": row_words(row, language),
         "warnings": body.get("warnings") or [],
         "trace": body.get("trace") or [],
+        "latency_ms": body.get("latency_ms"),
     }
 
 

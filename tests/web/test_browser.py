@@ -113,6 +113,7 @@ def test_a_card_tap_appears_live_with_the_members_name(page, gw: Site) -> None:
     row = page.locator("#live-rows li", has_text="T-100").first
     row.wait_for()
     assert "granted" in row.inner_text()
+    assert " ms" in row.locator(".latency").inner_text()  # how long the decision took
     assert CARD_UID not in page.content()
 
 
@@ -206,6 +207,7 @@ def test_csv_export_of_the_filtered_events(page, gw: Site) -> None:
     rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
     assert rows and {r["door"] for r in rows} == {"main-in"}
     assert any(r["member"] == "T-100" and r["decision"] == "granted" for r in rows)
+    assert all(float(r["latency_ms"]) >= 0 for r in rows if r["kind"] == "decision")
     assert all(CARD_UID not in str(r) for r in rows)
 
 

@@ -113,6 +113,11 @@
       who.appendChild(a);
       li.appendChild(who);
     }
+    if (r.latency_ms !== null && r.latency_ms !== undefined) {
+      const took = el("span", "latency", Number(r.latency_ms).toFixed(1) + " ms");
+      took.title = "time to decide";
+      li.appendChild(took);
+    }
     if (r.warnings && r.warnings.length) li.appendChild(el("span", "warn", r.warnings.join(", ")));
     return li;
   }
