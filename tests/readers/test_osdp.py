@@ -439,3 +439,37 @@ def test_a_26_bit_read_is_h10301_only_when_its_format_says_wiegand() -> None:
     assert (value, name) == (str(5 * 65536 + 77), "wiegand26")
     value, name, _ = decode_card(26, pack_bits(bits), osdp.CardFormat.Unspecified)
     assert (value, name) == (str(int(bits, 2)), "raw26")
+
+
+async def test_the_installers_install_mode_tool_gives_the_reader_a_new_key(
+    state: StateDir, pd_factory: Any
+) -> None:
+    """Issue 10, point 4: the web UI's OSDP install mode (after its confirmation step, in
+    gateway.web.app) drives the reader's own enrolment and says what came of it."""
+    from types import SimpleNamespace
+
+    from gateway.web.gateway_side import GatewaySide, InstallerRefused
+
+    store_key(state, secrets.token_bytes(16))  # a replaced reader: the old key fails
+    sim = pd_factory(install_mode=True)
+    health = HealthLog()
+    reader = make_reader(state, sim.path, health)
+    journalled: list[tuple[Any, ...]] = []
+    gateway = SimpleNamespace(
+        config=SimpleNamespace(gateway=SimpleNamespace(language="en")),
+        readers={"r1": reader, "qr": object()},
+        record_event=lambda *event: journalled.append(event),
+    )
+    side = GatewaySide(gateway, clock=lambda: 0.0)  # type: ignore[arg-type]
+    with pytest.raises(InstallerRefused, match="no reader 'r9'"):
+        await side.enroll("r9", "installer")
+    with pytest.raises(InstallerRefused, match="not an OSDP reader"):
+        await side.enroll("qr", "installer")
+    async with running(reader):
+        await health.wait_for(lambda h: "secure channel" in h.reason, within=WITHIN)
+        answer = await side.enroll("r1", "installer at 127.0.0.1")
+        await online(health)
+    assert answer == "reader r1 has a new Secure Channel key"
+    assert sim.scbk == bytes.fromhex(state.osdp_scbk("r1").read_text())
+    assert journalled == [("installer_action", None, {"action": "osdp_install", "reader": "r1",
+                                                      "by": "installer at 127.0.0.1"})]  # fmt: skip
