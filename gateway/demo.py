@@ -191,7 +191,9 @@ class Scenario:
     async def walk_through(self) -> None:
         """Once the turnstile is released, a person pushes it: the rotation input pulses."""
         deadline = time.monotonic() + 8
-        while not self.board.output_state(0) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while not self.board.output_state(0):
+            if time.monotonic() > deadline:
+                return  # never released (refused): nobody pushes a locked turnstile
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
         self.board.set_input(0, True)
@@ -200,18 +202,21 @@ class Scenario:
 
     async def tap(self, what: str, uid: str, walk: bool = True) -> None:
         self.nfc.place(uid)
-        if walk:
-            asyncio.get_running_loop().create_task(self.walk_through())
+        walker = asyncio.create_task(self.walk_through()) if walk else None
         item = await self.decision()
+        if walker is not None and (item is None or item["decision"] == "denied"):
+            walker.cancel()  # a refused person walks away: no push at the next grant
         self.nfc.remove()
         self.show(what, item)
         await asyncio.sleep(1.2)
 
     async def scan(self, what: str, code: str, walk: bool = True) -> None:
         self.qr.scan(code)
-        if walk:
-            asyncio.get_running_loop().create_task(self.walk_through())
-        self.show(what, await self.decision())
+        walker = asyncio.create_task(self.walk_through()) if walk else None
+        item = await self.decision()
+        if walker is not None and (item is None or item["decision"] == "denied"):
+            walker.cancel()
+        self.show(what, item)
         await asyncio.sleep(1.2)
 
     async def run(self, central: Any) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    # Ctrl-C at a terminal reaches the whole process group: the gateway decides when its UI
+    # stops (it closes the channel, then terminates), so the UI does not die mid-reply first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(sys.stdin.readline())
     logging.basicConfig(
         level=settings.get("log_level", "INFO"),
