@@ -44,19 +44,21 @@ def time_envelope(key: Ed25519PrivateKey, at: datetime) -> bytes:
     return seal("time", SITE, {"now": at.isoformat(), "version": VERSION}, key, at)
 
 
-async def reasons_after(watcher: Watcher, scanner: ScannerSimulator, before: int) -> str:
+def checkin_reasons(watcher: Watcher) -> list[str]:
+    """The reasons of the check-ins the gateway published, once each (by id, in order)."""
+    reasons: dict[str, str] = {}
+    for seen in watcher.on(CHECKINS):
+        checkin = json.loads(seen.payload)
+        reasons[checkin["id"]] = checkin["reason"]
+    return list(reasons.values())
+
+
+async def scan_reason(watcher: Watcher, scanner: ScannerSimulator) -> str:
     """Scan M4's code; the reason of the next new check-in the gateway publishes."""
+    before = len(checkin_reasons(watcher))
     scanner.scan("QR-M4")
-
-    def new() -> list[str]:
-        ids: dict[str, str] = {}
-        for seen in watcher.on(CHECKINS):
-            checkin = json.loads(seen.payload)
-            ids[checkin["id"]] = checkin["reason"]
-        return list(ids.values())
-
-    await until(lambda: len(new()) > before, within=20)
-    return new()[before]
+    await until(lambda: len(checkin_reasons(watcher)) > before, within=20)
+    return checkin_reasons(watcher)[before]
 
 
 async def test_6_an_old_time_replayed_after_a_restart_does_not_unstale_the_set(
@@ -84,19 +86,17 @@ async def test_6_an_old_time_replayed_after_a_restart_does_not_unstale_the_set(
 
             with gateway_process(cfg, log) as proc:
                 await until(lambda: started(1), within=20)
-                assert await reasons_after(watcher, qr, 0) == "entitlements_stale"
+                assert await scan_reason(watcher, qr) == "entitlements_stale"
                 now = datetime.now(UTC)
                 await watcher.publish(f"acs/v1/{SITE}/time", time_envelope(central, now))
                 assert await _eventually_reason(watcher, qr, "ok") == "ok"  # a fresh time counts
             age_the_set(state, set_rules, days=5)  # stale again while it was stopped
             with gateway_process(cfg, log) as proc:
                 await until(lambda: started(2), within=20)
-                seen = len({json.loads(s.payload)["id"] for s in watcher.on(CHECKINS)})
-                assert await reasons_after(watcher, qr, seen) == "entitlements_stale"
+                assert await scan_reason(watcher, qr) == "entitlements_stale"
                 old = now - timedelta(days=5)  # signed, authentic, and five days old
                 await watcher.publish(f"acs/v1/{SITE}/time", time_envelope(central, old))
-                seen = len({json.loads(s.payload)["id"] for s in watcher.on(CHECKINS)})
-                assert await reasons_after(watcher, qr, seen) == "entitlements_stale"
+                assert await scan_reason(watcher, qr) == "entitlements_stale"
                 statuses = [json.loads(s.payload) for s in watcher.on(STATUS)]
                 assert statuses[-1]["clock"] == "unsynced"  # nor did it make the clock trusted
                 assert proc.poll() is None
@@ -106,8 +106,7 @@ async def _eventually_reason(watcher: Watcher, scanner: ScannerSimulator, want: 
     """Scan until a check-in says ``want`` (the time is applied a moment after it arrives)."""
     reason = ""
     for _ in range(20):
-        seen = len({json.loads(s.payload)["id"] for s in watcher.on(CHECKINS)})
-        reason = await reasons_after(watcher, scanner, seen)
+        reason = await scan_reason(watcher, scanner)
         if reason == want:
             break
     return reason
