@@ -351,22 +351,25 @@ DRIVERS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def _role_driver(profile: Profile, attribute: str, role: str) -> Any:
+    """The driver module's ``attribute`` (its factory for one role); ConfigError if the
+    module has none, i.e. the profile names a driver that does not drive ``role``."""
+    driver = getattr(profile.driver_module(), attribute, None)
+    if driver is None:
+        raise ConfigError(
+            f"profile {profile.name}", [f"driver {profile.driver!r} does not drive {role}"]
+        )
+    return driver
+
+
 def board_driver(profile: Profile) -> BoardDriver:
     """The board driver a profile names; ConfigError if it is no board driver."""
-    where = f"profile {profile.name}"
-    driver = getattr(profile.driver_module(), "BOARD_DRIVER", None)
-    if driver is None:
-        raise ConfigError(where, [f"driver {profile.driver!r} does not drive boards"])
-    return driver  # type: ignore[no-any-return]
+    return _role_driver(profile, "BOARD_DRIVER", "boards")  # type: ignore[no-any-return]
 
 
 def reader_driver(profile: Profile) -> ReaderDriver:
     """The reader driver a profile names; ConfigError if it is no reader driver."""
-    where = f"profile {profile.name}"
-    driver = getattr(profile.driver_module(), "READER_DRIVER", None)
-    if driver is None:
-        raise ConfigError(where, [f"driver {profile.driver!r} does not drive readers"])
-    return driver  # type: ignore[no-any-return]
+    return _role_driver(profile, "READER_DRIVER", "readers")  # type: ignore[no-any-return]
 
 
 def board_address(config: BoardConfig) -> DeviceAddress:
