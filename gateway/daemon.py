@@ -256,8 +256,9 @@ class Gateway:
     async def _start_doors(self) -> None:
         built: dict[str, Board] = {}
         for board_cfg in self.config.boards:
-            built[board_cfg.id] = build_board(board_cfg)
-            built[board_cfg.id].subscribe(self._board_events)
+            board = built[board_cfg.id] = build_board(board_cfg)
+            board.subscribe(self._board_events)
+            board.supervise_with(self.supervisor)  # its polling: reported and restarted
         # doors are made before any board starts: each declares its lock's safe physical
         # level, so the first level a board gives an output is that (an active-low lock
         # never sits energised for the moment between a board's start and its door's)
