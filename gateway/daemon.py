@@ -264,6 +264,7 @@ class Gateway:
         for board_cfg in self.config.boards:
             board = build_board(board_cfg)
             board.subscribe(self._board_events)
+            board.supervise_with(self.supervisor)  # its polling: reported and restarted
             await board.start()
             self.boards[board_cfg.id] = board
         for door_cfg in self.config.doors:
