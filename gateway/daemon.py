@@ -261,14 +261,23 @@ class Gateway:
         self.supervisor.start("metrics sampler", sampler.run)
 
     async def _start_doors(self) -> None:
+        built: dict[str, Board] = {}
         for board_cfg in self.config.boards:
-            board = build_board(board_cfg)
+            board = built[board_cfg.id] = build_board(board_cfg)
             board.subscribe(self._board_events)
             board.supervise_with(self.supervisor)  # its polling: reported and restarted
+        # doors are made before any board starts: each declares its lock's safe physical
+        # level, so the first level a board gives an output is that (an active-low lock
+        # never sits energised for the moment between a board's start and its door's)
+        doors = {
+            door_cfg.id: Door(door_cfg, built, on_event=self._door_events(door_cfg.id))
+            for door_cfg in self.config.doors
+        }
+        for board_id, board in built.items():
             await board.start()
-            self.boards[board_cfg.id] = board
+            self.boards[board_id] = board
         for door_cfg in self.config.doors:
-            door = Door(door_cfg, self.boards, on_event=self._door_events(door_cfg.id))
+            door = doors[door_cfg.id]
             await door.start(spawn=False)
             self.doors[door_cfg.id] = door
             self.supervisor.start(_part("door", door_cfg.id), door.run)
