@@ -33,6 +33,7 @@ from gateway.errors import ConfigError
 from gateway.mqtt_check import try_broker
 from gateway.profiles import load_profiles
 from gateway.state_dir import write_secret_atomically
+from gateway.web import i18n
 
 SERIAL_PATTERNS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*",
                    "/dev/ttyS0", "/dev/ttySC*")  # fmt: skip
@@ -81,6 +82,7 @@ class ConfigSide:
     """The set-up calls of :class:`gateway.web.gateway_side.GatewaySide` (a mixin)."""
 
     gateway: Any
+    language: str
 
     def _keeper(self) -> ConfigKeeper:
         try:
@@ -120,8 +122,7 @@ class ConfigSide:
             return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
         return await self._applied(keeper.apply(edited, who))
 
-    @staticmethod
-    async def _applied(change: Awaitable[Applied]) -> dict[str, Any]:
+    async def _applied(self, change: Awaitable[Applied]) -> dict[str, Any]:
         """What the UI is told of an apply or a rollback: the version, or the problems."""
         try:
             applied = await change
@@ -129,12 +130,12 @@ class ConfigSide:
             problems = [p.as_json() for p in exc.report.problems] if exc.report else []
             return {"ok": False, "message": str(exc), "problems": problems}
         if applied.version is None:
-            return {"ok": True, "message": "nothing changed", **applied.as_json()}
-        return {
-            "ok": True,
-            "message": f"applied as version {applied.version}: {', '.join(applied.changed)}",
-            **applied.as_json(),
-        }
+            message = i18n.t(self.language, "setup.nothing")
+        else:
+            changed = ", ".join(applied.changed)
+            version = applied.version
+            message = i18n.t(self.language, "setup.applied", version=version, changed=changed)
+        return {"ok": True, "message": message, **applied.as_json()}
 
     async def config_put(self, kind: str, entry: dict[str, Any], who: str) -> dict[str, Any]:
         """Add or change one board, door or reader, and apply."""
@@ -150,7 +151,7 @@ class ConfigSide:
         """Go back to a kept version (default: the previous one)."""
         answer = await self._applied(self._keeper().rollback(who, number))
         if answer["ok"]:
-            answer["message"] = f"back: {answer['message']}"
+            answer["message"] = i18n.t(self.language, "setup.back", message=answer["message"])
         return answer
 
     def _mqtt_text(self, text: str, settings: dict[str, Any]) -> str:
@@ -175,13 +176,14 @@ class ConfigSide:
         try:
             data = base64.b64decode(data_b64, validate=True)
         except (binascii.Error, ValueError):
-            raise _refused("the upload is not base64") from None
+            raise _refused(i18n.t(self.language, "setup.not_base64")) from None
         upload: UploadKind = kind  # type: ignore[assignment]
         try:
             path = await asyncio.to_thread(self._keeper().store_upload, upload, data)
         except ApplyRefused as exc:
             raise _refused(str(exc)) from None
-        return {"ok": True, "path": str(path), "message": f"{kind} stored as {path} (0600)"}
+        stored = i18n.t(self.language, "setup.stored", kind=kind, path=path)
+        return {"ok": True, "path": str(path), "message": stored}
 
     async def backup(self, passphrase: str, who: str) -> dict[str, Any]:
         """An encrypted backup (gateway.backup) written to ``<state>/backups/``: its path.
