@@ -14,7 +14,6 @@ Settings (see gateway/firmware_profiles/rpi-relay-hat-gpio.toml): ``chip``, ``ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import os
 import time
@@ -133,11 +132,34 @@ class GpioBoard(Board):
         self._request = await asyncio.to_thread(
             request_lines, self.chip, consumer="accessgw", config=self._line_config()
         )
+        self._sample_all()
+        self._report(True)
+        self._run_loop(self._watch_edges)  # supervised (gateway/outputs.py)
+
+    def _sample_all(self) -> None:
         now = time.monotonic()
         for index, offset in enumerate(self.inputs):
             self._sample(index, self._active(self._request.get_value(offset)), now)
-        asyncio.get_running_loop().add_reader(self._request.fd, self._read_edges)
+
+    async def _watch_edges(self) -> None:
+        """Until cancelled: take the kernel's edge events as the request's fd has them.
+        (Re)started after a failure, it reads every input's level first (they were
+        forgotten) and shows the board online again."""
+        request = self._request
+        if request is None:
+            raise BoardOffline(self.id, "not started")
+        self._sample_all()
         self._report(True)
+        readable = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(request.fd, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                self._read_edges()
+        finally:
+            loop.remove_reader(request.fd)
 
     def _line_config(self) -> dict[Any, Any]:
         from gpiod.line import Bias, Direction, Edge, Value
@@ -173,7 +195,7 @@ class GpioBoard(Board):
         return bool(value == Value.ACTIVE)
 
     def _read_edges(self) -> None:
-        """Called by the loop when the request's fd is readable: never blocks."""
+        """Called when the request's fd is readable: never blocks."""
         from gpiod.edge_event import EdgeEvent
 
         now_ns, now = time.monotonic_ns(), time.monotonic()
@@ -202,10 +224,9 @@ class GpioBoard(Board):
     async def close(self) -> None:
         """Outputs inactive, then release the lines."""
         await super().close()
+        await self._stop_loop()
         request, self._request = self._request, None
         if request is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(request.fd)
             request.release()
 
 

@@ -288,7 +288,6 @@ class ModbusBoard(Board):
         self.reconnect_min = settings.reconnect_min
         self.reconnect_max = settings.reconnect_max
         self.line: ModbusLine | None = None
-        self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     @property
@@ -307,24 +306,22 @@ class ModbusBoard(Board):
 
     async def start(self) -> None:
         """Start the connect/poll loop; wait briefly for a first answer so inputs are known."""
-        if self._task is not None:
+        if self.line is not None:
             return
         self.line = line_for(self.id, self.address, self.config)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"modbus {self.id}")
+        self._run_loop(self._run)  # supervised (gateway/outputs.py): never dies silently
         await wait_event(self._ready, 2 * self.timeout * (self.retries + 1))
 
     async def close(self) -> None:
         """Outputs to their safe level (if the board answers), stop polling, free the line."""
         await super().close()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._stop_loop()
         line, self.line = self.line, None
         if line is not None:
             release_line(line)
 
     async def _run(self) -> None:
+        self._ready.clear()  # (re)started: the first answer writes the outputs again
         delay = self.reconnect_min
         while True:
             check_cancelled()
@@ -380,7 +377,8 @@ class ModbusBoard(Board):
             await asyncio.sleep(self.poll_interval if self.inputs else self.heartbeat)
 
     async def _rewrite_outputs(self) -> None:
-        for index, on in list(self._wanted.items()):
+        # at the first connect this puts each lock at its door's safe level at once
+        for index, on in self.levels_to_restore().items():
             with contextlib.suppress(RelayFault):
                 await self._switch(index, on)
 

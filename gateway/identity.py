@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from gateway.errors import AccessGwError
 from gateway.passes import b64url_decode, b64url_encode
+from gateway.state_dir import create_secret_atomically
 from gateway.sync.envelopes import canonical, sign
 from gateway.sync.topics import gw_topic
 
@@ -90,32 +90,18 @@ def load_or_create_key(secrets_dir: Path) -> Ed25519PrivateKey:
 
 
 def _create(path: Path) -> Ed25519PrivateKey:
-    """Make a key pair and write its seed atomically (temp file, fsync, rename, fsync dir)."""
+    """Make a key pair and write its seed atomically, never over a key made meanwhile."""
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes(
         serialization.Encoding.Raw,
         serialization.PrivateFormat.Raw,
         serialization.NoEncryption(),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(seed)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # never replaces a key another process made meanwhile
-        except FileExistsError:
+        if not create_secret_atomically(path, seed):
+            # another process made the key meanwhile: use theirs, never replace it
             return load_or_create_key(path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except OSError as exc:
         raise AccessGwError(
             f"gateway key {path} cannot be written ({exc.strerror}): set gateway.state_dir to "

@@ -18,12 +18,13 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.errors import HardwareError
+from gateway.supervisor import Supervisor, describe
 
 
 class RelayFault(HardwareError):
@@ -68,6 +69,22 @@ class Edge:
 
 EdgeCallback = Callable[[Edge], None]
 EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+class LoopKeeper(Protocol):
+    """Who runs a board's long-lived loop (input polling, reconnecting): the gateway's
+    :class:`~gateway.supervisor.Supervisor`, which logs a failure with its cause, reports
+    it (``component_failed``, the status's ``components``) and restarts the loop."""
+
+    def start(
+        self,
+        component: str,
+        run: Callable[[], Awaitable[None]],
+        *,
+        on_failure: Callable[[BaseException | None], None] | None = None,
+    ) -> None: ...
+
+    async def stop(self, components: Iterable[str] | None = None) -> None: ...
 
 
 class Debouncer:
@@ -118,6 +135,19 @@ class Board(abc.ABC):
         self._pulses: dict[int, asyncio.Task[None]] = {}
         self._safe: dict[int, bool] = {}
         self.debounce = float(self.settings.get("debounce", 0.0))
+        self._keeper: LoopKeeper | None = None
+        self._looping = False
+
+    @property
+    def component(self) -> str:
+        """The name its loop is supervised under (events and status show it)."""
+        return f"board {self.id}"
+
+    def supervise_with(self, keeper: LoopKeeper) -> None:
+        """Run the board's loop under ``keeper`` (the gateway's supervisor); call before
+        :meth:`start`. Without it a board keeps its loop under a supervisor of its own
+        (a failure is logged and the loop restarted, but nobody else is told)."""
+        self._keeper = keeper
 
     # --- what doors call ----------------------------------------------------------
 
@@ -135,8 +165,14 @@ class Board(abc.ABC):
 
     def declare_safe(self, index: int, physical: bool) -> None:
         """The physical level output ``index`` must have when nobody controls it (a door
-        whose lock is wired active-low declares True): used at start and stop."""
+        whose lock is wired active-low declares True): used at start and stop. Declared
+        before :meth:`start`, it is the first level the output is ever given."""
         self._safe[index] = physical
+
+    def levels_to_restore(self) -> dict[int, bool]:
+        """What a board that (re)connects writes first: every output a door declared a
+        safe level for at that level, and every output told a level since at that one."""
+        return {**self._safe, **self._wanted}
 
     def safe_level(self, index: int) -> bool:
         """The physical level output ``index`` goes to at start and stop (default off)."""
@@ -222,6 +258,28 @@ class Board(abc.ABC):
     @abc.abstractmethod
     async def _read_output(self, index: int) -> bool:
         """Read output ``index`` back from the hardware."""
+
+    def _run_loop(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run the driver's long-lived loop supervised: a failure (a bug, a watcher that
+        raises, an answer the driver did not expect) is logged with its cause, the board
+        shows offline with its inputs unknown (its doors report ``relay_fault``) and the
+        loop is started again with back-off; it never dies silently."""
+        if self._looping:
+            return
+        if self._keeper is None:
+            self._keeper = Supervisor()
+        self._keeper.start(self.component, run, on_failure=self._loop_failed)
+        self._looping = True
+
+    async def _stop_loop(self) -> None:
+        """Stop the loop of :meth:`_run_loop` (if it runs) and wait for it."""
+        if self._looping and self._keeper is not None:
+            self._looping = False
+            await self._keeper.stop([self.component])
+
+    def _loop_failed(self, error: BaseException | None) -> None:
+        self._forget_inputs()
+        self._report(False, f"input polling failed: {describe(error)}")
 
     def watched_inputs(self) -> list[int]:
         """Input indexes somebody watches (what a polling driver has to read)."""

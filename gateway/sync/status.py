@@ -18,7 +18,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -44,44 +43,6 @@ class Publisher(Protocol):
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None: ...
-
-
-@dataclass
-class StatusSources:
-    """Where each status field comes from; all cheap, non-blocking reads.
-
-    ``payload()`` is synchronous (the link calls it on every connect), so the one async
-    source, the journal's pending count, is read by ``refresh()`` and kept.
-    """
-
-    software: str
-    started_at: datetime
-    entitlements_version: Callable[[], int | None]  # store.version
-    records: Callable[[], int]  # store.record_count
-    journal_pending: Callable[[], Awaitable[int]]  # journal.pending_count
-    clock_synced: Callable[[], bool]  # ClockTrust.synced
-    doors: Callable[[], dict[str, DoorState]]
-    pending: int = 0
-
-    def payload(self) -> dict[str, Any]:
-        """The status now (PROTOCOL.md, Status)."""
-        return {
-            "state": "online",
-            "software": self.software,
-            "started_at": self.started_at.isoformat(),
-            "entitlements_version": self.entitlements_version(),
-            "records": self.records(),
-            "journal_pending": self.pending,
-            "clock": "synced" if self.clock_synced() else "unsynced",
-            "doors": self.doors(),
-        }
-
-    async def refresh(self) -> None:
-        """Read the journal's pending count."""
-        try:
-            self.pending = await self.journal_pending()
-        except Exception:
-            log.exception("status: journal pending count unavailable")
 
 
 class _Retained:
@@ -136,8 +97,9 @@ class _Retained:
 class StatusPublisher(_Retained):
     """Keeps ``gw/{gw}/status`` current: retained, on every change and every 60 s.
 
-    ``build`` returns the status payload (e.g. ``StatusSources.payload`` or the daemon's own);
-    ``refresh``, if given, is awaited before each check to update what ``build`` reads.
+    ``build`` returns the status payload: the gateway's one status builder
+    (``gateway.daemon.Gateway.status``); ``refresh``, if given, is awaited before each check
+    to update what ``build`` reads (``Gateway.refresh_status``).
     """
 
     def __init__(

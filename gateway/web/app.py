@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import __version__
 from gateway.web.auth import MIN_PASSWORD, InstallerAuth, Session, password_problem
 from gateway.web.bridge import Bridge, GatewayNotAnswering
-from gateway.web.config_routes import add_config_routes
+from gateway.web.config_routes import RESTORE_MAX, RESTORE_PATH, add_config_routes
 from gateway.web.eventlog import EventLog, Filter
 from gateway.web.gateway_side import DOOR_TEST_MAX_SECONDS, PULSE_MAX_SECONDS, InstallerRefused
 from gateway.web.i18n import js_words, language_of, number, say, seconds, t
@@ -201,10 +201,11 @@ class Guard:
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if name not in self.ctx.hosts:
             return JSONResponse({"detail": f"host {host!r} is not served here"}, 421)
-        length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"detail": "request body too large"}, 413)
         path = request.url.path
+        limit = RESTORE_MAX if path == RESTORE_PATH else MAX_BODY  # an uploaded backup
+        length = request.headers.get("content-length")
+        if length and (not length.isdigit() or int(length) > limit):
+            return JSONResponse({"detail": "request body too large"}, 413)
         if path.startswith(PUBLIC):
             return None
         session = self.ctx.auth.session(request.cookies.get(COOKIE))

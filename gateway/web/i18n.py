@@ -508,6 +508,183 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                        "Phrase secrète ({n} caractères minimum)"),
     "dev.download": ("Download backup", "Last ned sikkerhetskopi", "Hent sikkerhedskopi",
                      "Télécharger la sauvegarde"),
+    # --- restore (the devices page's card, the confirmation page, restore.js) ---------------
+    "restore.card": ("Restore", "Gjenopprett", "Gendan", "Restauration"),
+    "restore.card_help": ("Make this box the gateway of a backup, e.g. to replace a failed box. "
+                          "The backup is checked first, and you see what it holds before "
+                          "anything changes.",
+                          "Gjør denne boksen til gatewayen i en sikkerhetskopi, f.eks. for å "
+                          "erstatte en boks som har sviktet. Kopien kontrolleres først, og du "
+                          "ser hva den inneholder før noe endres.",
+                          "Gør denne boks til gatewayen fra en sikkerhedskopi, f.eks. for at "
+                          "erstatte en defekt boks. Kopien kontrolleres først, og du ser, hvad "
+                          "den indeholder, før noget ændres.",
+                          "Faire de ce boîtier la passerelle d'une sauvegarde, par exemple pour "
+                          "remplacer un boîtier en panne. La sauvegarde est d'abord vérifiée, et "
+                          "vous voyez son contenu avant tout changement."),
+    "restore.file": ("Backup file", "Sikkerhetskopifil", "Sikkerhedskopifil",
+                     "Fichier de sauvegarde"),
+    "restore.passphrase": ("Its passphrase", "Passfrasen til kopien", "Kopiens adgangssætning",
+                           "Sa phrase secrète"),
+    "restore.check": ("Check the backup", "Kontroller sikkerhetskopien",
+                      "Kontrollér sikkerhedskopien", "Vérifier la sauvegarde"),
+    "restore.title": ("Restore", "Gjenoppretting", "Gendannelse", "Restauration"),
+    "restore.heading": ("Restore {gateway}?", "Gjenopprette {gateway}?", "Gendan {gateway}?",
+                        "Restaurer {gateway} ?"),
+    "restore.intro": ("The backup is whole and its config runs on this box. Nothing has "
+                      "changed yet.",
+                      "Sikkerhetskopien er hel, og konfigurasjonen fungerer på denne boksen. "
+                      "Ingenting er endret ennå.",
+                      "Sikkerhedskopien er hel, og dens konfiguration kan køre på denne boks. "
+                      "Intet er ændret endnu.",
+                      "La sauvegarde est intacte et sa configuration fonctionne sur ce "
+                      "boîtier. Rien n'a encore changé."),
+    "restore.backlog": ("This box has {n} check-ins and events the central system has not "
+                        "acknowledged.",
+                        "Denne boksen har {n} innsjekkinger og hendelser som sentralsystemet "
+                        "ikke har bekreftet.",
+                        "Denne boks har {n} check-ins og hændelser, som centralsystemet ikke "
+                        "har kvitteret for.",
+                        "Ce boîtier a {n} passages et événements que le système central n'a "
+                        "pas confirmés."),
+    "restore.backlog_kept": ("They are not deleted: they are kept aside with the rest of this "
+                             "box's state, and are not sent by the restored gateway. See "
+                             "“Replacing a failed gateway” in the documentation for how to "
+                             "deliver them.",
+                             "De slettes ikke: de legges til side sammen med resten av boksens "
+                             "tilstand, og den gjenopprettede gatewayen sender dem ikke. Se "
+                             "«Replacing a failed gateway» i dokumentasjonen for hvordan du "
+                             "leverer dem.",
+                             "De slettes ikke: de lægges til side sammen med resten af boksens "
+                             "tilstand, og den gendannede gateway sender dem ikke. Se "
+                             "»Replacing a failed gateway« i dokumentationen for, hvordan du "
+                             "leverer dem.",
+                             "Ils ne sont pas supprimés : ils sont mis de côté avec le reste de "
+                             "l'état du boîtier, et la passerelle restaurée ne les envoie pas. "
+                             "Voir « Replacing a failed gateway » dans la documentation pour "
+                             "les transmettre."),
+    "restore.brings": ("What the backup brings", "Dette inneholder sikkerhetskopien",
+                       "Det indeholder sikkerhedskopien", "Contenu de la sauvegarde"),
+    "restore.gateway": ("Gateway", "Gateway", "Gateway", "Passerelle"),
+    "restore.made": ("Backup made", "Kopi tatt", "Kopi taget", "Sauvegarde faite le"),
+    "restore.unacked": ("Not yet acknowledged", "Ikke bekreftet ennå", "Endnu ikke kvitteret",
+                        "Pas encore confirmés"),
+    "restore.unacked_backup": ("{n} check-ins and events (sent after the restore, seq "
+                               "continues after {seq})",
+                               "{n} innsjekkinger og hendelser (sendes etter gjenopprettingen, "
+                               "seq fortsetter etter {seq})",
+                               "{n} check-ins og hændelser (sendes efter gendannelsen, seq "
+                               "fortsætter efter {seq})",
+                               "{n} passages et événements (envoyés après la restauration, seq "
+                               "reprend après {seq})"),
+    "restore.unacked_now": ("{n} check-ins and events", "{n} innsjekkinger og hendelser",
+                            "{n} check-ins og hændelser", "{n} passages et événements"),
+    "restore.boards": ("Boards", "Relékort", "Relækort", "Cartes relais"),
+    "restore.doors": ("Doors", "Dører", "Døre", "Portes"),
+    "restore.readers": ("Readers", "Lesere", "Læsere", "Lecteurs"),
+    "restore.keys": ("Keys", "Nøkler", "Nøgler", "Clés"),
+    "restore.keys_count": ("{n} (OSDP reader keys: {readers})",
+                           "{n} (OSDP-lesernøkler: {readers})",
+                           "{n} (OSDP-læsernøgler: {readers})",
+                           "{n} (clés des lecteurs OSDP : {readers})"),
+    "restore.web": ("Web UI after the restore", "Webgrensesnitt etter gjenopprettingen",
+                    "Webgrænseflade efter gendannelsen", "Interface web après la restauration"),
+    "restore.no_members": ("The member list is not in a backup: the restored gateway receives "
+                           "it from the central system. Sign in afterwards with the installer "
+                           "password of the restored gateway.",
+                           "Medlemslisten er ikke med i en sikkerhetskopi: den gjenopprettede "
+                           "gatewayen får den fra sentralsystemet. Logg deretter inn med "
+                           "installatørpassordet til den gjenopprettede gatewayen.",
+                           "Medlemslisten er ikke med i en sikkerhedskopi: den gendannede "
+                           "gateway får den fra centralsystemet. Log derefter ind med "
+                           "installatørens adgangskode til den gendannede gateway.",
+                           "La liste des membres n'est pas dans une sauvegarde : la passerelle "
+                           "restaurée la reçoit du système central. Connectez-vous ensuite avec "
+                           "le mot de passe installateur de la passerelle restaurée."),
+    "restore.has_now": ("What this box has now", "Dette har boksen nå", "Det har boksen nu",
+                        "Contenu actuel de ce boîtier"),
+    "restore.osdp_keys": ("OSDP reader keys", "OSDP-lesernøkler", "OSDP-læsernøgler",
+                          "Clés des lecteurs OSDP"),
+    "restore.member_list": ("Member list", "Medlemsliste", "Medlemsliste", "Liste des membres"),
+    "restore.none": ("none", "ingen", "ingen", "aucun"),
+    "restore.yes": ("yes", "ja", "ja", "oui"),
+    "restore.kept": ("Nothing is deleted: the config file, the journal, the keys and the "
+                     "member list of this box are moved to {path} in the state directory.",
+                     "Ingenting slettes: konfigurasjonsfilen, journalen, nøklene og "
+                     "medlemslisten til denne boksen flyttes til {path} i tilstandsmappen.",
+                     "Intet slettes: konfigurationsfilen, journalen, nøglerne og medlemslisten "
+                     "fra denne boks flyttes til {path} i tilstandsmappen.",
+                     "Rien n'est supprimé : le fichier de configuration, le journal, les clés "
+                     "et la liste des membres de ce boîtier sont déplacés dans {path}, dans le "
+                     "dossier d'état."),
+    "restore.steps": ("The gateway stops (doors to their safe state), puts the backup in place "
+                      "and starts again as {gateway}. Doors do not open during the restart.",
+                      "Gatewayen stopper (dørene går til sikker tilstand), legger inn "
+                      "sikkerhetskopien og starter igjen som {gateway}. Dørene åpnes ikke under "
+                      "omstarten.",
+                      "Gatewayen stopper (dørene går i sikker tilstand), lægger "
+                      "sikkerhedskopien på plads og starter igen som {gateway}. Dørene åbner "
+                      "ikke under genstarten.",
+                      "La passerelle s'arrête (portes en position de sécurité), met la "
+                      "sauvegarde en place et redémarre en tant que {gateway}. Les portes ne "
+                      "s'ouvrent pas pendant le redémarrage."),
+    "restore.confirm": ("Restore {gateway} now", "Gjenopprett {gateway} nå",
+                        "Gendan {gateway} nu", "Restaurer {gateway} maintenant"),
+    "restore.cancel": ("Cancel", "Avbryt", "Annullér", "Annuler"),
+    "restore.no_upload": ("no such upload", "finner ikke opplastingen", "uploaden findes ikke",
+                          "envoi introuvable"),
+    "restore.upload_gone": ("the upload is gone: upload the backup again",
+                            "opplastingen er borte: last opp sikkerhetskopien på nytt",
+                            "uploaden er væk: upload sikkerhedskopien igen",
+                            "l'envoi a disparu : envoyez de nouveau la sauvegarde"),
+    "restore.checked": ("backup of {gateway} checked",
+                        "sikkerhetskopien av {gateway} er kontrollert",
+                        "sikkerhedskopien af {gateway} er kontrolleret",
+                        "sauvegarde de {gateway} vérifiée"),
+    "restore.restoring": ("restoring {gateway}: the gateway stops and starts again",
+                          "gjenoppretter {gateway}: gatewayen stopper og starter igjen",
+                          "gendanner {gateway}: gatewayen stopper og starter igen",
+                          "restauration de {gateway} : la passerelle s'arrête et redémarre"),
+    "restore.no_restore": ("no such restore", "finner ikke gjenopprettingen",
+                           "gendannelsen findes ikke", "restauration introuvable"),
+    "restore.nothing": ("nothing was restored", "ingenting ble gjenopprettet",
+                        "intet blev gendannet", "rien n'a été restauré"),
+    "restore.empty": ("the file is empty", "filen er tom", "filen er tom", "le fichier est vide"),
+    "restore.bad_passphrase": ("the backup's passphrase has 10 characters or more",
+                               "passfrasen til sikkerhetskopien har minst 10 tegn",
+                               "sikkerhedskopiens adgangssætning har mindst 10 tegn",
+                               "la phrase secrète de la sauvegarde a au moins 10 caractères"),
+    "js.restore_checking": ("Checking the backup… (this takes a few seconds)",
+                            "Kontrollerer sikkerhetskopien … (dette tar noen sekunder)",
+                            "Kontrollerer sikkerhedskopien … (det tager et par sekunder)",
+                            "Vérification de la sauvegarde… (quelques secondes)"),
+    "js.restore_refused": ("Not restored: {reason}", "Ikke gjenopprettet: {reason}",
+                           "Ikke gendannet: {reason}", "Non restauré : {reason}"),
+    "js.restore_upload_failed": ("Not restored: the upload failed ({error})",
+                                 "Ikke gjenopprettet: opplastingen mislyktes ({error})",
+                                 "Ikke gendannet: uploaden mislykkedes ({error})",
+                                 "Non restauré : l'envoi a échoué ({error})"),
+    "js.restoring": ("Restoring {gateway}: the gateway is stopping and starting again…",
+                     "Gjenoppretter {gateway}: gatewayen stopper og starter igjen …",
+                     "Gendanner {gateway}: gatewayen stopper og starter igen …",
+                     "Restauration de {gateway} : la passerelle s'arrête et redémarre…"),
+    "js.restore_back": ("The gateway is back as {gateway}. Sign in with its installer "
+                        "password: ",
+                        "Gatewayen er tilbake som {gateway}. Logg inn med installatørpassordet "
+                        "til gatewayen: ",
+                        "Gatewayen er tilbage som {gateway}. Log ind med dens "
+                        "installatøradgangskode: ",
+                        "La passerelle est de retour en tant que {gateway}. Connectez-vous avec "
+                        "son mot de passe installateur : "),
+    "js.sign_in": ("sign in", "logg inn", "log ind", "se connecter"),
+    "js.restore_gave_up": ("The gateway has not come back within 2 minutes: check the box "
+                           "(journalctl -u accessgw).",
+                           "Gatewayen har ikke kommet tilbake innen 2 minutter: sjekk boksen "
+                           "(journalctl -u accessgw).",
+                           "Gatewayen er ikke kommet tilbage inden for 2 minutter: tjek boksen "
+                           "(journalctl -u accessgw).",
+                           "La passerelle n'est pas revenue en 2 minutes : vérifiez le boîtier "
+                           "(journalctl -u accessgw)."),
     # --- MQTT -----------------------------------------------------------------------------------
     "mqtt.heading": ("MQTT and the central system", "MQTT og sentralsystemet",
                      "MQTT og centralsystemet", "MQTT et système central"),

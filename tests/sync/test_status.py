@@ -3,56 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from gateway import __version__
 from gateway.config import MqttSection
+from gateway.daemon import Gateway
 from gateway.sync.link import Link
-from gateway.sync.status import OccupancyPublisher, StatusPublisher, StatusSources
-from tests.support.broker import Broker, Watcher, eventually, running
+from gateway.sync.status import OccupancyPublisher, StatusPublisher
+from tests.supervision.helpers import load_members, offline_config, running, until
+from tests.support.broker import Broker, Watcher, eventually
+from tests.support.broker import running as running_task
 
-SITE, GW = "oslo", "door-1"
+SITE, GW = "oslo", "gw-1"
 STATUS = f"acs/v1/{SITE}/gw/{GW}/status"
 OCCUPANCY = f"acs/v1/{SITE}/gw/{GW}/occupancy"
 STARTED = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)
 
 
-@dataclass
-class Gateway:
-    """Mutable stand-ins for the store, journal, clock trust and doors."""
-
-    version: int | None = 42
-    records: int = 18234
-    pending: int = 0
-    synced: bool = True
-    doors: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {
-            "main-in": {"mode": "normal", "lock": "locked", "contact": "closed", "reader": "ok"}
-        }
-    )
-    zones: dict[str, int] = field(default_factory=lambda: {"gym": 57})
-
-    async def pending_count(self) -> int:
-        return self.pending
-
-    def sources(self) -> StatusSources:
-        return StatusSources(
-            software="0.3.0",
-            started_at=STARTED,
-            entitlements_version=lambda: self.version,
-            records=lambda: self.records,
-            journal_pending=self.pending_count,
-            clock_synced=lambda: self.synced,
-            doors=lambda: self.doors,
-        )
+@contextlib.asynccontextmanager
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A real gateway (fake board, no broker): its ``status`` is the one status builder."""
+    async with running(offline_config(tmp_path)) as gw:
+        yield gw
 
 
 def publisher(gw: Gateway, **kwargs: Any) -> StatusPublisher:
-    """A status publisher reading ``gw``'s sources."""
-    sources = gw.sources()
-    return StatusPublisher(SITE, GW, sources.payload, refresh=sources.refresh, **kwargs)
+    """A status publisher over the gateway's own status, as the sync runner makes it."""
+    return StatusPublisher(SITE, GW, gw.status, refresh=gw.refresh_status, **kwargs)
+
+
+async def journalled(gw: Gateway, count: int) -> None:
+    """Wait until ``count`` records wait in the journal (events are written in background)."""
+    await until(lambda: _pending(gw, count))
+
+
+async def _pending(gw: Gateway, count: int) -> bool:
+    return await gw.journal.pending_count() >= count
 
 
 @dataclass
@@ -68,67 +60,104 @@ class Recorder:
         self.sent.append((topic, json.loads(payload), retain))
 
 
-async def test_status_payload_has_every_field_of_the_protocol() -> None:
-    gw = Gateway(pending=3, synced=False)
-    status = publisher(gw)
-    assert await status.current() == {
+async def test_status_payload_has_every_field_of_the_protocol(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        load_members(gw, 1)
+        await journalled(gw, 1)  # the "started" event waits for the central's ack
+        status = await publisher(gw).current()
+        pending = await gw.journal.pending_count()
+    assert {
+        k: status[k]
+        for k in ("state", "software", "entitlements_version", "records", "journal_pending")
+    } == {
         "state": "online",
-        "software": "0.3.0",
-        "started_at": "2026-11-22T17:00:00+00:00",
-        "entitlements_version": 42,
-        "records": 18234,
-        "journal_pending": 3,
-        "clock": "unsynced",
-        "doors": gw.doors,
+        "software": __version__,
+        "entitlements_version": 1,
+        "records": 1,
+        "journal_pending": pending,
+    }
+    assert datetime.fromisoformat(status["started_at"]) == gw.started_at
+    assert status["clock"] == "synced"  # clock = "trusted"
+    assert status["doors"] == {
+        door: {"mode": "normal", "lock": "locked", "contact": "unknown", "reader": "ok"}
+        for door in ("in", "out")
     }
 
 
-async def test_status_is_published_retained_on_change_only_until_it_is_due() -> None:
-    gw, link = Gateway(), Recorder()
-    status = publisher(gw, every_s=3600)
-    assert await status.check(link)
-    assert not await status.check(link)  # nothing changed, not due
-    gw.doors["main-in"]["contact"] = "open"
-    assert await status.check(link)
-    gw.pending = 5
-    assert await status.check(link)
+def test_the_gateway_builds_its_status_in_one_place() -> None:
+    """Issue 9, defect 8: one status builder (``Gateway.status``), not a second one that
+    only tests used and that could drift from what the central system gets."""
+    import gateway.sync.status as status_module
+
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    builders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if '"journal_pending":' in path.read_text(encoding="utf-8")
+    ]
+    assert builders == ["daemon.py"]
+    assert not hasattr(status_module, "StatusSources")
+
+
+async def test_status_is_published_retained_on_change_only_until_it_is_due(
+    tmp_path: Path,
+) -> None:
+    async with gateway(tmp_path) as gw:
+        link = Recorder()
+        await journalled(gw, 1)
+        status = publisher(gw, every_s=3600)
+        assert await status.check(link)
+        assert not await status.check(link)  # nothing changed, not due
+        await gw.set_mode("in", "lockdown")
+        assert await status.check(link)
+        await journalled(gw, 2)  # the lockdown event
+        pending = await gw.journal.pending_count()
+        gw.record_event("door_closed", "out", {})
+        await journalled(gw, pending + 1)
+        assert await status.check(link)
     assert [(t, r) for t, _, r in link.sent] == [(STATUS, True)] * 3
-    assert link.sent[1][1]["doors"]["main-in"]["contact"] == "open"
-    assert link.sent[2][1]["journal_pending"] == 5
+    assert link.sent[1][1]["doors"]["in"]["mode"] == "lockdown"
+    assert link.sent[2][1]["journal_pending"] == pending + 1
 
 
-async def test_status_is_republished_when_due_even_without_change() -> None:
-    gw, link = Gateway(), Recorder()
-    status = publisher(gw, every_s=0.2, poll_s=0.05)
-    task = asyncio.create_task(status.run(link))
-    try:
-        await eventually(lambda: len(link.sent) >= 3, within=5)
-    finally:
-        task.cancel()
-    assert all(msg == link.sent[0][1] for _, msg, _ in link.sent)
+async def test_status_is_republished_when_due_even_without_change(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        link = Recorder()
+        await journalled(gw, 1)
+        status = publisher(gw, every_s=0.2, poll_s=0.05)
+        task = asyncio.create_task(status.run(link))
+        try:
+            await eventually(lambda: len(link.sent) >= 3, within=5)
+        finally:
+            task.cancel()
+    same = [{k: v for k, v in msg.items() if k != "loop_lag"} for _, msg, _ in link.sent]
+    assert all(msg == same[0] for msg in same)
 
 
-async def test_a_change_while_offline_is_published_once_the_link_is_back() -> None:
-    gw, link = Gateway(), Recorder(connected=False)
-    status = publisher(gw, every_s=3600)
-    gw.version = 43
-    assert not await status.check(link)
-    link.connected = True
-    assert await status.check(link)
-    assert link.sent[0][1]["entitlements_version"] == 43
+async def test_a_change_while_offline_is_published_once_the_link_is_back(
+    tmp_path: Path,
+) -> None:
+    async with gateway(tmp_path) as gw:
+        link = Recorder(connected=False)
+        status = publisher(gw, every_s=3600)
+        load_members(gw, 1)
+        assert not await status.check(link)
+        link.connected = True
+        assert await status.check(link)
+    assert link.sent[0][1]["entitlements_version"] == 1
 
 
 async def test_occupancy_is_published_retained_on_zone_changes_only() -> None:
     now = [datetime(2026, 11, 22, 18, 0, tzinfo=UTC)]
-    gw, link = Gateway(), Recorder()
+    zones, link = {"gym": 57}, Recorder()
     upto = [41]
     occupancy = OccupancyPublisher(
-        SITE, GW, lambda: gw.zones, clock=lambda: now[0], upto_seq=lambda: upto[0]
+        SITE, GW, lambda: zones, clock=lambda: now[0], upto_seq=lambda: upto[0]
     )
     assert await occupancy.check(link)
     now[0] = datetime(2026, 11, 22, 18, 5, tzinfo=UTC)
     assert not await occupancy.check(link)  # only the time moved
-    gw.zones, upto[0] = {"gym": 58}, 42
+    zones, upto[0] = {"gym": 58}, 42
     assert await occupancy.check(link)
     assert link.sent == [
         (OCCUPANCY, {"at": "2026-11-22T18:00:00+00:00", "zones": {"gym": 57}, "upto_seq": 41},
@@ -138,27 +167,34 @@ async def test_occupancy_is_published_retained_on_zone_changes_only() -> None:
     ]  # fmt: skip
 
 
-async def test_status_and_occupancy_reach_the_central_system_retained(broker: Broker) -> None:
-    gw = Gateway()
-    status = publisher(gw, poll_s=0.05)
-    occupancy = OccupancyPublisher(SITE, GW, lambda: gw.zones, clock=lambda: STARTED, poll_s=0.05)
-    cfg = MqttSection(host="127.0.0.1", port=broker.port)
-    link = Link(cfg, SITE, GW, status_payload=status.payload, retry_base=0.1)
+async def test_status_and_occupancy_reach_the_central_system_retained(
+    broker: Broker, tmp_path: Path
+) -> None:
+    zones = {"gym": 57}
+    async with gateway(tmp_path) as gw:
+        status = publisher(gw, poll_s=0.05)
+        occupancy = OccupancyPublisher(SITE, GW, lambda: zones, clock=lambda: STARTED, poll_s=0.05)
+        cfg = MqttSection(host="127.0.0.1", port=broker.port)
+        link = Link(cfg, SITE, GW, status_payload=status.payload, retry_base=0.1)
 
-    def mode(central: Watcher) -> str | None:
-        last = central.on(STATUS)[-1:]
-        return json.loads(last[0].payload)["doors"]["main-in"]["mode"] if last else None
+        def mode(central: Watcher) -> str | None:
+            last = central.on(STATUS)[-1:]
+            return json.loads(last[0].payload)["doors"]["in"]["mode"] if last else None
 
-    async with running(link.run()), running(status.run(link)), running(occupancy.run(link)):
-        async with Watcher(broker.port, [STATUS, OCCUPANCY]) as central:
-            await asyncio.wait_for(link.wait_connected(), 10)
-            await central.wait_for(OCCUPANCY)
-            gw.doors["main-in"]["mode"] = "lockdown"
-            status.notify()
-            await eventually(lambda: mode(central) == "lockdown")
-        async with Watcher(broker.port, [STATUS, OCCUPANCY], identifier="late") as late:
-            occupied = await late.wait_for(OCCUPANCY)
-            await eventually(lambda: mode(late) == "lockdown")
+        async with (
+            running_task(link.run()),
+            running_task(status.run(link)),
+            running_task(occupancy.run(link)),
+        ):
+            async with Watcher(broker.port, [STATUS, OCCUPANCY]) as central:
+                await asyncio.wait_for(link.wait_connected(), 10)
+                await central.wait_for(OCCUPANCY)
+                await gw.set_mode("in", "lockdown")
+                status.notify()
+                await eventually(lambda: mode(central) == "lockdown")
+            async with Watcher(broker.port, [STATUS, OCCUPANCY], identifier="late") as late:
+                occupied = await late.wait_for(OCCUPANCY)
+                await eventually(lambda: mode(late) == "lockdown")
     assert occupied.retain and json.loads(occupied.payload)["zones"] == {"gym": 57}
     assert late.on(STATUS)[0].retain
     assert json.loads(late.on(STATUS)[0].payload)["state"] == "online"
