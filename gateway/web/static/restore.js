@@ -1,11 +1,12 @@
 // accessgw installer UI: restore a backup. The file is checked by the gateway first (nothing
 // changes); the confirmation page shows what it brings; confirming restarts the gateway,
-// and the page waits for it to come back. The words are in the templates.
+// and the page waits for it to come back (its states are sections of the page).
 "use strict";
 (function () {
   const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
   const $ = sel => document.querySelector(sel);
   const result = $("#restore-result");
+  const T = window.accessgwT;  // the page's words in the site's language (app.js)
 
   function say(ok, message) {
     result.className = "result " + (ok ? "ok" : "error");
@@ -25,7 +26,7 @@
     const file = form.elements.file.files[0];
     if (!file) return;
     const button = form.querySelector("button");
-    say(true, form.dataset.checking);
+    say(true, T("js.restore_checking"));
     button.disabled = true;
     try {
       const r = await fetch("/api/restore", {
@@ -37,9 +38,9 @@
         location.href = "/restore/" + (await r.json()).plan.token;
         return;
       }
-      say(false, form.dataset.refused + " " + await reason(r));
+      say(false, T("js.restore_refused", { reason: await reason(r) }));
     } catch (e) {
-      say(false, form.dataset.refused + " " + e);
+      say(false, T("js.restore_upload_failed", { error: e }));
     } finally {
       button.disabled = false;
     }
@@ -61,7 +62,7 @@
       method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf } });
     if (!r.ok) {
       $("#restore-confirm").disabled = false;
-      say(false, await reason(r));
+      say(false, T("js.restore_refused", { reason: await reason(r) }));
       return;
     }
     show("#restore-waiting");
