@@ -687,8 +687,6 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "que si son état ici est perdu ou endommagé."),
     "restore.made_at": ("{at} UTC (accessgw {software})", "{at} UTC (accessgw {software})",
                         "{at} UTC (accessgw {software})", "{at} UTC (accessgw {software})"),
-    "restore.lost_nothing": ("Lost: nothing.", "Tapt: ingenting.", "Tabt: intet.",
-                             "Perdu : rien."),
     "restore.waiting_title": ("Restoring {gateway}…", "Gjenoppretter {gateway} …",
                               "Gendanner {gateway} …", "Restauration de {gateway}…"),
     "restore.waiting": ("The gateway is stopping, putting the backup in place and starting "
