@@ -180,11 +180,7 @@ class ScbkFile:
     def commit_pending(self) -> None:
         """The pending key becomes the reader's key (atomic rename, then fsync the dir)."""
         os.replace(self.pending, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(self.path.parent)
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -197,6 +193,15 @@ def _write_secret(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)  # the rename itself survives a power cut only once this is done
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # --- the bus --------------------------------------------------------------------------

@@ -270,11 +270,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
         config_path=args.config,
         state_dir=args.state_dir,
         force=args.force,
+        at_next_start=args.at_next_start,
     )
+    if result.staged_only:
+        print(
+            f"restore of gateway {result.gateway} of site {result.site} checked and staged in "
+            f"{result.state_dir}: it is applied when the gateway next starts "
+            "(systemctl restart accessgw); what the box holds now is then moved aside"
+        )
+        return EXIT_OK
+    kept = f"; what was there is kept in {result.replaced}" if result.replaced else ""
     print(
         f"restored gateway {result.gateway} of site {result.site}: config {result.config_path}, "
-        f"state {result.state_dir} ({len(result.written)} files). Start it with: "
-        f"accessgw run {result.config_path}"
+        f"state {result.state_dir}{kept}. Start it with: accessgw run {result.config_path}"
     )
     return EXIT_OK
 
@@ -423,14 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
     restore = _parser(
         sub,
         "restore",
-        "make this box the gateway of a backup (stop the gateway first)",
+        "make this box the gateway of a backup (gateway stopped, or --at-next-start)",
         "  accessgw restore /root/door-1.agwbak\n"
         "  accessgw restore --state-dir /var/lib/accessgw --config /etc/accessgw/accessgw.toml "
-        "f",
+        "f\n"
+        "  accessgw restore --at-next-start /root/door-1.agwbak && "
+        "systemctl restart accessgw",
     )
     restore.add_argument("file", help="the backup file to read")
     restore.add_argument("--state-dir", help="restore the state here (default: as backed up)")
-    restore.add_argument("--force", action="store_true", help="replace existing state/files")
+    restore.add_argument(
+        "--force", action="store_true", help="replace existing state/files (moved aside)"
+    )
+    restore.add_argument(
+        "--at-next-start",
+        action="store_true",
+        help="check and stage it now, apply it when the (running) gateway next starts",
+    )
     backup.add_argument("--config", help=f"the config file (default: {DEFAULT_CONFIG})")
     restore.add_argument("--config", help="where to write the config (default: as backed up)")
     for command in (backup, restore):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -44,6 +46,7 @@ from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
 
 if TYPE_CHECKING:
+    from gateway.backup import RestoreOutcome
     from gateway.sync.runner import SyncRunner
     from gateway.web.server import WebServer
 
@@ -94,6 +97,8 @@ class Gateway:
         self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...], float | None] | None = None
+        self.restored: RestoreOutcome | None = None  # a staged restore applied at this start
+        self.restart_wanted = asyncio.Event()  # run_gateway stops, and the gateway starts again
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -124,6 +129,8 @@ class Gateway:
         self._start_readers()
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
+        if self.restored is not None:  # what became of a staged restore (no secret in it)
+            self.record_event("installer_action", None, self.restored.event())
         changed = await asyncio.to_thread(
             changed_since_last_start,
             self.config.model_dump(mode="json"),
@@ -263,14 +270,23 @@ class Gateway:
         self.supervisor.start("metrics sampler", sampler.run)
 
     async def _start_doors(self) -> None:
+        built: dict[str, Board] = {}
         for board_cfg in self.config.boards:
-            board = build_board(board_cfg)
+            board = built[board_cfg.id] = build_board(board_cfg)
             board.subscribe(self._board_events)
             board.supervise_with(self.supervisor)  # its polling: reported and restarted
+        # doors are made before any board starts: each declares its lock's safe physical
+        # level, so the first level a board gives an output is that (an active-low lock
+        # never sits energised for the moment between a board's start and its door's)
+        doors = {
+            door_cfg.id: Door(door_cfg, built, on_event=self._door_events(door_cfg.id))
+            for door_cfg in self.config.doors
+        }
+        for board_id, board in built.items():
             await board.start()
-            self.boards[board_cfg.id] = board
+            self.boards[board_id] = board
         for door_cfg in self.config.doors:
-            door = Door(door_cfg, self.boards, on_event=self._door_events(door_cfg.id))
+            door = doors[door_cfg.id]
             await door.start(spawn=False)
             self.doors[door_cfg.id] = door
             self.supervisor.start(_part("door", door_cfg.id), door.run)
@@ -294,6 +310,11 @@ class Gateway:
                 explained=self._explained,
                 now=self.now,
             )
+
+    def restart_soon(self, after: float = 1.0) -> None:
+        """Stop cleanly (doors to their safe state) and start again, ``after`` seconds from
+        now so the caller's answer still goes out: a staged restore is applied at the start."""
+        asyncio.get_running_loop().call_later(after, self.restart_wanted.set)
 
     # --- a changed config, applied while running (gateway.config_apply) -----------------
 
@@ -692,22 +713,55 @@ async def _logged(what: str, step: Awaitable[None]) -> None:
         log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
-async def run_gateway(config: Config, stop: asyncio.Event, config_path: Path | None = None) -> None:
-    """Run a gateway until ``stop`` is set."""
+async def run_gateway(
+    config: Config,
+    stop: asyncio.Event,
+    config_path: Path | None = None,
+    restored: RestoreOutcome | None = None,
+) -> bool:
+    """Run a gateway until ``stop`` is set, or it asks to be started again (True)."""
     gateway = Gateway(config, config_path=config_path, now=wall_clock())
+    gateway.restored = restored
     await gateway.start()
     try:
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        restart = asyncio.ensure_future(gateway.restart_wanted.wait())
+        await asyncio.wait({stopped, restart}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        restart.cancel()
     finally:
         await gateway.stop()
+    return gateway.restart_wanted.is_set()
+
+
+def _apply_staged_restore(config_file: str) -> RestoreOutcome | None:
+    """A restore staged by the web UI or ``accessgw restore --at-next-start``, applied before
+    the config is read and any state opened (gateway.backup). A failed one leaves the old
+    state as it was; one that could not even be undone stops the start (BackupError)."""
+    from gateway.backup import apply_staged_restore, staged_restore_state
+
+    state = staged_restore_state(config_file)
+    return apply_staged_restore(state) if state is not None else None
+
+
+def _start_again() -> int:
+    """The gateway asked to be started again (a restore is staged): under systemd it exits
+    and the unit's ``Restart=always`` starts it; run by hand, it replaces itself."""
+    if os.environ.get("INVOCATION_ID"):  # set by systemd for the service's processes
+        log.info("stopped to apply a staged restore: systemd starts the gateway again")
+        return 0
+    log.info("stopped to apply a staged restore: starting again (%s)", " ".join(sys.orig_argv))
+    logging.shutdown()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def run_daemon(
-    args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
+    args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[bool | None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
     from gateway.validation import validate_file  # the same checks as check-config
 
+    restored = _apply_staged_restore(args.config)
     report = validate_file(args.config)
     config = report.valid_config()
     logs.configure(
@@ -715,20 +769,22 @@ def run_daemon(
         getattr(args, "log_format", None) or config.log.format,
         config.log.libraries,
     )
+    if restored is not None:
+        (log.info if restored.applied else log.error)("%s", restored.message)
     for warning in report.warnings:
         log.warning("config %s: %s", report.file, warning)
 
     config_path = Path(args.config).resolve()
 
-    async def main() -> None:
+    async def main() -> bool | None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if runner is run_gateway:
-            await run_gateway(config, stop, config_path)
-        else:
-            await runner(config, stop)
+            return await run_gateway(config, stop, config_path, restored)
+        return await runner(config, stop)
 
-    asyncio.run(main())
+    if asyncio.run(main()):
+        return _start_again()
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,21 +28,36 @@ def code_member(n: int) -> dict[str, Any]:
     }
 
 
-def daemon_config(state: Path, port: int, central_key: str, scanner: str, *, sensor: bool) -> str:
-    """One entry door (with or without a passage sensor) read by a serial scanner."""
+def daemon_config(
+    state: Path,
+    port: int,
+    central_key: str,
+    scanner: str,
+    *,
+    sensor: bool,
+    gw: str = GW,
+    host: str = "127.0.0.1",
+    mqtt: str = "",
+    tail: str = "",
+) -> str:
+    """One entry door (with or without a passage sensor) read by a serial scanner.
+
+    ``mqtt`` adds lines to the ``[mqtt]`` section (e.g. ``keepalive = 5``), ``tail`` whole
+    sections at the end (e.g. ``[metrics]``)."""
     passage = 'passage = { board = "io", index = 4 }\npass_timeout = 0.3\n' if sensor else ""
     return f"""
 [gateway]
-id = "{GW}"
+id = "{gw}"
 site = "oslo-sentrum"
 state_dir = "{state}"
 clock = "trusted"
 [central]
 public_key = "{central_key}"
 [mqtt]
-host = "127.0.0.1"
+host = "{host}"
 port = {port}
 ack_timeout = 2
+{mqtt}
 [web]
 enabled = false
 [[boards]]
@@ -60,20 +76,22 @@ profile = "newland-fm430"
 door = "in"
 port = "{scanner}"
 repeat_guard = 0
+{tail}
 """
 
 
 class Daemon:
-    """``accessgw run CONFIG`` as a process of its own."""
+    """``accessgw run CONFIG`` as a process of its own; ``prefix`` runs it under another
+    command (``ip netns exec NS``: the same process, in that network namespace)."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
+    def __init__(self, config: Path, log: Path, prefix: tuple[str, ...] = ()) -> None:
+        self.config, self.log, self.prefix = config, log, prefix
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", str(self.config)],
+            [*self.prefix, sys.executable, "-m", "gateway.cli", "run", str(self.config)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -112,7 +130,30 @@ async def until(condition: Any, within: float = 30.0, what: str = "condition") -
     return time.monotonic() - began
 
 
-def started(central: Any) -> int:
+def started(central: Any, gw: str = GW) -> int:
     """How many ``started`` events the central system has from the gateway."""
-    got = central.received.get(GW)
+    got = central.received.get(gw)
     return 0 if got is None else sum(1 for e in got.events if e["type"] == "started")
+
+
+async def until_granted(central: Any, scanner: Any, gw: str = GW, code: str = "MC-1") -> int:
+    """Present ``code`` once a second until the central has a granted check-in from ``gw``
+    (a slow machine may take seconds to get the set); how many times it was presented."""
+    taps = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while not any(c["decision"] == "granted" for c in central.received[gw].checkins):
+        assert loop.time() < deadline, f"no grant at {gw} within 90 s of its first start"
+        scanner.scan(code)
+        taps += 1
+        await asyncio.sleep(1.0)
+    return taps
+
+
+def last_seq(state: Path) -> int:
+    """The highest seq the gateway has given out (its journal's ``last_seq``)."""
+    conn = sqlite3.connect(state / "journal.sqlite")
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0])
+    finally:
+        conn.close()

@@ -25,8 +25,10 @@ from tests.chaos.harness import (
     Daemon,
     code_member,
     daemon_config,
+    last_seq,
     started,
     until,
+    until_granted,
 )
 from tests.trust.helpers import gateway_key
 
@@ -61,7 +63,7 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
                     daemon.start()
                     await until(lambda n=round_: started(central) > n, 60, "started")
                     if round_ == 0:  # the set first (a slow machine may take seconds)
-                        taps += await _until_granted(central, scanner)
+                        taps += await until_granted(central, scanner)
                     for _ in range(rng.randint(3, 12)):
                         scanner.scan(f"MC-{rng.randint(1, MEMBERS)}")
                         taps += 1
@@ -70,7 +72,7 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
                 daemon.start()
                 got = central.received
                 await until(lambda: started(central) > ROUNDS, 30, "started after the kills")
-                last = await _last_seq(state)
+                last = last_seq(state)
                 await until(lambda: got[GW].upto >= last, 60, f"drain to seq {last}")
             finally:
                 code = daemon.stop()
@@ -108,26 +110,3 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
             }
         )
     )
-
-
-async def _until_granted(central: CentralSimulator, scanner: ScannerSimulator) -> int:
-    """Present MC-1 once a second until the central has a granted check-in; how many."""
-    taps = 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 90
-    while not any(c["decision"] == "granted" for c in central.received[GW].checkins):
-        assert loop.time() < deadline, "no grant within 90 s of the first start"
-        scanner.scan("MC-1")
-        taps += 1
-        await asyncio.sleep(1.0)
-    return taps
-
-
-async def _last_seq(state) -> int:  # type: ignore[no-untyped-def]
-    import sqlite3
-
-    conn = sqlite3.connect(state / "journal.sqlite")
-    try:
-        return int(conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0])
-    finally:
-        conn.close()

@@ -473,3 +473,27 @@ async def test_the_installers_install_mode_tool_gives_the_reader_a_new_key(
     assert sim.scbk == bytes.fromhex(state.osdp_scbk("r1").read_text())
     assert journalled == [("installer_action", None, {"action": "osdp_install", "reader": "r1",
                                                       "by": "installer at 127.0.0.1"})]  # fmt: skip
+
+
+def test_a_new_pending_key_is_durable_once_written_the_directory_is_synced_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename is only on disk once its directory is fsynced: a power cut right after
+    install mode must not lose the key the reader already took."""
+    import os
+
+    from drivers import osdp as driver
+
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISDIR(os.fstat(fd).st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(driver.os, "fsync", recording_fsync)
+    keys = driver.ScbkFile(tmp_path / "r1.scbk")
+    keys.make_pending()
+    assert keys.pending.exists()
+    assert (str(tmp_path), True) in synced, synced
+    assert synced[-1] == (str(tmp_path), True), "the directory is synced after the rename"
