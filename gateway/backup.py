@@ -651,14 +651,14 @@ class RestoreOutcome:
         return detail
 
 
-def staged_restore_state(config_path: Path | str) -> Path | None:
-    """The state directory the config file names, if a restore is staged there."""
+def state_dir_named(config_path: Path | str) -> Path | None:
+    """The state directory a config file names (None if it cannot be read: the validation
+    that follows says what is wrong with the file)."""
     try:
         gateway = tomllib.loads(Path(config_path).read_text(encoding="utf-8")).get("gateway", {})
-        state = Path(gateway["state_dir"])
+        return Path(gateway["state_dir"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # the validation that follows says what is wrong with the file
-    return state if (state / STAGED / PLAN).is_file() else None
+        return None
 
 
 def apply_staged_restore(state: Path) -> RestoreOutcome | None:
