@@ -140,7 +140,8 @@ def add_config_routes(app: FastAPI, bridge: Bridge, page: Callable[..., HTMLResp
     @app.get("/devices", response_class=HTMLResponse, include_in_schema=False)
     async def devices_page(request: Request) -> HTMLResponse:
         view = await call("config_view")
-        return page("devices.html", request, s=await bridge.snapshot(), c=view)
+        restored = await call("restore_status")
+        return page("devices.html", request, s=await bridge.snapshot(), c=view, r=restored)
 
     @app.get("/mqtt", response_class=HTMLResponse, include_in_schema=False)
     async def mqtt_page(request: Request) -> HTMLResponse:

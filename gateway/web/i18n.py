@@ -29,7 +29,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "decision": ("granted", "denied"),
     "credkind": ("nfc", "code", "pass"),
     "action": ("pulse", "door_test", "resync", "next_card", "osdp_install", "backup",
-               "password_set", "restore"),
+               "password_set", "restore", "restore_applied", "restore_failed"),
     "event": (
         "started", "stopping", "reader_online", "reader_offline", "board_online",
         "board_offline", "relay_fault", "lockdown", "door_forced", "door_held_open",
@@ -654,6 +654,84 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                                "passfrasen til sikkerhetskopien har minst 10 tegn",
                                "sikkerhedskopiens adgangssætning har mindst 10 tegn",
                                "la phrase secrète de la sauvegarde a au moins 10 caractères"),
+    "restore.backlog_one": ("This box has 1 check-in or event the central system has not "
+                            "acknowledged.",
+                            "Denne boksen har 1 innsjekking eller hendelse som sentralsystemet "
+                            "ikke har bekreftet.",
+                            "Denne boks har 1 check-in eller hændelse, som centralsystemet ikke "
+                            "har kvitteret for.",
+                            "Ce boîtier a 1 passage ou événement que le système central n'a pas "
+                            "confirmé."),
+    "restore.unacked_now_one": ("1 check-in or event", "1 innsjekking eller hendelse",
+                                "1 check-in eller hændelse", "1 passage ou événement"),
+    "restore.older": ("This box already is {gateway}, and its journal is newer than the backup "
+                      "(seq {here} here, {backup} in the backup). The restored gateway numbers "
+                      "its records from {next} again, so the {newer} newer records of this box "
+                      "can no longer be delivered. Restore an older backup of the same gateway "
+                      "only when its state here is lost or damaged.",
+                      "Denne boksen er allerede {gateway}, og journalen her er nyere enn "
+                      "sikkerhetskopien (seq {here} her, {backup} i kopien). Den gjenopprettede "
+                      "gatewayen nummererer postene sine fra {next} igjen, så de {newer} nyere "
+                      "postene på denne boksen kan ikke lenger leveres. Gjenopprett en eldre "
+                      "kopi av samme gateway bare når tilstanden her er tapt eller skadet.",
+                      "Denne boks er allerede {gateway}, og dens journal er nyere end "
+                      "sikkerhedskopien (seq {here} her, {backup} i kopien). Den gendannede "
+                      "gateway nummererer sine poster fra {next} igen, så de {newer} nyere "
+                      "poster på denne boks kan ikke længere leveres. Gendan kun en ældre kopi "
+                      "af samme gateway, når tilstanden her er tabt eller beskadiget.",
+                      "Ce boîtier est déjà {gateway}, et son journal est plus récent que la "
+                      "sauvegarde (seq {here} ici, {backup} dans la sauvegarde). La passerelle "
+                      "restaurée numérote de nouveau ses enregistrements à partir de {next} : "
+                      "les {newer} enregistrements plus récents de ce boîtier ne pourront plus "
+                      "être transmis. Ne restaurez une ancienne sauvegarde de la même passerelle "
+                      "que si son état ici est perdu ou endommagé."),
+    "restore.made_at": ("{at} UTC (accessgw {software})", "{at} UTC (accessgw {software})",
+                        "{at} UTC (accessgw {software})", "{at} UTC (accessgw {software})"),
+    "restore.waiting_title": ("Restoring {gateway}…", "Gjenoppretter {gateway} …",
+                              "Gendanner {gateway} …", "Restauration de {gateway}…"),
+    "restore.waiting": ("The gateway is stopping, putting the backup in place and starting "
+                        "again. This page waits for it.",
+                        "Gatewayen stopper, legger inn sikkerhetskopien og starter igjen. "
+                        "Denne siden venter på den.",
+                        "Gatewayen stopper, lægger sikkerhedskopien på plads og starter igen. "
+                        "Denne side venter på den.",
+                        "La passerelle s'arrête, met la sauvegarde en place et redémarre. "
+                        "Cette page l'attend."),
+    "restore.back_title": ("{gateway} is back", "{gateway} er tilbake", "{gateway} er tilbage",
+                           "{gateway} est de retour"),
+    "restore.back": ("This box is now {gateway} of {site}. Sign in with the installer password "
+                     "of {gateway}.",
+                     "Denne boksen er nå {gateway} i {site}. Logg inn med installatørpassordet "
+                     "til {gateway}.",
+                     "Denne boks er nu {gateway} i {site}. Log ind med installatørens "
+                     "adgangskode til {gateway}.",
+                     "Ce boîtier est maintenant {gateway} de {site}. Connectez-vous avec le mot "
+                     "de passe installateur de {gateway}."),
+    "restore.late_title": ("{gateway} has not come back yet",
+                           "{gateway} har ikke kommet tilbake ennå",
+                           "{gateway} er ikke kommet tilbage endnu",
+                           "{gateway} n'est pas encore revenue"),
+    "restore.late": ("Check the box: {journal}, or the output of {run}.",
+                     "Sjekk boksen: {journal}, eller utdataene fra {run}.",
+                     "Tjek boksen: {journal} eller output fra {run}.",
+                     "Vérifiez le boîtier : {journal}, ou la sortie de {run}."),
+    "restore.failed_status": ("A staged restore could not be applied ({at} UTC): the gateway "
+                              "runs on its old state. {reason}",
+                              "En forberedt gjenoppretting kunne ikke tas i bruk ({at} UTC): "
+                              "gatewayen kjører på sin gamle tilstand. {reason}",
+                              "En forberedt gendannelse kunne ikke anvendes ({at} UTC): "
+                              "gatewayen kører på sin gamle tilstand. {reason}",
+                              "Une restauration préparée n'a pas pu être appliquée ({at} UTC) : "
+                              "la passerelle fonctionne sur son ancien état. {reason}"),
+    "restore.last": ("Last restore: {gateway} from its backup of {created} UTC, applied "
+                     "{applied} UTC. What this box held before is in {path}.",
+                     "Siste gjenoppretting: {gateway} fra sikkerhetskopien av {created} UTC, "
+                     "tatt i bruk {applied} UTC. Det boksen hadde før, ligger i {path}.",
+                     "Seneste gendannelse: {gateway} fra sikkerhedskopien af {created} UTC, "
+                     "anvendt {applied} UTC. Det, boksen havde før, ligger i {path}.",
+                     "Dernière restauration : {gateway} depuis sa sauvegarde du {created} UTC, "
+                     "appliquée le {applied} UTC. L'ancien contenu de ce boîtier est dans "
+                     "{path}."),
     "js.restore_checking": ("Checking the backup… (this takes a few seconds)",
                             "Kontrollerer sikkerhetskopien … (dette tar noen sekunder)",
                             "Kontrollerer sikkerhedskopien … (det tager et par sekunder)",
@@ -664,27 +742,6 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                                  "Ikke gjenopprettet: opplastingen mislyktes ({error})",
                                  "Ikke gendannet: uploaden mislykkedes ({error})",
                                  "Non restauré : l'envoi a échoué ({error})"),
-    "js.restoring": ("Restoring {gateway}: the gateway is stopping and starting again…",
-                     "Gjenoppretter {gateway}: gatewayen stopper og starter igjen …",
-                     "Gendanner {gateway}: gatewayen stopper og starter igen …",
-                     "Restauration de {gateway} : la passerelle s'arrête et redémarre…"),
-    "js.restore_back": ("The gateway is back as {gateway}. Sign in with its installer "
-                        "password: ",
-                        "Gatewayen er tilbake som {gateway}. Logg inn med installatørpassordet "
-                        "til gatewayen: ",
-                        "Gatewayen er tilbage som {gateway}. Log ind med dens "
-                        "installatøradgangskode: ",
-                        "La passerelle est de retour en tant que {gateway}. Connectez-vous avec "
-                        "son mot de passe installateur : "),
-    "js.sign_in": ("sign in", "logg inn", "log ind", "se connecter"),
-    "js.restore_gave_up": ("The gateway has not come back within 2 minutes: check the box "
-                           "(journalctl -u accessgw).",
-                           "Gatewayen har ikke kommet tilbake innen 2 minutter: sjekk boksen "
-                           "(journalctl -u accessgw).",
-                           "Gatewayen er ikke kommet tilbage inden for 2 minutter: tjek boksen "
-                           "(journalctl -u accessgw).",
-                           "La passerelle n'est pas revenue en 2 minutes : vérifiez le boîtier "
-                           "(journalctl -u accessgw)."),
     # --- MQTT -----------------------------------------------------------------------------------
     "mqtt.heading": ("MQTT and the central system", "MQTT og sentralsystemet",
                      "MQTT og centralsystemet", "MQTT et système central"),
@@ -790,6 +847,10 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "action.restore": ("restore", "gjenoppretting", "gendannelse", "restauration"),
     "row.event_detail": ("{event}: {detail}", "{event}: {detail}", "{event}: {detail}",
                           "{event} : {detail}"),
+    "action.restore_applied": ("restore applied", "gjenoppretting tatt i bruk",
+                               "gendannelse anvendt", "restauration appliquée"),
+    "action.restore_failed": ("restore failed", "gjenoppretting mislyktes",
+                              "gendannelse mislykkedes", "échec de la restauration"),
     "event.started": ("Gateway started", "Gatewayen startet", "Gatewayen startede",
                       "Passerelle démarrée"),
     "event.stopping": ("Gateway stopping", "Gatewayen stopper", "Gatewayen stopper",

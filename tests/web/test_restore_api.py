@@ -203,3 +203,20 @@ def test_a_checked_backup_can_be_cancelled(gw: Site, client: httpx.Client, backu
     assert client.delete(f"/api/restore/{token}").status_code == 200
     assert not list(gw.state.glob(f"{PENDING}*"))
     assert client.post(f"/api/restore/{token}/confirm").status_code == 409
+
+
+def test_restoring_a_gateway_onto_itself_from_an_older_backup_is_warned_about(
+    gw: Site, client: httpx.Client
+) -> None:
+    own = client.post("/api/backup", json={"passphrase": PASSPHRASE})  # journals "backup"
+    assert own.status_code == 200
+    r = upload(client, own.content)
+    assert r.status_code == 200, r.text
+    plan = r.json()["plan"]
+    assert plan["gateway"] == plan["current"]["gateway"] == "door-1"
+    assert plan["current"]["last_seq"] > plan["last_seq"]
+    page = client.get(f"/restore/{plan['token']}").text
+    assert 'id="restore-older-warning"' in page
+    newer = plan["current"]["last_seq"] - plan["last_seq"]
+    assert f"the {newer} newer records of this box can no longer be delivered" in page
+    assert client.delete(f"/api/restore/{plan['token']}").status_code == 200
