@@ -18,6 +18,7 @@ from gateway.backup import (
     commit_restore,
     journal_facts,
     restore_backup,
+    restore_status,
     stage_restore,
 )
 from tests.ops.helpers import minimal_config
@@ -75,6 +76,7 @@ def test_forced_restore_moves_what_was_there_aside(backup: Backup, tmp_path: Pat
     assert note.read_text() == str(config)
     assert (result.replaced / "outside" / note.stem).read_text() == old_config
     assert json.loads((result.replaced / "restore.json").read_text())["plan"]["gateway"] == "door-2"
+    assert restore_status(state)["last"]["replaced"] == str(result.replaced)
 
 
 def test_a_failure_half_way_is_undone_and_left_staged_with_its_reason(
@@ -101,6 +103,7 @@ def test_a_failure_half_way_is_undone_and_left_staged_with_its_reason(
     assert on_disk == old_state and config.read_text() == old_config
     assert not list(state.glob("replaced-*"))
     assert json.loads((state / STAGED / FAILED).read_text())["reason"].startswith("it could not")
+    assert restore_status(state)["failed"]["reason"].startswith("it could not be put in place")
     again = apply_staged_restore(state)  # not tried at every start: it waits, with its reason
     assert again is not None and not again.applied and "failed earlier" in again.message
     assert contents(state).items() >= old_state.items()
@@ -132,3 +135,28 @@ def test_a_start_that_died_half_way_carries_the_restore_through(
     assert outcome.replaced is not None and contents(outcome.replaced / "state") == old_state
     assert not (state / STAGED).exists()
     assert apply_staged_restore(state) is None  # done once
+
+
+def test_the_command_line_stages_for_a_running_gateway_and_its_start_applies_it(
+    backup: Backup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+    from gateway.daemon import _apply_staged_restore
+
+    config, state = this_box(tmp_path)
+    old_state = contents(state)
+    archive, phrase = tmp_path / "door-2.agwbak", tmp_path / "passphrase"
+    archive.write_bytes(backup.sealed)
+    phrase.write_text(PASSPHRASE + "\n")
+    argv = ["restore", "--at-next-start", "--config", str(config), "--state-dir", str(state),
+            "--passphrase-file", str(phrase), str(archive)]  # fmt: skip
+    assert main(argv) == 0
+    assert "applied when the gateway next starts" in capsys.readouterr().out
+    assert {k: v for k, v in contents(state).items() if not k.startswith(STAGED)} == old_state
+    stage_restore(backup.sealed, PASSPHRASE, config_path=config, state_dir=state)  # unconfirmed
+    assert list(state.glob(".restore-pending-*"))
+    outcome = _apply_staged_restore(str(config))  # what `accessgw run` does first
+    assert not list(state.glob(".restore-pending-*"))  # decrypted, never confirmed: dropped
+    assert outcome is not None and outcome.applied
+    assert 'id = "door-2"' in config.read_text()
+    assert _apply_staged_restore(str(config)) is None

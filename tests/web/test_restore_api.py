@@ -19,14 +19,8 @@ import httpx
 import pytest
 
 from gateway.backup import PENDING, STAGED
-from tests.web.harness import Site, signed_in, site
+from tests.web.harness import Site, signed_in
 from tests.web.restore_support import PASSPHRASE, Backup, other_gateway_backup, resealed
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with site(Path(tmp_path_factory.mktemp("restore"))) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +197,20 @@ def test_a_checked_backup_can_be_cancelled(gw: Site, client: httpx.Client, backu
     assert client.delete(f"/api/restore/{token}").status_code == 200
     assert not list(gw.state.glob(f"{PENDING}*"))
     assert client.post(f"/api/restore/{token}/confirm").status_code == 409
+
+
+def test_restoring_a_gateway_onto_itself_from_an_older_backup_is_warned_about(
+    gw: Site, client: httpx.Client
+) -> None:
+    own = client.post("/api/backup", json={"passphrase": PASSPHRASE})  # journals "backup"
+    assert own.status_code == 200
+    r = upload(client, own.content)
+    assert r.status_code == 200, r.text
+    plan = r.json()["plan"]
+    assert plan["gateway"] == plan["current"]["gateway"] == "door-1"
+    assert plan["current"]["last_seq"] > plan["last_seq"]
+    page = client.get(f"/restore/{plan['token']}").text
+    assert 'id="restore-older-warning"' in page
+    newer = plan["current"]["last_seq"] - plan["last_seq"]
+    assert f"the {newer} newer records of this box can no longer be delivered" in page
+    assert client.delete(f"/api/restore/{plan['token']}").status_code == 200
