@@ -171,12 +171,18 @@ class GatewaySide(ConfigSide):
 
     def _reader(self, cfg: Any) -> dict[str, Any]:
         health = self.gateway.activity.readers.get(cfg.id)
+        reason = (health.reason if health else "no report from the reader yet") or ""
+        running = self.gateway.readers.get(cfg.id)
+        alerts = list(running.health.alerts) if running is not None else []
+        if alerts:  # what the reader says is wrong with it (tamper switch, power)
+            reason = "; ".join([r for r in (reason,) if r] + [f"reports {a}" for a in alerts])
         return {
             "id": cfg.id,
             "door": cfg.door,
             "profile": cfg.profile,
             "online": bool(health and health.online),
-            "reason": (health.reason if health else "no report from the reader yet") or "",
+            "reason": reason,
+            "alerts": alerts,
             "enroll": hasattr(self.gateway.readers.get(cfg.id), "enroll"),
         }
 

@@ -15,6 +15,9 @@ EVENT_WORDS = {
     "stopping": "Gateway stopping",
     "reader_online": "Reader online",
     "reader_offline": "Reader offline",
+    "tamper": "Reader tamper switch",
+    "reader_power": "Reader power",
+    "reader_keypad": "Keys pressed at a reader",
     "board_online": "Relay board online",
     "board_offline": "Relay board unreachable",
     "relay_fault": "Relay fault",
@@ -49,7 +52,7 @@ def row_words(row: dict[str, Any], language: str) -> str:
     detail = body.get("detail") or {}
     extra = [
         str(detail[k]).replace("_", " ")
-        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause")
+        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause", "state")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
     return f"{text}: {', '.join(extra)}" if extra else text
