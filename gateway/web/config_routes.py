@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.web.bridge import Bridge, GatewayNotAnswering
+from gateway.web.i18n import t
 
 audit = logging.getLogger("accessgw.audit")
 
@@ -102,14 +103,14 @@ async def _received(request: Request, target: FilePath) -> int:
     return size
 
 
-def _passphrase(request: Request) -> str:
+def _passphrase(request: Request, language: str) -> str:
     raw = request.headers.get("x-backup-passphrase", "")
     try:
         passphrase = unquote(raw[:4096], errors="strict")
     except UnicodeDecodeError:
         passphrase = ""
     if not 10 <= len(passphrase) <= 1024:
-        raise HTTPException(422, "the backup's passphrase has 10 characters or more")
+        raise HTTPException(422, t(language, "restore.bad_passphrase"))
     return passphrase
 
 
@@ -139,7 +140,8 @@ def add_config_routes(app: FastAPI, bridge: Bridge, page: Callable[..., HTMLResp
     @app.get("/devices", response_class=HTMLResponse, include_in_schema=False)
     async def devices_page(request: Request) -> HTMLResponse:
         view = await call("config_view")
-        return page("devices.html", request, s=await bridge.snapshot(), c=view)
+        restored = await call("restore_status")
+        return page("devices.html", request, s=await bridge.snapshot(), c=view, r=restored)
 
     @app.get("/mqtt", response_class=HTMLResponse, include_in_schema=False)
     async def mqtt_page(request: Request) -> HTMLResponse:
@@ -214,7 +216,7 @@ def add_config_routes(app: FastAPI, bridge: Bridge, page: Callable[..., HTMLResp
         """Upload a backup (the body) with its passphrase (header ``X-Backup-Passphrase``,
         percent-encoded): opened and checked for this box, nothing changed. 200 with the
         plan to confirm, or 422 with the reason in words."""
-        passphrase = _passphrase(request)
+        passphrase = _passphrase(request, bridge.language)
         length = request.headers.get("content-length", "")
         if not length.isdigit():
             raise HTTPException(411, "the upload must say its length (Content-Length)")
@@ -223,7 +225,8 @@ def add_config_routes(app: FastAPI, bridge: Bridge, page: Callable[..., HTMLResp
         target = FilePath((await call("restore_upload_path"))["path"])
         try:
             if await _received(request, target) == 0:
-                return JSONResponse({"ok": False, "message": "the file is empty"}, 422)
+                empty = t(bridge.language, "restore.empty")
+                return JSONResponse({"ok": False, "message": empty}, 422)
             result = await call("restore_check", target.name, passphrase, _who(request),
                                 wait=RESTORE_WAIT)  # fmt: skip
         finally:

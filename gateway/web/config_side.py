@@ -48,6 +48,7 @@ from gateway.errors import ConfigError
 from gateway.mqtt_check import try_broker
 from gateway.profiles import load_profiles
 from gateway.state_dir import write_secret_atomically
+from gateway.web import i18n
 
 SERIAL_PATTERNS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*",
                    "/dev/ttyS0", "/dev/ttySC*")  # fmt: skip
@@ -97,6 +98,7 @@ class ConfigSide:
     """The set-up calls of :class:`gateway.web.gateway_side.GatewaySide` (a mixin)."""
 
     gateway: Any
+    language: str
 
     def _keeper(self) -> ConfigKeeper:
         try:
@@ -136,8 +138,7 @@ class ConfigSide:
             return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
         return await self._applied(keeper.apply(edited, who))
 
-    @staticmethod
-    async def _applied(change: Awaitable[Applied]) -> dict[str, Any]:
+    async def _applied(self, change: Awaitable[Applied]) -> dict[str, Any]:
         """What the UI is told of an apply or a rollback: the version, or the problems."""
         try:
             applied = await change
@@ -145,12 +146,12 @@ class ConfigSide:
             problems = [p.as_json() for p in exc.report.problems] if exc.report else []
             return {"ok": False, "message": str(exc), "problems": problems}
         if applied.version is None:
-            return {"ok": True, "message": "nothing changed", **applied.as_json()}
-        return {
-            "ok": True,
-            "message": f"applied as version {applied.version}: {', '.join(applied.changed)}",
-            **applied.as_json(),
-        }
+            message = i18n.t(self.language, "setup.nothing")
+        else:
+            changed = ", ".join(applied.changed)
+            version = applied.version
+            message = i18n.t(self.language, "setup.applied", version=version, changed=changed)
+        return {"ok": True, "message": message, **applied.as_json()}
 
     async def config_put(self, kind: str, entry: dict[str, Any], who: str) -> dict[str, Any]:
         """Add or change one board, door or reader, and apply."""
@@ -166,7 +167,7 @@ class ConfigSide:
         """Go back to a kept version (default: the previous one)."""
         answer = await self._applied(self._keeper().rollback(who, number))
         if answer["ok"]:
-            answer["message"] = f"back: {answer['message']}"
+            answer["message"] = i18n.t(self.language, "setup.back", message=answer["message"])
         return answer
 
     def _mqtt_text(self, text: str, settings: dict[str, Any]) -> str:
@@ -191,13 +192,14 @@ class ConfigSide:
         try:
             data = base64.b64decode(data_b64, validate=True)
         except (binascii.Error, ValueError):
-            raise _refused("the upload is not base64") from None
+            raise _refused(i18n.t(self.language, "setup.not_base64")) from None
         upload: UploadKind = kind  # type: ignore[assignment]
         try:
             path = await asyncio.to_thread(self._keeper().store_upload, upload, data)
         except ApplyRefused as exc:
             raise _refused(str(exc)) from None
-        return {"ok": True, "path": str(path), "message": f"{kind} stored as {path} (0600)"}
+        stored = i18n.t(self.language, "setup.stored", kind=kind, path=path)
+        return {"ok": True, "path": str(path), "message": stored}
 
     async def backup(self, passphrase: str, who: str) -> dict[str, Any]:
         """An encrypted backup (gateway.backup) written to ``<state>/backups/``: its path.
@@ -246,7 +248,7 @@ class ConfigSide:
         """Open and check an uploaded backup for this box and stage it, pending the
         installer's confirmation: its plan, or why not in words. Nothing in use changes."""
         if not UPLOAD_NAME.match(name):
-            raise _refused("no such upload")
+            raise _refused(i18n.t(self.language, "restore.no_upload"))
         path = self._state() / UPLOADS / name
 
         def check() -> RestorePlan:
@@ -267,10 +269,11 @@ class ConfigSide:
         except BackupError as exc:
             return {"ok": False, "message": str(exc)}
         except FileNotFoundError:
-            raise _refused("the upload is gone: upload the backup again") from None
+            raise _refused(i18n.t(self.language, "restore.upload_gone")) from None
         backlog = await self.gateway.journal.pending_count()  # the live count, not the file's
         plan.current.backlog = backlog
-        return {"ok": True, "message": f"backup of {plan.gateway} checked", "plan": plan.as_json()}
+        checked = i18n.t(self.language, "restore.checked", gateway=plan.gateway)
+        return {"ok": True, "message": checked, "plan": plan.as_json()}
 
     async def restore_plan(self, token: str) -> dict[str, Any]:
         """The plan of a checked restore waiting for confirmation."""
@@ -296,7 +299,7 @@ class ConfigSide:
         self.gateway.restart_soon()
         return {
             "ok": True,
-            "message": f"restoring {plan.gateway}: the gateway stops and starts again",
+            "message": i18n.t(self.language, "restore.restoring", gateway=plan.gateway),
             "gateway": plan.gateway,
             "web": plan.web,
         }
@@ -304,9 +307,9 @@ class ConfigSide:
     async def restore_cancel(self, token: str) -> dict[str, Any]:
         """Forget a checked restore that was not confirmed."""
         if not TOKEN.match(token):
-            raise _refused("no such restore")
+            raise _refused(i18n.t(self.language, "restore.no_restore"))
         await asyncio.to_thread(discard_pending, self._state(), token)
-        return {"ok": True, "message": "nothing was restored"}
+        return {"ok": True, "message": i18n.t(self.language, "restore.nothing")}
 
     async def restore_status(self) -> dict[str, Any]:
         """The last restore applied here, or the reason a staged one failed."""

@@ -51,4 +51,4 @@ async def test_tamper_power_and_keypad_reports_are_events_of_the_readers_door(
             type("Cfg", (), {"id": "front-reader", "door": "in", "profile": "x"})()
         )
         assert shown["alerts"] == ["power fault"]
-        assert "reports power fault" in shown["reason"]
+        assert "the reader reports: power fault" in shown["reason"]

@@ -1,20 +1,23 @@
 // accessgw installer UI: restore a backup. The file is checked by the gateway first (nothing
-// changes); the confirmation page shows what it brings; confirming restarts the gateway.
+// changes); the confirmation page shows what it brings; confirming restarts the gateway,
+// and the page waits for it to come back (its states are sections of the page).
 "use strict";
 (function () {
   const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
   const $ = sel => document.querySelector(sel);
   const result = $("#restore-result");
+  const T = window.accessgwT;  // the page's words in the site's language (app.js)
 
   function say(ok, message) {
     result.className = "result " + (ok ? "ok" : "error");
     result.textContent = message;
   }
-  async function answer(r) {
-    let data = null;
-    try { data = await r.json(); } catch (e) { data = { message: r.statusText }; }
+  async function reason(r) {
     if (r.status === 401) location.href = "/login";
-    return data ? (data.message || data.detail || r.statusText) : r.statusText;
+    try {
+      const data = await r.json();
+      return data.message || data.detail || r.statusText;
+    } catch (e) { return r.statusText; }
   }
 
   const form = $("#restore-form");
@@ -22,8 +25,9 @@
     ev.preventDefault();
     const file = form.elements.file.files[0];
     if (!file) return;
-    say(true, "Checking the backup… (this takes a few seconds)");
-    form.querySelector("button").disabled = true;
+    const button = form.querySelector("button");
+    say(true, T("js.restore_checking"));
+    button.disabled = true;
     try {
       const r = await fetch("/api/restore", {
         method: "POST", credentials: "same-origin", body: file,
@@ -31,21 +35,22 @@
                    "x-backup-passphrase": encodeURIComponent(form.elements.passphrase.value) },
       });
       if (r.ok) {
-        const data = await r.json();
-        location.href = "/restore/" + data.plan.token;
+        location.href = "/restore/" + (await r.json()).plan.token;
         return;
       }
-      say(false, "Not restored: " + await answer(r));
+      say(false, T("js.restore_refused", { reason: await reason(r) }));
     } catch (e) {
-      say(false, "Not restored: the upload failed (" + e + ")");
+      say(false, T("js.restore_upload_failed", { error: e }));
     } finally {
-      form.querySelector("button").disabled = false;
+      button.disabled = false;
     }
   });
 
   const plan = $("#restore-plan");
   if (!plan) return;
-  const token = plan.dataset.token, gateway = plan.dataset.gateway;
+  const token = plan.dataset.token;
+  const show = id => ["#restore-ask", "#restore-waiting", "#restore-done", "#restore-late"]
+    .forEach(s => { $(s).hidden = s !== id; });
   $("#restore-cancel").addEventListener("click", async () => {
     await fetch("/api/restore/" + token, { method: "DELETE", credentials: "same-origin",
                                            headers: { "x-csrf-token": csrf } });
@@ -53,32 +58,24 @@
   });
   $("#restore-confirm").addEventListener("click", async () => {
     $("#restore-confirm").disabled = true;
-    $("#restore-cancel").disabled = true;
     const r = await fetch("/api/restore/" + token + "/confirm", {
       method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf } });
-    if (!r.ok) { say(false, "Not restored: " + await answer(r)); return; }
-    say(true, "Restoring " + gateway + ": the gateway is stopping and starting again…");
+    if (!r.ok) {
+      $("#restore-confirm").disabled = false;
+      say(false, T("js.restore_refused", { reason: await reason(r) }));
+      return;
+    }
+    show("#restore-waiting");
+    // back = the sign-in page answers again after the UI went away (or after 30 s)
     let down = false;
     const started = Date.now();
     const poll = async () => {
       try {
         const back = await fetch("/login", { cache: "no-store", credentials: "omit" });
-        if (back.ok && (down || Date.now() - started > 30000)) {
-          result.className = "result ok";
-          result.replaceChildren(document.createTextNode(
-            "The gateway is back as " + gateway + ". Sign in with its installer password: "));
-          const a = document.createElement("a");
-          a.href = "/login"; a.id = "restore-sign-in"; a.textContent = "sign in";
-          result.appendChild(a);
-          return;
-        }
+        if (back.ok && (down || Date.now() - started > 30000)) { show("#restore-done"); return; }
       } catch (e) { down = true; }
-      if (!gaveUp()) setTimeout(poll, 700);
-    };
-    const gaveUp = () => {
-      if (Date.now() - started < 120000) return false;
-      say(false, "The gateway has not come back within 2 minutes: check the box (journalctl -u accessgw).");
-      return true;
+      if (Date.now() - started > 120000) { show("#restore-late"); return; }
+      setTimeout(poll, 700);
     };
     setTimeout(poll, 1000);
   });
