@@ -14,29 +14,30 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
-from gateway.clock import ClockTrust
+from gateway.clock import ClockTrust, system_now, wall_clock
 from gateway.config import Config
 from gateway.config_apply import ConfigKeeper
 from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
-from gateway.errors import AccessGwError
+from gateway.errors import AccessGwError, JournalError
 from gateway.event_throttle import EventThrottle
 from gateway.history import History
 from gateway.identity import load_identity
-from gateway.journal import Journal, JournalTrouble
+from gateway.journal import Filling, Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_indicator, build_reader
-from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
+from gateway.readers import CredentialRead, Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
@@ -52,9 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("accessgw")
 
 
-def utc_now() -> datetime:
-    """The current instant (UTC)."""
-    return datetime.now(UTC)
+utc_now = system_now  # the current instant (UTC): the system's clock
 
 
 class Gateway:
@@ -109,9 +108,12 @@ class Gateway:
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
-        self.journal = await Journal.open(self.state_dir.journal, self.gw)
+        self.journal = await Journal.open(
+            self.state_dir.journal, self.gw, max_pending=cfg.journal.max_pending
+        )
         self.journal.on_trouble = self._journal_trouble
         self.journal.on_recovered = self._journal_recovered
+        self.journal.on_filling = self._journal_filling
         self.passes = PassCache.open(self.state_dir.passes)
         self.history = History.open(self.state_dir.path / "history.sqlite")
         rules = self.store.rules
@@ -200,8 +202,15 @@ class Gateway:
         detail = trouble.as_status()
         del detail["state"]
         detail["until"] = self.now().isoformat(timespec="seconds")
-        kind = "disk_full" if trouble.kind == "disk_full" else "journal_unwritable"
-        self.record_event(kind, None, detail)
+        kinds = {"disk_full": "disk_full", "full": "journal_full"}
+        self.record_event(kinds.get(trouble.kind, "journal_unwritable"), None, detail)
+        if self.sync is not None:
+            self.sync.status.notify()
+
+    def _journal_filling(self, filling: Filling) -> None:
+        """The journal passed 80 % of its bound (or drained under 60 % again): once each."""
+        kind = "journal_filling" if filling.raised else "journal_drained"
+        self.record_event(kind, None, filling.as_detail())
         if self.sync is not None:
             self.sync.status.notify()
 
@@ -411,6 +420,7 @@ class Gateway:
     async def _read_loop(self, reader: Reader, entrance: Entrance, guard: RepeatGuard) -> None:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
+            read = self._on_our_clock(read)
             self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
             told: list[bool] = []
 
@@ -420,10 +430,22 @@ class Gateway:
 
             try:
                 await entrance.present(read, decided)
+            except JournalError as exc:  # refused, not a bug: disk full, journal at its bound
+                log.error("reader %s: a %s read refused: %s", reader.id, read.kind, exc)
+                if not told:
+                    self._feedback(reader, False)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
                 if not told:
                     self._feedback(reader, False)
+
+    def _on_our_clock(self, read: CredentialRead) -> CredentialRead:
+        """The read timed on the gateway's clock. Readers stamp reads with the system's
+        clock, which is the gateway's, except under a clock of its own (the test-only fast
+        clock, gateway.clock.wall_clock): there the read moves with it."""
+        if self.now is system_now:
+            return read
+        return replace(read, at=read.at + (self.now() - system_now()))
 
     def _feedback(self, reader: Reader, granted: bool) -> None:
         """Show a decision on the reader in the background: the door never waits on it."""
@@ -605,12 +627,19 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
-            "journal": self.journal.trouble.as_status()
-            if self.journal.trouble
-            else {"state": "ok"},
+            "journal": self._journal_status(),
             "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
+
+    def _journal_status(self) -> dict[str, Any]:
+        """The journal's health: its trouble (disk full, at its bound...) or ``ok``, and
+        how full it is against its bound (``filling`` from 80 % until drained)."""
+        journal = self.journal
+        status: dict[str, Any] = {"state": "ok"}
+        if journal.trouble is not None:
+            status = journal.trouble.as_status()
+        return {**status, "max_pending": journal.max_pending, "filling": journal.filling}
 
     async def _housekeeping(self) -> None:
         """Once a minute: prune old passages and pass tokens, re-check the clock."""
@@ -693,7 +722,7 @@ async def run_gateway(
     restored: RestoreOutcome | None = None,
 ) -> bool:
     """Run a gateway until ``stop`` is set, or it asks to be started again (True)."""
-    gateway = Gateway(config, config_path=config_path)
+    gateway = Gateway(config, config_path=config_path, now=wall_clock())
     gateway.restored = restored
     await gateway.start()
     try:
