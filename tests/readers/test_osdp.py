@@ -462,7 +462,7 @@ async def test_the_installers_install_mode_tool_gives_the_reader_a_new_key(
         record_event=lambda *event: journalled.append(event),
     )
     side = GatewaySide(gateway, clock=lambda: 0.0)  # type: ignore[arg-type]
-    with pytest.raises(InstallerRefused, match="no reader '?r9"):
+    with pytest.raises(InstallerRefused, match=r"no reader '?r9"):
         await side.enroll("r9", "installer")
     with pytest.raises(InstallerRefused, match="not an OSDP reader"):
         await side.enroll("qr", "installer")
