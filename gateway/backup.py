@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -34,7 +35,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -45,6 +46,8 @@ from gateway import __version__
 from gateway.config import Config, parse_config
 from gateway.errors import AccessGwError
 from gateway.state_dir import StateDir, fsync_directory, write_secret_atomically
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"AGWBAK1\n"
 FORMAT = 1
@@ -208,14 +211,15 @@ UPLOADS = "restore-uploads"  # the web UI's uploaded archives, until checked
 REPLACED = "replaced-"
 PLAN, FAILED, APPLYING, OUTCOME = "plan.json", "failed.json", "applying.json", "restore.json"
 KEPT_IN_PLACE = frozenset({STAGED, UPLOADS, "backups"})  # never moved aside by a restore
-OUTSIDE_KEYS = (
+OutsideKey = Literal[
     "mqtt.password_file",
     "mqtt.tls.ca_file",
     "mqtt.tls.cert_file",
     "mqtt.tls.key_file",
     "web.cert_file",
     "web.key_file",
-)
+]
+OUTSIDE_KEYS: tuple[str, ...] = get_args(OutsideKey)  # the files a config names
 DATABASE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.sqlite$")
 SECRET_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 TOKEN = re.compile(r"^[0-9a-f]{16}$")
@@ -225,14 +229,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 class _Outside(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    key: Literal[
-        "mqtt.password_file",
-        "mqtt.tls.ca_file",
-        "mqtt.tls.cert_file",
-        "mqtt.tls.key_file",
-        "web.cert_file",
-        "web.key_file",
-    ]
+    key: OutsideKey
     path: str = Field(min_length=2, max_length=4096, pattern=r"^/")
 
 
@@ -651,14 +648,14 @@ class RestoreOutcome:
         return detail
 
 
-def staged_restore_state(config_path: Path | str) -> Path | None:
-    """The state directory the config file names, if a restore is staged there."""
+def state_dir_named(config_path: Path | str) -> Path | None:
+    """The state directory a config file names (None if it cannot be read: the validation
+    that follows says what is wrong with the file)."""
     try:
         gateway = tomllib.loads(Path(config_path).read_text(encoding="utf-8")).get("gateway", {})
-        state = Path(gateway["state_dir"])
+        return Path(gateway["state_dir"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # the validation that follows says what is wrong with the file
-    return state if (state / STAGED / PLAN).is_file() else None
+        return None
 
 
 def apply_staged_restore(state: Path) -> RestoreOutcome | None:
@@ -682,21 +679,21 @@ def apply_staged_restore(state: Path) -> RestoreOutcome | None:
     else:
         try:
             _verify(staged, plan, placements)
-        except BackupError as exc:
+            aside = _aside(state)
+            write_secret_atomically(staged / APPLYING, json.dumps({"aside": aside.name}).encode())
+        except (BackupError, OSError, KeyError, TypeError, ValueError) as exc:
             return _failed(staged, plan, str(exc))
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = state / f"{REPLACED}{stamp}"
-        aside.mkdir(mode=0o700)
-        write_secret_atomically(staged / APPLYING, json.dumps({"aside": aside.name}).encode())
     try:
         _apply(state, staged, placements, aside)
-    except OSError as exc:
+    except (OSError, KeyError, TypeError, ValueError) as exc:
         _undo(state, staged, placements, aside)
         (staged / APPLYING).unlink()
         return _failed(staged, plan, f"it could not be put in place ({exc}); nothing changed")
     outcome = {"plan": plan.as_json(), "applied_at": datetime.now(UTC).isoformat()}
     write_secret_atomically(aside / OUTCOME, json.dumps(outcome, indent=1).encode())
-    os.replace(staged, aside / "restore-staging")  # emptied: only its plan is left
+    # what is left of the staging: its plan, and the copies of the files written outside
+    # the state directory (the config, certificates), kept with the rest
+    os.replace(staged, aside / "restore-staging")
     fsync_directory(state)
     StateDir(state).ensure()
     return RestoreOutcome(
@@ -728,10 +725,26 @@ def restore_status(state: Path) -> dict[str, Any]:
     return status
 
 
+def _aside(state: Path) -> Path:
+    """A new ``replaced-<UTC stamp>`` folder (a suffix if one of that second exists)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for suffix in ("", *(f"-{n}" for n in range(2, 100))):
+        aside = state / f"{REPLACED}{stamp}{suffix}"
+        try:
+            aside.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return aside
+    raise BackupError(f"no free name for {REPLACED}{stamp} in {state}")
+
+
 def _failed(staged: Path, plan: RestorePlan | None, reason: str) -> RestoreOutcome:
     """Leave the staging in place with the reason; the gateway starts on its old state."""
     record = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_secret_atomically(staged / FAILED, json.dumps(record).encode("utf-8"))
+    try:
+        write_secret_atomically(staged / FAILED, json.dumps(record).encode("utf-8"))
+    except OSError as exc:  # the disk refuses even that: the next start tries again
+        log.error("the reason of a failed restore cannot be kept in %s: %s", staged, exc)
     return RestoreOutcome(False, f"the staged restore was not applied: {reason}", plan)
 
 
@@ -744,7 +757,9 @@ def _verify(staged: Path, plan: RestorePlan, placements: list[dict[str, Any]]) -
             raise BackupError(f"staged file {entry['file']} cannot be read: {exc}") from exc
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise BackupError(f"staged file {entry['file']} is damaged")
-    config = next(e for e in placements if e["target"] == plan.config_path)
+    config = next((e for e in placements if e["target"] == plan.config_path), None)
+    if config is None:
+        raise BackupError("the staged restore has no config file")
     text = (staged / config["file"]).read_text(encoding="utf-8")
     placed = {Path(e["target"]) for e in placements}
     _config_problems(text, Path(plan.config_path), placed)

@@ -740,10 +740,13 @@ def _apply_staged_restore(config_file: str) -> RestoreOutcome | None:
     """A restore staged by the web UI or ``accessgw restore --at-next-start``, applied before
     the config is read and any state opened (gateway.backup). A failed one leaves the old
     state as it was; one that could not even be undone stops the start (BackupError)."""
-    from gateway.backup import apply_staged_restore, staged_restore_state
+    from gateway.backup import apply_staged_restore, discard_pending, state_dir_named
 
-    state = staged_restore_state(config_file)
-    return apply_staged_restore(state) if state is not None else None
+    state = state_dir_named(config_file)
+    if state is None or not state.is_dir():
+        return None
+    discard_pending(state)  # checked but never confirmed before the stop: decrypted, dropped
+    return apply_staged_restore(state)
 
 
 def _start_again() -> int:

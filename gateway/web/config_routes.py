@@ -36,7 +36,7 @@ Id = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]
 Kind = Literal["boards", "doors", "readers"]
 APPLY_WAIT = 25.0  # devices restart on apply: more than the bridge's usual 5 s
 RESTORE_PATH = "/api/restore"
-RESTORE_MAX = 128 * 1024 * 1024  # an uploaded backup; a bigger one: `accessgw restore FILE`
+RESTORE_MAX = 256 * 1024 * 1024  # a full journal (250,000 records) is ~110 MB in a backup
 TOO_BIG = f"a backup uploaded here has at most {RESTORE_MAX} bytes: use accessgw restore FILE"
 RESTORE_WAIT = 120.0  # scrypt, every database checked, the config validated
 Token = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]

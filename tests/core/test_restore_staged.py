@@ -153,7 +153,10 @@ def test_the_command_line_stages_for_a_running_gateway_and_its_start_applies_it(
     assert main(argv) == 0
     assert "applied when the gateway next starts" in capsys.readouterr().out
     assert {k: v for k, v in contents(state).items() if not k.startswith(STAGED)} == old_state
+    stage_restore(backup.sealed, PASSPHRASE, config_path=config, state_dir=state)  # unconfirmed
+    assert list(state.glob(".restore-pending-*"))
     outcome = _apply_staged_restore(str(config))  # what `accessgw run` does first
+    assert not list(state.glob(".restore-pending-*"))  # decrypted, never confirmed: dropped
     assert outcome is not None and outcome.applied
     assert 'id = "door-2"' in config.read_text()
     assert _apply_staged_restore(str(config)) is None

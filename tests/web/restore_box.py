@@ -68,7 +68,9 @@ def signed_in(url: str, password: str) -> httpx.Client:
 
 
 @contextmanager
-def running_box(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
+def running_box(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *, systemd: bool = False
+) -> Iterator[Box]:
     port = free_port()
     web = f"[web]\nport = {port}\n"  # door-2's UI was where door-1's is
     backup = other_gateway_backup(folder / "door-2", web=web)
@@ -77,7 +79,10 @@ def running_box(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
     config.write_text(box_config(state, port))
     set_password(state / "secrets", PASSWORD)
     (state / "secrets" / "osdp" / "old-reader.scbk").write_bytes(OLD_OSDP)
-    monkeypatch.delenv("INVOCATION_ID", raising=False)  # not under systemd: it re-executes
+    if systemd:  # as systemd sets it for a service: the gateway exits, Restart= starts it
+        monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
+    else:  # run by hand: it re-executes itself
+        monkeypatch.delenv("INVOCATION_ID", raising=False)
     daemon = Daemon(config, umask=0o077)
     try:
         daemon.wait_for("gateway door-1 of site demo-club started")

@@ -19,14 +19,8 @@ import httpx
 import pytest
 
 from gateway.backup import PENDING, STAGED
-from tests.web.harness import Site, signed_in, site
+from tests.web.harness import Site, signed_in
 from tests.web.restore_support import PASSPHRASE, Backup, other_gateway_backup, resealed
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with site(Path(tmp_path_factory.mktemp("restore"))) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

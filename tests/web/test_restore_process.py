@@ -16,6 +16,7 @@ from gateway.backup import journal_facts
 from gateway.identity import load_identity
 from gateway.journal import Journal
 from gateway.web.auth import hash_path
+from tests.ops.helpers import Daemon
 from tests.web.restore_box import OLD_OSDP, PASSWORD, answering, running_box, signed_in
 from tests.web.restore_support import OSDP_KEY, OSDP_READER, PASSPHRASE
 from tests.web.restore_support import PASSWORD as DOOR_2_PASSWORD
@@ -95,3 +96,24 @@ def test_a_running_gateway_comes_back_as_the_gateway_of_the_backup(
     (note,) = (replaced / "outside").glob("*.path")
     assert note.read_text() == str(box.config)
     assert 'id = "door-1"' in (replaced / "outside" / note.stem).read_text()
+
+
+def test_under_systemd_it_exits_and_the_next_start_applies_the_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_box(tmp_path, monkeypatch, systemd=True) as box:
+        client = signed_in(box.url, PASSWORD)
+        headers = {"content-type": "application/octet-stream",
+                   "x-backup-passphrase": quote(PASSPHRASE)}  # fmt: skip
+        token = client.post("/api/restore", content=box.backup.sealed, headers=headers)
+        assert client.post(f"/api/restore/{token.json()['plan']['token']}/confirm").is_success
+        client.close()
+        assert box.daemon.proc.wait(timeout=30) == 0  # Restart=always starts it again
+        box.daemon.wait_for("stopped to apply a staged restore: systemd starts the gateway")
+        assert 'id = "door-1"' in box.config.read_text()  # applied at the start, not before
+        again = Daemon(box.config, umask=0o077)  # what systemd does 2 s later
+        try:
+            again.wait_for("restored gateway door-2 of site demo-club")
+            again.wait_for("gateway door-2 of site demo-club started")
+        finally:
+            assert again.stop() == 0
