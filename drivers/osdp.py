@@ -1,8 +1,9 @@
 """OSDP v2 readers (RS-485) through libosdp, as a Control Panel with Secure Channel enforced.
 
-One Control Panel per reader, one Peripheral Device (PD) at the reader's address on its
-serial port. The Secure Channel Base Key (SCBK) of each reader lives in the state
-directory (``secrets/osdp/<reader>.scbk``, 32 hex digits, mode 0600) and is never logged.
+One Control Panel per serial port (:class:`OsdpBus`), with one Peripheral Device (PD) per
+reader configured on that port, each at its own address with its own key (multi-drop).
+The Secure Channel Base Key (SCBK) of each reader lives in the state directory
+(``secrets/osdp/<reader>.scbk``, 32 hex digits, mode 0600) and is never logged.
 A reader that will not set up the Secure Channel with that key is reported offline with
 the reason, never used in clear: libosdp's ``EnforceSecure`` forbids the default key
 (SCBK-D) and clear-text sessions, and card reads that arrive without an active Secure
@@ -21,8 +22,13 @@ worker thread, so the loop never waits on the bus.
 
 A reader that drops (rebooted, cable pulled, its Secure Channel lost) is not left to
 libosdp, which waits 300 s (``OSDP_ONLINE_RETRY_WAIT_MAX_MS``) before it tries a PD it
-marked offline again: the panel is restarted with back-off (1 s doubling to 30 s), so a
-rebooted reader reads again within seconds. Reads a reader queued while it was cut off
+marked offline again: that reader's PD is started again (``disable_pd``/``enable_pd``)
+with back-off (1 s doubling to 30 s), so a rebooted reader reads again within seconds
+and its neighbours on the bus never notice.
+
+A reader's local status (osdp_LSTATR: tamper switch, power) becomes ``tamper`` and
+``reader_power`` events and health alerts; keypad input a ``reader_keypad`` event with
+the number of keys (never the digits: they may be a PIN). Reads a reader queued while it was cut off
 arrive in a burst when it comes back, stamped with their arrival time: the first
 ``settle_seconds`` after the reader comes online are not taken as fresh presentations.
 """
