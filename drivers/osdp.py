@@ -454,7 +454,14 @@ class OsdpBus:
 
     async def _start_session(self, planned: list[tuple[OsdpReader, bytes, bool]]) -> None:
         self._numbers += 1
-        session = await asyncio.to_thread(self._open_session, self._numbers, planned)
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(self._open_session, self._numbers, planned)
+        )
+        try:
+            session = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the last reader left while the port was opening
+            opening.add_done_callback(_close_unused)
+            raise
         now = self._loop.time()
         for reader, _key, install in planned:
             session.pds[reader.address] = PdState(reader, session, installing=install, since=now)
@@ -920,6 +927,12 @@ def _start_refresh(panel: osdp.ControlPanel) -> None:
         daemon=True,
     )
     panel.thread.start()
+
+
+def _close_unused(opening: asyncio.Future[Session]) -> None:
+    """A panel set up for nobody (its start was cancelled): free the port."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().channel.close()
 
 
 def _stop_panel(session: Session) -> None:
