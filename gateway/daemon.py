@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
+GIL_SWITCH_S = 0.001  # see Gateway.start
 
 
 utc_now = system_now  # the current instant (UTC): the system's clock
@@ -105,6 +106,10 @@ class Gateway:
     async def start(self) -> None:
         """Open the state, put outputs in their safe state, start readers and sync."""
         cfg = self.config
+        # The doors' loop shares the GIL with the journal's, history's and store's threads
+        # and the sync's workers: while one computes, the other waits up to the switch
+        # interval for it (5 ms by default), and a tap's path crosses threads several times.
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
