@@ -377,7 +377,8 @@ class ModbusBoard(Board):
             await asyncio.sleep(self.poll_interval if self.inputs else self.heartbeat)
 
     async def _rewrite_outputs(self) -> None:
-        for index, on in list(self._wanted.items()):
+        # at the first connect this puts each lock at its door's safe level at once
+        for index, on in self.levels_to_restore().items():
             with contextlib.suppress(RelayFault):
                 await self._switch(index, on)
 

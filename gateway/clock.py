@@ -16,6 +16,9 @@ A Raspberry Pi has no battery clock. The clock is trusted:
 
 Every change of the verdict goes to ``on_change(synced, reason)``: the gateway sets its
 state (passes refused), records ``clock_unsynced`` and publishes its status.
+
+:func:`wall_clock` is the gateway's wall clock: the system's, except in tests that run days
+in minutes (test-only, see there).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,35 @@ NTP_EVERY_S = 10.0
 WATCH_EVERY_S = 0.25
 
 ChangeSink = Callable[[bool, str], None]
+
+# TEST ONLY, never reachable from the config file: with both set in the daemon's
+# environment, its wall clock runs SPEED times as fast as the system's from the moment it
+# starts (tests/chaos/test_offline.py runs 72 h offline in minutes). Timers (unlock,
+# pass_timeout, back-off) stay on the monotonic clock; use it with clock = "trusted".
+TEST_HOOKS_ENV = "ACCESSGW_TEST_HOOKS"
+TEST_CLOCK_SPEED_ENV = "ACCESSGW_TEST_CLOCK_SPEED"
+
+
+def system_now() -> datetime:
+    """The system's clock (UTC)."""
+    return datetime.now(UTC)
+
+
+def wall_clock(environ: Mapping[str, str] = os.environ) -> Callable[[], datetime]:
+    """The gateway's wall clock: :func:`system_now`, or the test-only fast clock when
+    ``ACCESSGW_TEST_HOOKS=1`` and ``ACCESSGW_TEST_CLOCK_SPEED`` (a factor >= 1) are set."""
+    if environ.get(TEST_HOOKS_ENV) != "1" or TEST_CLOCK_SPEED_ENV not in environ:
+        return system_now
+    speed = float(environ[TEST_CLOCK_SPEED_ENV])
+    if not 1.0 <= speed <= 1e6:
+        raise ValueError(f"{TEST_CLOCK_SPEED_ENV} must be between 1 and 1e6, not {speed}")
+    log.warning("TEST CLOCK: the wall clock runs %g times as fast (never in production)", speed)
+    began, began_at = time.monotonic(), system_now()
+
+    def fast_now() -> datetime:
+        return began_at + timedelta(seconds=(time.monotonic() - began) * speed)
+
+    return fast_now
 
 
 def ntp_synchronised(flag: Path = TIMESYNCD_FLAG) -> bool:

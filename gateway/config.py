@@ -124,6 +124,18 @@ class MetricsSection(_Section):
     )
 
 
+class JournalSection(_Section):
+    """How much the journal may hold while the central system does not acknowledge."""
+
+    max_pending: int = Field(
+        250_000,
+        ge=100,
+        le=50_000_000,
+        description="records not yet acknowledged; a warning at 80 %; at the bound new "
+        "decisions are refused (nothing journalled is ever dropped)",
+    )
+
+
 class HomeAssistantSection(_Section):
     """Home Assistant MQTT discovery: doors, readers, occupancy and decisions as entities."""
 
@@ -309,6 +321,7 @@ class Config(_Section):
     web: WebSection = WebSection()
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
+    journal: JournalSection = JournalSection()
     homeassistant: HomeAssistantSection = HomeAssistantSection()
 
 

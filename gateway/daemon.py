@@ -10,31 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gateway import __version__, logs, metrics
 from gateway.activity import Activity
-from gateway.clock import ClockTrust
+from gateway.clock import ClockTrust, system_now, wall_clock
 from gateway.config import Config
 from gateway.config_apply import ConfigKeeper
 from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
-from gateway.errors import AccessGwError
+from gateway.errors import AccessGwError, JournalError
 from gateway.event_throttle import EventThrottle
 from gateway.history import History
 from gateway.identity import load_identity
-from gateway.journal import Journal, JournalTrouble
+from gateway.journal import Filling, Journal, JournalTrouble
 from gateway.loop_lag import LoopLagProbe
 from gateway.outputs import Board
 from gateway.pass_cache import PassCache
 from gateway.profiles import build_board, build_indicator, build_reader
-from gateway.readers import Reader, ReaderHealth, RepeatGuard, debounced
+from gateway.readers import CredentialRead, Reader, ReaderHealth, RepeatGuard, debounced
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.supervisor import Backoff, Failure, Supervisor, describe
@@ -43,15 +46,14 @@ from gateway.systemd import keep_watchdog_fed, notify, watchdog_interval
 from gateway.web.next_card import NextCard
 
 if TYPE_CHECKING:
+    from gateway.backup import RestoreOutcome
     from gateway.sync.runner import SyncRunner
     from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
 
 
-def utc_now() -> datetime:
-    """The current instant (UTC)."""
-    return datetime.now(UTC)
+utc_now = system_now  # the current instant (UTC): the system's clock
 
 
 class Gateway:
@@ -95,6 +97,8 @@ class Gateway:
         self._metrics: metrics.MetricsServer | None = None
         self.next_card = NextCard()
         self._trace: tuple[str | None, tuple[str, ...], float | None] | None = None
+        self.restored: RestoreOutcome | None = None  # a staged restore applied at this start
+        self.restart_wanted = asyncio.Event()  # run_gateway stops, and the gateway starts again
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -104,9 +108,12 @@ class Gateway:
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
-        self.journal = await Journal.open(self.state_dir.journal, self.gw)
+        self.journal = await Journal.open(
+            self.state_dir.journal, self.gw, max_pending=cfg.journal.max_pending
+        )
         self.journal.on_trouble = self._journal_trouble
         self.journal.on_recovered = self._journal_recovered
+        self.journal.on_filling = self._journal_filling
         self.passes = PassCache.open(self.state_dir.passes)
         self.history = History.open(self.state_dir.path / "history.sqlite")
         rules = self.store.rules
@@ -122,6 +129,8 @@ class Gateway:
         self._start_readers()
         await self._start_sync()
         self.record_event("started", None, {"software": __version__})
+        if self.restored is not None:  # what became of a staged restore (no secret in it)
+            self.record_event("installer_action", None, self.restored.event())
         changed = await asyncio.to_thread(
             changed_since_last_start,
             self.config.model_dump(mode="json"),
@@ -193,8 +202,15 @@ class Gateway:
         detail = trouble.as_status()
         del detail["state"]
         detail["until"] = self.now().isoformat(timespec="seconds")
-        kind = "disk_full" if trouble.kind == "disk_full" else "journal_unwritable"
-        self.record_event(kind, None, detail)
+        kinds = {"disk_full": "disk_full", "full": "journal_full"}
+        self.record_event(kinds.get(trouble.kind, "journal_unwritable"), None, detail)
+        if self.sync is not None:
+            self.sync.status.notify()
+
+    def _journal_filling(self, filling: Filling) -> None:
+        """The journal passed 80 % of its bound (or drained under 60 % again): once each."""
+        kind = "journal_filling" if filling.raised else "journal_drained"
+        self.record_event(kind, None, filling.as_detail())
         if self.sync is not None:
             self.sync.status.notify()
 
@@ -254,14 +270,23 @@ class Gateway:
         self.supervisor.start("metrics sampler", sampler.run)
 
     async def _start_doors(self) -> None:
+        built: dict[str, Board] = {}
         for board_cfg in self.config.boards:
-            board = build_board(board_cfg)
+            board = built[board_cfg.id] = build_board(board_cfg)
             board.subscribe(self._board_events)
             board.supervise_with(self.supervisor)  # its polling: reported and restarted
+        # doors are made before any board starts: each declares its lock's safe physical
+        # level, so the first level a board gives an output is that (an active-low lock
+        # never sits energised for the moment between a board's start and its door's)
+        doors = {
+            door_cfg.id: Door(door_cfg, built, on_event=self._door_events(door_cfg.id))
+            for door_cfg in self.config.doors
+        }
+        for board_id, board in built.items():
             await board.start()
-            self.boards[board_cfg.id] = board
+            self.boards[board_id] = board
         for door_cfg in self.config.doors:
-            door = Door(door_cfg, self.boards, on_event=self._door_events(door_cfg.id))
+            door = doors[door_cfg.id]
             await door.start(spawn=False)
             self.doors[door_cfg.id] = door
             self.supervisor.start(_part("door", door_cfg.id), door.run)
@@ -285,6 +310,11 @@ class Gateway:
                 explained=self._explained,
                 now=self.now,
             )
+
+    def restart_soon(self, after: float = 1.0) -> None:
+        """Stop cleanly (doors to their safe state) and start again, ``after`` seconds from
+        now so the caller's answer still goes out: a staged restore is applied at the start."""
+        asyncio.get_running_loop().call_later(after, self.restart_wanted.set)
 
     # --- a changed config, applied while running (gateway.config_apply) -----------------
 
@@ -378,6 +408,8 @@ class Gateway:
         """Feed ``reader``'s reads to ``door``, supervised (restarted if its loop fails)."""
         self.readers[reader.id] = reader
         self._reader_doors[reader.id] = door
+        # what the reader reports besides reads (tamper, power, keypad) is journalled
+        reader.events = lambda kind, detail: self.record_event(kind, door, detail)
         guard = RepeatGuard(repeat_guard)  # kept across restarts of the loop
         self.supervisor.start(
             _part("reader", reader.id),
@@ -388,6 +420,7 @@ class Gateway:
     async def _read_loop(self, reader: Reader, entrance: Entrance, guard: RepeatGuard) -> None:
         """Feed one reader's reads to its door; a failing read never stops the loop."""
         async for read in debounced(reader.reads(), guard):
+            read = self._on_our_clock(read)
             self.next_card.offer(read)  # the installer's "show me the next card" (memory only)
             told: list[bool] = []
 
@@ -397,10 +430,22 @@ class Gateway:
 
             try:
                 await entrance.present(read, decided)
+            except JournalError as exc:  # refused, not a bug: disk full, journal at its bound
+                log.error("reader %s: a %s read refused: %s", reader.id, read.kind, exc)
+                if not told:
+                    self._feedback(reader, False)
             except Exception:  # one bad read must not stop the reader
                 log.exception("reader %s: deciding a %s read failed", reader.id, read.kind)
                 if not told:
                     self._feedback(reader, False)
+
+    def _on_our_clock(self, read: CredentialRead) -> CredentialRead:
+        """The read timed on the gateway's clock. Readers stamp reads with the system's
+        clock, which is the gateway's, except under a clock of its own (the test-only fast
+        clock, gateway.clock.wall_clock): there the read moves with it."""
+        if self.now is system_now:
+            return read
+        return replace(read, at=read.at + (self.now() - system_now()))
 
     def _feedback(self, reader: Reader, granted: bool) -> None:
         """Show a decision on the reader in the background: the door never waits on it."""
@@ -582,12 +627,19 @@ class Gateway:
             "clock": "synced" if self.state.clock_synced else "unsynced",
             "online": self.online(),
             "doors": doors,
-            "journal": self.journal.trouble.as_status()
-            if self.journal.trouble
-            else {"state": "ok"},
+            "journal": self._journal_status(),
             "loop_lag": self.loop_lag.summary(),
             "components": self.supervisor.status(),
         }
+
+    def _journal_status(self) -> dict[str, Any]:
+        """The journal's health: its trouble (disk full, at its bound...) or ``ok``, and
+        how full it is against its bound (``filling`` from 80 % until drained)."""
+        journal = self.journal
+        status: dict[str, Any] = {"state": "ok"}
+        if journal.trouble is not None:
+            status = journal.trouble.as_status()
+        return {**status, "max_pending": journal.max_pending, "filling": journal.filling}
 
     async def _housekeeping(self) -> None:
         """Once a minute: prune old passages and pass tokens, re-check the clock."""
@@ -663,22 +715,58 @@ async def _logged(what: str, step: Awaitable[None]) -> None:
         log.error("%s failed: %s", what, describe(exc), exc_info=exc)
 
 
-async def run_gateway(config: Config, stop: asyncio.Event, config_path: Path | None = None) -> None:
-    """Run a gateway until ``stop`` is set."""
-    gateway = Gateway(config, config_path=config_path)
+async def run_gateway(
+    config: Config,
+    stop: asyncio.Event,
+    config_path: Path | None = None,
+    restored: RestoreOutcome | None = None,
+) -> bool:
+    """Run a gateway until ``stop`` is set, or it asks to be started again (True)."""
+    gateway = Gateway(config, config_path=config_path, now=wall_clock())
+    gateway.restored = restored
     await gateway.start()
     try:
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        restart = asyncio.ensure_future(gateway.restart_wanted.wait())
+        await asyncio.wait({stopped, restart}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        restart.cancel()
     finally:
         await gateway.stop()
+    return gateway.restart_wanted.is_set()
+
+
+def _apply_staged_restore(config_file: str) -> RestoreOutcome | None:
+    """A restore staged by the web UI or ``accessgw restore --at-next-start``, applied before
+    the config is read and any state opened (gateway.backup). A failed one leaves the old
+    state as it was; one that could not even be undone stops the start (BackupError)."""
+    from gateway.backup import apply_staged_restore, discard_pending, state_dir_named
+
+    state = state_dir_named(config_file)
+    if state is None or not state.is_dir():
+        return None
+    discard_pending(state)  # checked but never confirmed before the stop: decrypted, dropped
+    return apply_staged_restore(state)
+
+
+def _start_again() -> int:
+    """The gateway asked to be started again (a restore is staged): under systemd it exits
+    and the unit's ``Restart=always`` starts it; run by hand, it replaces itself."""
+    if os.environ.get("INVOCATION_ID"):  # set by systemd for the service's processes
+        log.info("stopped to apply a staged restore: systemd starts the gateway again")
+        return 0
+    log.info("stopped to apply a staged restore: starting again (%s)", " ".join(sys.orig_argv))
+    logging.shutdown()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def run_daemon(
-    args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[None]] = run_gateway
+    args: Any, runner: Callable[[Config, asyncio.Event], Awaitable[bool | None]] = run_gateway
 ) -> int:
     """``accessgw run CONFIG``: run until SIGTERM/SIGINT."""
     from gateway.validation import validate_file  # the same checks as check-config
 
+    restored = _apply_staged_restore(args.config)
     report = validate_file(args.config)
     config = report.valid_config()
     logs.configure(
@@ -686,20 +774,22 @@ def run_daemon(
         getattr(args, "log_format", None) or config.log.format,
         config.log.libraries,
     )
+    if restored is not None:
+        (log.info if restored.applied else log.error)("%s", restored.message)
     for warning in report.warnings:
         log.warning("config %s: %s", report.file, warning)
 
     config_path = Path(args.config).resolve()
 
-    async def main() -> None:
+    async def main() -> bool | None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if runner is run_gateway:
-            await run_gateway(config, stop, config_path)
-        else:
-            await runner(config, stop)
+            return await run_gateway(config, stop, config_path, restored)
+        return await runner(config, stop)
 
-    asyncio.run(main())
+    if asyncio.run(main()):
+        return _start_again()
     return 0

@@ -22,6 +22,14 @@ it and seeing the passage) is finalised at open: at a door whose sensor sees pas
 one, where a grant counts as walked through, as passed with the decision's charge. One
 whose caller was cancelled while it was being written (no lock moved for it) is finalised
 as not passed at once.
+
+The journal has a bound (``[journal] max_pending``, records not yet acknowledged): it never
+drops a record to stay under it. At :data:`FILLING_AT` of the bound ``on_filling`` is told
+once (the gateway records ``journal_filling`` and shows it in the status), and again when
+the central system's acknowledgements bring it back under :data:`DRAINED_AT`. At the bound
+new decisions are refused (``JournalTrouble`` kind ``full``: no lock moves for a decision
+that cannot be kept, as with a full disk); events are still kept, and so is everything
+already journalled, until it is acknowledged.
 """
 
 from __future__ import annotations
@@ -71,7 +79,8 @@ _DAMAGED = (
 class JournalTrouble:
     """Why the journal cannot write now (the status shows it; an event tells of it after).
 
-    ``kind``: ``disk_full``, ``read_only``, ``io_error``, ``locked`` or ``error``.
+    ``kind``: ``disk_full``, ``read_only``, ``io_error``, ``locked`` or ``error``; ``full``
+    when the journal is at its bound (``[journal] max_pending``).
     ``refused``: decisions refused meanwhile (nothing can be journalled, so no lock moves).
     """
 
@@ -92,6 +101,27 @@ class JournalTrouble:
 
 _WRITES = frozenset({"_insert", "_finalise", "_ack"})
 
+DEFAULT_MAX_PENDING = 250_000  # ~3 days of a decision every second; about 100 MB on disk
+FILLING_AT = 0.8  # share of the bound that raises the warning
+DRAINED_AT = 0.6  # ...and the share under which it is cleared (no flapping at the edge)
+
+
+@dataclass(frozen=True, slots=True)
+class Filling:
+    """The journal's fill level against its bound, when the warning is raised or cleared."""
+
+    raised: bool
+    pending: int
+    max_pending: int
+
+    def as_detail(self) -> dict[str, Any]:
+        """The ``journal_filling`` / ``journal_drained`` event's detail."""
+        return {
+            "pending": self.pending,
+            "max_pending": self.max_pending,
+            "percent": round(100 * self.pending / self.max_pending, 1),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -105,7 +135,12 @@ class Journal:
     """Decisions and events in ``seq`` order until the central system acknowledges them."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: str, gw: str, executor: ThreadPoolExecutor
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        gw: str,
+        executor: ThreadPoolExecutor,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self._conn = conn
         self._path = path
@@ -121,9 +156,16 @@ class Journal:
         self.trouble: JournalTrouble | None = None  # set while writes fail (disk full...)
         self.on_trouble: Callable[[JournalTrouble], None] | None = None
         self.on_recovered: Callable[[JournalTrouble], None] | None = None
+        self.max_pending = max_pending
+        # records not yet acknowledged: kept by the journal thread (insert adds, ack takes)
+        self._pending = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        self.filling = False  # the 80 % warning is raised
+        self.on_filling: Callable[[Filling], None] | None = None
 
     @classmethod
-    async def open(cls, path: Path | str, gw: str) -> Journal:
+    async def open(
+        cls, path: Path | str, gw: str, *, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> Journal:
         """Open (or create) the journal; finalise decisions a crash left open."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         loop = asyncio.get_running_loop()
@@ -132,7 +174,9 @@ class Journal:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(conn, str(path), gw, executor)
+        journal = cls(conn, str(path), gw, executor, max_pending)
+        journal._check_fill()  # a journal reopened above the mark says so at once
+        return journal
 
     async def _run(
         self,
@@ -162,8 +206,10 @@ class Journal:
             raise JournalError(explained) from exc
         except sqlite3.DatabaseError as exc:
             raise JournalError(_DAMAGED.format(path=self._path, exc=exc)) from exc
-        if write and self.trouble is not None:
-            self._write_worked()
+        if write:
+            self._check_fill()
+            if self.trouble is not None and not self._full_now():
+                self._write_worked()
         return result
 
     def _write_failed(self, kind: str, reason: str) -> None:
@@ -173,6 +219,33 @@ class Journal:
         log.error("%s: decisions are refused until the journal can write again", reason)
         if self.on_trouble is not None:
             self.on_trouble(self.trouble)
+
+    @property
+    def pending(self) -> int:
+        """Records not yet acknowledged (final or not), as the journal counts them."""
+        return self._pending
+
+    def _full_now(self) -> bool:
+        """At the bound (the trouble ``full`` stays until acknowledgements free room)."""
+        return self.trouble is not None and self.trouble.kind == "full" and self.at_bound()
+
+    def at_bound(self) -> bool:
+        """Whether the journal holds ``max_pending`` records: new decisions are refused."""
+        return self._pending >= self.max_pending
+
+    def _check_fill(self) -> None:
+        """Raise the 80 % warning once on the way up; clear it once drained (60 %)."""
+        share = self._pending / self.max_pending
+        if not self.filling and share >= FILLING_AT:
+            self.filling = True
+        elif self.filling and share < DRAINED_AT:
+            self.filling = False
+        else:
+            return
+        log.debug("journal at %d of %d records (filling: %s)", self._pending, self.max_pending,
+                  self.filling)  # fmt: skip
+        if self.on_filling is not None:
+            self.on_filling(Filling(self.filling, self._pending, self.max_pending))
 
     def _write_worked(self) -> None:
         trouble, self.trouble = self.trouble, None
@@ -196,6 +269,15 @@ class Journal:
         open finalises the grant as passed (with the charge in ``checkin``).
         """
         body = _encodable(checkin)
+        if self.at_bound():  # nothing is dropped to make room: the new decision is refused
+            self._write_failed(
+                "full",
+                f"the journal holds {self._pending} records the central system has not "
+                f"acknowledged, its bound ([journal] max_pending = {self.max_pending})",
+            )
+            assert self.trouble is not None
+            self.trouble.refused += 1
+            raise JournalError(self.trouble.reason)
         try:
             [entry] = await self._run(
                 self._insert, [("checkin", body, False)], passage_assumed, on_cancel=self._abandon
@@ -247,6 +329,7 @@ class Journal:
                 entries.append(Entry(last, record_id))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
         self._last_seq = last  # only this thread writes it, once committed
+        self._pending += len(entries)
         return entries
 
     def _abandon(self, future: Future[list[Entry]]) -> None:
@@ -371,6 +454,7 @@ class Journal:
             self._conn.execute(
                 "UPDATE meta SET value = MAX(value, ?) WHERE key = 'acked_upto'", (upto,)
             )
+        self._pending -= int(count)
         return int(count)
 
     async def pending_count(self) -> int:

@@ -185,11 +185,21 @@ _EVENT_WORDS: dict[str, tuple[int, str]] = {
     "lockdown": (logging.WARNING, "door {door}: locked down by {by}"),
     "reader_offline": (logging.WARNING, "reader {reader} (door {door}): offline: {reason}"),
     "reader_online": (logging.INFO, "reader {reader} (door {door}): online"),
+    "tamper": (logging.WARNING, "reader {reader} (door {door}): tamper switch {state}"),
+    "reader_power": (logging.WARNING, "reader {reader} (door {door}): power {state}"),
+    "reader_keypad": (logging.INFO, "reader {reader} (door {door}): {keys} keys pressed"),
     "board_offline": (logging.ERROR, "board {board}: offline: {reason}"),
     "board_online": (logging.INFO, "board {board}: online"),
     "ticket_double_use": (logging.WARNING, "door {door}: ticket {ticket} used {uses} times"
                           " (allowed {allowed})"),
     "clock_unsynced": (logging.WARNING, "door {door}: clock not synchronised"),
+    "journal_filling": (logging.WARNING, "journal: {pending} records not acknowledged, "
+                        "{percent} % of its bound {max_pending}: at the bound new decisions "
+                        "are refused"),
+    "journal_drained": (logging.INFO, "journal: drained to {pending} records "
+                        "({percent} % of its bound)"),
+    "journal_full": (logging.WARNING, "journal: was at its bound from {since} until {until}, "
+                     "{decisions_refused} decisions refused"),
 }  # fmt: skip
 _QUIET = frozenset({"started", "stopping", "config_changed"})  # said by the daemon itself
 # never in a line, whatever an event's detail holds: credential values and names

@@ -165,8 +165,14 @@ class Board(abc.ABC):
 
     def declare_safe(self, index: int, physical: bool) -> None:
         """The physical level output ``index`` must have when nobody controls it (a door
-        whose lock is wired active-low declares True): used at start and stop."""
+        whose lock is wired active-low declares True): used at start and stop. Declared
+        before :meth:`start`, it is the first level the output is ever given."""
         self._safe[index] = physical
+
+    def levels_to_restore(self) -> dict[int, bool]:
+        """What a board that (re)connects writes first: every output a door declared a
+        safe level for at that level, and every output told a level since at that one."""
+        return {**self._safe, **self._wanted}
 
     def safe_level(self, index: int) -> bool:
         """The physical level output ``index`` goes to at start and stop (default off)."""

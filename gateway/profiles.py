@@ -537,13 +537,19 @@ def check_devices(config: Config, directory: Traversable = PROFILE_DIR) -> list[
         sizes[board.id] = (checked.settings.output_count, checked.settings.input_count)
         if checked.bus is not None:
             buses.setdefault(checked.bus[0], []).append((checked.bus[1], f"boards[{board.id}]"))
+    bus_addresses: dict[str, int] = {}  # reader id -> the address it answers on its bus
     for reader in config.readers:
         found, checked = _check_reader(reader, directory)
         problems += found
         if checked is not None and checked.bus is not None:
             buses.setdefault(checked.bus[0], []).append((checked.bus[1], f"readers[{reader.id}]"))
+            # no address in the config: the profile's (OSDP's default 0) is the one used
+            default = getattr(checked.settings, "address", None)
+            address = reader.address if reader.address is not None else default
+            if isinstance(address, int):
+                bus_addresses[reader.id] = address
     problems += _shared_port_problems(buses)
-    problems += _unit_problems(config)
+    problems += _unit_problems(config, bus_addresses)
     problems += _point_problems(config, sizes)
     return problems
 
@@ -566,7 +572,7 @@ def _shared_port_problems(buses: Mapping[str, list[tuple[str, str]]]) -> list[De
     return problems
 
 
-def _unit_problems(config: Config) -> list[DeviceProblem]:
+def _unit_problems(config: Config, bus_addresses: Mapping[str, int]) -> list[DeviceProblem]:
     """Two devices at the same bus address on one port cannot both answer."""
     problems = []
     seen: dict[tuple[str, str, int], str] = {}
@@ -585,14 +591,15 @@ def _unit_problems(config: Config) -> list[DeviceProblem]:
             )
         seen.setdefault(key, f"boards[{board.id}]")
     for reader in config.readers:
-        if reader.port is None or reader.address is None:
+        address = bus_addresses.get(reader.id)
+        if reader.port is None or address is None:
             continue
-        key = ("osdp", reader.port, reader.address)
+        key = ("osdp", reader.port, address)
         if key in seen:
             problems.append(
                 DeviceProblem(
                     f"readers[{reader.id}].address",
-                    f"address {reader.address} on {reader.port} is already {seen[key]}: give "
+                    f"address {address} on {reader.port} is already {seen[key]}: give "
                     "each reader on a bus its own address",
                 )
             )

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import pickle
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from gateway.entitlements import Member, Ticket
 
@@ -50,6 +53,44 @@ class RecordCodec:
             by_alias=True
         )
         return record.ticket, "ticket", hashes, body
+
+
+@dataclass(frozen=True)
+class EncodedRecords:
+    """Records already encoded into stored rows by a :class:`RecordCodec` with the store's
+    key, in another process (a big delta is opened, validated and encoded there).
+
+    The rows travel as a few pickled parts: handing back a handful of bytes objects costs
+    the receiving process (and its event loop, which shares the GIL) nothing, and each part
+    is unpickled by the store's writer thread as it is written, a short step at a time.
+    Only ever built by this gateway's own worker process, never from outside data.
+    """
+
+    parts: tuple[bytes, ...]
+    count: int
+
+    @classmethod
+    def of(
+        cls, codec: RecordCodec, records: Iterable[Record], per_part: int = 1000
+    ) -> EncodedRecords:
+        parts: list[bytes] = []
+        rows: list[StoredRow] = []
+        count = 0
+        for record in records:
+            rows.append(codec.stored(record))
+            if len(rows) == per_part:
+                parts.append(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+                count, rows = count + len(rows), []
+        if rows:
+            parts.append(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+            count += len(rows)
+        return cls(tuple(parts), count)
+
+    def rows(self) -> Iterator[StoredRow]:
+        """The stored rows, in the records' order."""
+        for part in self.parts:
+            rows: list[StoredRow] = pickle.loads(part)  # our own worker process made it
+            yield from rows
 
 
 def decode(kind: str, body: str) -> Record:

@@ -34,8 +34,10 @@ from gateway.credential_index import CredentialIndex, IndexBuilder
 from gateway.entitlements import Member, SiteRules, Ticket, credential_key
 from gateway.errors import InvalidSet, StoreError
 from gateway.record_codec import (
+    EncodedRecords,
     Record,
     RecordCodec,
+    StoredRow,
     decode,
     holds,
     moved_note,
@@ -170,6 +172,11 @@ class EntitlementStore:
     def record_count(self) -> int:
         """Members and tickets in the set."""
         return self._view.count
+
+    @property
+    def key(self) -> bytes:
+        """The HMAC key of credential values, for a worker process encoding records."""
+        return self._codec.key
 
     def hash(self, key: str) -> bytes:
         """HMAC-SHA-256 of a canonical credential value with the gateway's secret."""
@@ -340,7 +347,7 @@ class EntitlementStore:
         self,
         version: int,
         base: int | None,
-        upsert: Sequence[Record],
+        upsert: Sequence[Record] | EncodedRecords,
         delete: Sequence[str],
         rules: SiteRules | None,
         checkins_upto: dict[str, int] | None,
@@ -348,8 +355,10 @@ class EntitlementStore:
     ) -> list[str]:
         """Apply a delta on top of version ``base``, atomically for readers; durable on return.
 
-        Raises :class:`StoreError` (and changes nothing) when ``base`` is not the store's
-        version. Returns a note for each credential that moved to another record.
+        ``upsert``: the records, or the same already encoded with this store's key
+        (:attr:`key`) by a worker process. Raises :class:`StoreError` (and changes nothing)
+        when ``base`` is not the store's version. Returns a note for each credential that
+        moved to another record.
         """
         with self._write_lock:
             old = self._view
@@ -380,17 +389,22 @@ class EntitlementStore:
         self,
         old: StoreView,
         version: int,
-        upsert: Sequence[Record],
+        upsert: Sequence[Record] | EncodedRecords,
         delete: Sequence[str],
         rules: SiteRules | None,
         checkins_upto: dict[str, int] | None,
         at: datetime,
     ) -> tuple[StoreView, list[str]]:
         """Write the delta's rows and log inside the caller's transaction; the new view."""
-        position = {r.id: i for i, r in enumerate(upsert)}
-        final = [r for i, r in enumerate(upsert) if position[r.id] == i]  # an id twice: the later
+        encoded: list[StoredRow] = (
+            list(upsert.rows())
+            if isinstance(upsert, EncodedRecords)
+            else [self._codec.stored(r) for r in upsert]
+        )
+        position = {row[0]: i for i, row in enumerate(encoded)}
+        final = [r for i, r in enumerate(encoded) if position[r[0]] == i]  # an id twice: the later
         kill: set[int] = set()
-        for rid in {*delete, *(r.id for r in final)}:
+        for rid in {*delete, *(r[0] for r in final)}:
             kill.update(self._live_rowids(old, rid))
         removed = len(kill)
         rows, notes = self._moves(old, final, kill)
@@ -416,8 +430,8 @@ class EntitlementStore:
         return StoreView(old.gen, version, new_rules, upto, at, count, index, last), notes
 
     def _moves(
-        self, old: StoreView, final: list[Record], kill: set[int]
-    ) -> tuple[list[tuple[str, str, bytes, str]], list[str]]:
+        self, old: StoreView, final: list[StoredRow], kill: set[int]
+    ) -> tuple[list[StoredRow], list[str]]:
         """The rows to insert: the delta's records, and copies of records that lost a credential.
 
         A credential already held by another record (or by an earlier record of this delta)
@@ -428,8 +442,8 @@ class EntitlementStore:
         rows: list[list[Any]] = []  # [rid, kind, hashes, body], changed as credentials move
         copies: list[list[Any]] = []
         taken: dict[bytes, list[Any]] = {}  # credential hash -> the row to be written with it
-        for record in final:
-            row: list[Any] = list(self._codec.stored(record))
+        for stored in final:
+            row: list[Any] = list(stored)
             for digest in split_hashes(row[2]):
                 holder = taken.get(digest)
                 if holder is None and (holder := self._holder(old, digest, kill)) is not None:

@@ -40,6 +40,8 @@ class FakeChip:
     path: str = "/dev/gpiochip0"
     lines: int = 54
     requests: list[FakeLineRequest] = field(default_factory=list)
+    # every level put on an output pin, from its request on: (offset, high), oldest first
+    output_levels: list[tuple[int, bool]] = field(default_factory=list)
     _lines: dict[int, _Line] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -64,7 +66,7 @@ class FakeChip:
                         raise OSError(16, "Device or resource busy", f"line {offset}")
                     line = self._lines.setdefault(offset, _Line())
                     line.settings = settings or gpiod.LineSettings()
-                    self._settle(line)
+                    self._settle(offset, line)
                     request.offsets.append(offset)
         self.requests.append(request)
         return request
@@ -72,11 +74,12 @@ class FakeChip:
     def _claimed(self) -> set[int]:
         return {o for r in self.requests if not r.released for o in r.offsets}
 
-    def _settle(self, line: _Line) -> None:
+    def _settle(self, offset: int, line: _Line) -> None:
         """The level a freshly set-up line takes (must hold the chip lock)."""
         s = line.settings
         if s.direction == Direction.OUTPUT:
             line.high = (s.output_value == Value.ACTIVE) != s.active_low
+            self.output_levels.append((offset, line.high))
         elif line.driven is not None:
             line.high = line.driven
         elif s.bias == Bias.PULL_DOWN:
@@ -152,6 +155,7 @@ class FakeLineRequest:
             if line.settings.direction != Direction.OUTPUT:
                 raise PermissionError(1, "Operation not permitted: not an output")
             line.high = (value == Value.ACTIVE) != line.settings.active_low
+            self.chip.output_levels.append((offset, line.high))
 
     def push(self, offset: int, active: bool, at_ns: int | None = None) -> None:
         """Queue an edge event (the chip calls this)."""

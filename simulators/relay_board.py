@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -116,6 +117,7 @@ class _Unit:
     coils: list[bool]
     inputs: list[bool]
     history: list[CoilChange] = field(default_factory=list)
+    writes: list[CoilChange] = field(default_factory=list)  # every coil write, also no-ops
     stuck: set[int] = field(default_factory=set)
     listeners: list[CoilListener] = field(default_factory=list)
     flashes: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
@@ -143,6 +145,7 @@ class RelayBoardSim:
         self.flash = flash
         self.requests: dict[int, int] = {u: 0 for u in ids}  # frames addressed to each unit
         self.transport: str | None = None
+        self.tcp_framer = FramerType.SOCKET
         self.host, self.port = "127.0.0.1", 0
         self.modem: NullModem | None = None
         self._lock = threading.Lock()
@@ -155,9 +158,14 @@ class RelayBoardSim:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start_tcp(self, port: int = 0, host: str = "127.0.0.1") -> RelayBoardSim:
-        """Serve Modbus TCP on ``host:port`` (0: a free port, see :attr:`port`)."""
+    def start_tcp(
+        self, port: int = 0, host: str = "127.0.0.1", *, rtu_framing: bool = False
+    ) -> RelayBoardSim:
+        """Serve Modbus TCP on ``host:port`` (0: a free port, see :attr:`port`);
+        ``rtu_framing``: RTU frames (unit, PDU, CRC) over the TCP stream, as Ethernet
+        boards built around an RS-485 bridge speak, instead of the MBAP header."""
         self.transport, self.host = "tcp", host
+        self.tcp_framer = FramerType.RTU if rtu_framing else FramerType.SOCKET
         self.port = port or _free_port(host)
         self._call(self._serve())
         return self
@@ -235,6 +243,11 @@ class RelayBoardSim:
         with self._lock:
             return self.units[unit or self.unit].coils[index]
 
+    def writes(self, index: int, unit: int | None = None) -> list[CoilChange]:
+        """Every write the board took for relay ``index`` (also one that changed nothing)."""
+        with self._lock:
+            return [c for c in self.units[unit or self.unit].writes if c.index == index]
+
     def changes(self, index: int, unit: int | None = None) -> list[CoilChange]:
         """Every recorded change of relay ``index``."""
         with self._lock:
@@ -285,7 +298,9 @@ class RelayBoardSim:
             return
         devices = self._devices()
         if self.transport == "tcp":
-            self._server = ModbusTcpServer(devices, address=(self.host, self.port))
+            self._server = ModbusTcpServer(
+                devices, address=(self.host, self.port), framer=self.tcp_framer
+            )
         else:
             assert self.modem is not None
             self._server = ModbusSerialServer(
@@ -361,6 +376,7 @@ class RelayBoardSim:
             if function_code in (FC_WRITE_COIL, FC_WRITE_COILS) and values is not None:
                 for offset in range(len(values)):
                     index = address + offset
+                    board.writes.append(CoilChange(index, bool(values[offset]), now))
                     if index in board.stuck:
                         values[offset] = board.coils[index]  # the write is "taken", not done
                     else:

@@ -1,5 +1,6 @@
 """The bodies of the central system's entitlement envelopes, validated (PROTOCOL.md,
-Entitlement sync): a delta, and one chunk of a snapshot.
+Entitlement sync): one chunk of a snapshot, and the parts a delta shares with it (a delta
+as a whole: :mod:`gateway.sync.deltas`).
 
 Each raises :class:`gateway.errors.InvalidSet` naming what is wrong; nothing of an invalid
 body is ever applied.
@@ -13,11 +14,8 @@ from typing import Any
 
 from gateway.entitlements import (
     Member,
-    SiteRules,
     Ticket,
     collect_records,
-    parse_records,
-    parse_rules,
 )
 from gateway.errors import InvalidSet
 
@@ -25,18 +23,6 @@ CHUNK_RECORDS = 2000
 MAX_CHUNKS = 5000  # 10 million records: anything beyond is not a gym's member list
 
 Record = Member | Ticket
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A validated delta body."""
-
-    version: int
-    base: int
-    upsert: list[Record]
-    delete: list[str]
-    rules: SiteRules | None
-    checkins_upto: dict[str, int] | None
 
 
 @dataclass(frozen=True)
@@ -66,26 +52,6 @@ def parse_checkins_upto(raw: Any) -> dict[str, int] | None:
     ):
         raise InvalidSet(["checkins_upto: must map gateway ids to non-negative integers"])
     return dict(raw)
-
-
-def parse_delta(body: Mapping[str, Any], current_rules: SiteRules | None) -> Delta:
-    """Validate a delta body against ENTITLEMENTS.md."""
-    version, base = count(body, "version"), count(body, "base")
-    if version != base + 1:
-        raise InvalidSet(["version: must be base + 1"])
-    upsert, delete = body.get("upsert", []), body.get("delete", [])
-    if not isinstance(upsert, list):
-        raise InvalidSet(["upsert: must be a list"])
-    if not isinstance(delete, list) or not all(isinstance(d, str) for d in delete):
-        raise InvalidSet(["delete: must be a list of ids"])
-    rules = parse_rules(body["rules"]) if body.get("rules") is not None else None
-    effective = rules or current_rules
-    if effective is None:
-        raise InvalidSet(["rules: the gateway has no rules yet and the delta brings none"])
-    records = parse_records(upsert, effective)
-    return Delta(
-        version, base, records, delete, rules, parse_checkins_upto(body.get("checkins_upto"))
-    )
 
 
 def parse_chunk_header(body: Mapping[str, Any]) -> ChunkHeader:

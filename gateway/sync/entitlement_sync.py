@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,12 +26,13 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.clock import load_newest_time, store_newest_time
-from gateway.entitlements import SiteRules, check_schedules
+from gateway.entitlements import SiteRules
 from gateway.errors import BadMessage, InvalidSet, LinkError, StoreError
 from gateway.logs import Progress
 from gateway.store import Staging
-from gateway.sync.bodies import count, parse_delta
-from gateway.sync.envelopes import Envelope, open_envelope_off_loop, wrong_topic
+from gateway.sync.bodies import count
+from gateway.sync.deltas import DeltaOpener, PreparedDelta
+from gateway.sync.envelopes import Envelope
 from gateway.sync.snapshots import SnapshotBuilder, SnapshotBuilderFailed
 from gateway.sync.topics import gw_topic, topic
 
@@ -43,15 +43,6 @@ SNAPSHOT_PATIENCE_S = 30.0
 WHYS = ("startup", "gap", "reconnect", "periodic", "installer")
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
-
-
-@dataclass(frozen=True)
-class PendingDelta:
-    """A delta as it came (its body validated only when it is applied)."""
-
-    version: int
-    base: int
-    body: dict[str, Any]
 
 
 class Publisher(Protocol):
@@ -71,6 +62,9 @@ class Store(Protocol):
 
     @property
     def rules(self) -> SiteRules | None: ...
+
+    @property
+    def key(self) -> bytes: ...
 
     def staging(self) -> Staging: ...
 
@@ -121,7 +115,8 @@ class EntitlementSync:
         self.sync_interval = sync_interval
         self.max_buffered = max_buffered
         self.clock = clock
-        self.buffered: dict[int, PendingDelta] = {}  # by base
+        self.buffered: dict[int, PreparedDelta] = {}  # by base
+        self.deltas = DeltaOpener(public_key=public_key, site=site)
         self.builder = SnapshotBuilder(
             public_key=public_key, site=site, topic=gw_topic(site, gw, "snapshot")
         )
@@ -190,23 +185,19 @@ class EntitlementSync:
                 if name == self.builder.topic:  # opened by the builder, off the event loop
                     await self._take_chunk(name, payload)
                     return True
-                env = await open_envelope_off_loop(
-                    payload, public_key=self.public_key, site=self.site, topic=name
-                )
-                if env.type not in types:
-                    raise BadMessage(wrong_topic(env.type), name)
-                await self._apply(env)
+                opened = await self.deltas.open(
+                    payload, topic=name, types=types, have=self.store.version,
+                    hmac_key=self.store.key,
+                )  # fmt: skip
+                if isinstance(opened, PreparedDelta):
+                    await self._take_delta(opened)
+                else:
+                    await self._take_time(opened)
             except BadMessage as exc:
                 await self._bad(name, exc.reason)
             except InvalidSet as exc:
                 await self._bad(name, "invalid set: " + "; ".join(exc.problems[:3]))
         return True
-
-    async def _apply(self, env: Envelope) -> None:
-        if env.type == "delta":
-            await self._take_delta(env.body)
-        else:
-            await self._take_time(env)
 
     async def _bad(self, name: str, reason: str) -> None:
         log.warning("entitlement sync: message on %s dropped: %s", name, reason[:300])
@@ -219,19 +210,17 @@ class EntitlementSync:
 
     # --- deltas ---------------------------------------------------------------------------
 
-    async def _take_delta(self, body: dict[str, Any]) -> None:
+    async def _take_delta(self, delta: PreparedDelta) -> None:
         """Apply a delta that follows on; keep one that comes early (even before the first
         snapshot); let a duplicate, late or rolled-back one pass silently (Clarifications,
-        Versions). Its records are validated when it is applied, against the rules then."""
-        version, base = count(body, "version"), count(body, "base")
-        if version != base + 1:
-            raise InvalidSet(["version: must be base + 1"])
+        Versions). The schedules its records name are checked when it is applied, against
+        the rules then."""
+        version = delta.version
         have = self.store.version
         if have is not None and version <= have:
             self.ignored_versions += 1
             log.debug("delta %d ignored: already at %d", version, have)
             return
-        delta = PendingDelta(version, base, body)
         if have is None or delta.base != have:
             self._buffer(delta)
             if not self._snapshot_coming():
@@ -240,7 +229,7 @@ class EntitlementSync:
         await self._apply_delta(delta)
         await self._drain_buffer()
 
-    def _buffer(self, delta: PendingDelta) -> None:
+    def _buffer(self, delta: PreparedDelta) -> None:
         """Keep a delta that came early; beyond the bound, the farthest ones are dropped
         (they come again with the sync answer)."""
         self.buffered[delta.base] = delta
@@ -293,14 +282,8 @@ class EntitlementSync:
                 return
             await self._apply_delta(delta)
 
-    async def _apply_delta(self, pending: PendingDelta) -> None:
-        # Validated in a worker thread: a big delta must not hold up the doors' decisions.
-        d = await asyncio.to_thread(parse_delta, pending.body, self.store.rules)
-        rules = d.rules or self.store.rules
-        if rules is not None and d.rules is None:
-            problems = check_schedules(d.upsert, rules)  # rules may have changed meanwhile
-            if problems:
-                raise InvalidSet(problems)
+    async def _apply_delta(self, d: PreparedDelta) -> None:
+        d.rules_to_apply(self.store.rules)  # the rules may have changed since it came
         notes = await asyncio.to_thread(
             self.store.apply_delta, d.version, d.base, d.upsert, d.delete, d.rules,
             d.checkins_upto, self.clock(),
@@ -419,7 +402,9 @@ class EntitlementSync:
         await self._drain_buffer()
 
     async def close(self) -> None:
-        """Stop the snapshot builder (a snapshot being gathered is dropped)."""
+        """Stop the snapshot builder (a snapshot being gathered is dropped) and the delta
+        worker process."""
+        self.deltas.close()
         await self.builder.close()
 
     # --- time -----------------------------------------------------------------------------

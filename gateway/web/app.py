@@ -32,16 +32,19 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.web.auth import InstallerAuth, Session, password_problem
+from gateway.web.auth import MIN_PASSWORD, InstallerAuth, Session, password_problem
 from gateway.web.bridge import Bridge, GatewayNotAnswering
-from gateway.web.config_routes import add_config_routes
+from gateway.web.config_routes import RESTORE_MAX, RESTORE_PATH, add_config_routes
 from gateway.web.eventlog import EventLog, Filter
 from gateway.web.gateway_side import DOOR_TEST_MAX_SECONDS, PULSE_MAX_SECONDS, InstallerRefused
+from gateway.web.i18n import js_words, language_of, number, say, seconds, t
 from gateway.web.words import duration, local_time, shown
 
 log = logging.getLogger("accessgw.web")
@@ -142,9 +145,27 @@ class Answer(BaseModel):
 def _templates() -> Environment:
     folder = resources.files("gateway.web") / "templates"
     env = Environment(loader=FileSystemLoader(str(folder)), autoescape=select_autoescape(["html"]))
-    env.filters["duration"] = duration
-    env.filters["local"] = local_time
+    # each page is rendered with ``lang``: the filters write in it
+    env.filters["duration"] = pass_context(lambda c, v: duration(v, _lang(c)))
+    env.filters["local"] = pass_context(lambda c, at, tz: local_time(at, tz, _lang(c)))
+    env.filters["say"] = pass_context(lambda c, code, family: say(_lang(c), family, code))
+    env.filters["number"] = pass_context(lambda c, v, decimals=0: number(_lang(c), v, decimals))
     return env
+
+
+def _lang(context: Context) -> str:
+    return language_of(context.get("lang"))
+
+
+def _words(language: str) -> Callable[..., Markup]:
+    """``_("id", name=value)`` in the templates: the catalogue's text, escaped, with its
+    values escaped too unless they are markup (a ``<code>`` the page puts in)."""
+
+    def words(key: str, **values: object) -> Markup:
+        text = t(language, key)
+        return Markup.escape(text).format(**values) if values else Markup.escape(text)
+
+    return words
 
 
 class Guard:
@@ -180,10 +201,11 @@ class Guard:
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if name not in self.ctx.hosts:
             return JSONResponse({"detail": f"host {host!r} is not served here"}, 421)
-        length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"detail": "request body too large"}, 413)
         path = request.url.path
+        limit = RESTORE_MAX if path == RESTORE_PATH else MAX_BODY  # an uploaded backup
+        length = request.headers.get("content-length")
+        if length and (not length.isdigit() or int(length) > limit):
+            return JSONResponse({"detail": "request body too large"}, 413)
         if path.startswith(PUBLIC):
             return None
         session = self.ctx.auth.session(request.cookies.get(COOKIE))
@@ -195,7 +217,7 @@ class Guard:
         request.scope.setdefault("state", {})["session"] = session
         if request.method in UNSAFE:
             token = request.headers.get("x-csrf-token", "")
-            if not (token and secrets.compare_digest(token, session.csrf)):
+            if not (token and _same_secret(token, session.csrf)):
                 return JSONResponse({"detail": "missing or wrong CSRF token"}, 403)
         return None
 
@@ -214,6 +236,14 @@ def _with_headers(response: Response) -> Response:
     for key, value in _SECURITY_HEADERS.items():
         response.headers[key] = value
     return response
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """A constant-time comparison of tokens as bytes: ``compare_digest`` raises TypeError
+    for non-ASCII text, and a request may carry any (a 500 before)."""
+    return secrets.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
 
 
 def _session(request: Request) -> Session:
@@ -243,11 +273,16 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     def page(name: str, request: Request, **values: Any) -> HTMLResponse:
         session = request.scope.get("state", {}).get("session")
+        lang = bridge.language
         html = env.get_template(name).render(
             csrf=session.csrf if isinstance(session, Session) else "",
             signed_in=isinstance(session, Session),
             path=request.url.path,
             version=__version__,
+            lang=lang,
+            _=_words(lang),
+            js_words=js_words(lang),
+            min_password=MIN_PASSWORD,
             **values,
         )
         return HTMLResponse(html)
@@ -275,7 +310,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     def pre_ok(request: Request, form_token: str) -> bool:
         cookie = request.cookies.get(PRE_COOKIE, "")
-        return bool(cookie) and secrets.compare_digest(cookie, form_token)
+        return bool(cookie) and _same_secret(cookie, form_token)
 
     def form_gate(
         request: Request, template: str, csrf: str
@@ -289,17 +324,19 @@ def create_app(ctx: WebContext) -> FastAPI:
             body.status_code = status
             return with_pre(body, token)
 
+        lang = bridge.language
         if not pre_ok(request, csrf):
-            return again, again("The form expired: please try again.", 403)
+            return again, again(t(lang, "login.expired"), 403)
         wait = auth.throttle.wait_for(_client(request))
         if wait > 0:
-            return again, again(f"Too many wrong tries: wait {wait:.0f} s and try again.", 429)
+            return again, again(t(lang, "login.wait", seconds=f"{wait:.0f}"), 429)
         return again, None
 
     @app.get("/setup", response_class=HTMLResponse, include_in_schema=False)
     async def setup_page(request: Request) -> Response:
         if not auth.needs_setup():
             return RedirectResponse("/login", 303)
+        await bridge.site()  # the site's language, before anyone signs in
         token = pre_token(request)
         return with_pre(page("setup.html", request, pre=token, error=None), token)
 
@@ -317,15 +354,16 @@ def create_app(ctx: WebContext) -> FastAPI:
         again_page, refusal = form_gate(request, "setup.html", csrf)
         if refusal is not None:
             return refusal
-        problem = password_problem(password) or (
-            "the two passwords differ" if password != again else None
+        lang = bridge.language
+        problem = password_problem(password, lang) or (
+            t(lang, "password.differ") if password != again else None
         )
         if problem:
-            return again_page(problem.capitalize() + ".", 400)
+            return again_page(problem, 400)
         if not await asyncio.to_thread(auth.use_setup_code, code, password):
             auth.throttle.failed(client)
             audit.warning("setup: wrong setup code from %s", client)
-            return again_page("That setup code is not right (or was used already).", 403)
+            return again_page(t(lang, "setup.wrong_code"), 403)
         audit.info("setup: installer password set from %s", client)
         await _installer_event(bridge, "password_set", client)
         return await _signed_in(auth, client, ctx.secure_cookies)
@@ -334,6 +372,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def login_page(request: Request) -> Response:
         if auth.needs_setup():
             return RedirectResponse("/setup", 303)
+        await bridge.site()  # the site's language, before anyone signs in
         token = pre_token(request)
         return with_pre(page("login.html", request, pre=token, error=None), token)
 
@@ -351,7 +390,7 @@ def create_app(ctx: WebContext) -> FastAPI:
             auth.throttle.failed(client)
             audit.warning("sign-in failed from %s", client)
             wait = auth.throttle.wait_for(client)
-            return again_page(f"Wrong password. Next try in {wait:.0f} s.", 401)
+            return again_page(t(bridge.language, "login.wrong", seconds=f"{wait:.0f}"), 401)
         auth.throttle.succeeded(client)
         audit.info("installer signed in from %s", client)
         return await _signed_in(auth, client, ctx.secure_cookies)
@@ -489,7 +528,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def api_enroll(body: EnrollBody, request: Request) -> Answer:
         """OSDP install mode: give the reader a new Secure Channel key (confirm with its id)."""
         if body.confirm != body.reader:
-            raise HTTPException(400, "type the reader's id again to confirm")
+            raise HTTPException(400, t(bridge.language, "tool.confirm"))
         who = _client(request)
         return await tool(request, lambda: bridge.call("enroll", body.reader, who))
 
@@ -501,7 +540,9 @@ def create_app(ctx: WebContext) -> FastAPI:
                 "next_card", body.reader, body.wait, _client(request), extra_wait=body.wait
             )
         if read is None:
-            return {"seen": False, "message": f"no card at {body.reader} within {body.wait:g} s"}
+            lang = bridge.language
+            text = t(lang, "tool.no_card", reader=body.reader, seconds=seconds(lang, body.wait))
+            return {"seen": False, "message": text}
         return {"seen": True, **read}
 
     @app.post("/api/tools/try", tags=["tools"])
@@ -579,13 +620,15 @@ async def _installer_event(bridge: Bridge, action: str, client: str) -> None:
 
 
 def _csv(rows: list[dict[str, Any]], tz: str, lang: str) -> Iterator[str]:
+    """The rows for a spreadsheet or a script: the header, codes and the sortable local time
+    stay the same in every language; the ``text`` column is in the site's language."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["id", "local_time", "utc", "kind", "door", "member", "name", "decision",
                      "reason", "text", "warnings", "latency_ms"])  # fmt: skip
     for row in rows:
         r = shown(row, tz, lang)
-        writer.writerow([r["id"], r["local"], r["at"], r["kind"], r["door"] or "",
+        writer.writerow([r["id"], local_time(r["at"], tz), r["at"], r["kind"], r["door"] or "",
                          r["member"] or "", r["display"] or "", r["decision"] or "",
                          r["what"], _cell(r["text"]), " ".join(r["warnings"]),
                          "" if r["latency_ms"] is None else r["latency_ms"]])  # fmt: skip

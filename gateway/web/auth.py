@@ -24,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from gateway.errors import AccessGwError
 from gateway.state_dir import write_secret_atomically
+from gateway.web.i18n import t
 
 IDLE_SECONDS = 30 * 60
 MIN_PASSWORD = 10
@@ -51,12 +52,12 @@ def write_secret(path: Path, text: str) -> None:
     write_secret_atomically(path, text.encode("utf-8"))
 
 
-def password_problem(password: str) -> str | None:
-    """Why ``password`` cannot be the installer password, if it cannot."""
+def password_problem(password: str, language: str = "en") -> str | None:
+    """Why ``password`` cannot be the installer password, if it cannot (a sentence)."""
     if len(password) < MIN_PASSWORD:
-        return f"the password needs at least {MIN_PASSWORD} characters"
+        return t(language, "password.short", n=MIN_PASSWORD)
     if len(password) > MAX_PASSWORD:
-        return f"the password may have at most {MAX_PASSWORD} characters"
+        return t(language, "password.long", n=MAX_PASSWORD)
     return None
 
 
@@ -84,7 +85,8 @@ def new_setup_code() -> str:
 
 
 def _normal_code(text: str) -> str:
-    return "".join(ch for ch in text.upper() if ch.isalnum())
+    # ASCII only: compare_digest refuses non-ASCII text (a typed "é" was a 500)
+    return "".join(ch for ch in text.upper() if ch.isascii() and ch.isalnum())
 
 
 @dataclass
@@ -255,6 +257,6 @@ class InstallerAuth:
 
     def _drop_idle(self, now: float) -> None:
         for token in [
-            t for t, s in self._sessions.items() if now - s.last_seen > self.idle_seconds
+            key for key, s in self._sessions.items() if now - s.last_seen > self.idle_seconds
         ]:
             del self._sessions[token]

@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.web.i18n import language_of, t
+
 SNAPSHOT_EVERY = 1.0
 
 Remote = Callable[..., Awaitable[Any]]
@@ -42,10 +44,15 @@ class Bridge:
                 return await asyncio.wait_for(self.remote(name, *args), deadline)
             except TimeoutError:
                 raise GatewayNotAnswering(
-                    f"the gateway did not answer within {deadline:g} s"
+                    t(self.language, "gw.no_answer", seconds=f"{deadline:g}")
                 ) from None
             except ConnectionError as exc:
-                raise GatewayNotAnswering(f"the gateway is not running ({exc})") from None
+                raise GatewayNotAnswering(t(self.language, "gw.not_running", error=exc)) from None
+
+    @property
+    def language(self) -> str:
+        """The site's language as the last snapshot said (en before the first one)."""
+        return language_of((self._snapshot or {}).get("language"))
 
     async def site(self) -> dict[str, Any]:
         """The last snapshot for what hardly changes (time zone, language, door list):

@@ -30,7 +30,10 @@ CALLS = frozenset(
      "member", "what_if", "installer_event",
      # device and MQTT set-up (gateway.web.config_side)
      "config_view", "config_put", "config_remove", "config_rollback", "config_mqtt",
-     "config_upload", "mqtt_test", "backup"}
+     "config_upload", "mqtt_test", "backup",
+     # restore from the browser (gateway.backup: checked, staged, applied at the next start)
+     "restore_upload_path", "restore_check", "restore_plan", "restore_confirm", "restore_cancel",
+     "restore_status"}
 )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import sys
 from gateway.config import Config, load_config
 from gateway.errors import AccessGwError
 from gateway.web.auth import password_problem, read_setup_code, set_password
+from gateway.web.i18n import t
 
 DEFAULT_CONFIG = "/etc/accessgw/accessgw.toml"
 
@@ -54,7 +55,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     else:
         password = getpass.getpass("New installer password: ")
         again = getpass.getpass("Same password again: ")
-    problem = password_problem(password) or ("the passwords differ" if password != again else None)
+    differ = t("en", "password.differ") if password != again else None
+    problem = password_problem(password) or differ
     if problem:
         raise AccessGwError(problem)
     set_password(secrets_dir, password)

@@ -14,11 +14,26 @@ import asyncio
 import base64
 import binascii
 import glob
+import re
+import secrets
 import tomllib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.backup import (
+    MAX_ARCHIVE,
+    TOKEN,
+    UPLOADS,
+    BackupError,
+    RestorePlan,
+    commit_restore,
+    discard_pending,
+    pending_plan,
+    restore_status,
+    stage_restore,
+)
 from gateway.config import Config, MqttSection
 from gateway.config_apply import UPLOAD_NAMES, Applied, ApplyRefused, ConfigKeeper, UploadKind
 from gateway.config_edit import (
@@ -33,12 +48,14 @@ from gateway.errors import ConfigError
 from gateway.mqtt_check import try_broker
 from gateway.profiles import load_profiles
 from gateway.state_dir import write_secret_atomically
+from gateway.web import i18n
 
 SERIAL_PATTERNS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyAMA*",
                    "/dev/ttyS0", "/dev/ttySC*")  # fmt: skip
 MQTT_KEYS = ("enabled", "host", "port", "protocol", "username", "password_file",
              "allow_insecure", "keepalive")  # fmt: skip
 TLS_KEYS = ("ca_file", "cert_file", "key_file")
+UPLOAD_NAME = re.compile(r"^[0-9a-f]{16}\.agwbak$")
 
 
 class ConfiguredGateway(Protocol):
@@ -81,6 +98,7 @@ class ConfigSide:
     """The set-up calls of :class:`gateway.web.gateway_side.GatewaySide` (a mixin)."""
 
     gateway: Any
+    language: str
 
     def _keeper(self) -> ConfigKeeper:
         try:
@@ -120,8 +138,7 @@ class ConfigSide:
             return {"ok": False, "message": "; ".join(exc.problems), "problems": []}
         return await self._applied(keeper.apply(edited, who))
 
-    @staticmethod
-    async def _applied(change: Awaitable[Applied]) -> dict[str, Any]:
+    async def _applied(self, change: Awaitable[Applied]) -> dict[str, Any]:
         """What the UI is told of an apply or a rollback: the version, or the problems."""
         try:
             applied = await change
@@ -129,12 +146,12 @@ class ConfigSide:
             problems = [p.as_json() for p in exc.report.problems] if exc.report else []
             return {"ok": False, "message": str(exc), "problems": problems}
         if applied.version is None:
-            return {"ok": True, "message": "nothing changed", **applied.as_json()}
-        return {
-            "ok": True,
-            "message": f"applied as version {applied.version}: {', '.join(applied.changed)}",
-            **applied.as_json(),
-        }
+            message = i18n.t(self.language, "setup.nothing")
+        else:
+            changed = ", ".join(applied.changed)
+            version = applied.version
+            message = i18n.t(self.language, "setup.applied", version=version, changed=changed)
+        return {"ok": True, "message": message, **applied.as_json()}
 
     async def config_put(self, kind: str, entry: dict[str, Any], who: str) -> dict[str, Any]:
         """Add or change one board, door or reader, and apply."""
@@ -150,7 +167,7 @@ class ConfigSide:
         """Go back to a kept version (default: the previous one)."""
         answer = await self._applied(self._keeper().rollback(who, number))
         if answer["ok"]:
-            answer["message"] = f"back: {answer['message']}"
+            answer["message"] = i18n.t(self.language, "setup.back", message=answer["message"])
         return answer
 
     def _mqtt_text(self, text: str, settings: dict[str, Any]) -> str:
@@ -175,13 +192,14 @@ class ConfigSide:
         try:
             data = base64.b64decode(data_b64, validate=True)
         except (binascii.Error, ValueError):
-            raise _refused("the upload is not base64") from None
+            raise _refused(i18n.t(self.language, "setup.not_base64")) from None
         upload: UploadKind = kind  # type: ignore[assignment]
         try:
             path = await asyncio.to_thread(self._keeper().store_upload, upload, data)
         except ApplyRefused as exc:
             raise _refused(str(exc)) from None
-        return {"ok": True, "path": str(path), "message": f"{kind} stored as {path} (0600)"}
+        stored = i18n.t(self.language, "setup.stored", kind=kind, path=path)
+        return {"ok": True, "path": str(path), "message": stored}
 
     async def backup(self, passphrase: str, who: str) -> dict[str, Any]:
         """An encrypted backup (gateway.backup) written to ``<state>/backups/``: its path.
@@ -189,7 +207,7 @@ class ConfigSide:
         The UI process reads it from there and hands it to the browser, then deletes it
         (a backup can be larger than a message between the two processes may be).
         """
-        from gateway.backup import BackupError, create_backup
+        from gateway.backup import create_backup
 
         keeper = self._keeper()
         folder = keeper.state_dir / "backups"
@@ -207,6 +225,95 @@ class ConfigSide:
         await asyncio.to_thread(write)
         self.gateway.record_event("installer_action", None, {"action": "backup", "by": who})
         return {"ok": True, "path": str(path), "bytes": len(sealed)}
+
+    # --- restore from the browser (gateway.backup) -----------------------------------------
+
+    def _state(self) -> Path:
+        state: Path = self._keeper().state_dir
+        return state
+
+    async def restore_upload_path(self) -> dict[str, Any]:
+        """Where the UI process puts an uploaded archive (0700 folder, a fresh name)."""
+        folder = self._state() / UPLOADS
+
+        def make() -> None:
+            folder.mkdir(exist_ok=True, mode=0o700)
+            for old in folder.glob("*.agwbak"):  # an upload never checked (the UI died)
+                old.unlink(missing_ok=True)
+
+        await asyncio.to_thread(make)
+        return {"path": str(folder / f"{secrets.token_hex(8)}.agwbak")}
+
+    async def restore_check(self, name: str, passphrase: str, who: str) -> dict[str, Any]:
+        """Open and check an uploaded backup for this box and stage it, pending the
+        installer's confirmation: its plan, or why not in words. Nothing in use changes."""
+        if not UPLOAD_NAME.match(name):
+            raise _refused(i18n.t(self.language, "restore.no_upload"))
+        path = self._state() / UPLOADS / name
+
+        def check() -> RestorePlan:
+            try:
+                size = path.stat().st_size
+                if size > MAX_ARCHIVE:
+                    raise BackupError(f"the file is larger than a backup can be ({size} bytes)")
+                sealed = path.read_bytes()
+            finally:
+                path.unlink(missing_ok=True)
+            keeper = self._keeper()
+            return stage_restore(
+                sealed, passphrase, config_path=keeper.path, state_dir=keeper.state_dir
+            )
+
+        try:
+            plan = await asyncio.to_thread(check)
+        except BackupError as exc:
+            return {"ok": False, "message": str(exc)}
+        except FileNotFoundError:
+            raise _refused(i18n.t(self.language, "restore.upload_gone")) from None
+        backlog = await self.gateway.journal.pending_count()  # the live count, not the file's
+        plan.current.backlog = backlog
+        checked = i18n.t(self.language, "restore.checked", gateway=plan.gateway)
+        return {"ok": True, "message": checked, "plan": plan.as_json()}
+
+    async def restore_plan(self, token: str) -> dict[str, Any]:
+        """The plan of a checked restore waiting for confirmation."""
+        try:
+            plan = await asyncio.to_thread(pending_plan, self._state(), token)
+        except BackupError as exc:
+            raise _refused(str(exc)) from None
+        plan.current.backlog = await self.gateway.journal.pending_count()
+        return plan.as_json()
+
+    async def restore_confirm(self, token: str, who: str) -> dict[str, Any]:
+        """Stage the checked restore, journal it, and stop to apply it at the next start."""
+        try:
+            plan = await asyncio.to_thread(commit_restore, self._state(), token)
+        except BackupError as exc:
+            raise _refused(str(exc)) from None
+        self.gateway.record_event(
+            "installer_action",
+            None,
+            {"action": "restore", "by": who, "backup_of": plan.gateway,
+             "backup_created_at": plan.created_at, "journal_backlog": plan.backlog},
+        )  # fmt: skip
+        self.gateway.restart_soon()
+        return {
+            "ok": True,
+            "message": i18n.t(self.language, "restore.restoring", gateway=plan.gateway),
+            "gateway": plan.gateway,
+            "web": plan.web,
+        }
+
+    async def restore_cancel(self, token: str) -> dict[str, Any]:
+        """Forget a checked restore that was not confirmed."""
+        if not TOKEN.match(token):
+            raise _refused(i18n.t(self.language, "restore.no_restore"))
+        await asyncio.to_thread(discard_pending, self._state(), token)
+        return {"ok": True, "message": i18n.t(self.language, "restore.nothing")}
+
+    async def restore_status(self) -> dict[str, Any]:
+        """The last restore applied here, or the reason a staged one failed."""
+        return await asyncio.to_thread(restore_status, self._state())
 
     async def mqtt_test(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Try broker settings before saving them: connected, or why not in words."""

@@ -20,6 +20,7 @@ from gateway.decision import Decision, DoorContext, Presented, Request, decide
 from gateway.entitlements import Member, SiteRules, Ticket
 from gateway.messages import render
 from gateway.readers import CredentialRead
+from gateway.web import i18n
 from gateway.web.config_side import ConfigSide
 from gateway.web.next_card import NextCard
 from gateway.web.words import describe_record
@@ -118,6 +119,19 @@ class GatewaySide(ConfigSide):
         self.clock = clock
         self.language = str(gateway.config.gateway.language)
 
+    def _t(self, key: str, **values: object) -> str:
+        """The installer's words in the site's language (gateway.web.i18n)."""
+        return i18n.t(self.language, key, **values)
+
+    def _format_of(self, read: CredentialRead) -> str:
+        if read.kind == "nfc":
+            return self._t("tool.uid_format", bytes=len(read.value) // 2, bits=len(read.value) * 4)
+        if read.kind == "code":
+            return self._t("tool.code_format")
+        if read.kind == "pass":
+            return self._t("tool.pass_format")
+        return read.kind
+
     # --- the dashboard ------------------------------------------------------------------
 
     async def snapshot(self) -> dict[str, Any]:
@@ -171,12 +185,19 @@ class GatewaySide(ConfigSide):
 
     def _reader(self, cfg: Any) -> dict[str, Any]:
         health = self.gateway.activity.readers.get(cfg.id)
+        reason = (health.reason if health else self._t("problem.no_report")) or ""
+        running = self.gateway.readers.get(cfg.id)
+        alerts = list(running.health.alerts) if running is not None else []
+        if alerts:  # what the reader says is wrong with it (tamper switch, power)
+            said = self._t("problem.reader_reports", alerts=", ".join(alerts))
+            reason = f"{reason}; {said}" if reason else said
         return {
             "id": cfg.id,
             "door": cfg.door,
             "profile": cfg.profile,
             "online": bool(health and health.online),
-            "reason": (health.reason if health else "no report from the reader yet") or "",
+            "reason": reason,
+            "alerts": alerts,
             "enroll": hasattr(self.gateway.readers.get(cfg.id), "enroll"),
         }
 
@@ -193,10 +214,12 @@ class GatewaySide(ConfigSide):
         for board_id in boards:
             board = self._board(board_id)
             if not board["online"]:
-                problems.append(f"relay board {board_id} unreachable: {board['reason']}")
+                problems.append(self._t("problem.board", board=board_id, reason=board["reason"]))
         for reader in readers:
             if not reader["online"]:
-                problems.append(f"reader {reader['id']} offline: {reader['reason']}")
+                problems.append(
+                    self._t("problem.reader", reader=reader["id"], reason=reader["reason"])
+                )
         lock_board = cfg.lock.board if cfg.lock else None
         if lock_board and not gw.boards[lock_board].health.online:
             status["lock"] = "unknown"  # what the gateway wants is not what the door does
@@ -250,43 +273,47 @@ class GatewaySide(ConfigSide):
         """Energise one output for ``seconds`` (the board switches it off itself)."""
         board = self.gateway.boards.get(board_id)
         if board is None:
-            raise InstallerRefused(f"there is no board {board_id!r}")
+            raise InstallerRefused(self._t("tool.no_board", board=board_id))
         self._installer_action("pulse", None, board=board_id, output=index, seconds=seconds, by=who)
         try:
             await asyncio.wait_for(board.pulse(index, seconds), 5)
         except TimeoutError:
-            raise InstallerRefused(f"board {board_id} did not answer within 5 s") from None
+            raise InstallerRefused(self._t("tool.board_silent", board=board_id)) from None
         except Exception as exc:  # RelayFault / BoardOffline carry the reason in words
-            raise InstallerRefused(f"board {board_id} output {index}: {exc}") from None
-        return f"output {index} of {board_id} on for {seconds:g} s"
+            raise InstallerRefused(
+                self._t("tool.board_fault", board=board_id, index=index, error=exc)
+            ) from None
+        shown = i18n.seconds(self.language, seconds)
+        return self._t("tool.pulsed", index=index, board=board_id, seconds=shown)
 
     async def door_test(self, door_id: str, action: str, seconds: int, who: str) -> str:
         """Unlock for N s (a journalled release, like the central's ``open``), or a mode."""
         if door_id not in self.gateway.doors:
-            raise InstallerRefused(f"there is no door {door_id!r}")
+            raise InstallerRefused(self._t("tool.no_door", door=door_id))
         self._installer_action("door_test", door_id, test=action, seconds=seconds, by=who)
         if action == "unlock":
             task = asyncio.get_running_loop().create_task(
                 self.gateway.open_once(door_id, seconds), name=f"door test {door_id}"
             )
             _keep(task)
-            return f"{door_id} unlocked for {seconds} s"
+            return self._t("tool.unlocked", door=door_id, seconds=seconds)
         await self.gateway.set_mode(door_id, action, by="installer")
-        return f"{door_id} is now in {action} mode"
+        mode = i18n.say(self.language, "mode", action)
+        return self._t("tool.mode", door=door_id, mode=mode)
 
     async def resync(self, who: str) -> str:
         """Ask the central system for a full snapshot (``sync`` with ``why: installer``)."""
         entitlements = getattr(self.gateway.sync, "entitlements", None)
         if entitlements is None:
-            raise InstallerRefused("MQTT is off in the config: there is nothing to sync with")
+            raise InstallerRefused(self._t("tool.no_mqtt"))
         self._installer_action("resync", None, by=who)
         await entitlements.request("installer", full=True)
-        return "full resync asked of the central system"
+        return self._t("tool.resync")
 
     async def next_card(self, reader_id: str, wait: float, who: str) -> dict[str, Any] | None:
         """The next credential the reader sees (full value: for the installer's eyes only)."""
         if reader_id not in self.gateway.readers:
-            raise InstallerRefused(f"there is no reader {reader_id!r}")
+            raise InstallerRefused(self._t("tool.no_reader", reader=reader_id))
         self._installer_action("next_card", None, reader=reader_id, by=who)
         read = await self.gateway.next_card.next_read(reader_id, wait)
         if read is None:
@@ -296,7 +323,7 @@ class GatewaySide(ConfigSide):
             "reader": read.reader,
             "kind": read.kind,
             "value": read.value,
-            "format": read.format or _format_of(read),
+            "format": read.format or self._format_of(read),
             "at": read.at.isoformat(),
             "member": None if record is None else str(record.id),
         }
@@ -305,23 +332,21 @@ class GatewaySide(ConfigSide):
         """OSDP install mode: the reader gets a new Secure Channel key."""
         reader = self.gateway.readers.get(reader_id)
         if reader is None:
-            raise InstallerRefused(f"there is no reader {reader_id!r}")
+            raise InstallerRefused(self._t("tool.no_reader", reader=reader_id))
         enroll = getattr(reader, "enroll", None)
         if enroll is None:
-            raise InstallerRefused(f"reader {reader_id} is not an OSDP reader")
+            raise InstallerRefused(self._t("tool.not_osdp", reader=reader_id))
         self._installer_action("osdp_install", None, reader=reader_id, by=who)
         if await enroll():
-            return f"reader {reader_id} has a new Secure Channel key"
-        raise InstallerRefused(
-            f"reader {reader_id} did not take a new key within 30 s: is it in install mode?"
-        )
+            return self._t("tool.new_key", reader=reader_id)
+        raise InstallerRefused(self._t("tool.no_new_key", reader=reader_id))
 
     # --- what would be decided ------------------------------------------------------------
 
     def _door_context(self, door_id: str) -> DoorContext:
         entrance = self.gateway.entrances.get(door_id)
         if entrance is None:
-            raise InstallerRefused(f"there is no door {door_id!r}")
+            raise InstallerRefused(self._t("tool.no_door", door=door_id))
         place = entrance.place
         return DoorContext(
             door_id,
@@ -364,7 +389,7 @@ class GatewaySide(ConfigSide):
         """What would happen now if this member presented a valid credential at the door."""
         record = self.gateway.store.member(member_id) or self.gateway.store.ticket(member_id)
         if record is None:
-            raise InstallerRefused(f"{member_id} is not in the entitlement set")
+            raise InstallerRefused(self._t("tool.not_member", member=member_id))
         context = self._door_context(door_id)
         self.gateway.state.entitlements_at = self.gateway.store.updated_at
         view = _MemberOnly(self.gateway.store, record)
@@ -372,13 +397,6 @@ class GatewaySide(ConfigSide):
             Presented("nfc", "(any of the member's cards)"), context, self.gateway.now()
         )
         return self._explain(decide(request, view, self.gateway.state))
-
-
-def _format_of(read: CredentialRead) -> str:
-    if read.kind == "nfc":
-        bits = len(read.value) * 4
-        return f"UID, {len(read.value) // 2} bytes ({bits} bits)"
-    return {"code": "barcode/QR text", "pass": "phone pass token"}.get(read.kind, read.kind)
 
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()

@@ -8,36 +8,30 @@ from zoneinfo import ZoneInfo
 
 from gateway.entitlements import Member, Ticket
 from gateway.messages import render
+from gateway.web.i18n import FAMILIES, say, t
 
-# events in words (English; decisions use the site's language through gateway.messages)
-EVENT_WORDS = {
-    "started": "Gateway started",
-    "stopping": "Gateway stopping",
-    "reader_online": "Reader online",
-    "reader_offline": "Reader offline",
-    "board_online": "Relay board online",
-    "board_offline": "Relay board unreachable",
-    "relay_fault": "Relay fault",
-    "lockdown": "Lockdown",
-    "door_forced": "Door forced open",
-    "door_held_open": "Door held open",
-    "emergency_release": "Emergency release (fire)",
-    "emergency_cleared": "Emergency release ended",
-    "installer_action": "Installer action",
-    "clock_unsynced": "Clock not synced",
-    "ticket_double_use": "Ticket used twice",
-    "bad_message": "Refused message",
-    "component_failed": "A part of the gateway failed",
+# how each language writes a date and time (the CSV keeps the first, sortable form)
+DATE_TIME = {
+    "en": "%Y-%m-%d %H:%M:%S",
+    "nb": "%d.%m.%Y %H:%M:%S",
+    "da": "%d.%m.%Y %H:%M:%S",
+    "fr": "%d/%m/%Y %H:%M:%S",
 }
 
 
-def local_time(at: str, tz: str) -> str:
-    """``at`` (ISO 8601) as the site's wall-clock time, e.g. ``2026-12-02 09:14:03``."""
+def local_time(at: str, tz: str, language: str = "en") -> str:
+    """``at`` (ISO 8601) as the site's wall-clock time, e.g. ``2026-12-02 09:14:03`` (en),
+    ``02.12.2026 09:14:03`` (nb)."""
     try:
         zone = ZoneInfo(tz)
-        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        layout = DATE_TIME.get(language, DATE_TIME["en"])
+        return datetime.fromisoformat(at).astimezone(zone).strftime(layout)
     except (ValueError, KeyError, OSError):
         return at
+
+
+# detail values that are codes with words of their own
+_DETAIL_FAMILIES = {"action": "action", "test": "mode"}
 
 
 def row_words(row: dict[str, Any], language: str) -> str:
@@ -45,14 +39,17 @@ def row_words(row: dict[str, Any], language: str) -> str:
     body = row.get("body") or {}
     if row["kind"] == "decision":
         return render(row["what"], row.get("display"), language)
-    text = EVENT_WORDS.get(row["what"], row["what"].replace("_", " ").capitalize())
+    what = str(row["what"])
+    text = say(language, "event", what)
+    if what not in FAMILIES["event"]:
+        text = text.capitalize()
     detail = body.get("detail") or {}
     extra = [
-        str(detail[k]).replace("_", " ")
-        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause")
+        say(language, _DETAIL_FAMILIES.get(k, ""), detail[k])
+        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause", "state")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
-    return f"{text}: {', '.join(extra)}" if extra else text
+    return t(language, "row.event_detail", event=text, detail=", ".join(extra)) if extra else text
 
 
 def shown(row: dict[str, Any], tz: str, language: str) -> dict[str, Any]:
@@ -60,7 +57,7 @@ def shown(row: dict[str, Any], tz: str, language: str) -> dict[str, Any]:
     body = row.get("body") or {}
     return {
         **row,
-        "local": local_time(row["at"], tz),
+        "local": local_time(row["at"], tz, language),
         "text": row_words(row, language),
         "warnings": body.get("warnings") or [],
         "trace": body.get("trace") or [],
@@ -68,17 +65,17 @@ def shown(row: dict[str, Any], tz: str, language: str) -> dict[str, Any]:
     }
 
 
-def duration(seconds: int | None) -> str:
-    """``3 d 4 h``, ``5 min``, ``12 s``."""
+def duration(seconds: int | None, language: str = "en") -> str:
+    """``3 d 4 h``, ``5 min``, ``12 s`` (as the language abbreviates them)."""
     if seconds is None:
-        return "never"
+        return t(language, "time.never")
     if seconds < 60:
-        return f"{seconds} s"
+        return t(language, "time.s", s=seconds)
     if seconds < 3600:
-        return f"{seconds // 60} min"
+        return t(language, "time.min", min=seconds // 60)
     if seconds < 86_400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
+        return t(language, "time.h_min", h=seconds // 3600, min=seconds % 3600 // 60)
+    return t(language, "time.d_h", d=seconds // 86_400, h=seconds % 86_400 // 3600)
 
 
 def describe_record(record: Member | Ticket) -> dict[str, Any]:

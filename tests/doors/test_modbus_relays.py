@@ -149,3 +149,29 @@ def test_an_input_glitch_shorter_than_debounce_is_no_edge() -> None:
     assert contact.feed(True, 0.06) is None
     assert contact.feed(True, 0.11) is True  # held for 50 ms: an edge
     assert contact.stable is True
+
+
+async def test_an_ethernet_board_speaking_rtu_framing_over_tcp_is_driven() -> None:
+    """``framer = "rtu"``: pymodbus's server with the RTU framer on a TCP socket (unit,
+    PDU, CRC, no MBAP header) takes a coil write and answers an input read."""
+    with RelayBoardSim() as board_sim:
+        board_sim.start_tcp(rtu_framing=True)
+        board_sim.set_input(3, True)
+        config = BoardConfig(
+            id="relays",
+            profile="modbus-tcp-relay",
+            host=board_sim.host,
+            tcp_port=board_sim.port,
+            options={**MODBUS_TEST_SETTINGS, "framer": "rtu", "inputs": 8},
+        )
+        board = build_board(config)
+        board.watch(3, lambda _edge: None)
+        await board.start()
+        try:
+            await board.set_output(2, True)
+            assert board_sim.coil(2)
+            await until(lambda: board.input_state(3) is True)
+            await board.set_output(2, False)
+            assert not board_sim.coil(2)
+        finally:
+            await board.close()

@@ -303,7 +303,8 @@ async def test_nonsense_card_data_is_dropped_and_the_reader_keeps_working(
     await asyncio.to_thread(sim.present_raw, 24, b"\xff\x00\x01", osdp.CardFormat.ASCII)
     await asyncio.to_thread(sim.present_raw, 4, b"\x01", 0x7F)
     # what the binding hands the driver, also when it is not what we expect
-    session = reader._session
+    pd = reader._pd()
+    assert pd is not None
     strange: list[dict[str, Any]] = [
         {"event": osdp.Event.CardRead},
         {"event": osdp.Event.CardRead, "length": "x", "data": b"1", "format": 0},
@@ -312,7 +313,7 @@ async def test_nonsense_card_data_is_dropped_and_the_reader_keeps_working(
         {},
     ]
     for event in strange:
-        reader._on_event(session.number, event)
+        reader.on_libosdp_event(pd, event)
     assert await asyncio.to_thread(sim.present_card, 31337)
     good = await reads.next(WITHIN)  # the first read let through is the good card
     assert (good.value, good.format) == ("31337", "wiegand26")
@@ -461,7 +462,7 @@ async def test_the_installers_install_mode_tool_gives_the_reader_a_new_key(
         record_event=lambda *event: journalled.append(event),
     )
     side = GatewaySide(gateway, clock=lambda: 0.0)  # type: ignore[arg-type]
-    with pytest.raises(InstallerRefused, match="no reader 'r9'"):
+    with pytest.raises(InstallerRefused, match=r"no reader '?r9"):
         await side.enroll("r9", "installer")
     with pytest.raises(InstallerRefused, match="not an OSDP reader"):
         await side.enroll("qr", "installer")
@@ -473,3 +474,27 @@ async def test_the_installers_install_mode_tool_gives_the_reader_a_new_key(
     assert sim.scbk == bytes.fromhex(state.osdp_scbk("r1").read_text())
     assert journalled == [("installer_action", None, {"action": "osdp_install", "reader": "r1",
                                                       "by": "installer at 127.0.0.1"})]  # fmt: skip
+
+
+def test_a_new_pending_key_is_durable_once_written_the_directory_is_synced_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename is only on disk once its directory is fsynced: a power cut right after
+    install mode must not lose the key the reader already took."""
+    import os
+
+    from drivers import osdp as driver
+
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISDIR(os.fstat(fd).st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(driver.os, "fsync", recording_fsync)
+    keys = driver.ScbkFile(tmp_path / "r1.scbk")
+    keys.make_pending()
+    assert keys.pending.exists()
+    assert (str(tmp_path), True) in synced, synced
+    assert synced[-1] == (str(tmp_path), True), "the directory is synced after the rename"

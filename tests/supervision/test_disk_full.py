@@ -80,7 +80,7 @@ async def test_a_full_disk_is_shown_told_at_the_reader_and_journalled_after(tmp_
             reader.feedbacks.clear()
             reader.nfc("04000001")
             await until(lambda: reader.feedbacks == [True])
-            assert gw.status()["journal"] == {"state": "ok"}
+            assert gw.status()["journal"]["state"] == "ok"
             [event] = await events(gw, "disk_full")
             assert event["detail"]["decisions_refused"] >= 1
             assert event["detail"]["since"] <= event["detail"]["until"]

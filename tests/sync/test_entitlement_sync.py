@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.config import MqttSection
 from gateway.store import EntitlementStore
-from gateway.sync import entitlement_sync
+from gateway.sync import deltas, entitlement_sync
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, seal
 from gateway.sync.link import Link
@@ -438,3 +438,46 @@ async def test_a_snapshot_with_an_invalid_record_in_its_last_chunk_changes_nothi
             assert "M0000010" in gw.bad()[0]["reason"]
             assert gw.store.version == 1 and gw.store.record_count == 10
             assert gw.store.member("M0000001").contracts[0].id == "C-1"  # type: ignore[union-attr]
+
+
+# --- a big delta is opened in a worker process ------------------------------------------------
+
+
+def big_delta(n: int = 2000) -> dict[str, Any]:
+    """Version 2: ``n`` new members (about 250 bytes each: well over OFF_PROCESS)."""
+    return {"version": 2, "base": 1, "upsert": [generated_member(i) for i in range(100, 100 + n)],
+            "delete": ["M1"]}  # fmt: skip
+
+
+async def test_a_big_delta_is_opened_validated_and_encoded_in_a_worker_process(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    payload = central.seal("delta", big_delta())
+    assert len(payload) > deltas.OFF_PROCESS
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.publish_raw(DELTA_TOPIC, payload)
+        await eventually(lambda: gw.store.version == 2, 30)
+        assert gw.sync.deltas.opened_in_process == 1 and gw.bad() == []
+        found = gw.store.find("nfc", f"04{1899:012X}")  # encoded with our HMAC key
+        assert found is not None and found.id == "M0001899"
+        assert gw.store.find("code", "CODE-100").id == "M0000100"  # type: ignore[union-attr]
+        assert gw.store.member("M1") is None and gw.store.find("nfc", UID) is None
+        assert gw.store.record_count == 3 + 2000
+
+
+async def test_a_big_invalid_or_forged_delta_is_refused_whole_by_the_worker_process(
+    broker: Broker, central: CentralSimulator, tmp_path: Path
+) -> None:
+    broken = big_delta()
+    broken["upsert"][1500]["contracts"][0]["type"] = "lifetime"
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.publish_raw(DELTA_TOPIC, central.seal("delta", broken))
+        forged = seal("delta", SITE, big_delta(), Ed25519PrivateKey.generate(), datetime.now(UTC))
+        await central.publish_raw(DELTA_TOPIC, forged)
+        await eventually(lambda: len(gw.bad()) == 2, 30)
+        invalid, bad_sig = gw.bad()
+        assert invalid["reason"].startswith("invalid set") and "records[1500]" in invalid["reason"]
+        assert bad_sig == {"topic": DELTA_TOPIC, "reason": "bad signature"}
+        assert gw.sync.deltas.opened_in_process == 2
+        assert gw.store.version == 1 and gw.store.member("M0000100") is None
+        assert gw.store.find("nfc", UID) is not None

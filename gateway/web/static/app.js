@@ -3,6 +3,13 @@
 (function () {
   const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
   const $ = (sel, root) => (root || document).querySelector(sel);
+  // the page's words in the site's language (gateway/web/i18n.py): T("js.working"),
+  // T("js.no_news", { seconds: 9 }); a code of a family: say("decision", "granted")
+  const words = JSON.parse(($("#ui-words") || {}).textContent || "{}");
+  const T = (key, values) => (words[key] || key).replace(/\{(\w+)\}/g, (m, k) => (values && k in values ? String(values[k]) : m));
+  const say = (family, code) => words[family + "." + code] || String(code).replace(/_/g, " ");
+  const lang = document.documentElement.lang || "en";
+  window.accessgwT = T;  // setup.js speaks with the same words
 
   async function post(url, body) {
     const r = await fetch(url, {
@@ -23,7 +30,7 @@
   });
 
   function detail(data) {
-    if (!data) return "failed";
+    if (!data) return T("js.failed");
     if (typeof data.detail === "string") return data.detail;
     if (Array.isArray(data.detail)) return data.detail.map(d => (d.loc || []).slice(-1)[0] + ": " + d.msg).join("; ");
     return data.message || JSON.stringify(data);
@@ -37,7 +44,7 @@
   }
 
   function showDecision(out, d) {
-    out.replaceChildren(el("b", d.decision, d.decision), document.createTextNode(" " + (d.message || "") + " (" + d.reason + ")"));
+    out.replaceChildren(el("b", d.decision, say("decision", d.decision)), document.createTextNode(" " + (d.message || "") + " (" + d.reason + ")"));
     if (d.trace && d.trace.length) {
       const ol = el("ol", "trace");
       d.trace.forEach(t => ol.appendChild(el("li", null, t)));
@@ -47,8 +54,8 @@
 
   function showCard(out, d, kind) {
     if (!d.seen) { out.textContent = d.message; return; }
-    out.replaceChildren(el("div", "value", d.value), el("div", "muted", d.kind + " · " + d.format + " · reader " + d.reader));
-    const who = el("div", null, d.member ? "Belongs to " + d.member : "Not in the member set");
+    out.replaceChildren(el("div", "value", d.value), el("div", "muted", say("credkind", d.kind) + " · " + d.format + " · " + T("js.card_reader", { reader: d.reader })));
+    const who = el("div", null, d.member ? T("js.belongs_to", { member: d.member }) : T("js.not_member"));
     out.appendChild(who);
     if (kind === "why-card" && d.member) location.href = "/why?member=" + encodeURIComponent(d.member);
   }
@@ -67,7 +74,7 @@
       buttons.forEach(b => { b.disabled = true; });
       const kind = form.dataset.kind;
       out.className = "result";
-      out.textContent = kind === "next-card" || kind === "why-card" ? "Present the card now…" : "Working…";
+      out.textContent = kind === "next-card" || kind === "why-card" ? T("js.present_card") : T("js.working");
       try {
         const r = await post(form.dataset.api, body);
         if (!r.ok) { out.className = "result error"; out.textContent = detail(r.data); return; }
@@ -75,7 +82,7 @@
         else if (kind === "next-card" || kind === "why-card") showCard(out, r.data, kind);
         else { out.className = "result ok"; out.textContent = r.data.message; }
       } catch (e) {
-        out.className = "result error"; out.textContent = "The gateway did not answer: " + e;
+        out.className = "result error"; out.textContent = T("js.no_answer", { error: e });
       } finally {
         buttons.forEach(b => { b.disabled = false; });
       }
@@ -103,7 +110,7 @@
     li.appendChild(el("span", "when", r.local));
     li.appendChild(el("span", "door", r.door || "—"));
     const what = el("span", "what");
-    if (r.decision) { what.appendChild(el("b", r.decision, r.decision)); what.appendChild(document.createTextNode(" ")); }
+    if (r.decision) { what.appendChild(el("b", r.decision, say("decision", r.decision))); what.appendChild(document.createTextNode(" ")); }
     what.appendChild(document.createTextNode(r.text));
     li.appendChild(what);
     if (r.member) {
@@ -114,8 +121,9 @@
       li.appendChild(who);
     }
     if (r.latency_ms !== null && r.latency_ms !== undefined) {
-      const took = el("span", "latency", Number(r.latency_ms).toFixed(1) + " ms");
-      took.title = "time to decide";
+      const ms = Number(r.latency_ms).toLocaleString(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+      const took = el("span", "latency", ms + " ms");
+      took.title = T("js.took");
       li.appendChild(took);
     }
     if (r.warnings && r.warnings.length) li.appendChild(el("span", "warn", r.warnings.join(", ")));
@@ -147,12 +155,12 @@
       while (rowsList.children.length > 200) rowsList.removeChild(rowsList.lastChild);
     });
     es.onerror = () => {
-      setStale(true, "The connection to the gateway was lost; retrying.");
+      setStale(true, T("js.lost"));
     };
     es.onopen = () => { lastMessage = Date.now(); };
   }
   connect();
   setInterval(() => {
-    if (Date.now() - lastMessage > 8000) setStale(true, "No news from the gateway for " + Math.round((Date.now() - lastMessage) / 1000) + " s.");
+    if (Date.now() - lastMessage > 8000) setStale(true, T("js.no_news", { seconds: Math.round((Date.now() - lastMessage) / 1000) }));
   }, 1000);
 })();

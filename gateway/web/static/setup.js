@@ -4,6 +4,7 @@
 (function () {
   const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
   const $ = (sel, root) => (root || document).querySelector(sel);
+  const T = window.accessgwT;  // the page's words in the site's language (app.js)
   const result = $("#setup-result");
   const problemsList = $("#setup-problems");
 
@@ -20,7 +21,7 @@
   }
 
   function text(data) {
-    if (!data) return "failed";
+    if (!data) return T("js.failed");
     if (typeof data.message === "string") return data.message;
     if (typeof data.detail === "string") return data.detail;
     if (Array.isArray(data.detail)) return data.detail.map(d => (d.loc || []).join(".") + ": " + d.msg).join("; ");
@@ -36,7 +37,7 @@
       const key = document.createElement("code");
       key.textContent = p.key;
       li.appendChild(key);
-      li.appendChild(document.createTextNode((p.line ? " (line " + p.line + ")" : "") + ": " + p.message));
+      li.appendChild(document.createTextNode((p.line ? " (" + T("js.line", { line: p.line }) + ")" : "") + ": " + p.message));
       problemsList.appendChild(li);
     });
     if (r.ok && reload) setTimeout(() => location.reload(), 700);
@@ -64,12 +65,12 @@
       ev.preventDefault();
       const entry = entryOf(form);
       result.className = "result";
-      result.textContent = "Checking and applying…";
+      result.textContent = T("js.applying");
       show(await send("PUT", "/api/config/" + form.dataset.setup + "/" + encodeURIComponent(entry.id), entry), true);
     });
   });
   document.querySelectorAll("[data-remove]").forEach(b => b.addEventListener("click", async () => {
-    if (!confirm("Remove " + b.dataset.remove + "?")) return;
+    if (!confirm(T("js.remove", { what: b.dataset.remove }))) return;
     show(await send("DELETE", "/api/config/" + b.dataset.remove), true);
   }));
   const rollback = $("#rollback");
@@ -82,7 +83,7 @@
   if (backup) backup.addEventListener("submit", async ev => {
     ev.preventDefault();
     result.className = "result";
-    result.textContent = "Making the backup…";
+    result.textContent = T("js.backing_up");
     const r = await fetch("/api/backup", {
       method: "POST", credentials: "same-origin",
       headers: { "content-type": "application/json", "x-csrf-token": csrf },
@@ -95,7 +96,7 @@
     a.download = name.replace(/"$/, "");
     a.click();
     result.className = "result ok";
-    result.textContent = "Backup downloaded: keep it off the box, and the passphrase apart from it.";
+    result.textContent = T("js.backup_done");
   });
 
   // --- MQTT ------------------------------------------------------------------------------
@@ -126,7 +127,7 @@
   $("#mqtt-test").addEventListener("click", async () => {
     const out = $("#mqtt-test-result");
     out.className = "result";
-    out.textContent = "Connecting…";
+    out.textContent = T("js.connecting");
     const r = await send("POST", "/api/mqtt/test", settings());
     out.className = "result " + (r.ok && r.data.ok ? "ok" : "error");
     out.textContent = r.ok ? (r.data.ok ? "" : "[" + r.data.stage + "] ") + r.data.message : text(r.data);
