@@ -12,6 +12,7 @@ translated through ``FAMILIES``: ``say(lang, "mode", "lockdown")`` looks up
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from gateway.messages import DEFAULT_LANGUAGE, DEFAULTS
@@ -129,11 +130,11 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "door.lock": ("Lock", "Lås", "Lås", "Serrure"),
     "door.contact": ("Contact", "Dørkontakt", "Dørkontakt", "Contact de porte"),
     "door.reader_online": ("Reader {id}: online", "Leser {id}: tilkoblet",
-                           "Læser {id}: forbundet", "Lecteur {id} : en ligne"),
+                           "Læser {id}: tilsluttet", "Lecteur {id} : en ligne"),
     "door.reader_offline": ("Reader {id}: offline", "Leser {id}: frakoblet",
-                            "Læser {id}: ikke forbundet", "Lecteur {id} : hors ligne"),
+                            "Læser {id}: ikke tilsluttet", "Lecteur {id} : hors ligne"),
     "door.board_online": ("Board {id}: online", "Relékort {id}: tilkoblet",
-                          "Relækort {id}: forbundet", "Carte relais {id} : en ligne"),
+                          "Relækort {id}: tilsluttet", "Carte relais {id} : en ligne"),
     "door.board_unreachable": ("Board {id}: unreachable", "Relékort {id}: utilgjengelig",
                                "Relækort {id}: kan ikke nås", "Carte relais {id} : injoignable"),
     "problem.board": ("Relay board {board} unreachable: {reason}",
@@ -142,7 +143,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "Carte relais {board} injoignable : {reason}"),
     "problem.reader": ("Reader {reader} offline: {reason}",
                        "Leseren {reader} er frakoblet: {reason}",
-                       "Læseren {reader} er ikke forbundet: {reason}",
+                       "Læseren {reader} er ikke tilsluttet: {reason}",
                        "Lecteur {reader} hors ligne : {reason}"),
     "problem.no_report": ("no report from the reader yet", "ingen melding fra leseren ennå",
                           "ingen melding fra læseren endnu",
@@ -443,7 +444,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                  "Hôte (Modbus TCP)"),
     "dev.tcp_port": ("TCP port", "TCP-port", "TCP-port", "Port TCP"),
     "dev.unit_id": ("Unit id", "Enhets-id", "Enheds-id", "Numéro d'unité"),
-    "dev.apply": ("Apply", "Bruk", "Anvend", "Appliquer"),
+    "dev.apply": ("Apply", "Ta i bruk", "Anvend", "Appliquer"),
     "dev.doors": ("Doors", "Dører", "Døre", "Portes"),
     "dev.door_lock": ("lock {board}/{index}", "lås {board}/{index}", "lås {board}/{index}",
                       "serrure {board}/{index}"),
@@ -509,7 +510,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "dev.download": ("Download backup", "Last ned sikkerhetskopi", "Hent sikkerhedskopi",
                      "Télécharger la sauvegarde"),
     # --- restore (the devices page's card, the confirmation page, restore.js) ---------------
-    "restore.card": ("Restore", "Gjenopprett", "Gendan", "Restauration"),
+    "restore.card": ("Restore", "Gjenoppretting", "Gendannelse", "Restauration"),
     "restore.card_help": ("Make this box the gateway of a backup, e.g. to replace a failed box. "
                           "The backup is checked first, and you see what it holds before "
                           "anything changes.",
@@ -855,11 +856,11 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "Passerelle démarrée"),
     "event.stopping": ("Gateway stopping", "Gatewayen stopper", "Gatewayen stopper",
                        "Arrêt de la passerelle"),
-    "event.reader_online": ("Reader online", "Leser tilkoblet", "Læser forbundet",
+    "event.reader_online": ("Reader online", "Leser tilkoblet", "Læser tilsluttet",
                             "Lecteur en ligne"),
-    "event.reader_offline": ("Reader offline", "Leser frakoblet", "Læser ikke forbundet",
+    "event.reader_offline": ("Reader offline", "Leser frakoblet", "Læser ikke tilsluttet",
                              "Lecteur hors ligne"),
-    "event.board_online": ("Relay board online", "Relékort tilkoblet", "Relækort forbundet",
+    "event.board_online": ("Relay board online", "Relékort tilkoblet", "Relækort tilsluttet",
                            "Carte relais en ligne"),
     "event.board_offline": ("Relay board unreachable", "Relékort utilgjengelig",
                             "Relækort kan ikke nås", "Carte relais injoignable"),
@@ -887,8 +888,20 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
 }
 # fmt: on
 
+# French puts a space before : ; ? ! and inside « »: a no-break one, so a phone never
+# starts a line with the sign
+_FRENCH_SPACES = re.compile(r" ([:;?!»])|(«) ")
+
+
+def _typeset(lang: str, text: str) -> str:
+    if lang != "fr":
+        return text
+    return _FRENCH_SPACES.sub(lambda m: f"\u00a0{m[1]}" if m[1] else f"{m[2]}\u00a0", text)
+
+
 _BY_LANGUAGE: dict[str, dict[str, str]] = {
-    lang: {key: row[i] for key, row in MESSAGES.items()} for i, lang in enumerate(LANGUAGES)
+    lang: {key: _typeset(lang, row[i]) for key, row in MESSAGES.items()}
+    for i, lang in enumerate(LANGUAGES)
 }
 
 
