@@ -46,7 +46,7 @@ def row_words(row: dict[str, Any], language: str) -> str:
     detail = body.get("detail") or {}
     extra = [
         say(language, _DETAIL_FAMILIES.get(k, ""), detail[k])
-        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause")
+        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause", "state")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
     return t(language, "row.event_detail", event=text, detail=", ".join(extra)) if extra else text
