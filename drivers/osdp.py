@@ -1,8 +1,9 @@
 """OSDP v2 readers (RS-485) through libosdp, as a Control Panel with Secure Channel enforced.
 
-One Control Panel per reader, one Peripheral Device (PD) at the reader's address on its
-serial port. The Secure Channel Base Key (SCBK) of each reader lives in the state
-directory (``secrets/osdp/<reader>.scbk``, 32 hex digits, mode 0600) and is never logged.
+One Control Panel per serial port (:class:`OsdpBus`), with one Peripheral Device (PD) per
+reader configured on that port, each at its own address with its own key (multi-drop).
+The Secure Channel Base Key (SCBK) of each reader lives in the state directory
+(``secrets/osdp/<reader>.scbk``, 32 hex digits, mode 0600) and is never logged.
 A reader that will not set up the Secure Channel with that key is reported offline with
 the reason, never used in clear: libosdp's ``EnforceSecure`` forbids the default key
 (SCBK-D) and clear-text sessions, and card reads that arrive without an active Secure
@@ -21,8 +22,13 @@ worker thread, so the loop never waits on the bus.
 
 A reader that drops (rebooted, cable pulled, its Secure Channel lost) is not left to
 libosdp, which waits 300 s (``OSDP_ONLINE_RETRY_WAIT_MAX_MS``) before it tries a PD it
-marked offline again: the panel is restarted with back-off (1 s doubling to 30 s), so a
-rebooted reader reads again within seconds. Reads a reader queued while it was cut off
+marked offline again: that reader's PD is started again (``disable_pd``/``enable_pd``)
+with back-off (1 s doubling to 30 s), so a rebooted reader reads again within seconds
+and its neighbours on the bus never notice.
+
+A reader's local status (osdp_LSTATR: tamper switch, power) becomes ``tamper`` and
+``reader_power`` events and health alerts; keypad input a ``reader_keypad`` event with
+the number of keys (never the digits: they may be a PIN). Reads a reader queued while it was cut off
 arrive in a burst when it comes back, stamped with their arrival time: the first
 ``settle_seconds`` after the reader comes online are not taken as fresh presentations.
 """
@@ -56,6 +62,7 @@ from gateway.profiles import (
     needs_port,
 )
 from gateway.readers import CredentialRead, HealthCallback, Reader, utc_now
+from gateway.state_dir import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +187,7 @@ class ScbkFile:
     def commit_pending(self) -> None:
         """The pending key becomes the reader's key (atomic rename, then fsync the dir)."""
         os.replace(self.pending, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_directory(self.path.parent)
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -193,22 +200,54 @@ def _write_secret(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)  # the rename itself survives a power cut only once this is done
-
-
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)  # the rename survives a power cut only once this is done
 
 
 # --- the bus --------------------------------------------------------------------------
 
+OSDP_SOM = 0x53  # start of every OSDP packet
+REPLY_FLAG = 0x80  # set in the address byte of a PD's reply
+MAX_PACKET = 1440  # longer "packets" are line noise: resynchronise
+
+
+class ReplyAddresses:
+    """Which PDs answered on a shared line, from the packet headers (SOM, address,
+    length) of what the port received: on a bus, bytes on the line say nothing about
+    which reader sent them. Only used to tell "no answer" from "refuses the key";
+    libosdp does the real parsing (and checks)."""
+
+    def __init__(self) -> None:
+        self.heard: dict[int, int] = {}  # PD address -> replies seen from it
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        """Walk the packets in ``data`` (and what was left of the last call)."""
+        buf = self._pending
+        buf += data
+        while len(buf) >= 4:
+            if buf[0] != OSDP_SOM:
+                start = buf.find(OSDP_SOM, 1)
+                del buf[: start if start > 0 else len(buf)]
+                continue
+            length = buf[2] | buf[3] << 8
+            if not 7 <= length <= MAX_PACKET:
+                del buf[:1]
+                continue
+            if len(buf) < length:
+                break
+            if buf[1] & REPLY_FLAG:
+                address = buf[1] & ~REPLY_FLAG
+                self.heard[address] = self.heard.get(address, 0) + 1
+            del buf[:length]
+
+    def count(self, address: int) -> int:
+        """Replies seen from ``address`` so far."""
+        return self.heard.get(address, 0)
+
 
 class SerialChannel(osdp.Channel):
-    """libosdp's byte channel on a serial port (non-blocking reads, on libosdp's thread).
+    """libosdp's byte channel on a serial port (non-blocking reads, on libosdp's thread),
+    shared by every PD on the bus.
 
     These methods never raise: libosdp's binding does not clear a Python exception a
     channel callback leaves behind, and that poisons every later call on its thread
@@ -219,7 +258,7 @@ class SerialChannel(osdp.Channel):
         super().__init__()
         self.path = path
         self.lost = False
-        self.received = 0  # bytes the reader sent: tells "no answer" from "wrong key"
+        self.replies = ReplyAddresses()  # tells "no answer" from "wrong key", per reader
         try:
             # exclusive: a second panel on the same bus would garble both
             self.port = serial.Serial(path, baudrate, timeout=0, write_timeout=1.0, exclusive=True)
@@ -228,8 +267,8 @@ class SerialChannel(osdp.Channel):
                 raise not_found(path) from exc
             if "lock" in str(exc).lower():
                 raise HardwareError(
-                    f"serial port {path} is in use by another program or reader: one OSDP "
-                    "bus per reader for now (give each reader its own RS-485 adapter)"
+                    f"serial port {path} is in use by another program: OSDP readers on one "
+                    "bus share one port, and nothing else may open it"
                 ) from exc
             raise HardwareError(
                 f"serial port {path} cannot be opened: {exc}. "
@@ -242,10 +281,10 @@ class SerialChannel(osdp.Channel):
             return b""
         try:
             data = bytes(self.port.read(max_bytes))
+            self.replies.feed(data)
         except Exception:  # termios.error is no OSError: catch all, see the class docstring
             self.lost = True
             return b""
-        self.received += len(data)
         return data
 
     def write(self, buf: bytes) -> int:
@@ -273,24 +312,279 @@ class SerialChannel(osdp.Channel):
             self.port.close()
 
 
-class Session:
-    """One Control Panel run on one open port; what libosdp has told us about the PD."""
+class PdState:
+    """What libosdp has told us about one reader (PD) on a panel, since its last
+    (re)start: a reader recovered on its own gets a fresh one."""
 
-    def __init__(self, number: int, panel: osdp.ControlPanel, channel: SerialChannel) -> None:
-        self.number = number
-        self.panel = panel
-        self.channel = channel
+    def __init__(
+        self, reader: OsdpReader, session: Session, *, installing: bool, since: float
+    ) -> None:
+        self.reader = reader
+        self.session = session
         self.secure = False  # Secure Channel active with the reader's own key (not SCBK-D)
         self.online = False
-        self.seen_online = False  # the reader answered on this panel at least once
+        self.seen_online = False  # the reader answered on this attempt at least once
+        self.worked = False  # it was secure on this attempt: its back-off starts over
         self.dropped = False  # it was online and went away (or its Secure Channel did)
         self.sc_failed = False  # a Secure Channel handshake failed before ever working
-        self.installing = False
+        self.installing = installing
         self.online_at: float | None = None  # loop time the reader came online securely
+        self.since = since  # loop time this attempt began (for online_timeout)
+        self._heard_before = session.channel.replies.count(reader.address)
+        self.recovering: asyncio.Task[None] | None = None
+
+    @property
+    def answered(self) -> bool:
+        """The reader sent something on this attempt (it is there, whatever its key)."""
+        return self.session.channel.replies.count(self.reader.address) > self._heard_before
+
+
+class Session:
+    """One Control Panel run on one open port, for every reader on that bus."""
+
+    def __init__(self, number: int, channel: SerialChannel, addresses: list[int]) -> None:
+        self.number = number
+        self.channel = channel
+        self.addresses = addresses  # libosdp's PD index -> the reader's address
+        self.panel: osdp.ControlPanel | None = None
+        self.pds: dict[int, PdState] = {}
+
+
+JOIN_GRACE = 0.1  # readers that start together wait this long for one shared panel
+WATCH_EVERY = 0.2
+
+
+class OsdpBus:
+    """One RS-485 port and one libosdp Control Panel for every OSDP reader on it.
+
+    Readers join when their :meth:`OsdpReader.reads` starts and leave when it ends; a
+    change of members (or an install mode) builds the panel again with all of them. A
+    reader that drops, refuses its key or never answers is recovered on its own, with
+    its own back-off: libosdp's ``disable_pd`` / ``enable_pd`` start that PD's state
+    machine again at once (instead of libosdp's 300 s wait), while its neighbours on
+    the bus keep reading. A lost port restarts the panel for every reader on it.
+    """
+
+    def __init__(self, key: tuple[int, str], port: str, settings: OsdpSettings) -> None:
+        self.key = key
+        self.port = port
+        self.baudrate = settings.baudrate
+        self.log_level = settings.log_level
+        self.reopen_max = settings.reopen_max
+        self.members: dict[int, OsdpReader] = {}  # by OSDP address
+        self.session: Session | None = None
+        self._numbers = 0
+        self._loop = asyncio.get_running_loop()
+        self._rebuild = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def join(self, reader: OsdpReader) -> str | None:
+        """Add ``reader`` (the panel is built again); why not, if it cannot be."""
+        other = self.members.get(reader.address)
+        if other is not None and other is not reader:
+            return (
+                f"address {reader.address} on {self.port} is already reader {other.id}: "
+                "give each reader on a bus its own address"
+            )
+        if reader.settings.baudrate != self.baudrate:
+            return (
+                f"{self.port} runs at {self.baudrate} baud for the other readers on it, not "
+                f"{reader.settings.baudrate}: readers on one bus share one baud rate"
+            )
+        self.members[reader.address] = reader
+        self.rebuild()
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name=f"osdp-bus {self.port}")
+        return None
+
+    async def leave(self, reader: OsdpReader) -> None:
+        """``reader`` is done; the last one stops the panel and frees the port."""
+        if self.members.get(reader.address) is reader:
+            del self.members[reader.address]
+        if self.members:
+            self.rebuild()
+            return
+        if _buses.get(self.key) is self:
+            del _buses[self.key]
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._stop_session()
+
+    def rebuild(self) -> None:
+        """Build the panel again (members changed, or a reader is to be enrolled)."""
+        self._rebuild.set()
+
+    def pd(self, reader: OsdpReader) -> PdState | None:
+        """``reader``'s state on the running panel, if it is on one."""
+        session = self.session
+        state = None if session is None else session.pds.get(reader.address)
+        return state if state is not None and state.reader is reader else None
+
+    # --- running the panel ----------------------------------------------------------
+
+    async def _run(self) -> None:
+        reopen = Backoff(0.2, self.reopen_max)
+        while True:
+            await asyncio.sleep(JOIN_GRACE)
+            self._rebuild.clear()
+            planned = []
+            for reader in list(self.members.values()):
+                key = await reader.panel_key()
+                if key is not None:
+                    planned.append((reader, *key))
+            if not planned:
+                await self._rebuild.wait()
+                continue
+            try:
+                await self._start_session(planned)
+            except HardwareError as exc:
+                for reader in self.members.values():
+                    reader.report(False, str(exc))
+                await self._wait_rebuild(reopen.next_delay())
+                continue
+            reopen.reset()
+            await self._watch()
+            await self._stop_session()
+
+    async def _wait_rebuild(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._rebuild.wait(), seconds)
+
+    async def _start_session(self, planned: list[tuple[OsdpReader, bytes, bool]]) -> None:
+        self._numbers += 1
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(self._open_session, self._numbers, planned)
+        )
+        try:
+            session = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the last reader left while the port was opening
+            opening.add_done_callback(_close_unused)
+            raise
+        now = self._loop.time()
+        for reader, _key, install in planned:
+            session.pds[reader.address] = PdState(reader, session, installing=install, since=now)
+        # the panel starts only once it is the current session: none of its events is lost
+        self.session = session
+        assert session.panel is not None
+        _start_refresh(session.panel)  # libosdp's refresh thread; does not block
+        for reader, _key, install in planned:
+            if install:
+                reader.report(
+                    False, f"install mode: setting a new Secure Channel key on {reader.where}"
+                )
+
+    def _open_session(self, number: int, planned: list[tuple[OsdpReader, bytes, bool]]) -> Session:
+        """Open the port and set up the panel (in a worker thread: both block)."""
+        channel = SerialChannel(self.port, self.baudrate)
+        infos = []
+        for reader, key, install in planned:
+            flags = [osdp.LibFlag.EnableNotification]
+            if not install:  # install mode needs SCBK-D once; nothing passes until SC works
+                flags.append(osdp.LibFlag.EnforceSecure)
+            infos.append(
+                osdp.PDInfo(reader.address, channel, scbk=key, name=reader.id, flags=flags)
+            )
+        session = Session(number, channel, [reader.address for reader, _, _ in planned])
+        try:
+            session.panel = osdp.ControlPanel(
+                infos,
+                log_level=LOG_LEVELS[self.log_level],
+                event_handler=lambda pd, event: self._from_libosdp(number, pd, event),
+            )
+        except Exception as exc:  # libosdp setup refuses: report it, never crash the daemon
+            channel.close()
+            raise HardwareError(f"libosdp cannot drive the OSDP bus on {self.port}: {exc}") from exc
+        return session
+
+    async def _watch(self) -> None:
+        """Until the panel is to be built again, or the port was lost."""
+        session = self.session
+        assert session is not None and session.panel is not None
+        while not self._rebuild.is_set():
+            for address in session.addresses:
+                _drain(session.panel, address)
+            if session.channel.lost:
+                for pd in session.pds.values():
+                    pd.reader.report(
+                        False, f"serial port {self.port} stopped working: was the reader unplugged?"
+                    )
+                return
+            now = self._loop.time()
+            for address, pd in list(session.pds.items()):
+                if pd.recovering is None and pd.reader.needs_restart(pd, now):
+                    pd.recovering = self._loop.create_task(
+                        self._recover(session, address, pd), name=f"osdp-pd {pd.reader.id}"
+                    )
+            await self._wait_rebuild(WATCH_EVERY)
+
+    async def _recover(self, session: Session, address: int, pd: PdState) -> None:
+        """Start one reader's PD again after its back-off; the others run on."""
+        reader, panel = pd.reader, session.panel
+        assert panel is not None
+        try:
+            delay = reader.restart_delay(pd)
+            await asyncio.to_thread(panel.disable_pd, address)
+            await asyncio.sleep(delay)
+            if self.session is not session:
+                return
+            session.pds[address] = PdState(
+                reader, session, installing=pd.installing, since=self._loop.time()
+            )
+            for _ in range(20):  # libosdp takes the disable on its next refresh (~20 ms)
+                if await asyncio.to_thread(panel.enable_pd, address):
+                    return
+                await asyncio.sleep(0.05)
+            log.warning("reader %s: libosdp would not start its PD again", reader.id)
+            self.rebuild()  # a whole new panel, then
+        except Exception:  # a stopped panel, a surprise from the binding: start afresh
+            log.exception("reader %s: restarting its PD failed", reader.id)
+            self.rebuild()
+
+    async def _stop_session(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        for pd in session.pds.values():
+            if pd.recovering is not None:
+                pd.recovering.cancel()
+        await asyncio.to_thread(_stop_panel, session)
+
+    # --- what libosdp says (its thread -> the loop) ---------------------------------
+
+    def _from_libosdp(self, number: int, index: int, event: dict[str, Any]) -> int:
+        """libosdp's event callback, on its refresh thread: hand over and return at once."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are stopping
+            self._loop.call_soon_threadsafe(self._on_event, number, index, dict(event))
+        return 0
+
+    def _on_event(self, number: int, index: int, event: dict[str, Any]) -> None:
+        session = self.session
+        if session is None or session.number != number or not 0 <= index < len(session.addresses):
+            return  # from a panel that has been stopped since
+        pd = session.pds.get(session.addresses[index])
+        if pd is not None:
+            pd.reader.on_libosdp_event(pd, event)
+
+
+_buses: dict[tuple[int, str], OsdpBus] = {}
+
+
+def bus_for(port: str, settings: OsdpSettings) -> OsdpBus:
+    """The bus (one panel) of ``port`` in this event loop, made by its first reader."""
+    key = (id(asyncio.get_running_loop()), port)
+    bus = _buses.get(key)
+    if bus is None:
+        bus = _buses[key] = OsdpBus(key, port, settings)
+    return bus
+
+
+KEYPAD_EVENT_EVERY = 1.0  # a reader pressing keys without end costs one event a second
 
 
 class OsdpReader(Reader):
-    """An OSDP reader behind a libosdp Control Panel (see the module docstring)."""
+    """An OSDP reader at its address on a shared RS-485 bus (see the module docstring)."""
 
     def __init__(
         self,
@@ -308,14 +602,14 @@ class OsdpReader(Reader):
         self.settings = settings
         self.dropped = 0  # card reads refused (malformed, or without Secure Channel)
         self._queue: asyncio.Queue[CredentialRead] = asyncio.Queue(QUEUE_SIZE)
-        self._session: Session | None = None
-        self._numbers = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._restart = asyncio.Event()
+        self._bus: OsdpBus | None = None
+        self._restarts = Backoff(settings.restart_min, settings.restart_max)
         self._enroll_requested = False
         self._enrolled = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # kept so they are not collected early
-        self._closed = False
+        self._keys_pending = 0
+        self._keys_next = 0.0
+        self._keys_flush: asyncio.TimerHandle | None = None
 
     @property
     def where(self) -> str:
@@ -323,16 +617,18 @@ class OsdpReader(Reader):
         return f"reader at address {self.address} on {self.port}"
 
     async def reads(self) -> AsyncIterator[CredentialRead]:
-        """Run the panel (reopening the port as needed) and yield each card read."""
-        self._loop = asyncio.get_running_loop()
-        runner = asyncio.create_task(self._run(), name=f"osdp-{self.id}")
+        """Join the bus's panel and yield each card read of this reader."""
+        bus = bus_for(self.port, self.settings)
+        refused = bus.join(self)
+        if refused is not None:
+            self.report(False, refused)
+        else:
+            self._bus = bus
         try:
             while True:
                 yield await self._queue.get()
         finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
-            await self._stop_session()
+            await self._leave()
 
     async def enroll(self, within: float = 30.0) -> bool:
         """Install mode now: set a new SCBK on a reader that is in its install mode.
@@ -341,7 +637,8 @@ class OsdpReader(Reader):
         """
         self._enrolled.clear()
         self._enroll_requested = True
-        self._restart.set()
+        if self._bus is not None:
+            self._bus.rebuild()
         try:
             await asyncio.wait_for(self._enrolled.wait(), within)
         except TimeoutError:
@@ -350,53 +647,33 @@ class OsdpReader(Reader):
 
     async def feedback(self, granted: bool) -> None:
         """Green LED and one beep on grant, red LED and three beeps on deny."""
-        session = self._session
-        if session is None or not session.secure:
+        pd = self._pd()
+        if pd is None or not pd.secure or pd.session.panel is None:
             return  # nothing is said in clear, and a missing reader has no LED
         commands = [self._led(granted)]
         if self.settings.buzzer:
             commands.append(self._buzz(granted))
-        await asyncio.to_thread(self._submit, session, commands)
+        await asyncio.to_thread(self._submit, pd.session.panel, commands)
 
     async def close(self) -> None:
-        """Stop the panel and release the port."""
-        self._closed = True
-        self._restart.set()
-        await self._stop_session()
+        """Leave the bus (the last reader on it stops the panel and releases the port)."""
+        await self._leave()
 
-    # --- running the panel ----------------------------------------------------------
+    async def _leave(self) -> None:
+        bus, self._bus = self._bus, None
+        if self._keys_flush is not None:
+            self._keys_flush.cancel()
+            self._keys_flush = None
+        if bus is not None:
+            await bus.leave(self)
 
-    async def _run(self) -> None:
-        backoff = Backoff(0.2, self.settings.reopen_max)
-        restarts = Backoff(self.settings.restart_min, self.settings.restart_max)
-        while not self._closed:
-            self._restart.clear()
-            try:
-                started = await self._start_session()
-            except HardwareError as exc:
-                self.report(False, str(exc))
-                await self._wait_restart(backoff.next_delay())
-                continue
-            if not started:
-                await self._wait_restart(None)
-                continue
-            backoff.reset()
-            lost_port = await self._watch()
-            session = self._session
-            if session is not None and session.seen_online and session.secure:
-                restarts.reset()  # it worked on this panel: the next drop starts from 1 s
-            await self._stop_session()
-            if not lost_port and not self._restart.is_set():
-                # libosdp would wait 300 s before trying this reader again: a new panel,
-                # after a growing pause, finds a rebooted reader within seconds
-                await self._wait_restart(restarts.next_delay())
+    def _pd(self) -> PdState | None:
+        return None if self._bus is None else self._bus.pd(self)
 
-    async def _wait_restart(self, seconds: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._restart.wait(), seconds)
+    # --- what the bus asks of its readers ---------------------------------------------
 
-    async def _start_session(self) -> bool:
-        """Open the port and start a panel; False when there is no key to start with."""
+    async def panel_key(self) -> tuple[bytes, bool] | None:
+        """(key, install mode) for the next panel; None when there is no key to use."""
         key = self.keys.load()
         install = self._enroll_requested or (key is None and self.settings.install_mode)
         if install:
@@ -407,7 +684,7 @@ class OsdpReader(Reader):
                 f"{self.where} has no Secure Channel key yet ({self.keys.path} is missing): "
                 "put the reader in install mode and set install_mode = true for it once",
             )
-            return False
+            return None
         elif self.settings.install_mode:
             log.warning(
                 "reader %s: install_mode is set but it has a key already; remove "
@@ -416,169 +693,126 @@ class OsdpReader(Reader):
                 self.keys.path,
             )
         self._enroll_requested = False
-        self._numbers += 1
-        session = await asyncio.to_thread(self._open_session, self._numbers, key, install)
-        session.installing = install
-        # the panel starts only once it is the current session: none of its events is lost
-        self._session = session
-        _start_refresh(session.panel)  # libosdp's refresh thread; does not block
-        if install:
-            self.report(False, f"install mode: setting a new Secure Channel key on {self.where}")
-        return True
+        return key, install
 
-    def _open_session(self, number: int, key: bytes, install: bool) -> Session:
-        """Open the port and set up the panel (in a worker thread: both block)."""
-        channel = SerialChannel(self.port, self.settings.baudrate)
-        flags = [osdp.LibFlag.EnableNotification]
-        if not install:  # install mode needs SCBK-D once; nothing is passed on until SC works
-            flags.append(osdp.LibFlag.EnforceSecure)
-        info = osdp.PDInfo(self.address, channel, scbk=key, name=self.id, flags=flags)
-        try:
-            panel = osdp.ControlPanel(
-                [info],
-                log_level=LOG_LEVELS[self.settings.log_level],
-                event_handler=lambda _pd, event: self._from_libosdp(number, event),
-            )
-        except Exception as exc:  # libosdp setup refuses: report it, never crash the daemon
-            channel.close()
-            raise HardwareError(f"libosdp cannot drive {self.where}: {exc}") from exc
-        return Session(number, panel, channel)
-
-    async def _watch(self) -> bool:
-        """Until a restart is due: True if the port was lost, False when the reader
-        dropped, refused the key, or never answered within ``online_timeout``."""
-        session = self._session
-        assert session is not None
-        waited = 0.0
-        while not self._restart.is_set():
-            _drain(session.panel, self.address)
-            if session.channel.lost:
-                self.report(
-                    False, f"serial port {self.port} stopped working: was the reader unplugged?"
-                )
-                return True
-            if session.dropped or session.sc_failed:
-                return False
-            if not session.seen_online and waited >= self.settings.online_timeout:
-                self.report(
-                    False,
-                    f"no answer from the OSDP {self.where}: check the RS-485 wiring (A/B), "
-                    f"the reader's address and its baud rate ({self.settings.baudrate})",
-                )
-                return False
-            await self._wait_restart(0.2)
-            waited += 0.2
+    def needs_restart(self, pd: PdState, now: float) -> bool:
+        """Whether the reader's PD is to be started again (it dropped, refused the key,
+        or never answered within ``online_timeout``)."""
+        if pd.dropped or pd.sc_failed:
+            return True
+        if not pd.seen_online and now - pd.since >= self.settings.online_timeout:
+            if not pd.answered:
+                self.report(False, self._no_answer())
+            return True
         return False
 
-    async def _stop_session(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await asyncio.to_thread(_stop_panel, session)
+    def restart_delay(self, pd: PdState) -> float:
+        """The pause before its PD is started again: 1 s doubling to 30 s, from 1 s again
+        once it had worked (a reader that reboots is read again within seconds)."""
+        if pd.worked:
+            self._restarts.reset()
+        return self._restarts.next_delay()
 
-    # --- what libosdp says (its thread -> the loop) ---------------------------------
+    def _no_answer(self) -> str:
+        return (
+            f"no answer from the OSDP {self.where}: check the RS-485 wiring (A/B), "
+            f"the reader's address and its baud rate ({self.settings.baudrate})"
+        )
 
-    def _from_libosdp(self, number: int, event: dict[str, Any]) -> int:
-        """libosdp's event callback, on its refresh thread: hand over and return at once."""
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: we are stopping
-                loop.call_soon_threadsafe(self._on_event, number, dict(event))
-        return 0
+    # --- what libosdp says (on the loop) --------------------------------------------
 
-    def _on_event(self, number: int, event: dict[str, Any]) -> None:
-        session = self._session
-        if session is None or session.number != number:
-            return  # from a panel that has been stopped since
+    def on_libosdp_event(self, pd: PdState, event: dict[str, Any]) -> None:
+        """One libosdp event of this reader's PD."""
         try:
             kind = event.get("event")
             if kind == osdp.Event.Notification:
-                self._on_notification(session, event)
+                self._on_notification(pd, event)
             elif kind == osdp.Event.CardRead:
-                self._on_card(session, event)
+                self._on_card(pd, event)
             elif kind == osdp.Event.KeyPress:
-                log.info("reader %s: keypad input ignored", self.id)  # never log digits: PINs
+                self._on_keys(pd, event)
+            elif kind == osdp.Event.Status:
+                self._on_status(pd, event)
             else:
                 log.debug("reader %s: event %s ignored", self.id, kind)
         except Exception:  # a surprise from the binding must not stop the reader
             log.exception("reader %s: libosdp event not understood", self.id)
 
-    def _on_notification(self, session: Session, event: dict[str, Any]) -> None:
+    def _on_notification(self, pd: PdState, event: dict[str, Any]) -> None:
         kind, arg0, arg1 = event.get("type"), event.get("arg0"), event.get("arg1")
         if kind == NOTIFY_SC_STATUS:
-            self._on_sc_status(session, active=bool(arg0), default_key=bool(arg1))
+            self._on_sc_status(pd, active=bool(arg0), default_key=bool(arg1))
         elif kind == NOTIFY_PD_STATUS:
-            session.online = bool(arg0)
-            if session.online:
-                session.seen_online = True
-            elif session.seen_online:
-                session.dropped = True
-            self._report_session(session)
+            pd.online = bool(arg0)
+            if pd.online:
+                pd.seen_online = True
+            elif pd.seen_online:
+                pd.dropped = True
+            self._report_pd(pd)
 
-    def _on_sc_status(self, session: Session, *, active: bool, default_key: bool) -> None:
-        was_secure = session.secure
-        session.secure = active and not default_key
-        if session.secure and not was_secure:
-            session.online_at = asyncio.get_running_loop().time()
+    def _on_sc_status(self, pd: PdState, *, active: bool, default_key: bool) -> None:
+        was_secure = pd.secure
+        pd.secure = active and not default_key
+        if pd.secure and not was_secure:
+            pd.online_at = asyncio.get_running_loop().time()
+            pd.worked = True
         if not active and was_secure:
-            session.dropped = True  # the reader rebooted or lost its session
-        elif not active and not session.installing:
+            pd.dropped = True  # the reader rebooted or lost its session
+        elif not active and not pd.installing:
             # libosdp says "inactive" also when a reader that never answered times out:
             # only a reader that answered (a status came with it) refused the key
-            session.sc_failed = True
-        if session.secure and session.installing:
-            session.installing = False
-            task = asyncio.get_running_loop().create_task(self._finish_install(session))
+            pd.sc_failed = True
+        if pd.secure and pd.installing:
+            pd.installing = False
+            task = asyncio.get_running_loop().create_task(self._finish_install(pd))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._report_session(session)
+        self._report_pd(pd)
 
-    def _report_session(self, session: Session) -> None:
-        if session.installing:
-            if session.online and not session.secure:
+    def _report_pd(self, pd: PdState) -> None:
+        if pd.installing:
+            if pd.online and not pd.secure:
                 self.report(
                     False,
                     f"install mode: {self.where} did not take the default key: put the reader "
                     "itself in install mode (see its manual) and try again",
                 )
             return
-        if session.online and session.secure:
+        if pd.online and pd.secure:
             self.report(True)
-        elif session.sc_failed and session.channel.received == 0:
-            self.report(
-                False,
-                f"no answer from the OSDP {self.where}: check the RS-485 wiring (A/B), "
-                f"the reader's address and its baud rate ({self.settings.baudrate})",
-            )
-        elif session.sc_failed:
+        elif pd.sc_failed and not pd.answered:
+            self.report(False, self._no_answer())
+        elif pd.sc_failed:
             self.report(
                 False,
                 f"{self.where} refuses the secure channel: wrong SCBK? run install mode",
             )
-        elif session.online:  # Secure Channel dropped after working: reads wait for it
+        elif pd.online:  # Secure Channel dropped after working: reads wait for it
             self.report(False, f"the secure channel with {self.where} dropped; restarting it")
         elif self.health.online:
             self.report(False, f"{self.where} went offline: not answering")
 
-    async def _finish_install(self, session: Session) -> None:
-        """Keep the new key, then forbid SCBK-D and clear text again on this panel."""
+    async def _finish_install(self, pd: PdState) -> None:
+        """Keep the new key, then forbid SCBK-D and clear text again for this reader."""
+        panel = pd.session.panel
+        assert panel is not None
         try:
             await asyncio.to_thread(self.keys.commit_pending)
-            await asyncio.to_thread(
-                session.panel.set_flag, self.address, osdp.LibFlag.EnforceSecure
-            )
+            await asyncio.to_thread(panel.set_flag, self.address, osdp.LibFlag.EnforceSecure)
         except OSError as exc:
             self.report(False, f"the new OSDP key cannot be saved in {self.keys.path}: {exc}")
-            self._restart.set()
+            if self._bus is not None:
+                self._bus.rebuild()
             return
         log.info("reader %s: new Secure Channel key set (install mode done)", self.id)
         self._enrolled.set()
 
-    def _on_card(self, session: Session, event: dict[str, Any]) -> None:
-        if not session.secure:
+    def _on_card(self, pd: PdState, event: dict[str, Any]) -> None:
+        if not pd.secure:
             self.dropped += 1
             log.warning("reader %s: card read without Secure Channel dropped", self.id)
             return
-        since = session.online_at
+        since = pd.online_at
         if (
             since is not None
             and asyncio.get_running_loop().time() - since < self.settings.settle_seconds
@@ -597,6 +831,43 @@ class OsdpReader(Reader):
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("reader %s: card read dropped: nobody is taking reads", self.id)
+
+    def _on_keys(self, pd: PdState, event: dict[str, Any]) -> None:
+        """Keypad input is reported (``reader_keypad``: how many keys), never its digits,
+        which may be a PIN; at most one event a second per reader."""
+        data = event.get("data")
+        if not pd.secure or not isinstance(data, bytes | bytearray) or not data:
+            log.info("reader %s: keypad input without Secure Channel dropped", self.id)
+            return
+        self._keys_pending += len(data)
+        if self._keys_flush is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._keys_next - loop.time())
+            self._keys_flush = loop.call_later(delay, self._flush_keys)
+
+    def _flush_keys(self) -> None:
+        self._keys_flush = None
+        keys, self._keys_pending = self._keys_pending, 0
+        self._keys_next = asyncio.get_running_loop().time() + KEYPAD_EVENT_EVERY
+        self.notice("reader_keypad", {"keys": keys})
+
+    def _on_status(self, pd: PdState, event: dict[str, Any]) -> None:
+        """The reader's local status (osdp_LSTATR): its tamper switch and its power."""
+        if event.get("type") != osdp.StatusReportType.Local:
+            log.debug("reader %s: status report %s ignored", self.id, event.get("type"))
+            return
+        report = event.get("report")
+        if not pd.secure or not isinstance(report, bytes | bytearray) or len(report) < 2:
+            log.warning("reader %s: local status without Secure Channel or data dropped", self.id)
+            return
+        tamper, power_fault = bool(report[0]), bool(report[1])
+        self.alert("tamper", tamper, "tamper", {"state": "open" if tamper else "closed"})
+        self.alert(
+            "power fault",
+            power_fault,
+            "reader_power",
+            {"state": "failed" if power_fault else "restored"},
+        )
 
     # --- feedback -------------------------------------------------------------------
 
@@ -627,10 +898,10 @@ class OsdpReader(Reader):
             "rep_count": 1 if granted else 3,
         }
 
-    def _submit(self, session: Session, commands: list[dict[str, Any]]) -> None:
+    def _submit(self, panel: osdp.ControlPanel, commands: list[dict[str, Any]]) -> None:
         for command in commands:
             try:
-                if not session.panel.submit_command(self.address, command):
+                if not panel.submit_command(self.address, command):
                     log.warning("reader %s: libosdp refused a feedback command", self.id)
             except Exception as exc:  # a stopped panel: feedback is best effort
                 log.warning("reader %s: feedback not sent: %s", self.id, exc)
@@ -658,10 +929,17 @@ def _start_refresh(panel: osdp.ControlPanel) -> None:
     panel.thread.start()
 
 
+def _close_unused(opening: asyncio.Future[Session]) -> None:
+    """A panel set up for nobody (its start was cancelled): free the port."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().channel.close()
+
+
 def _stop_panel(session: Session) -> None:
     """Stop libosdp's thread and close the port (blocking: run in a worker thread)."""
-    with contextlib.suppress(RuntimeError):
-        session.panel.stop()
+    if session.panel is not None:
+        with contextlib.suppress(RuntimeError):
+            session.panel.stop()
     session.channel.close()
 
 

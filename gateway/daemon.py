@@ -408,6 +408,8 @@ class Gateway:
         """Feed ``reader``'s reads to ``door``, supervised (restarted if its loop fails)."""
         self.readers[reader.id] = reader
         self._reader_doors[reader.id] = door
+        # what the reader reports besides reads (tamper, power, keypad) is journalled
+        reader.events = lambda kind, detail: self.record_event(kind, door, detail)
         guard = RepeatGuard(repeat_guard)  # kept across restarts of the loop
         self.supervisor.start(
             _part("reader", reader.id),

@@ -185,6 +185,9 @@ _EVENT_WORDS: dict[str, tuple[int, str]] = {
     "lockdown": (logging.WARNING, "door {door}: locked down by {by}"),
     "reader_offline": (logging.WARNING, "reader {reader} (door {door}): offline: {reason}"),
     "reader_online": (logging.INFO, "reader {reader} (door {door}): online"),
+    "tamper": (logging.WARNING, "reader {reader} (door {door}): tamper switch {state}"),
+    "reader_power": (logging.WARNING, "reader {reader} (door {door}): power {state}"),
+    "reader_keypad": (logging.INFO, "reader {reader} (door {door}): {keys} keys pressed"),
     "board_offline": (logging.ERROR, "board {board}: offline: {reason}"),
     "board_online": (logging.INFO, "board {board}: online"),
     "ticket_double_use": (logging.WARNING, "door {door}: ticket {ticket} used {uses} times"

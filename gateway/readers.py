@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,13 @@ class ReaderHealth:
     online: bool
     reason: str = ""
     at: datetime = field(default_factory=utc_now)
+    # what the reader itself reports as wrong while it works ("tamper", "power fault")
+    alerts: tuple[str, ...] = ()
 
 
 HealthCallback = Callable[[ReaderHealth], None]
+# an event a reader reports (``tamper``, ``reader_power``, ``reader_keypad``) and its detail
+ReaderEventSink = Callable[[str, dict[str, Any]], None]
 
 
 class Reader(abc.ABC):
@@ -74,14 +78,30 @@ class Reader(abc.ABC):
         self.health = ReaderHealth(reader_id, online=False, reason="not started")
         # LED/beeper on outputs of a board, for readers that cannot show it themselves
         self.indicator: Indicator | None = None
+        self.events: ReaderEventSink | None = None  # set by the gateway (journalled events)
 
     def report(self, online: bool, reason: str = "") -> None:
         """Record a health change and tell the listener, once per change."""
         if online == self.health.online and reason == self.health.reason:
             return
-        self.health = ReaderHealth(self.id, online, reason)
+        self.health = ReaderHealth(self.id, online, reason, alerts=self.health.alerts)
         if self._on_health is not None:
             self._on_health(self.health)
+
+    def notice(self, kind: str, detail: dict[str, Any]) -> None:
+        """Tell the gateway of something the reader reported (an event of ``kind``)."""
+        if self.events is not None:
+            self.events(kind, {"reader": self.id, **detail})
+
+    def alert(self, name: str, active: bool, kind: str, detail: dict[str, Any]) -> None:
+        """A condition the reader reports (its tamper switch...): on a change, an event
+        of ``kind`` and the health's ``alerts`` (not a health report: the reader still
+        reads, and its online/offline events are for its link)."""
+        if (name in self.health.alerts) == active:
+            return
+        alerts = {*self.health.alerts, name} if active else set(self.health.alerts) - {name}
+        self.health = replace(self.health, alerts=tuple(sorted(alerts)))
+        self.notice(kind, {**detail, "active": active})
 
     @abc.abstractmethod
     def reads(self) -> AsyncIterator[CredentialRead]:

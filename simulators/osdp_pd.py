@@ -9,7 +9,7 @@ buzzer commands it gets.
 
 Run it by hand: ``accessgw simulate osdp --scbk HEX`` (or ``--install-mode``) prints the
 port path, then reads commands from stdin (``card 12345 wiegand26``, ``card 99 raw37``,
-``bits 0101...``, ``keys 1234``, ``leds``, ``quit``).
+``bits 0101...``, ``keys 1234``, ``tamper on|off``, ``power fail|ok``, ``leds``, ``quit``).
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ class OsdpReaderSimulator:
         if enforce_secure and not install_mode:
             self._flags.append(osdp.LibFlag.EnforceSecure)
         self._log_level = log_level
+        self.tamper = False  # the local status it reports (osdp_LSTATR)
+        self.power_fault = False
         self.device = self._new_device()
         self._started = False
 
@@ -217,6 +219,23 @@ class OsdpReaderSimulator:
         event = {"event": osdp.Event.KeyPress, "reader_no": 0, "data": digits.encode("ascii")}
         return bool(self.device.submit_event(event))
 
+    def report_local_status(
+        self, *, tamper: bool | None = None, power_fault: bool | None = None
+    ) -> bool:
+        """Send the reader's local status (osdp_LSTATR): its tamper switch and its power
+        (None: as last reported)."""
+        if tamper is not None:
+            self.tamper = tamper
+        if power_fault is not None:
+            self.power_fault = power_fault
+        event = {
+            "event": osdp.Event.Status,
+            "type": osdp.StatusReportType.Local,
+            "nr_entries": 2,
+            "report": bytes([int(self.tamper), int(self.power_fault)]),
+        }
+        return bool(self.device.submit_event(event))
+
     # --- what the reader got ---------------------------------------------------------
 
     def _on_command(self, command: dict[str, Any]) -> tuple[int, Any]:
@@ -309,10 +328,17 @@ def _run_command(sim: OsdpReaderSimulator, words: list[str]) -> str:
             sent = sim.present_bits(rest[0])
         elif verb == "keys" and rest:
             sent = sim.press_keys(rest[0])
+        elif verb == "tamper" and rest:
+            sent = sim.report_local_status(tamper=rest[0] == "on")
+        elif verb == "power" and rest:
+            sent = sim.report_local_status(power_fault=rest[0] == "fail")
         elif verb == "leds":
             return "\n".join(describe(c) for c in sim.leds) or "no LED commands yet"
         else:
-            return "commands: card N [wiegand26|rawN] | bits 0101... | keys 123 | leds | quit"
+            return (
+                "commands: card N [wiegand26|rawN] | bits 0101... | keys 123 | "
+                "tamper on|off | power fail|ok | leds | quit"
+            )
     except ValueError as exc:
         return f"error: {exc}"
     return "ok" if sent else "error: libosdp did not take the event (queue full?)"

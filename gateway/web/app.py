@@ -217,7 +217,7 @@ class Guard:
         request.scope.setdefault("state", {})["session"] = session
         if request.method in UNSAFE:
             token = request.headers.get("x-csrf-token", "")
-            if not (token and secrets.compare_digest(token, session.csrf)):
+            if not (token and _same_secret(token, session.csrf)):
                 return JSONResponse({"detail": "missing or wrong CSRF token"}, 403)
         return None
 
@@ -236,6 +236,14 @@ def _with_headers(response: Response) -> Response:
     for key, value in _SECURITY_HEADERS.items():
         response.headers[key] = value
     return response
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """A constant-time comparison of tokens as bytes: ``compare_digest`` raises TypeError
+    for non-ASCII text, and a request may carry any (a 500 before)."""
+    return secrets.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
 
 
 def _session(request: Request) -> Session:
@@ -302,7 +310,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     def pre_ok(request: Request, form_token: str) -> bool:
         cookie = request.cookies.get(PRE_COOKIE, "")
-        return bool(cookie) and secrets.compare_digest(cookie, form_token)
+        return bool(cookie) and _same_secret(cookie, form_token)
 
     def form_gate(
         request: Request, template: str, csrf: str

@@ -85,7 +85,8 @@ def new_setup_code() -> str:
 
 
 def _normal_code(text: str) -> str:
-    return "".join(ch for ch in text.upper() if ch.isalnum())
+    # ASCII only: compare_digest refuses non-ASCII text (a typed "é" was a 500)
+    return "".join(ch for ch in text.upper() if ch.isascii() and ch.isalnum())
 
 
 @dataclass

@@ -185,12 +185,19 @@ class GatewaySide(ConfigSide):
 
     def _reader(self, cfg: Any) -> dict[str, Any]:
         health = self.gateway.activity.readers.get(cfg.id)
+        reason = (health.reason if health else self._t("problem.no_report")) or ""
+        running = self.gateway.readers.get(cfg.id)
+        alerts = list(running.health.alerts) if running is not None else []
+        if alerts:  # what the reader says is wrong with it (tamper switch, power)
+            said = self._t("problem.reader_reports", alerts=", ".join(alerts))
+            reason = f"{reason}; {said}" if reason else said
         return {
             "id": cfg.id,
             "door": cfg.door,
             "profile": cfg.profile,
             "online": bool(health and health.online),
-            "reason": (health.reason if health else self._t("problem.no_report")) or "",
+            "reason": reason,
+            "alerts": alerts,
             "enroll": hasattr(self.gateway.readers.get(cfg.id), "enroll"),
         }
 

@@ -12,6 +12,7 @@ translated through ``FAMILIES``: ``say(lang, "mode", "lockdown")`` looks up
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from gateway.messages import DEFAULT_LANGUAGE, DEFAULTS
@@ -27,14 +28,17 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "dir": ("in", "out"),
     "doorkind": ("door", "turnstile"),
     "decision": ("granted", "denied"),
-    "credkind": ("nfc", "code", "pass"),
+    "credkind": ("nfc", "code", "pass", "phone"),
+    "role": ("member", "staff"),
+    "contract": ("recurring", "fixed", "clipcard"),
     "action": ("pulse", "door_test", "resync", "next_card", "osdp_install", "backup",
                "password_set", "restore", "restore_applied", "restore_failed"),
     "event": (
         "started", "stopping", "reader_online", "reader_offline", "board_online",
         "board_offline", "relay_fault", "lockdown", "door_forced", "door_held_open",
         "emergency_release", "emergency_cleared", "installer_action", "clock_unsynced",
-        "ticket_double_use", "bad_message", "component_failed",
+        "ticket_double_use", "bad_message", "component_failed", "tamper", "reader_power",
+        "reader_keypad",
     ),
 }
 # fmt: on
@@ -129,11 +133,11 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "door.lock": ("Lock", "Lås", "Lås", "Serrure"),
     "door.contact": ("Contact", "Dørkontakt", "Dørkontakt", "Contact de porte"),
     "door.reader_online": ("Reader {id}: online", "Leser {id}: tilkoblet",
-                           "Læser {id}: forbundet", "Lecteur {id} : en ligne"),
+                           "Læser {id}: tilsluttet", "Lecteur {id} : en ligne"),
     "door.reader_offline": ("Reader {id}: offline", "Leser {id}: frakoblet",
-                            "Læser {id}: ikke forbundet", "Lecteur {id} : hors ligne"),
+                            "Læser {id}: ikke tilsluttet", "Lecteur {id} : hors ligne"),
     "door.board_online": ("Board {id}: online", "Relékort {id}: tilkoblet",
-                          "Relækort {id}: forbundet", "Carte relais {id} : en ligne"),
+                          "Relækort {id}: tilsluttet", "Carte relais {id} : en ligne"),
     "door.board_unreachable": ("Board {id}: unreachable", "Relékort {id}: utilgjengelig",
                                "Relækort {id}: kan ikke nås", "Carte relais {id} : injoignable"),
     "problem.board": ("Relay board {board} unreachable: {reason}",
@@ -142,8 +146,10 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "Carte relais {board} injoignable : {reason}"),
     "problem.reader": ("Reader {reader} offline: {reason}",
                        "Leseren {reader} er frakoblet: {reason}",
-                       "Læseren {reader} er ikke forbundet: {reason}",
+                       "Læseren {reader} er ikke tilsluttet: {reason}",
                        "Lecteur {reader} hors ligne : {reason}"),
+    "problem.reader_reports": ("the reader reports: {alerts}", "leseren melder: {alerts}",
+                               "læseren melder: {alerts}", "le lecteur signale : {alerts}"),
     "problem.no_report": ("no report from the reader yet", "ingen melding fra leseren ennå",
                           "ingen melding fra læseren endnu",
                           "aucune nouvelle du lecteur pour l'instant"),
@@ -177,8 +183,8 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                            "reçues, dernier bloc il y a {ago} s"),
     "dash.box": ("This box", "Denne boksen", "Denne boks", "Ce boîtier"),
     "dash.unsent": ("Not yet sent", "Ikke sendt ennå", "Ikke sendt endnu", "Pas encore envoyés"),
-    "dash.unsent_count": ("{n} check-ins/events", "{n} innsjekkinger/hendelser",
-                          "{n} check-ins/hændelser", "{n} passages/événements"),
+    "dash.unsent_count": ("{n} check-ins/events", "{n} innsjekkinger og hendelser",
+                          "{n} check-ins og hændelser", "{n} passages et événements"),
     "dash.unknown": ("unknown", "ukjent", "ukendt", "inconnu"),
     "dash.clock": ("Clock", "Klokke", "Ur", "Horloge"),
     "dash.synced": ("synced", "synkronisert", "synkroniseret", "synchronisée"),
@@ -247,7 +253,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "tools.try": ("Try a QR code or pass", "Test en QR-kode eller et pass",
                   "Test en QR-kode eller et pas", "Tester un QR code ou un pass"),
     "tools.try_help": ("What the door would decide now. Nothing opens, nothing is recorded.",
-                       "Hva døra ville avgjort nå. Ingenting åpnes, ingenting lagres.",
+                       "Slik ville døra avgjort nå. Ingenting åpnes, ingenting lagres.",
                        "Hvad døren ville afgøre nu. Intet åbnes, intet registreres.",
                        "Ce que la porte déciderait maintenant. Rien ne s'ouvre, rien n'est "
                        "enregistré."),
@@ -374,13 +380,14 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                          "uploaden er ikke base64", "le fichier envoyé n'est pas en base64"),
     # --- why ------------------------------------------------------------------------------------
     "why.heading": ("Why was this member refused?", "Hvorfor ble medlemmet avvist?",
-                    "Hvorfor blev medlemmet afvist?", "Pourquoi ce membre a-t-il été refusé ?"),
+                    "Hvorfor blev medlemmet afvist?",
+                    "Pourquoi ce membre a\u2011t\u2011il été refusé ?"),
     "why.member": ("Member id or name", "Medlems-id eller navn", "Medlems-id eller navn",
                    "Identifiant ou nom du membre"),
     "why.member_hint": ("M1001 or Kari", "M1001 eller Kari", "M1001 eller Kari",
                         "M1001 ou Kari"),
     "why.at": ("What now at", "Hva skjer nå ved", "Hvad sker der nu ved",
-               "Que se passe-t-il maintenant à"),
+               "Que se passe\u2011t\u2011il maintenant à"),
     "why.no_door": ("(no door)", "(ingen dør)", "(ingen dør)", "(aucune porte)"),
     "why.look_up": ("Look up", "Slå opp", "Slå op", "Rechercher"),
     "why.present": ("…or present the card at", "… eller hold kortet mot",
@@ -443,7 +450,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                  "Hôte (Modbus TCP)"),
     "dev.tcp_port": ("TCP port", "TCP-port", "TCP-port", "Port TCP"),
     "dev.unit_id": ("Unit id", "Enhets-id", "Enheds-id", "Numéro d'unité"),
-    "dev.apply": ("Apply", "Bruk", "Anvend", "Appliquer"),
+    "dev.apply": ("Apply", "Ta i bruk", "Anvend", "Appliquer"),
     "dev.doors": ("Doors", "Dører", "Døre", "Portes"),
     "dev.door_lock": ("lock {board}/{index}", "lås {board}/{index}", "lås {board}/{index}",
                       "serrure {board}/{index}"),
@@ -509,7 +516,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "dev.download": ("Download backup", "Last ned sikkerhetskopi", "Hent sikkerhedskopi",
                      "Télécharger la sauvegarde"),
     # --- restore (the devices page's card, the confirmation page, restore.js) ---------------
-    "restore.card": ("Restore", "Gjenopprett", "Gendan", "Restauration"),
+    "restore.card": ("Restore", "Gjenoppretting", "Gendannelse", "Restauration"),
     "restore.card_help": ("Make this box the gateway of a backup, e.g. to replace a failed box. "
                           "The backup is checked first, and you see what it holds before "
                           "anything changes.",
@@ -835,6 +842,12 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "credkind.nfc": ("NFC card", "NFC-kort", "NFC-kort", "carte NFC"),
     "credkind.code": ("QR/barcode", "QR-/strekkode", "QR-/stregkode", "QR/code-barres"),
     "credkind.pass": ("phone pass", "mobilpass", "mobilpas", "pass mobile"),
+    "credkind.phone": ("phone", "telefon", "telefon", "téléphone"),
+    "role.member": ("member", "medlem", "medlem", "membre"),
+    "role.staff": ("staff", "ansatt", "medarbejder", "personnel"),
+    "contract.recurring": ("recurring", "løpende", "løbende", "récurrent"),
+    "contract.fixed": ("fixed term", "tidsbegrenset", "tidsbegrænset", "durée déterminée"),
+    "contract.clipcard": ("clip card", "klippekort", "klippekort", "carte à entrées"),
     "action.pulse": ("relay pulse", "relépuls", "relæpuls", "impulsion relais"),
     "action.door_test": ("door test", "dørtest", "dørtest", "test de porte"),
     "action.resync": ("resync", "ny synkronisering", "ny synkronisering", "resynchronisation"),
@@ -845,6 +858,8 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "action.password_set": ("password set", "passord satt", "adgangskode sat",
                             "mot de passe défini"),
     "action.restore": ("restore", "gjenoppretting", "gendannelse", "restauration"),
+    "row.event_detail": ("{event}: {detail}", "{event}: {detail}", "{event}: {detail}",
+                          "{event} : {detail}"),
     "action.restore_applied": ("restore applied", "gjenoppretting tatt i bruk",
                                "gendannelse anvendt", "restauration appliquée"),
     "action.restore_failed": ("restore failed", "gjenoppretting mislyktes",
@@ -853,14 +868,20 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "Passerelle démarrée"),
     "event.stopping": ("Gateway stopping", "Gatewayen stopper", "Gatewayen stopper",
                        "Arrêt de la passerelle"),
-    "event.reader_online": ("Reader online", "Leser tilkoblet", "Læser forbundet",
+    "event.reader_online": ("Reader online", "Leser tilkoblet", "Læser tilsluttet",
                             "Lecteur en ligne"),
-    "event.reader_offline": ("Reader offline", "Leser frakoblet", "Læser ikke forbundet",
+    "event.reader_offline": ("Reader offline", "Leser frakoblet", "Læser ikke tilsluttet",
                              "Lecteur hors ligne"),
-    "event.board_online": ("Relay board online", "Relékort tilkoblet", "Relækort forbundet",
+    "event.board_online": ("Relay board online", "Relékort tilkoblet", "Relækort tilsluttet",
                            "Carte relais en ligne"),
     "event.board_offline": ("Relay board unreachable", "Relékort utilgjengelig",
                             "Relækort kan ikke nås", "Carte relais injoignable"),
+    "event.tamper": ("Reader tamper switch", "Sabotasjebryter på leser",
+                     "Sabotagekontakt på læser", "Contact d'autoprotection du lecteur"),
+    "event.reader_power": ("Reader power", "Strøm til leser", "Strøm til læser",
+                           "Alimentation du lecteur"),
+    "event.reader_keypad": ("Keys pressed at a reader", "Taster trykket på leser",
+                            "Taster trykket på læser", "Touches appuyées sur un lecteur"),
     "event.relay_fault": ("Relay fault", "Feil på relé", "Fejl på relæ", "Défaut de relais"),
     "event.lockdown": ("Lockdown", "Sperring", "Spærring", "Verrouillage"),
     "event.door_forced": ("Door forced open", "Døra ble brutt opp", "Døren blev brudt op",
@@ -885,8 +906,20 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
 }
 # fmt: on
 
+# French puts a space before : ; ? ! and inside « »: a no-break one, so a phone never
+# starts a line with the sign
+_FRENCH_SPACES = re.compile(r" ([:;?!»])|(«) ")
+
+
+def _typeset(lang: str, text: str) -> str:
+    if lang != "fr":
+        return text
+    return _FRENCH_SPACES.sub(lambda m: f"\u00a0{m[1]}" if m[1] else f"{m[2]}\u00a0", text)
+
+
 _BY_LANGUAGE: dict[str, dict[str, str]] = {
-    lang: {key: row[i] for key, row in MESSAGES.items()} for i, lang in enumerate(LANGUAGES)
+    lang: {key: _typeset(lang, row[i]) for key, row in MESSAGES.items()}
+    for i, lang in enumerate(LANGUAGES)
 }
 
 

@@ -30,6 +30,10 @@ def local_time(at: str, tz: str, language: str = "en") -> str:
         return at
 
 
+# detail values that are codes with words of their own
+_DETAIL_FAMILIES = {"action": "action", "test": "mode"}
+
+
 def row_words(row: dict[str, Any], language: str) -> str:
     """What happened, in words."""
     body = row.get("body") or {}
@@ -42,14 +46,10 @@ def row_words(row: dict[str, Any], language: str) -> str:
     detail = body.get("detail") or {}
     extra = [
         say(language, _DETAIL_FAMILIES.get(k, ""), detail[k])
-        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause")
+        for k in ("action", "test", "reader", "board", "output", "reason", "why", "cause", "state")
         if isinstance(detail, dict) and detail.get(k) not in (None, "")
     ]
-    return f"{text}: {', '.join(extra)}" if extra else text
-
-
-# detail values that are codes with words of their own
-_DETAIL_FAMILIES = {"action": "action", "test": "mode"}
+    return t(language, "row.event_detail", event=text, detail=", ".join(extra)) if extra else text
 
 
 def shown(row: dict[str, Any], tz: str, language: str) -> dict[str, Any]:

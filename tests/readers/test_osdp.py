@@ -303,7 +303,8 @@ async def test_nonsense_card_data_is_dropped_and_the_reader_keeps_working(
     await asyncio.to_thread(sim.present_raw, 24, b"\xff\x00\x01", osdp.CardFormat.ASCII)
     await asyncio.to_thread(sim.present_raw, 4, b"\x01", 0x7F)
     # what the binding hands the driver, also when it is not what we expect
-    session = reader._session
+    pd = reader._pd()
+    assert pd is not None
     strange: list[dict[str, Any]] = [
         {"event": osdp.Event.CardRead},
         {"event": osdp.Event.CardRead, "length": "x", "data": b"1", "format": 0},
@@ -312,7 +313,7 @@ async def test_nonsense_card_data_is_dropped_and_the_reader_keeps_working(
         {},
     ]
     for event in strange:
-        reader._on_event(session.number, event)
+        reader.on_libosdp_event(pd, event)
     assert await asyncio.to_thread(sim.present_card, 31337)
     good = await reads.next(WITHIN)  # the first read let through is the good card
     assert (good.value, good.format) == ("31337", "wiegand26")
@@ -461,7 +462,7 @@ async def test_the_installers_install_mode_tool_gives_the_reader_a_new_key(
         record_event=lambda *event: journalled.append(event),
     )
     side = GatewaySide(gateway, clock=lambda: 0.0)  # type: ignore[arg-type]
-    with pytest.raises(InstallerRefused, match="no reader 'r9'"):
+    with pytest.raises(InstallerRefused, match=r"no reader '?r9"):
         await side.enroll("r9", "installer")
     with pytest.raises(InstallerRefused, match="not an OSDP reader"):
         await side.enroll("qr", "installer")

@@ -66,13 +66,14 @@ RULES = {
 
 
 def config_text(state: Path, web_port: int, relay_port: int, dead_port: int, nfc: str, qr: str,
-                web_extra: str = "") -> str:  # fmt: skip
+                web_extra: str = "", language: str = "en") -> str:  # fmt: skip
     return f"""
 [gateway]
 id = "door-1"
 site = "demo-club"
 state_dir = "{state}"
 clock = "trusted"
+language = "{language}"
 [mqtt]
 enabled = false
 [web]
@@ -118,14 +119,14 @@ repeat_guard = 0.5
 class Site:
     """The running gateway, its simulators and the web UI's address."""
 
-    def __init__(self, state: Path, web_extra: str = "") -> None:
+    def __init__(self, state: Path, web_extra: str = "", language: str = "en") -> None:
         self.state = state
         self.relays = RelayBoardSim().start_tcp()
         self.nfc = Pn532Simulator().start()
         self.qr = ScannerSimulator().start()
         self.web_port = free_port()
         text = config_text(state, self.web_port, self.relays.port, free_port(),
-                           self.nfc.path, self.qr.path, web_extra)  # fmt: skip
+                           self.nfc.path, self.qr.path, web_extra, language)  # fmt: skip
         self.config = parse_config(text, "web test config")
         # a config file the UI's device and MQTT set-up can change (gateway.config_apply)
         self.config_path = state.with_name(state.name + "-accessgw.toml")
@@ -174,8 +175,8 @@ class Site:
 
 
 @contextmanager
-def site(state: Path, web_extra: str = "") -> Iterator[Site]:
-    s = Site(state, web_extra)
+def site(state: Path, web_extra: str = "", language: str = "en") -> Iterator[Site]:
+    s = Site(state, web_extra, language)
     try:
         yield s
     finally:
