@@ -39,6 +39,8 @@ def _plain(value: Any) -> Any:
                 table[key] = _plain(item)
         return table
     if isinstance(value, list):
+        if any(item is None for item in value):  # TOML has no null (a tomlkit error before)
+            raise ConfigError("<config>", ["a list cannot hold null: leave the item out"])
         return [_plain(item) for item in value]
     return value
 

@@ -157,8 +157,9 @@ class Journal:
         self.on_trouble: Callable[[JournalTrouble], None] | None = None
         self.on_recovered: Callable[[JournalTrouble], None] | None = None
         self.max_pending = max_pending
-        # records not yet acknowledged: kept by the journal thread (insert adds, ack takes)
-        self._pending = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        # records not yet acknowledged: kept by the journal thread (insert adds, ack takes);
+        # counted by open() on that thread (a full journal takes a while to count)
+        self._pending = 0
         self.filling = False  # the 80 % warning is raised
         self.on_filling: Callable[[Filling], None] | None = None
 
@@ -175,6 +176,7 @@ class Journal:
             executor.shutdown(wait=False)
             raise
         journal = cls(conn, str(path), gw, executor, max_pending)
+        journal._pending = await journal._run(journal._count)
         journal._check_fill()  # a journal reopened above the mark says so at once
         return journal
 

@@ -225,10 +225,12 @@ class Outbox:
         if upto <= self.acked_upto:
             return
         self.acked_upto = upto
-        for seq in list(self._sent_at):
+        sent = self._sent_at  # oldest first: only the acknowledged ones are looked at
+        while sent:
+            seq = next(iter(sent))
             if seq > upto:
                 break
-            del self._sent_at[seq]
+            del sent[seq]
         if self._next_after < upto:
             self._next_after = upto
         await self.journal.ack(upto)

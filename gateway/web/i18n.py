@@ -12,6 +12,7 @@ translated through ``FAMILIES``: ``say(lang, "mode", "lockdown")`` looks up
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from gateway.messages import DEFAULT_LANGUAGE, DEFAULTS
@@ -27,7 +28,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "dir": ("in", "out"),
     "doorkind": ("door", "turnstile"),
     "decision": ("granted", "denied"),
-    "credkind": ("nfc", "code", "pass"),
+    "credkind": ("nfc", "code", "pass", "phone"),
+    "role": ("member", "staff"),
+    "contract": ("recurring", "fixed", "clipcard"),
     "action": ("pulse", "door_test", "resync", "next_card", "osdp_install", "backup",
                "password_set", "restore", "restore_applied", "restore_failed"),
     "event": (
@@ -130,11 +133,11 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "door.lock": ("Lock", "Lås", "Lås", "Serrure"),
     "door.contact": ("Contact", "Dørkontakt", "Dørkontakt", "Contact de porte"),
     "door.reader_online": ("Reader {id}: online", "Leser {id}: tilkoblet",
-                           "Læser {id}: forbundet", "Lecteur {id} : en ligne"),
+                           "Læser {id}: tilsluttet", "Lecteur {id} : en ligne"),
     "door.reader_offline": ("Reader {id}: offline", "Leser {id}: frakoblet",
-                            "Læser {id}: ikke forbundet", "Lecteur {id} : hors ligne"),
+                            "Læser {id}: ikke tilsluttet", "Lecteur {id} : hors ligne"),
     "door.board_online": ("Board {id}: online", "Relékort {id}: tilkoblet",
-                          "Relækort {id}: forbundet", "Carte relais {id} : en ligne"),
+                          "Relækort {id}: tilsluttet", "Carte relais {id} : en ligne"),
     "door.board_unreachable": ("Board {id}: unreachable", "Relékort {id}: utilgjengelig",
                                "Relækort {id}: kan ikke nås", "Carte relais {id} : injoignable"),
     "problem.board": ("Relay board {board} unreachable: {reason}",
@@ -143,7 +146,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "Carte relais {board} injoignable : {reason}"),
     "problem.reader": ("Reader {reader} offline: {reason}",
                        "Leseren {reader} er frakoblet: {reason}",
-                       "Læseren {reader} er ikke forbundet: {reason}",
+                       "Læseren {reader} er ikke tilsluttet: {reason}",
                        "Lecteur {reader} hors ligne : {reason}"),
     "problem.reader_reports": ("the reader reports: {alerts}", "leseren melder: {alerts}",
                                "læseren melder: {alerts}", "le lecteur signale : {alerts}"),
@@ -377,13 +380,14 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                          "uploaden er ikke base64", "le fichier envoyé n'est pas en base64"),
     # --- why ------------------------------------------------------------------------------------
     "why.heading": ("Why was this member refused?", "Hvorfor ble medlemmet avvist?",
-                    "Hvorfor blev medlemmet afvist?", "Pourquoi ce membre a-t-il été refusé ?"),
+                    "Hvorfor blev medlemmet afvist?",
+                    "Pourquoi ce membre a\u2011t\u2011il été refusé ?"),
     "why.member": ("Member id or name", "Medlems-id eller navn", "Medlems-id eller navn",
                    "Identifiant ou nom du membre"),
     "why.member_hint": ("M1001 or Kari", "M1001 eller Kari", "M1001 eller Kari",
                         "M1001 ou Kari"),
     "why.at": ("What now at", "Hva skjer nå ved", "Hvad sker der nu ved",
-               "Que se passe-t-il maintenant à"),
+               "Que se passe\u2011t\u2011il maintenant à"),
     "why.no_door": ("(no door)", "(ingen dør)", "(ingen dør)", "(aucune porte)"),
     "why.look_up": ("Look up", "Slå opp", "Slå op", "Rechercher"),
     "why.present": ("…or present the card at", "… eller hold kortet mot",
@@ -446,7 +450,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                  "Hôte (Modbus TCP)"),
     "dev.tcp_port": ("TCP port", "TCP-port", "TCP-port", "Port TCP"),
     "dev.unit_id": ("Unit id", "Enhets-id", "Enheds-id", "Numéro d'unité"),
-    "dev.apply": ("Apply", "Bruk", "Anvend", "Appliquer"),
+    "dev.apply": ("Apply", "Ta i bruk", "Anvend", "Appliquer"),
     "dev.doors": ("Doors", "Dører", "Døre", "Portes"),
     "dev.door_lock": ("lock {board}/{index}", "lås {board}/{index}", "lås {board}/{index}",
                       "serrure {board}/{index}"),
@@ -512,7 +516,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "dev.download": ("Download backup", "Last ned sikkerhetskopi", "Hent sikkerhedskopi",
                      "Télécharger la sauvegarde"),
     # --- restore (the devices page's card, the confirmation page, restore.js) ---------------
-    "restore.card": ("Restore", "Gjenopprett", "Gendan", "Restauration"),
+    "restore.card": ("Restore", "Gjenoppretting", "Gendannelse", "Restauration"),
     "restore.card_help": ("Make this box the gateway of a backup, e.g. to replace a failed box. "
                           "The backup is checked first, and you see what it holds before "
                           "anything changes.",
@@ -838,6 +842,12 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     "credkind.nfc": ("NFC card", "NFC-kort", "NFC-kort", "carte NFC"),
     "credkind.code": ("QR/barcode", "QR-/strekkode", "QR-/stregkode", "QR/code-barres"),
     "credkind.pass": ("phone pass", "mobilpass", "mobilpas", "pass mobile"),
+    "credkind.phone": ("phone", "telefon", "telefon", "téléphone"),
+    "role.member": ("member", "medlem", "medlem", "membre"),
+    "role.staff": ("staff", "ansatt", "medarbejder", "personnel"),
+    "contract.recurring": ("recurring", "løpende", "løbende", "récurrent"),
+    "contract.fixed": ("fixed term", "tidsbegrenset", "tidsbegrænset", "durée déterminée"),
+    "contract.clipcard": ("clip card", "klippekort", "klippekort", "carte à entrées"),
     "action.pulse": ("relay pulse", "relépuls", "relæpuls", "impulsion relais"),
     "action.door_test": ("door test", "dørtest", "dørtest", "test de porte"),
     "action.resync": ("resync", "ny synkronisering", "ny synkronisering", "resynchronisation"),
@@ -858,11 +868,11 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
                       "Passerelle démarrée"),
     "event.stopping": ("Gateway stopping", "Gatewayen stopper", "Gatewayen stopper",
                        "Arrêt de la passerelle"),
-    "event.reader_online": ("Reader online", "Leser tilkoblet", "Læser forbundet",
+    "event.reader_online": ("Reader online", "Leser tilkoblet", "Læser tilsluttet",
                             "Lecteur en ligne"),
-    "event.reader_offline": ("Reader offline", "Leser frakoblet", "Læser ikke forbundet",
+    "event.reader_offline": ("Reader offline", "Leser frakoblet", "Læser ikke tilsluttet",
                              "Lecteur hors ligne"),
-    "event.board_online": ("Relay board online", "Relékort tilkoblet", "Relækort forbundet",
+    "event.board_online": ("Relay board online", "Relékort tilkoblet", "Relækort tilsluttet",
                            "Carte relais en ligne"),
     "event.board_offline": ("Relay board unreachable", "Relékort utilgjengelig",
                             "Relækort kan ikke nås", "Carte relais injoignable"),
@@ -896,8 +906,20 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
 }
 # fmt: on
 
+# French puts a space before : ; ? ! and inside « »: a no-break one, so a phone never
+# starts a line with the sign
+_FRENCH_SPACES = re.compile(r" ([:;?!»])|(«) ")
+
+
+def _typeset(lang: str, text: str) -> str:
+    if lang != "fr":
+        return text
+    return _FRENCH_SPACES.sub(lambda m: f"\u00a0{m[1]}" if m[1] else f"{m[2]}\u00a0", text)
+
+
 _BY_LANGUAGE: dict[str, dict[str, str]] = {
-    lang: {key: row[i] for key, row in MESSAGES.items()} for i, lang in enumerate(LANGUAGES)
+    lang: {key: _typeset(lang, row[i]) for key, row in MESSAGES.items()}
+    for i, lang in enumerate(LANGUAGES)
 }
 
 

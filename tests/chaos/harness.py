@@ -13,8 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulators.central import default_rules
+
 LONG = os.environ.get("ACCESSGW_CHAOS_LONG") == "1" or os.environ.get("ACCESSGW_LONG") == "1"
 GW = "door-1"
+
+
+def chaos_rules() -> dict[str, Any]:
+    """The simulated site with a gym that has no capacity or anti-passback limit: every tap
+    of a member with credits is a grant that charges one clip, however long the run (the
+    simulator's default capacity of 500 fills up in a long run, where nobody leaves)."""
+    rules = default_rules("oslo-sentrum")
+    rules["zones"] = {"gym": {"anti_passback": "none"}}
+    return rules
 
 
 def code_member(n: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from tests.chaos.harness import (
     GW,
     LONG,
     Daemon,
+    chaos_rules,
     code_member,
     daemon_config,
     started,
@@ -38,6 +39,7 @@ async def test_broker_restarted_and_paused_during_a_drain_delivers_all_in_order(
         broker.port,
         "oslo-sentrum",
         records=[code_member(n) for n in range(1, 21)],
+        rules=chaos_rules(),
         time_interval=None,
         gateways=keys,
     ) as central:

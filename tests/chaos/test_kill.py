@@ -23,6 +23,7 @@ from tests.chaos.harness import (
     GW,
     LONG,
     Daemon,
+    chaos_rules,
     code_member,
     daemon_config,
     last_seq,
@@ -47,6 +48,7 @@ async def test_sigkill_under_traffic_loses_nothing_and_reuses_no_seq(tmp_path, b
         broker.port,
         "oslo-sentrum",
         records=[code_member(n) for n in range(1, MEMBERS + 1)],
+        rules=chaos_rules(),
         time_interval=None,
         gateways=keys,
     ) as central:

@@ -60,6 +60,7 @@ def journal_last_seq(state: Path) -> int:
         conn.close()
 
 
+@pytest.mark.timeout(7200 if LONG else 300)
 async def test_72_hours_offline_then_everything_drains(
     tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from drivers.modbus import ModbusBoard
 from simulators.relay_board import RelayBoardSim
-from tests.supervision.helpers import ScriptedReader, events, load_members, running, until
+from tests.supervision.helpers import FAST, ScriptedReader, events, load_members, running, until
 from tests.supervision.test_components import until_events
 
 
@@ -122,3 +122,49 @@ async def test_a_board_poll_loop_that_raises_is_reported_restarted_and_other_doo
         await until(lambda: reader.feedbacks == [True])
         await until(lambda: left_sim.coil(0))
         assert crashes == 1
+
+
+async def test_a_gpio_board_whose_edge_reading_raises_is_reported_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The GPIO driver reads edges when the kernel's fd is readable: a failure there
+    (injected at the driver's boundary, the edge read) was an "Exception in callback" of
+    the loop, repeated for every edge; now the board's loop is supervised like Modbus's."""
+    pytest.importorskip("gpiod", reason="the gpio extra (gpiod) is not installed")
+    from drivers.gpio import GpioBoard, GpioSettings
+    from gateway.supervisor import Supervisor
+    from simulators.gpio_chip import FakeChip
+
+    line = 17
+    chip = FakeChip()
+    settings = GpioSettings(chip=chip.path, outputs=[26], inputs=[line])
+    board = GpioBoard("hat", settings, request_lines=chip.request_lines)
+    failures: list[str] = []
+    board.supervise_with(Supervisor(lambda f: failures.append(f"{f.component}: {f.error}"),
+                                    backoff=FAST))  # fmt: skip
+    board.watch(0, lambda edge: None)
+    await board.start()
+    try:
+        real_read = board._read_edges
+        crashes = 0
+
+        def crashing_read() -> None:
+            nonlocal crashes
+            if crashes == 0:
+                crashes += 1
+                raise RuntimeError("injected edge bug")
+            real_read()
+
+        board._read_edges = crashing_read  # type: ignore[method-assign]
+        caplog.set_level(logging.ERROR)
+        level = board.input_state(0)
+        assert level is not None
+        chip.drive(line, not level)  # an edge: read by the injected failure
+        await until(lambda: failures == ["board hat: RuntimeError: injected edge bug"])
+        assert any("board hat failed" in r.getMessage() for r in caplog.records)
+        await until(lambda: board.health.online)  # restarted: the levels read again
+        await until(lambda: board.input_state(0) is (not level))
+        chip.drive(line, level)
+        await until(lambda: board.input_state(0) is level)  # edges come again
+    finally:
+        await board.close()

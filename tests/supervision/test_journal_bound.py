@@ -17,6 +17,7 @@ from tests.supervision.helpers import (
     running,
     until,
 )
+from tests.supervision.test_components import until_events
 
 BOUND = 100
 
@@ -58,22 +59,11 @@ async def test_the_journal_warns_at_80_percent_refuses_at_the_bound_and_drops_no
         await gw.journal.ack(gw.journal.last_seq - 10)
         await until(lambda: gw.status()["journal"]["state"] == "ok")
         await until(lambda: not gw.status()["journal"]["filling"])
-        [drained] = await until_one(gw, "journal_drained")
+        [drained] = await until_events(gw, "journal_drained")
         assert drained["detail"]["pending"] < 0.6 * BOUND
-        [full] = await until_one(gw, "journal_full")
+        [full] = await until_events(gw, "journal_full")
         assert full["detail"]["decisions_refused"] == refused
         reader.nfc("04000001")  # decisions are taken again
         await until(lambda: reader.feedbacks[-1] is True)
         assert all(e["seq"] <= gw.journal.last_seq - 10 for e in [filling])  # acked, not again
         assert await events(gw, "journal_filling") == []
-
-
-async def until_one(gw, type_: str):  # type: ignore[no-untyped-def]
-    found: list = []
-
-    async def there() -> bool:
-        found[:] = await events(gw, type_)
-        return bool(found)
-
-    await until(there)
-    return found

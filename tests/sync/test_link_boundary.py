@@ -28,11 +28,6 @@ async def test_the_private_members_the_link_uses_are_there_with_their_shapes() -
     assert isinstance(client._disconnected, asyncio.Future)
     assert client._client._ping_t == 0  # set when a PINGREQ leaves, 0 once answered
     assert paho.time_func is time.monotonic  # the clock _ping_t is read on
-    assert isinstance(client._pending_publishes, dict)
-    assert inspect.iscoroutinefunction(aiomqtt.Client._wait_for)
-    with client._pending_call(1, asyncio.Event(), client._pending_publishes):
-        assert client._pending_publishes[1] is not None
-    assert 1 not in client._pending_publishes
     params = list(inspect.signature(aiomqtt.Client._on_publish).parameters)
     assert params == ["self", "client", "userdata", "mid", "reason_code", "properties"]
     assert paho.Client.publish.__qualname__ == "Client.publish"
@@ -40,11 +35,12 @@ async def test_the_private_members_the_link_uses_are_there_with_their_shapes() -
 
 async def test_the_pubacks_reason_code_reaches_the_link_through_on_publish() -> None:
     client = _Client("127.0.0.1", 1)
-    done = asyncio.Event()
     code = ReasonCode(PacketTypes.PUBACK, identifier=0x87)  # Not authorized (an ACL)
-    with client._pending_call(7, done, client._pending_publishes):
-        client._on_publish(client._client, None, 7, code, None)  # type: ignore[arg-type]
-        assert done.is_set()
-    assert client.puback.pop(7) == code and code.is_failure
+    waiter: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
+    client._acked[7] = waiter  # publish_acked waiting for message 7
+    client._on_publish(client._client, None, 7, code, None)  # type: ignore[arg-type]
+    assert waiter.result() == code and code.is_failure and 7 not in client._acked
+    client._on_publish(client._client, None, 8, code, None)  # type: ignore[arg-type]
+    assert client.puback.pop(8) == code  # acked before anyone waited: kept for the waiter
     with contextlib.suppress(Exception):
         client._client.disconnect()

@@ -8,6 +8,7 @@ English string cannot slip in unnoticed.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import string
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from gateway.messages import DEFAULTS
 from gateway.web import i18n
 from gateway.web.auth import password_problem
+from gateway.web.bridge import Bridge
 from gateway.web.i18n import FAMILIES, JS_FAMILIES, LANGUAGES, MESSAGES, js_words, say, t
 from gateway.web.words import duration, local_time, row_words
 
@@ -191,3 +193,30 @@ def test_unknown_languages_fall_back_to_english() -> None:
     assert t("fr", "dash.ago", duration="5 min") == "il y a 5 min"
     assert password_problem("short", "da") == "Adgangskoden skal have mindst 10 tegn."
     assert password_problem("short") == "The password needs at least 10 characters."
+
+
+def test_a_gateway_that_stops_answering_is_told_in_the_sites_language() -> None:
+    """The stale banner's reason and a tool's 503 come from the UI's bridge, which learns
+    the site's language from the gateway's snapshot."""
+    answers: list[dict[str, object] | Exception] = [
+        {"language": "nb", "doors": []},
+        ConnectionError("refused"),
+    ]
+
+    async def remote(name: str, *args: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def scenario() -> dict[str, object]:
+        bridge = Bridge(remote)
+        assert bridge.language == "en"  # before the first snapshot
+        await bridge.snapshot()
+        assert bridge.language == "nb"
+        bridge.forget_snapshot()
+        return await bridge.snapshot()
+
+    stale = asyncio.run(scenario())
+    assert stale["stale"] is True
+    assert stale["stale_reason"] == "Gatewayen kjører ikke (refused)."
