@@ -9,6 +9,7 @@ the link last so the ``stopping`` event still has a chance to leave.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -154,6 +155,10 @@ class Gateway:
             self.supervisor.start("watchdog", keep_watchdog_fed)
         self.supervisor.start("housekeeping", self._housekeeping)
         self.supervisor.start("loop_lag", self.loop_lag.run)
+        # What start-up made lives as long as the gateway: out of the cyclic collector's way.
+        # Each full collection walked it all again on the doors' loop (17-47 ms of CPU each).
+        gc.collect()
+        gc.freeze()
         notify("READY=1")
         version = self.store.version
         log.info(
@@ -174,6 +179,7 @@ class Gateway:
         rest of the shutdown goes on (the doors' safe state above all).
         """
         notify("STOPPING=1")
+        gc.unfreeze()  # what this gateway held may be collected once it is gone (a restart)
         await self._stop_readers()
         self.record_event("stopping", None, {})
         for result in await asyncio.gather(*self._event_tasks, return_exceptions=True):
