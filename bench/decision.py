@@ -12,8 +12,10 @@ Targets (2-core machine): start-up <= 3 s, RSS <= 300 MB, decision p99 <= 1 ms.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,6 +180,8 @@ def main() -> None:
         return
     print(f"cores: {pin_cpus(args.cpus)}")
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="accessgw-bench-"))
+    if args.dir is None:  # a million members' store is most of a GiB: not left behind
+        atexit.register(shutil.rmtree, workdir, True)
     path = workdir / "store.sqlite"
     rules = parse_rules(RULES)
 
