@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=None)
     parser.add_argument("--timeout", type=float, default=None, help="seconds per bench")
     parser.add_argument("--save", default=None, help="append each bench's rows to this file")
+    parser.add_argument(
+        "--readme",
+        default=None,
+        metavar="PATH",
+        help="also write the tables into PATH (README.md) between its bench-tables markers",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(BENCHES)
     runs: list[int | None] = [args.cpus]
@@ -112,11 +118,30 @@ def main(argv: list[str] | None = None) -> int:
         cores = f"{cpus} core" if cpus == 1 else f"{cpus or os.cpu_count()} cores"
         title = f"\n### {'full' if args.full else 'short'} run, {cores}\n"
         tables.append(table(rows[cpus], title))
-    print(f"\n## python -m bench{' --full' if args.full else ''}: {started:%Y-%m-%d %H:%M} UTC")
-    print(f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.2f}")
+    head = f"From `python -m bench{' --full' if args.full else ''}`, {started:%Y-%m-%d %H:%M} UTC"
+    head += f" to {datetime.now(UTC):%H:%M} UTC. Machine: {machine()}; load average at the "
+    head += f"end {os.getloadavg()[0]:.2f}."
+    print(f"\n## {head}")
     for text in tables:
         print(text)
+    if args.readme:
+        write_tables(Path(args.readme), "\n".join([head, *tables]))
+        print(f"\n(the tables are written into {args.readme})")
     return 0
+
+
+TABLES_START, TABLES_END = "<!-- bench-tables -->", "<!-- /bench-tables -->"
+
+
+def write_tables(readme: Path, text: str) -> None:
+    """Put ``text`` between the README's bench-tables markers, in place of what was there
+    (the prose around them, the conditions and the why, stays as written)."""
+    old = readme.read_text(encoding="utf-8")
+    start, end = old.find(TABLES_START), old.find(TABLES_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: no {TABLES_START} ... {TABLES_END} block to write into")
+    new = old[: start + len(TABLES_START)] + "\n" + text.strip() + "\n" + old[end:]
+    readme.write_text(new, encoding="utf-8")
 
 
 if __name__ == "__main__":

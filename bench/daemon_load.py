@@ -15,10 +15,9 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -192,23 +191,46 @@ class Rig:
     web_port: int | None
     members: int
 
+    # The door's coil changes reach the bench through the board's listener (on its thread),
+    # not by polling: a tap waiting in a 0.5 ms loop on the daemon's own event loop would
+    # be load of the bench's making on the very loop it measures.
+    _waiting: dict[bool, asyncio.Future[float]] = field(default_factory=dict)
+
+    def watch_coil(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def changed(index: int, value: bool, at: float) -> None:  # on the board's thread
+            if index == COIL:
+                loop.call_soon_threadsafe(self._coil_set, value, at)
+
+        self.relay.listeners.append(changed)
+
+    def _coil_set(self, value: bool, at: float) -> None:
+        waiter = self._waiting.pop(value, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(at)
+
     async def tap(self, i: int, within: float = 5.0) -> float:
         """Member ``i``'s card on the reader until the door's coil is set; ms from the
         reader's answer to the coil, or nan if the door did not open."""
-        before = len(self.relay.history)
+        loop = asyncio.get_running_loop()
+        opened = self._waiting[True] = loop.create_future()
         self.pn532.place(card(1 + i % self.members))
-        deadline = time.monotonic() + within
         try:
-            while time.monotonic() < deadline:
-                for change in self.relay.history[before:]:
-                    if change.index == COIL and change.value:
-                        return (change.at - self.pn532.answered_at) * 1000
-                await asyncio.sleep(0.0005)
+            async with asyncio.timeout(within):
+                at = await opened
+            return (at - self.pn532.answered_at) * 1000
+        except TimeoutError:
             return float("nan")
         finally:
+            self._waiting.pop(True, None)
+            relocked = self._waiting[False] = loop.create_future()
             self.pn532.remove()
-            while self.relay.coil(COIL):  # noqa: ASYNC110  # relocked before the next tap
-                await asyncio.sleep(0.002)
+            if self.relay.coil(COIL):  # relocked before the next tap
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(within):
+                        await relocked
+            self._waiting.pop(False, None)
 
 
 @contextlib.asynccontextmanager
@@ -247,8 +269,10 @@ async def rig(workdir: Path, members: int, *, web: bool = False,
                     await until(lambda: gateway.store.version is not None, 1800)
                     rules_ok = lambda: PEER in (gateway.store.rules.gateways or {})  # noqa: E731
                     await until(rules_ok, 60)
-                    yield Rig(gateway, relay, pn532, central, broker.port, peer_state,
-                              web_port, members)  # fmt: skip
+                    r = Rig(gateway, relay, pn532, central, broker.port, peer_state,
+                            web_port, members)  # fmt: skip
+                    r.watch_coil()
+                    yield r
                 finally:
                     await gateway.stop()
     finally:

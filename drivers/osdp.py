@@ -429,24 +429,40 @@ class OsdpBus:
         while True:
             await asyncio.sleep(JOIN_GRACE)
             self._rebuild.clear()
-            planned = []
-            for reader in list(self.members.values()):
-                key = await reader.panel_key()
-                if key is not None:
-                    planned.append((reader, *key))
-            if not planned:
-                await self._rebuild.wait()
-                continue
             try:
+                planned = await self._plan()
+                if not planned:
+                    await self._rebuild.wait()
+                    continue
                 await self._start_session(planned)
+                reopen.reset()
+                await self._watch()
             except HardwareError as exc:
-                for reader in self.members.values():
-                    reader.report(False, str(exc))
+                self._report_all(str(exc))
                 await self._wait_rebuild(reopen.next_delay())
+            except Exception as exc:  # a surprise: said, and the bus is started afresh
+                log.exception("OSDP bus on %s failed", self.port)
+                self._report_all(f"the OSDP bus on {self.port} failed ({exc!r}); restarting it")
+                await self._wait_rebuild(reopen.next_delay())
+            finally:
+                await self._stop_session()
+
+    async def _plan(self) -> list[tuple[OsdpReader, bytes, bool]]:
+        """(reader, key, install mode) of every member that can go on the panel now."""
+        planned = []
+        for reader in list(self.members.values()):
+            try:
+                key = await reader.panel_key()
+            except (HardwareError, OSError) as exc:  # a damaged key file, a full disk
+                reader.report(False, str(exc))
                 continue
-            reopen.reset()
-            await self._watch()
-            await self._stop_session()
+            if key is not None:
+                planned.append((reader, *key))
+        return planned
+
+    def _report_all(self, reason: str) -> None:
+        for reader in self.members.values():
+            reader.report(False, reason)
 
     async def _wait_rebuild(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

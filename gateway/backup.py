@@ -350,9 +350,13 @@ def journal_facts(path: Path) -> JournalFacts:
     return JournalFacts(int(count), int(row[0]) if row else 0)
 
 
-def _database_checked(name: str, data: bytes) -> JournalFacts:
-    """A database of the backup checked whole (``quick_check``); the journal's facts."""
-    with tempfile.TemporaryDirectory(prefix="accessgw-restore-") as tmp:
+def _database_checked(name: str, data: bytes, beside: Path) -> JournalFacts:
+    """A database of the backup checked whole (``quick_check``); the journal's facts.
+
+    The copy is made in ``beside`` (the state directory, if it exists): a journal can be
+    a hundred megabytes, too much for a /tmp in memory."""
+    where = beside if beside.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix=".accessgw-restore-", dir=where) as tmp:
         copy = Path(tmp) / name
         copy.write_bytes(data)
         if name == "journal.sqlite":
@@ -379,8 +383,9 @@ def _with_state_dir(text: str, old: Path, new: Path) -> str:
     import tomlkit
 
     document = tomlkit.parse(text)
-    gateway = document["gateway"]
-    assert isinstance(gateway, dict)
+    gateway = document.get("gateway")
+    if not isinstance(gateway, dict):
+        raise BackupError("the backup's config has no [gateway] table")
     gateway["state_dir"] = str(new)
     for key in OUTSIDE_KEYS:
         *sections, name = key.split(".")
@@ -540,7 +545,7 @@ def stage_restore(
     state = Path(state_dir).absolute() if state_dir is not None else old_state
     journal = JournalFacts()
     for name in manifest.databases:
-        facts = _database_checked(name, members[f"state/{name}"])
+        facts = _database_checked(name, members[f"state/{name}"], state)
         if name == "journal.sqlite":
             journal = facts
     # (what, where it goes, whether it lives in the state directory, its bytes)
@@ -552,7 +557,10 @@ def stage_restore(
     ]
     text = members["config.toml"].decode("utf-8")
     if old_state != state:
-        text = _with_state_dir(text, old_state, state)
+        try:
+            text = _with_state_dir(text, old_state, state)
+        except ValueError as exc:  # tomlkit's ParseError is one
+            raise BackupError(f"the backup's config is not valid TOML: {exc}") from exc
     placements.append((config_path, False, text.encode("utf-8")))
     config, warnings = _config_problems(text, config_path, {p for p, _, _ in placements})
     for folder in sorted({target.parent for target, in_state, _ in placements if not in_state}):

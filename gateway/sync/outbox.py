@@ -36,6 +36,7 @@ from gateway.sync.topics import gw_topic
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+PER_TURN = 8  # records handed to the broker per turn of the event loop (see _publish_all)
 
 
 class JournalView(Protocol):
@@ -167,7 +168,12 @@ class Outbox:
     async def _publish_all(self, records: list[dict[str, Any]]) -> None:
         """Hand each record to the broker in seq order, up to ``inflight`` awaiting PUBACK."""
         epoch = self._epoch
-        for record in records:
+        for i, record in enumerate(records):
+            if i % PER_TURN == PER_TURN - 1:
+                # A window's worth of PUBACKs comes in one read and frees every slot at once;
+                # publishing them all in one turn of the loop would hold the doors' taps (and
+                # any timer) for as long. A few a turn, then the loop runs what else is ready.
+                await asyncio.sleep(0)
             if epoch != self._epoch or not self._connected.is_set():
                 return
             seq = int(record["seq"])

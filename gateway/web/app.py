@@ -421,7 +421,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         door: Annotated[str | None, Query(max_length=64)] = None,
         reason: Annotated[str | None, Query(max_length=64)] = None,
         member: Annotated[str | None, Query(max_length=64)] = None,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     ) -> HTMLResponse:
         s = await bridge.site()
         flt = Filter(door=door or None, what=reason or None, member=member or None)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.harness import LONG
-from tests.chaos.site import SiteBroker, SiteRun, run_site
+from tests.chaos.site import SiteBroker, run_site
 
 GATEWAYS = int(os.environ.get("ACCESSGW_CHAOS_GATEWAYS", 50 if LONG else 5))
 SECONDS = float(os.environ.get("ACCESSGW_CHAOS_SITE_SECONDS", 600 if LONG else 15))
@@ -71,7 +71,19 @@ def bridged(tmp_path: Path) -> Iterator[tuple[SiteBroker, SiteBroker]]:
         central.stop()
 
 
-def _check(run: SiteRun, topology: str) -> None:
+async def _run_and_check(
+    tmp_path: Path, gateway_broker: SiteBroker, central_broker: SiteBroker, topology: str
+) -> None:
+    run = await run_site(
+        tmp_path,
+        gateway_port=gateway_broker.port,
+        central_port=central_broker.port,
+        gateways=GATEWAYS,
+        seconds=SECONDS,
+        rate=RATE,
+        sample_every=30.0 if LONG else 2.0,
+        patience=PATIENCE,
+    )
     print(json.dumps({"site": topology, **run.summary()}))
     assert run.lost == 0
     assert run.seq_reused == 0
@@ -92,31 +104,11 @@ def _check(run: SiteRun, topology: str) -> None:
 async def test_gateways_of_one_site_agree_with_the_central_and_stay_flat(
     tmp_path: Path, site_broker: SiteBroker
 ) -> None:
-    run = await run_site(
-        tmp_path,
-        gateway_port=site_broker.port,
-        central_port=site_broker.port,
-        gateways=GATEWAYS,
-        seconds=SECONDS,
-        rate=RATE,
-        sample_every=30.0 if LONG else 2.0,
-        patience=PATIENCE,
-    )
-    _check(run, "one broker")
+    await _run_and_check(tmp_path, site_broker, site_broker, "one broker")
 
 
 async def test_the_same_site_behind_a_mosquitto_bridge(
     tmp_path: Path, bridged: tuple[SiteBroker, SiteBroker]
 ) -> None:
     site, central = bridged
-    run = await run_site(
-        tmp_path,
-        gateway_port=site.port,
-        central_port=central.port,
-        gateways=GATEWAYS,
-        seconds=SECONDS,
-        rate=RATE,
-        sample_every=30.0 if LONG else 2.0,
-        patience=PATIENCE,
-    )
-    _check(run, "site broker bridged to a central broker")
+    await _run_and_check(tmp_path, site, central, "site broker bridged to a central broker")

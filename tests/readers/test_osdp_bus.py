@@ -220,3 +220,23 @@ async def dropped_and_back(health: HealthLog, within: float = WITHIN) -> None:
             if offline is not None and any(h.online for h in later[offline:]):
                 return
             await asyncio.sleep(0.02)
+
+
+async def test_a_damaged_key_of_one_reader_does_not_stop_the_bus(tmp_path: Path, pds: Any) -> None:
+    bus, start = pds
+    state = StateDir(tmp_path / "state").ensure()
+    key = secrets.token_bytes(16)
+    store_key(state, "good", key)
+    damaged = state.osdp_scbk("damaged")
+    damaged.write_text("not a key\n")
+    damaged.chmod(0o600)
+    sim = start(key, 2)
+    health_damaged, health_good = HealthLog(), HealthLog()
+    reader_damaged = bus_reader(state, "damaged", bus.path, 1, health_damaged)
+    reader_good = bus_reader(state, "good", bus.path, 2, health_good)
+    async with running(reader_damaged), running(reader_good) as reads:
+        report = await health_damaged.wait_for(lambda h: "damaged" in h.reason, within=WITHIN)
+        assert not report.online
+        await health_good.wait_for(lambda h: h.online, within=WITHIN)
+        await asyncio.sleep(0.6)
+        assert (await read_card(sim, reads, 4242)).value == "4242"

@@ -84,6 +84,7 @@ def test_the_size_is_bounded_before_anything_is_read(gw: Site, client: httpx.Cli
         ("unlisted member", "the backup holds files its manifest does not list: 'state/x.sqlite'"),
         ("damaged journal", "the backup's journal.sqlite is not an SQLite database"),
         ("config not for this box", "the backup's config would not run on this box: "),
+        ("config not TOML", "the backup's config is not valid TOML"),
     ],
 )
 def test_a_bad_backup_is_refused_in_words_and_nothing_changes(
@@ -105,6 +106,8 @@ def test_a_bad_backup_is_refused_in_words_and_nothing_changes(
         sealed = resealed(
             sealed, lambda m, members: members.update({"state/journal.sqlite": b"garbage"})
         )
+    elif case == "config not TOML":
+        sealed = resealed(sealed, lambda m, members: members.update({"config.toml": b"[gw"}))
     elif case == "config not for this box":
 
         def break_config(m: dict[str, Any], members: dict[str, bytes]) -> None:

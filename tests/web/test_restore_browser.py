@@ -90,5 +90,10 @@ def test_upload_see_what_it_brings_confirm_and_the_gateway_comes_back(
         pg.click("button[type=submit]")
         pg.wait_for_url(box.url + "/")
         assert "door-2" in pg.locator("header .gw").inner_text()
+        pg.goto(box.url + "/devices")  # the restore is told where it was done
+        last = pg.locator("#restore-last")
+        assert "Last restore: door-2" in last.inner_text() and "replaced-" in last.inner_text()
+        last.scroll_into_view_if_needed()
+        _shoot(pg, shots, "devices-after")
         browser.close()
     print(f"\nscreenshots: {shots}")
