@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 Mode = Literal["normal", "unlock", "lockdown"]
 EventSink = Callable[[str, dict[str, Any]], None]
 RETRY_SECONDS = 1.0  # how soon a lock write that failed is tried again
+# At stop nobody retries later, so the safe level gets a few tries: one frame lost on a bus
+# that just came back must not leave a maglock energised (or a strike released).
+STOP_ATTEMPTS = 3
+STOP_RETRY_SECONDS = 0.2
 TURNSTILE_PULSE = 0.5  # seconds on a turnstile's open input when the door does not say
 
 
@@ -228,7 +232,7 @@ class Door:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         else:
-            await self._de_energise()
+            await self._de_energise(STOP_ATTEMPTS)
 
     # --- releases and passages --------------------------------------------------------
 
@@ -391,7 +395,7 @@ class Door:
             self._applied.clear()
             for expected in self._expected:  # a stopped door sees no more passages
                 expected.cancel()
-            await asyncio.shield(self._de_energise())
+            await asyncio.shield(self._de_energise(STOP_ATTEMPTS))
 
     async def _apply(self) -> None:
         """Put the lock in the wanted state; tell the grants waiting for it how it went."""
@@ -430,15 +434,20 @@ class Door:
         """Released for as long as a state lasts (fire, command unlock), not a window."""
         return self._fire or self._mode == "unlock"
 
-    async def _de_energise(self) -> None:
+    async def _de_energise(self, attempts: int = 1) -> None:
         if self._lock is None:
             return
-        try:
-            await self._lock.set(False)
-            self._written = False
-        except HardwareError as exc:
-            self._written = None
-            self._report_fault(getattr(exc, "reason", str(exc)))
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(STOP_RETRY_SECONDS * attempt)
+            try:
+                await self._lock.set(False)
+            except HardwareError as exc:
+                self._written = None
+                self._report_fault(getattr(exc, "reason", str(exc)))
+            else:
+                self._written = False
+                return
 
     def _report_fault(self, reason: str) -> None:
         if self._fault or self._lock is None:

@@ -33,6 +33,30 @@ async def test_fail_safe_lock_goes_to_its_safe_state_first_then_holds_the_door(
     assert board.outputs[LOCK] is False  # stopped: released, as a fire door must be
 
 
+async def test_a_maglock_is_released_at_stop_even_when_one_write_is_lost(
+    board: FakeBoard, events: Events
+) -> None:
+    # nobody retries after a stop: one frame lost on a bus that just came back must not
+    # leave a maglock holding a door its gateway no longer watches
+    door = Door(door_config(fail_mode="safe"), {"io": board}, on_event=events)
+    await door.start()
+    await until(lambda: board.outputs[LOCK] is True)
+    write = board._write
+    lost: list[bool] = []
+
+    async def loses_the_first_write(index: int, on: bool) -> None:
+        if not lost:
+            lost.append(on)
+            raise RelayFault(board.id, index, "no answer (frame lost)")
+        await write(index, on)
+
+    board._write = loses_the_first_write  # type: ignore[method-assign]
+    await door.stop()
+    assert lost == [False]
+    assert board.outputs[LOCK] is False
+    assert events.types == ["relay_fault"]  # the lost write is still reported
+
+
 async def test_fail_safe_grant_de_energises_the_maglock(board: FakeBoard) -> None:
     door = Door(door_config(fail_mode="safe", contact=None), {"io": board})
     await door.start()
