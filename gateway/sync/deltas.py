@@ -145,8 +145,8 @@ def _open_here(
 class DeltaOpener:
     """Opens envelopes on the delta topics off the event loop: a big payload in a worker
     process (started when one comes, ended after :data:`IDLE_S` without), the rest in a
-    worker thread. Should the process die (short of memory), the payload is opened in a
-    thread instead and the next big one starts a new process."""
+    worker thread. Should the process die (short of memory) or fail to start, the payload
+    is opened in a thread instead and the next big one tries a new process."""
 
     def __init__(self, *, public_key: Ed25519PublicKey, site: str, idle_s: float = IDLE_S) -> None:
         self.public_key, self.site, self.idle_s = public_key, site, idle_s
@@ -174,17 +174,18 @@ class DeltaOpener:
         loop = asyncio.get_running_loop()
         if self._idle is not None:
             self._idle.cancel()
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
         try:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                )
             kind, value = await loop.run_in_executor(
                 self._pool, _open_in_worker, payload, self._key_b64, self.site, topic, types,
                 have, hmac_key,
             )  # fmt: skip
-        except concurrent.futures.process.BrokenProcessPool as exc:
-            log.error("delta worker process ended (%s): this delta is opened in a thread", exc)
+        except (concurrent.futures.process.BrokenProcessPool, OSError) as exc:
+            # it died (short of memory), or could not start (no process or semaphore left)
+            log.error("delta worker process failed (%s): this delta is opened in a thread", exc)
             self.close()
             return await asyncio.to_thread(
                 _open_here, payload, self.public_key, self.site, topic, types, have

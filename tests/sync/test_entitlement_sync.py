@@ -481,3 +481,17 @@ async def test_a_big_invalid_or_forged_delta_is_refused_whole_by_the_worker_proc
         assert gw.sync.deltas.opened_in_process == 2
         assert gw.store.version == 1 and gw.store.member("M0000100") is None
         assert gw.store.find("nfc", UID) is not None
+
+
+async def test_a_big_delta_is_still_applied_when_no_worker_process_can_start(
+    broker: Broker, central: CentralSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise OSError("no semaphore left")  # as in a sandbox without /dev/shm
+
+    monkeypatch.setattr(deltas.concurrent.futures, "ProcessPoolExecutor", no_process)
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.publish_raw(DELTA_TOPIC, central.seal("delta", big_delta()))
+        await eventually(lambda: gw.store.version == 2, 30)
+        assert gw.sync.deltas.opened_in_process == 0 and gw.bad() == []
+        assert gw.store.find("nfc", f"04{1899:012X}").id == "M0001899"  # type: ignore[union-attr]
