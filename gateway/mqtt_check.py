@@ -99,6 +99,8 @@ async def try_broker(
         return ConnectionTest(
             False, "tcp", f"MQTT broker {link.broker}: no answer within {within + 5:g} s"
         )
+    except UnicodeError:  # the resolver's IDNA step refuses the name (was a traceback)
+        return ConnectionTest(False, "dns", f"cannot resolve {mqtt.host!r}: not a host name")
     return ConnectionTest(
         True,
         "ok",

@@ -92,7 +92,11 @@ class Filter:
 
 
 def _utc(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+    try:
+        return at.astimezone(UTC).isoformat(timespec="milliseconds")
+    except OverflowError:  # a range end past 9999 or before year 1 in UTC (was a 500)
+        edge = datetime.max if at.year > 1 else datetime.min
+        return edge.replace(tzinfo=UTC).isoformat(timespec="milliseconds")
 
 
 def row_of(

@@ -188,6 +188,18 @@ def test_codes_and_events_in_words() -> None:
     assert row_words(decision, "fr") == "Votre abonnement a expiré, Ola."
 
 
+def test_every_event_the_gateway_journals_has_words() -> None:
+    # each event type with a log line (gateway/logs.py) or said by the daemon itself
+    from gateway import logs
+
+    journalled = set(logs._EVENT_WORDS) | set(logs._QUIET)
+    journalled |= {"bad_message", "component_failed", "installer_action", "disk_full",
+                   "journal_unwritable", "duplicate_credential"}  # fmt: skip
+    assert journalled - set(FAMILIES["event"]) == set()
+    row = {"kind": "event", "what": "journal_filling", "body": {"detail": {}}}
+    assert row_words(row, "nb") == "Journalen fylles opp (ikke sendt ennå)"
+
+
 def test_unknown_languages_fall_back_to_english() -> None:
     assert t("sv", "nav.events") == "Events"
     assert t("fr", "dash.ago", duration="5 min") == "il y a 5 min"
