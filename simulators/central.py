@@ -329,6 +329,10 @@ class CentralSimulator:
         gateways: dict[str, str] | None = None,
     ) -> None:
         self.host, self.port, self.site = host, port, site
+        # One client id for the simulator's life, with a session the broker keeps: as a real
+        # central runs, what gateways publish while it reconnects (a broker restart) waits
+        # for it in order instead of being dropped for want of a subscriber.
+        self.client_id = f"central-{site}-{uuid.uuid4().hex[:6]}"
         self.key = key or Ed25519PrivateKey.generate()
         generated = (generated_member(i) for i in range(1, members + 1))
         # Registered gateway keys: with a registry (even an empty one), every message from a
@@ -400,7 +404,7 @@ class CentralSimulator:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=f"central-{self.site}-{uuid.uuid4().hex[:6]}",
+                    self.host, self.port, identifier=self.client_id, clean_session=False,
                     protocol=aiomqtt.ProtocolVersion.V311, max_inflight_messages=1000,
                 ) as client:  # fmt: skip
                     no_delay(client)

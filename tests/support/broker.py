@@ -27,6 +27,9 @@ class Broker:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra: str = ""
+    # as the shipped config (config/mosquitto/mosquitto.conf): sessions and their queued
+    # messages survive a restart; off by default, where a test wants a broker that forgets
+    persistence: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,9 +45,14 @@ class Broker:
         base = self.extra or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         self.conf.write_text(
             # As root, mosquitto would switch to the `mosquitto` user: no log file, no keys.
-            f"persistence false\nuser root\nlog_dest file {self.log}\nlog_type all\n{base}",
+            f"{self._persistence()}user root\nlog_dest file {self.log}\nlog_type all\n{base}",
             encoding="utf-8",
         )
+
+    def _persistence(self) -> str:
+        if not self.persistence:
+            return "persistence false\n"
+        return f"persistence true\npersistence_location {self.workdir}/\n"
 
     def start(self, timeout: float = 10.0) -> Broker:
         """Start mosquitto and wait until it accepts connections."""
