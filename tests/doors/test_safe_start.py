@@ -21,22 +21,16 @@ from drivers import gpio as gpio_driver  # noqa: E402
 from simulators.gpio_chip import FakeChip  # noqa: E402
 from simulators.relay_board import RelayBoardSim  # noqa: E402
 from tests.supervision.helpers import running  # noqa: E402
+from tests.support.configs import standalone_header  # noqa: E402
 
 CH1, CH2 = 26, 20  # the relay HAT's BCM lines of relay CH1 and CH2
 MODBUS_LOCK = 3
 
 
 def config(state: Path, board_sim: RelayBoardSim) -> str:
-    return f"""
-[gateway]
-id = "gw-1"
-site = "oslo"
-state_dir = "{state}"
-clock = "trusted"
-[mqtt]
-enabled = false
-[web]
-enabled = false
+    return (
+        standalone_header(state)
+        + f"""
 [[boards]]
 id = "hat"
 profile = "rpi-relay-hat-gpio"
@@ -62,6 +56,7 @@ zone = "gym"
 direction = "in"
 lock = {{ board = "net", index = {MODBUS_LOCK}, active_low = true }}
 """
+    )
 
 
 async def test_every_output_is_first_given_its_doors_safe_physical_level(

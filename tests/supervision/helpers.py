@@ -13,22 +13,16 @@ from gateway.config import parse_config
 from gateway.daemon import Gateway
 from gateway.readers import CredentialRead, Reader
 from gateway.supervisor import Backoff
+from tests.support.configs import standalone_header
 
 FAST = Backoff(initial=0.05, maximum=0.2, healthy_after=30)
 
 
 def offline_config(state: Path, *, doors: str = "") -> str:
     """Two doors on a fake board, no broker, no web UI."""
-    return f"""
-[gateway]
-id = "gw-1"
-site = "oslo"
-state_dir = "{state}"
-clock = "trusted"
-[mqtt]
-enabled = false
-[web]
-enabled = false
+    return (
+        standalone_header(state)
+        + f"""
 [[boards]]
 id = "io"
 profile = "fake-io"
@@ -46,6 +40,7 @@ lock = {{ board = "io", index = 1 }}
 unlock_seconds = 0.1
 {doors}
 """
+    )
 
 
 class ScriptedReader(Reader):

@@ -19,6 +19,7 @@ from drivers.modbus import ModbusBoard
 from simulators.relay_board import RelayBoardSim
 from tests.supervision.helpers import FAST, ScriptedReader, events, load_members, running, until
 from tests.supervision.test_components import until_events
+from tests.support.configs import standalone_header
 
 
 @pytest.fixture
@@ -32,16 +33,9 @@ def sims() -> Iterator[tuple[RelayBoardSim, RelayBoardSim]]:
 def two_board_config(state: Path, left: int, right: int) -> str:
     """Door ``in`` (with a contact) on board ``left``, door ``out`` on board ``right``."""
     options = "{ poll_interval = 0.02, debounce = 0.0, timeout = 0.3, retries = 0 }"
-    return f"""
-[gateway]
-id = "gw-1"
-site = "oslo"
-state_dir = "{state}"
-clock = "trusted"
-[mqtt]
-enabled = false
-[web]
-enabled = false
+    return (
+        standalone_header(state)
+        + f"""
 [[boards]]
 id = "left"
 profile = "modbus-tcp-relay"
@@ -68,6 +62,7 @@ direction = "out"
 lock = {{ board = "right", index = 0 }}
 unlock_seconds = 0.3
 """
+    )
 
 
 async def test_a_board_poll_loop_that_raises_is_reported_restarted_and_other_doors_go_on(
