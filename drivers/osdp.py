@@ -62,7 +62,7 @@ from gateway.profiles import (
     needs_port,
 )
 from gateway.readers import CredentialRead, HealthCallback, Reader, utc_now
-from gateway.state_dir import fsync_directory
+from gateway.state_dir import fsync_directory, write_secret_atomically
 
 log = logging.getLogger(__name__)
 
@@ -181,26 +181,13 @@ class ScbkFile:
     def make_pending(self) -> bytes:
         """A new random key, saved as pending before any reader is told about it."""
         key = secrets.token_bytes(16)
-        _write_secret(self.pending, key.hex() + "\n")
+        write_secret_atomically(self.pending, (key.hex() + "\n").encode("ascii"))
         return key
 
     def commit_pending(self) -> None:
         """The pending key becomes the reader's key (atomic rename, then fsync the dir)."""
         os.replace(self.pending, self.path)
         fsync_directory(self.path.parent)
-
-
-def _write_secret(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_directory(path.parent)  # the rename survives a power cut only once this is done
 
 
 # --- the bus --------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from gateway.state_dir import write_secret_atomically
 
 FINGERPRINT_FILE = "config.fingerprints.json"
 
@@ -58,17 +59,7 @@ def changed_since_last_start(settings: dict[str, Any], state_dir: Path, key: byt
         before = None
     except (OSError, ValueError):  # unreadable: say nothing changed rather than everything
         before = None
-    _write_private(path, json.dumps(now, sort_keys=True))
+    write_secret_atomically(path, json.dumps(now, sort_keys=True).encode())
     if before is None:
         return []
     return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
