@@ -15,12 +15,17 @@ kept with the record, so a prefix collision can never resolve to the wrong recor
 from __future__ import annotations
 
 import bisect
+import io
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import BinaryIO
 
 _BUCKET_SHIFT = 52  # 4096 buckets by the top 12 bits of the (signed) prefix
+_BUCKETS = 4096
+_PART = 64  # buckets read back from a spill file at a time
+SPILL_AFTER = 1 << 17  # entries an IndexBuilder with a spill file holds in memory (2 MiB)
 
 
 def _empty() -> array[int]:
@@ -81,21 +86,103 @@ class IndexBuilder:
 
     Sorting three million pairs as Python tuples or big ints would take several hundred
     MB; entries are bucketed by their top bits into arrays instead, and each small bucket
-    is sorted on its own.
+    is sorted on its own. Given a ``spill`` file, the builder also holds at most
+    ``spill_after`` entries (16 bytes each) in memory: :meth:`spill_if_full` appends them
+    to the file, bucket by bucket, and :meth:`sorted_runs` reads them back a part of the
+    buckets at a time. A snapshot builder's memory then does not grow with the set.
     """
 
-    def __init__(self) -> None:
-        self._prefixes: list[array[int]] = [array("q") for _ in range(4096)]
-        self._rowids: list[array[int]] = [array("q") for _ in range(4096)]
+    def __init__(self, spill: BinaryIO | None = None, spill_after: int | None = None) -> None:
+        self._prefixes: list[array[int]] = [array("q") for _ in range(_BUCKETS)]
+        self._rowids: list[array[int]] = [array("q") for _ in range(_BUCKETS)]
+        self._spill = spill
+        self._spill_after = SPILL_AFTER if spill_after is None else spill_after
+        self._spilled: list[tuple[int, array[int]]] = []  # (offset, entries per bucket)
 
     def add(self, prefix: int, rowid: int) -> None:
         """Add one entry."""
-        bucket = (prefix >> _BUCKET_SHIFT) + 2048
+        bucket = (prefix >> _BUCKET_SHIFT) + _BUCKETS // 2
         self._prefixes[bucket].append(prefix)
         self._rowids[bucket].append(rowid)
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._prefixes)
+        return self.held + sum(sum(c) for _, c in self._spilled)
+
+    @property
+    def held(self) -> int:
+        """Entries held in memory (not spilled)."""
+        return sum(map(len, self._prefixes))
+
+    def spill_if_full(self) -> None:
+        """Move the entries held in memory to the spill file, if they are too many."""
+        if self._spill is None or self.held < self._spill_after:
+            return
+        spill = self._spill
+        offset = spill.seek(0, io.SEEK_END)
+        counts = array("q", map(len, self._prefixes))
+        spill.writelines(self._prefixes)  # every bucket's prefixes, then every one's rowids
+        spill.writelines(self._rowids)
+        self._spilled.append((offset, counts))
+        self._prefixes = [array("q") for _ in range(_BUCKETS)]
+        self._rowids = [array("q") for _ in range(_BUCKETS)]
+
+    def _bucket_parts(self, first: int) -> Iterator[tuple[array[int], array[int]]]:
+        """The entries of buckets ``first`` .. ``first + _PART - 1`` (spilled ones and those
+        held), one bucket after the other, unsorted."""
+        prefixes = [array("q") for _ in range(_PART)]
+        rowids = [array("q") for _ in range(_PART)]
+        spill = self._spill
+        for offset, counts in self._spilled:
+            assert spill is not None
+            before, held = sum(counts[:first]), sum(counts)
+            part = counts[first : first + _PART]
+            size = sum(part) * 8
+            spill.seek(offset + before * 8)
+            p = memoryview(spill.read(size))
+            spill.seek(offset + (held + before) * 8)
+            r = memoryview(spill.read(size))
+            at = 0
+            for i, n in enumerate(part):
+                prefixes[i].frombytes(p[at : at + n * 8])
+                rowids[i].frombytes(r[at : at + n * 8])
+                at += n * 8
+        for i in range(_PART):
+            bucket = first + i
+            prefixes[i].extend(self._prefixes[bucket])
+            rowids[i].extend(self._rowids[bucket])
+            self._prefixes[bucket] = self._rowids[bucket] = array("q")  # free as we go
+            yield prefixes[i], rowids[i]
+            prefixes[i] = rowids[i] = array("q")
+
+    def sorted_runs(
+        self,
+        dropped: Set[int] = frozenset(),
+        share: Callable[[int, list[int]], list[int]] | None = None,
+    ) -> Iterator[tuple[array[int], array[int]]]:
+        """The entries sorted, as ``(prefixes, rowids)`` a bucket at a time; empties the builder.
+
+        Rowids in ``dropped`` are left out. Where several rowids share a prefix, ``share``
+        (given the prefix and the rowids, ascending) says which keep it. A bucket without
+        either is copied as it is, in C, so that a million members index in a few seconds.
+        """
+        first, second = itemgetter(0), itemgetter(1)
+        for part in range(0, _BUCKETS, _PART):
+            for bucket_prefixes, bucket_rowids in self._bucket_parts(part):
+                pairs = sorted(zip(bucket_prefixes, bucket_rowids, strict=True))
+                sorted_prefixes = array("q", map(first, pairs))
+                if not dropped and len(set(sorted_prefixes)) == len(sorted_prefixes):
+                    yield sorted_prefixes, array("q", map(second, pairs))
+                    continue
+                prefixes, rowids = array("q"), array("q")
+                for prefix, run in _runs(pairs):
+                    live = [r for r in run if r not in dropped] if dropped else run
+                    if len(live) > 1 and share is not None:
+                        live = share(prefix, live)
+                    for rowid in live:
+                        prefixes.append(prefix)
+                        rowids.append(rowid)
+                yield prefixes, rowids
+        self._spilled = []
 
     def build(
         self,
@@ -104,27 +191,12 @@ class IndexBuilder:
     ) -> CredentialIndex:
         """The sorted base index of the entries (no overlay); empties the builder.
 
-        Rowids in ``dropped`` are left out. Where several rowids share a prefix, ``share``
-        (given the prefix and the rowids, ascending) says which keep it. A bucket without
-        either is copied as it is, in C, so that a million members index in a few seconds.
+        ``dropped`` and ``share`` as for :meth:`sorted_runs`.
         """
         prefixes, rowids = array("q"), array("q")
-        first, second = itemgetter(0), itemgetter(1)
-        for bucket in range(4096):
-            pairs = sorted(zip(self._prefixes[bucket], self._rowids[bucket], strict=True))
-            self._prefixes[bucket] = self._rowids[bucket] = array("q")  # free as we go
-            sorted_prefixes = array("q", map(first, pairs))
-            if not dropped and len(set(sorted_prefixes)) == len(sorted_prefixes):
-                prefixes.extend(sorted_prefixes)
-                rowids.extend(map(second, pairs))
-                continue
-            for prefix, run in _runs(pairs):
-                live = [r for r in run if r not in dropped] if dropped else run
-                if len(live) > 1 and share is not None:
-                    live = share(prefix, live)
-                for rowid in live:
-                    prefixes.append(prefix)
-                    rowids.append(rowid)
+        for run_prefixes, run_rowids in self.sorted_runs(dropped, share):
+            prefixes.extend(run_prefixes)
+            rowids.extend(run_rowids)
         return CredentialIndex(prefixes, rowids)
 
 

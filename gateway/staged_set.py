@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,8 +11,8 @@ from datetime import datetime
 from gateway import store_generation
 from gateway.credential_index import IndexBuilder
 from gateway.entitlements import SiteRules
-from gateway.record_codec import Record, RecordCodec, prefix_of, split_hashes
-from gateway.store_files import connect_staged, remove_file, seal_staged
+from gateway.record_codec import Record, RecordCodec, prefixes_of
+from gateway.store_files import RID_INDEX, connect_staged, remove_file, seal_staged
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class StagedSet:
     :meth:`~gateway.store.EntitlementStore.replace`. The file is written without a journal
     or fsync while it is being filled (a failure discards it whole); :meth:`finish` makes it
     durable.
+
+    Memory stays that of a chunk or two however big the set: the credential index's
+    entries spill to a scratch file beside the staged one (unlinked from the start, so that
+    nothing of it outlives the process) and are sorted and saved a part at a time.
     """
 
     def __init__(self, staging: Staging, *, chunk_size: int) -> None:
@@ -45,8 +51,11 @@ class StagedSet:
         self._chunk_size = chunk_size
         self._inserted = 0
         self._codec = RecordCodec(staging.key)
-        self._index = IndexBuilder()  # gathered as chunks come: nothing read back at the end
+        self._scratch_dir = os.path.dirname(os.path.abspath(self.path))
         self._conn = connect_staged(self.path)
+        self._spill = tempfile.TemporaryFile(dir=self._scratch_dir)
+        # gathered as chunks come: nothing read back from the records at the end
+        self._index = IndexBuilder(spill=self._spill)
         self._closed = False
 
     def add(self, chunk: int, records: Sequence[Record]) -> None:
@@ -55,12 +64,14 @@ class StagedSet:
             raise ValueError(f"a chunk holds at most {self._chunk_size} records")
         first = self._first + chunk * self._chunk_size + 1
         rows = [self._codec.stored(r) for r in records]
-        for i, row in enumerate(rows):
-            for digest in split_hashes(row[2]):
-                self._index.add(prefix_of(digest), first + i)
+        add = self._index.add
+        for rowid, row in enumerate(rows, first):
+            for prefix in prefixes_of(row[2]):
+                add(prefix, rowid)
         self._conn.execute("BEGIN")
         store_generation.insert_rows(self._conn, self.gen, first, rows)
         self._conn.execute("COMMIT")
+        self._index.spill_if_full()
         self.chunks.add(chunk)
         self._inserted += len(rows)
 
@@ -73,11 +84,13 @@ class StagedSet:
         """
         conn = self._conn
         conn.execute("BEGIN")
-        count, _, notes = store_generation.seal(
+        conn.execute(RID_INDEX)
+        count, notes = store_generation.seal_streamed(
             conn,
             self.gen,
             self._index,
             self._inserted,
+            scratch_dir=self._scratch_dir,
             version=version,
             rules=rules,
             checkins_upto=checkins_upto,
@@ -85,6 +98,7 @@ class StagedSet:
         )
         conn.execute("COMMIT")
         self._closed = True
+        self._spill.close()
         seal_staged(conn, self.path)
         return count, notes
 
@@ -93,4 +107,5 @@ class StagedSet:
         if not self._closed:
             self._closed = True
             self._conn.close()
+            self._spill.close()
         remove_file(self.path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.errors import StoreError
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: stale index entries stay stale
@@ -27,13 +27,15 @@ CREATE TABLE IF NOT EXISTS records (
     hashes BLOB NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_rid ON records(gen, rid);
 CREATE TABLE IF NOT EXISTS index_blob (gen INTEGER PRIMARY KEY, prefixes BLOB, rowids BLOB);
 CREATE TABLE IF NOT EXISTS index_log (
     n INTEGER PRIMARY KEY, gen INTEGER NOT NULL, prefix INTEGER NOT NULL,
     rowid INTEGER NOT NULL, added INTEGER NOT NULL
 );
 """
+# A staged file gets it once its rows are in: built from them sorted, not kept up row by row.
+RID_INDEX = "CREATE INDEX IF NOT EXISTS records_rid ON records(gen, rid);"
+SCHEMA = TABLES + RID_INDEX
 
 
 def staged_path(store_path: Path | str) -> Path:
@@ -69,13 +71,14 @@ def connect(name: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
 
 
 def connect_staged(path: str) -> sqlite3.Connection:
-    """A connection to write a staged file: no journal, no fsync (a failure discards it)."""
+    """A connection to write a staged file: no journal, no fsync (a failure discards it),
+    and no index on the records yet (:data:`RID_INDEX`, made when they are all in)."""
     remove_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-16384")  # 16 MiB
-    conn.executescript(SCHEMA)
+    conn.execute("PRAGMA cache_size=-4096")  # 4 MiB: a builder bounded by a chunk
+    conn.executescript(TABLES)
     return conn
 
 

@@ -117,10 +117,39 @@ def seal(
     superseded = _drop_repeated_ids(conn, gen)
     notes: list[str] = []
     index = builder.build(superseded, lambda prefix, live: _share_out(conn, prefix, live, notes))
-    count = inserted - len(superseded)
     store_index.save(conn, gen, index)
+    count = inserted - len(superseded)
     write_meta(conn, gen=gen, version=version, rules=rules, upto=checkins_upto, at=at, count=count)
     return count, index, notes
+
+
+def seal_streamed(
+    conn: sqlite3.Connection,
+    gen: int,
+    builder: IndexBuilder,
+    inserted: int,
+    *,
+    scratch_dir: str,
+    version: int,
+    rules: SiteRules,
+    checkins_upto: Mapping[str, int],
+    at: datetime,
+) -> tuple[int, list[str]]:
+    """:func:`seal` for a set written to a file of its own, whose index nobody needs in
+    memory: it is sorted and saved a part at a time (scratch files in ``scratch_dir``), so
+    that a million members are sealed in the memory of a few thousand.
+
+    Returns the record count and a note per credential given twice.
+    """
+    superseded = _drop_repeated_ids(conn, gen)
+    notes: list[str] = []
+    runs = builder.sorted_runs(
+        superseded, lambda prefix, live: _share_out(conn, prefix, live, notes)
+    )
+    store_index.save_runs(conn, gen, runs, scratch_dir)
+    count = inserted - len(superseded)
+    write_meta(conn, gen=gen, version=version, rules=rules, upto=checkins_upto, at=at, count=count)
+    return count, notes
 
 
 def _drop_repeated_ids(conn: sqlite3.Connection, gen: int) -> set[int]:

@@ -9,8 +9,10 @@ that made it. A missing or older-format blob is rebuilt from the records.
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import partial
 
 from gateway.credential_index import CredentialIndex, IndexBuilder
 from gateway.record_codec import prefix_of, split_hashes
@@ -40,18 +42,54 @@ def save(conn: sqlite3.Connection, gen: int, index: CredentialIndex) -> None:
     Written in chunks through incremental blob I/O, so that a 48 MB index is not copied
     twice more in memory on its way to disk.
     """
+    columns = [memoryview(index.prefixes).cast("B"), memoryview(index.rowids).cast("B")]
+    chunks = [
+        (data[start : start + _BLOB_CHUNK] for start in range(0, len(data), _BLOB_CHUNK))
+        for data in columns
+    ]
+    _write_base(conn, gen, len(columns[0]), chunks)
+
+
+def save_runs(
+    conn: sqlite3.Connection,
+    gen: int,
+    runs: Iterable[tuple[array[int], array[int]]],
+    scratch_dir: str,
+) -> int:
+    """Persist sorted ``(prefixes, rowids)`` runs as the base, as :func:`save` does, without
+    holding them all in memory: they go through two scratch files (in ``scratch_dir``, gone
+    when closed or when the process ends) until their total size is known. Returns the
+    number of entries."""
+    with (
+        tempfile.TemporaryFile(dir=scratch_dir) as prefixes,
+        tempfile.TemporaryFile(dir=scratch_dir) as rowids,
+    ):
+        entries = 0
+        for run_prefixes, run_rowids in runs:
+            prefixes.write(run_prefixes)
+            rowids.write(run_rowids)
+            entries += len(run_prefixes)
+        for scratch in (prefixes, rowids):
+            scratch.seek(0)
+        chunks = [iter(partial(f.read, _BLOB_CHUNK), b"") for f in (prefixes, rowids)]
+        _write_base(conn, gen, entries * 8, chunks)
+    return entries
+
+
+def _write_base(
+    conn: sqlite3.Connection, gen: int, size: int, columns: Sequence[Iterable[bytes | memoryview]]
+) -> None:
+    """The base blob of ``size`` bytes a column, written from each column's chunks."""
     conn.execute("DELETE FROM index_blob")
     conn.execute("DELETE FROM index_log")
-    size = len(index.prefixes) * index.prefixes.itemsize
     conn.execute(
         "INSERT INTO index_blob (gen, prefixes, rowids) VALUES (?, zeroblob(?), zeroblob(?))",
         (gen, size, size),
     )
-    for column, values in (("prefixes", index.prefixes), ("rowids", index.rowids)):
-        data = memoryview(values).cast("B")
+    for column, chunks in zip(("prefixes", "rowids"), columns, strict=True):
         with conn.blobopen("index_blob", column, gen) as blob:
-            for start in range(0, len(data), _BLOB_CHUNK):
-                blob.write(data[start : start + _BLOB_CHUNK])
+            for chunk in chunks:
+                blob.write(chunk)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (FORMAT,))
 
 

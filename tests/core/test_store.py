@@ -455,8 +455,9 @@ def test_touch_confirms_the_set_without_changing_it(path: Path, store: Entitleme
 def test_a_prefix_collision_never_returns_the_wrong_record(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for module in (store_module, store_index, store_generation, staged_set):  # all collide
+    for module in (store_module, store_index, store_generation):  # all collide
         monkeypatch.setattr(module, "prefix_of", lambda digest: 7)
+    monkeypatch.setattr(staged_set, "prefixes_of", lambda blob: [7] * (len(blob) // 32))
     s = EntitlementStore.open(path, KEY)
     notes = s.replace(
         1,
@@ -651,3 +652,58 @@ def test_a_memory_store_cannot_stage() -> None:
     with pytest.raises(StoreError, match="in-memory"):
         s.adopt("/nonexistent")
     s.close()
+
+
+# --- how a record is kept ------------------------------------------------------------------
+
+
+def test_a_stored_record_reads_back_as_it_was_given_whatever_is_left_at_its_default(
+    path: Path,
+) -> None:
+    phone = {"kind": "phone", "device": "d1", "key": "AAAA", "bound_at": "2026-11-01T10:00:00Z"}
+    full = member(
+        "M1",
+        role="staff",
+        display=None,
+        credentials=[card("04A1B2C3"), phone],
+        contracts=[
+            contract("C1", "clipcard", credits=0, sites=["oslo"], zones=["gym"],
+                     freezes=[{"from": "2026-02-01", "to": "2026-02-10"}],
+                     max_visits={"per": "week", "count": 0}),
+            contract("C2"),
+        ],
+        bookings=[{"id": "B1", "zone": "spin", "from": "2026-11-22T18:00:00+01:00",
+                   "to": "2026-11-22T19:00:00+01:00"}],
+        blocks=[{"from": "2026-11-01T00:00:00+01:00", "to": "2026-11-02T00:00:00+01:00"}],
+        unpaid=True,
+        medical_until="2026-12-31",
+        message="",
+    )  # fmt: skip
+    given = records(full, member("M2"), ticket(uses=1, zones=["*"]))
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, given, {}, AT)
+    m1, m2 = s.member("M1"), s.member("M2")
+    assert m1 is not None and m2 is not None
+    # card values are kept only as hashes: the card is gone from the record, the phone stays
+    assert m1 == given[0].model_copy(update={"credentials": [given[0].credentials[1]]})
+    assert m2 == given[1].model_copy(update={"credentials": []})
+    assert s.ticket("T-1") == given[2].model_copy(update={"code": "#hashed"})
+    assert found(s, "04A1B2C3") == "M2"  # given twice: the later record keeps it
+    s.close()
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_loading_a_set_leaves_the_garbage_collector_as_it_found_it(
+    path: Path, collector_on: bool
+) -> None:
+    import gc
+
+    was = gc.isenabled()
+    s = EntitlementStore.open(path, KEY)
+    try:
+        (gc.enable if collector_on else gc.disable)()
+        s.replace(1, RULES, records(member()), {}, AT)
+        assert gc.isenabled() is collector_on
+    finally:
+        (gc.enable if was else gc.disable)()
+        s.close()
