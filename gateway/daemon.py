@@ -489,7 +489,7 @@ class Gateway:
             try:
                 await runner.run()
             finally:
-                self._published = [c for c in self._published if c != runner.outbox.notify]
+                self._published = [c for c in self._published if c != runner.notify_outbox]
 
         self.supervisor.start("sync", run_sync)
 

@@ -40,6 +40,7 @@ _BY_KIND = {
 }
 MAX_QUEUED = 10_000  # messages waiting per concern
 MAX_QUEUED_BYTES = 64 * 2**20  # bytes waiting per concern (a few 16 MiB deltas)
+OVERLOADED = "overloaded: too many messages of this kind waiting"
 
 
 def concern_of(topic: str) -> str:
@@ -65,17 +66,27 @@ class Dispatcher:
 
     async def put(self, topic: str, payload: bytes) -> None:
         """Queue one message for its concern; never waits for a handler."""
+        if not self.offer(topic, payload):
+            await self.on_bad(topic, OVERLOADED)
+
+    def offer(self, topic: str, payload: bytes) -> bool:
+        """Queue one message for its concern; False (and nothing queued) when that concern
+        has too much waiting: the caller reports it as ``bad_message`` (:data:`OVERLOADED`)."""
         queue = self.queues[concern_of(topic)]
         if queue.items.qsize() >= MAX_QUEUED or queue.bytes + len(payload) > MAX_QUEUED_BYTES:
             queue.dropped += 1
-            await self.on_bad(topic, "overloaded: too many messages of this kind waiting")
-            return
+            return False
         queue.bytes += len(payload)
         queue.items.put_nowait((topic, payload, None))
+        return True
 
     async def report(self, topic: str, reason: str) -> None:
         """A message the link dropped (too large...): reported in its concern's order, after
         the messages of that concern that came before it."""
+        self.note_dropped(topic, reason)
+
+    def note_dropped(self, topic: str, reason: str) -> None:
+        """:meth:`report`, as a plain call."""
         self.queues[concern_of(topic)].items.put_nowait((topic, b"", reason))
 
     def waiting(self) -> dict[str, int]:

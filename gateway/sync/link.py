@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import socket
@@ -175,7 +176,7 @@ class Link:
         site: str,
         gw: str,
         *,
-        status_payload: Callable[[], dict[str, Any]],
+        status_payload: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]],
         state_dir: StateDir | None = None,
         signer: Callable[[str, bytes], bytes] | None = None,
         connect_timeout: float = 10.0,
@@ -472,7 +473,10 @@ class Link:
     async def _announce(self) -> None:
         """Replace the retained will (offline) with the current status."""
         try:
-            await self.publish_status(self.status_payload())
+            status = self.status_payload()
+            if inspect.isawaitable(status):  # built on the doors' loop (gateway.sync.wire)
+                status = await status
+            await self.publish_status(status)
         except LinkError as exc:  # connected, but e.g. the ACL refuses: say so in the status UI
             self.last_error = exc
             log.error("MQTT: status not published: %s", exc)
