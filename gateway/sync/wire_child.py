@@ -107,6 +107,7 @@ class Wire:
         link.on_connect(outbox.on_connect)
         link.on_connect(self._connected)
         link.on_bad_message(self._dropped)
+        link.on_change = self._report  # every check-in's ``offline`` follows at once
         tasks = [
             asyncio.create_task(link.run(), name="mqtt link"),
             asyncio.create_task(outbox.run(), name="outbox"),
