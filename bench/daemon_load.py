@@ -5,7 +5,11 @@ process: peers' check-ins (signed by a registered peer), a flood of unsigned mes
 every topic, web clients polling the UI.
 
 A tap is timed from the PN532 simulator writing its InListPassiveTarget answer (a card on
-the reader) to the relay board simulator setting the door's coil.
+the reader) to the relay board simulator setting the door's coil. Both simulators run in a
+process of their own (:class:`Devices`), as real devices are: in the daemon's process
+their threads would take the daemon's interpreter lock at every frame, which no reader or
+relay board does. Both stamp with CLOCK_MONOTONIC (``time.perf_counter``/``monotonic`` on
+Linux), so their times compare across the processes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ from typing import Any
 
 from bench.harness import SITE, CentralProcess, start_broker, until
 from simulators.central import default_rules
-from simulators.pn532 import Pn532Simulator
-from simulators.relay_board import RelayBoardSim
 from tests.support.ports import free_port
 
 GW, PEER = "door-1", "door-2"
@@ -37,7 +39,7 @@ def card(i: int) -> str:
     return f"04{i:012X}"
 
 
-def daemon_config(state: Path, port: int, key: str, relay: RelayBoardSim, reader: str,
+def daemon_config(state: Path, port: int, key: str, relay_port: int, reader: str,
                   web_port: int | None) -> str:  # fmt: skip
     web = f"enabled = true\nport = {web_port}" if web_port else "enabled = false"
     return f"""
@@ -57,7 +59,7 @@ port = {port}
 id = "relays"
 profile = "modbus-tcp-relay"
 host = "127.0.0.1"
-tcp_port = {relay.port}
+tcp_port = {relay_port}
 [[doors]]
 id = "main-in"
 zone = "gym"
@@ -177,33 +179,106 @@ async def loaded(load: Load) -> AsyncIterator[None]:
             proc.kill()
 
 
+# --- the devices, in a process of their own -----------------------------------------------
+
+
+def devices_process(conn: Any) -> None:
+    """The relay board (Modbus TCP) and the PN532 (a pty): run until told to stop."""
+    import threading
+
+    from simulators.pn532 import Pn532Simulator
+    from simulators.relay_board import RelayBoardSim
+
+    logging.disable(logging.CRITICAL)
+    send = threading.Lock()
+    with RelayBoardSim() as relay, Pn532Simulator(None) as pn532:
+        relay.start_tcp()
+
+        def changed(index: int, value: bool, at: float) -> None:  # on the board's thread
+            with send:
+                conn.send(("coil", index, value, at, pn532.answered_at))
+
+        relay.listeners.append(changed)
+        with send:
+            conn.send(("ready", relay.port, pn532.path))
+        while True:
+            what, *args = conn.recv()
+            if what == "place":
+                pn532.place(args[0])
+            elif what == "remove":
+                pn532.remove()
+            elif what == "stop":
+                return
+
+
+class Devices:
+    """The bench's side of the devices process: a card on the reader, the coil's changes."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=devices_process, args=(theirs,), daemon=True)
+        self.relay_port = 0
+        self.reader_path = ""
+        self.answered_at = 0.0  # the PN532's last target answer (perf_counter)
+        self.coil_on = False
+        self.listeners: list[Any] = []  # called with (index, value, at) on the bench's loop
+
+    async def __aenter__(self) -> Devices:
+        self._proc.start()
+        what, self.relay_port, self.reader_path = await asyncio.to_thread(self._conn.recv)
+        assert what == "ready", what
+        asyncio.get_running_loop().add_reader(self._conn.fileno(), self._read)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().remove_reader(self._conn.fileno())
+        with contextlib.suppress(OSError):
+            self._conn.send(("stop",))
+        await asyncio.to_thread(self._proc.join, 10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    def _read(self) -> None:
+        while self._conn.poll():
+            _, index, value, at, answered_at = self._conn.recv()
+            if index == COIL:
+                self.coil_on = value
+            self.answered_at = answered_at
+            for listener in list(self.listeners):
+                listener(index, value, at)
+
+    def place(self, card: str) -> None:
+        self._conn.send(("place", card))
+
+    def remove(self) -> None:
+        self._conn.send(("remove",))
+
+
 # --- the daemon ---------------------------------------------------------------------------
 
 
 @dataclass
 class Rig:
     gateway: Any
-    relay: RelayBoardSim
-    pn532: Pn532Simulator
+    devices: Devices
     central: CentralProcess
     port: int
     peer_state: Path
     web_port: int | None
     members: int
 
-    # The door's coil changes reach the bench through the board's listener (on its thread),
-    # not by polling: a tap waiting in a 0.5 ms loop on the daemon's own event loop would
-    # be load of the bench's making on the very loop it measures.
+    # The door's coil changes reach the bench as the board's notices, not by polling: a tap
+    # waiting in a 0.5 ms loop on the daemon's own event loop would be load of the bench's
+    # making on the very loop it measures.
     _waiting: dict[bool, asyncio.Future[float]] = field(default_factory=dict)
 
     def watch_coil(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def changed(index: int, value: bool, at: float) -> None:  # on the board's thread
+        def changed(index: int, value: bool, at: float) -> None:
             if index == COIL:
-                loop.call_soon_threadsafe(self._coil_set, value, at)
+                self._coil_set(value, at)
 
-        self.relay.listeners.append(changed)
+        self.devices.listeners.append(changed)
 
     def _coil_set(self, value: bool, at: float) -> None:
         waiter = self._waiting.pop(value, None)
@@ -215,18 +290,18 @@ class Rig:
         reader's answer to the coil, or nan if the door did not open."""
         loop = asyncio.get_running_loop()
         opened = self._waiting[True] = loop.create_future()
-        self.pn532.place(card(1 + i % self.members))
+        self.devices.place(card(1 + i % self.members))
         try:
             async with asyncio.timeout(within):
                 at = await opened
-            return (at - self.pn532.answered_at) * 1000
+            return (at - self.devices.answered_at) * 1000
         except TimeoutError:
             return float("nan")
         finally:
             self._waiting.pop(True, None)
             relocked = self._waiting[False] = loop.create_future()
-            self.pn532.remove()
-            if self.relay.coil(COIL):  # relocked before the next tap
+            self.devices.remove()
+            if self.devices.coil_on:  # relocked before the next tap
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(within):
                         await relocked
@@ -249,9 +324,9 @@ async def rig(workdir: Path, members: int, *, web: bool = False,
     state, peer_state = workdir / "state", workdir / "peer"
     try:
         async with CentralProcess(broker.port, members, rules=rules) as central:
-            with RelayBoardSim() as relay, Pn532Simulator(None) as pn532:
-                relay.start_tcp()
-                text = daemon_config(state, broker.port, central.public_key, relay, pn532.path,
+            async with Devices() as devices:
+                text = daemon_config(state, broker.port, central.public_key,
+                                     devices.relay_port, devices.reader_path,
                                      web_port)  # fmt: skip
                 cfg = parse_config(text, "bench config")
                 for gw, where in ((GW, state), (PEER, peer_state)):
@@ -269,7 +344,7 @@ async def rig(workdir: Path, members: int, *, web: bool = False,
                     await until(lambda: gateway.store.version is not None, 1800)
                     rules_ok = lambda: PEER in (gateway.store.rules.gateways or {})  # noqa: E731
                     await until(rules_ok, 60)
-                    r = Rig(gateway, relay, pn532, central, broker.port, peer_state,
+                    r = Rig(gateway, devices, central, broker.port, peer_state,
                             web_port, members)  # fmt: skip
                     r.watch_coil()
                     yield r

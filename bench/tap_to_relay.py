@@ -76,14 +76,20 @@ async def parts_alone(r: Rig, workdir: Path) -> dict[str, dict[str, float]]:
     await journal.close()
     out["journal commit (fsync)"] = stats(samples)
     board = r.gateway.boards["relays"]
+    changes: asyncio.Queue[tuple[bool, float]] = asyncio.Queue()
+    listen = lambda index, value, at: index == COIL and changes.put_nowait((value, at))  # noqa: E731
+    r.devices.listeners.append(listen)
     samples = []
     for _ in range(PARTS):
-        before = len(r.relay.history)
         t0 = time.monotonic()
         await board.set_output(COIL, True)
-        on = next(c for c in r.relay.history[before:] if c.index == COIL and c.value)
-        samples.append((on.at - t0) * 1000)
+        while not (change := await asyncio.wait_for(changes.get(), 5))[0]:
+            pass
+        samples.append((change[1] - t0) * 1000)  # the board's own stamp of the write
         await board.set_output(COIL, False)
+        while (await asyncio.wait_for(changes.get(), 5))[0]:
+            pass
+    r.devices.listeners.remove(listen)
     out["Modbus write"] = stats(samples)
     return out
 

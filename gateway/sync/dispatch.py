@@ -112,3 +112,7 @@ class Dispatcher:
                 await self.on_bad(topic, exc.reason)
             except Exception:  # one message's bug must not end its concern's worker
                 log.exception("inbound %s: handler failed (message dropped)", topic)
+            # A message at a time, then whatever else is ready: ``get`` does not wait while
+            # the queue has messages, and a burst of peers' check-ins (a signature check
+            # each) would otherwise hold the doors' loop until the last one.
+            await asyncio.sleep(0)

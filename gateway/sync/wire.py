@@ -1,182 +1,348 @@
-"""The wire thread: the MQTT link and the outbox on an event loop of their own.
+"""The MQTT wire in a process of its own: the link, its signing and the outbox's pipeline.
 
 A gateway back from a day offline drains its backlog as fast as the broker acknowledges:
-thousands of check-ins a second, each encoded, signed (Ed25519) and handed to paho, and
-as many PUBACKs read back. On the doors' event loop that work came in turns of several
-milliseconds, and every tap waited behind them (loop lag p99 14-18 ms, tap to relay p99
-20-33 ms under the bench's load). Here it runs on a thread with its own loop: the doors'
-loop only wakes for what concerns it (a batch of journal records, an ack, a verified
-message), and the GIL, handed over every millisecond (``gateway.daemon.GIL_SWITCH_S``),
-bounds how long a tap waits for the wire.
+thousands of check-ins a second, each encoded, signed (Ed25519) and handed to paho, and as
+many PUBACKs read back. In the doors' process that work took turns of several milliseconds
+on their loop, and even on a thread of its own it held the interpreter's lock as long:
+every tap waited behind it (loop lag p99 14-18 ms, tap to relay p99 20-33 ms under the
+bench's load). In a process of its own it runs on another core, and on one core the
+kernel's scheduler, not the GIL, gives a waking door its turn.
 
-What crosses between the loops, and how:
+The wire process (:mod:`gateway.sync.wire_child`) runs the :class:`~gateway.sync.link.Link`
+and the :class:`~gateway.sync.outbox.Outbox`, and verifies the central's acks. Everything
+that changes the gateway's state stays in the doors' process: the journal (the outbox asks
+for records and reports acks), peers' check-ins, entitlements, commands. The two talk over
+a socket pair with a :class:`Channel`: calls that get an answer and plain notices.
 
-- a coroutine to run on the other loop, awaited by the caller: :func:`on_loop`;
-- a plain call that needs no answer (a message for the dispatcher, an event, a nudge):
-  a :class:`Mailbox`, one wake-up of the receiving loop per burst rather than per call.
-
-Everything that changes the gateway's state (journal, history, store, doors) still runs on
-the doors' loop: only the link, its signing and the outbox's pipeline live here.
+When the wire process dies, :meth:`WireEnd.run` raises and the sync is restarted by the
+supervisor with back-off; when the doors' process dies, the wire process reads the end of
+the channel and leaves (saying ``offline`` first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
-import threading
-from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from gateway.config import Config
+from gateway.errors import LinkError
+from gateway.identity import Identity
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-PER_WAKE = 64  # mailbox calls run per turn of the receiving loop, so a burst cannot hog it
+MAX_FRAME = 64 * 2**20  # a 16 MiB delta with room to spare; more is a bug, not a message
+BEHIND = 32 * 2**20  # bytes queued to the other side before inbound messages are dropped
+
+Call = Callable[..., Awaitable[Any]]
+Notice = Callable[..., None]
 
 
-class WireThread:
-    """A daemon thread running an asyncio loop until :meth:`stop`."""
-
-    def __init__(self, name: str = "mqtt wire") -> None:
-        self.name = name
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The wire's loop (only once started)."""
-        if self._loop is None:
-            raise RuntimeError(f"{self.name}: not started")
-        return self._loop
-
-    def start(self) -> None:
-        """Start the thread and its loop; returns once the loop runs."""
-        ready = threading.Event()
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                _close(loop)
-
-        self._thread = threading.Thread(target=main, name=self.name, daemon=True)
-        self._thread.start()
-        ready.wait()
-
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the wire's loop and wait for it on the caller's.
-
-        Cancelling the caller cancels ``coro`` and waits until it has finished (the link
-        says ``offline`` and disconnects before the thread is stopped).
-        """
-        home = asyncio.get_running_loop()
-        finished: asyncio.Future[T] = home.create_future()
-        started: list[asyncio.Task[T]] = []
-
-        def settle(task: asyncio.Task[T]) -> None:  # on the home loop
-            if finished.done():
-                return
-            if task.cancelled():
-                finished.cancel()
-            elif (exc := task.exception()) is not None:
-                finished.set_exception(exc)
-            else:
-                finished.set_result(task.result())
-
-        def begin() -> None:  # on the wire loop
-            task = self.loop.create_task(coro)
-            started.append(task)
-            task.add_done_callback(lambda t: _post(home, settle, t))
-
-        self.loop.call_soon_threadsafe(begin)
-        try:
-            return await asyncio.shield(finished)
-        except asyncio.CancelledError:
-            # ``begin`` ran before this (one queue, first in first out), so the task exists.
-            self.loop.call_soon_threadsafe(lambda: [task.cancel() for task in started])
-            with contextlib.suppress(BaseException):
-                await finished
-            raise
-
-    async def stop(self) -> None:
-        """Stop the loop (its leftover tasks are cancelled) and join the thread."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # already closed
-            loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join)
-        self._thread = None
+class ChannelClosed(LinkError):
+    """The other process is gone (or going)."""
 
 
-def _close(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is left on a stopped loop, let it finish, and close the loop."""
-    left = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in left:
-        task.cancel()
-    if left:
-        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
+class Channel:
+    """Length-prefixed pickled frames over a stream, both ways.
 
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    """``loop.call_soon_threadsafe``, except when ``loop`` is closed (the gateway stopped)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
-
-
-async def on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on ``loop`` (another thread's) and await its result here."""
-    if loop is asyncio.get_running_loop():
-        return await coro
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
-
-
-class Mailbox:
-    """Plain calls posted from any thread, run in order on one loop.
-
-    A burst of posts costs the receiving loop one wake-up, and each turn of that loop runs
-    at most ``PER_WAKE`` of them, so a flood on the wire cannot hold the doors' loop.
-    A call that raises is logged and the rest still run.
+    ``call(name, *args)`` waits for the other side's answer (its ``calls[name]``); a failure
+    there comes back as :class:`LinkError` with its text. ``notify(name, *args)`` runs the
+    other side's ``notices[name]`` in the order sent, with no answer. Both ends are this
+    gateway's own processes: the frames carry nothing from outside that was not already
+    bounded by the link.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
-        self.loop = loop
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        calls: Mapping[str, Call],
+        notices: Mapping[str, Notice],
+        name: str,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._calls = calls
+        self._notices = notices
         self.name = name
-        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
+        self._next_id = 0
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
+        self.closed = False
 
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` soon on the mailbox's loop."""
-        with self._lock:
-            self._calls.append((fn, args))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        if threading.get_ident() == getattr(self.loop, "_thread_id", None):
-            self.loop.call_soon(self._run)
-        else:
-            _post(self.loop, self._run)
+    def behind(self) -> bool:
+        """Whether the other side has fallen far behind reading what this side sent."""
+        return self._writer.transport.get_write_buffer_size() > BEHIND
 
-    def waiting(self) -> int:
-        """Calls posted and not run yet."""
-        return len(self._calls)
+    def notify(self, name: str, *args: Any) -> None:
+        """Run ``name(*args)`` on the other side, in order; no answer."""
+        self._send(("notice", 0, name, args))
 
-    def _run(self) -> None:
-        for _ in range(PER_WAKE):
-            with self._lock:
-                if not self._calls:
-                    self._scheduled = False
+    async def call(self, name: str, *args: Any) -> Any:
+        """Run ``name(*args)`` on the other side and return its result."""
+        if self.closed:
+            raise ChannelClosed(f"{self.name}: closed")
+        self._next_id += 1
+        ident = self._next_id
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = waiter
+        try:
+            self._send(("call", ident, name, args))
+            return await waiter
+        finally:
+            self._waiting.pop(ident, None)
+
+    def _send(self, frame: tuple[str, int, str, Any]) -> None:
+        if self.closed:
+            return
+        data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        self._writer.write(len(data).to_bytes(4, "big") + data)
+
+    async def run(self) -> None:
+        """Read and act on frames until the other side closes; then fail what waits."""
+        try:
+            while True:
+                try:
+                    head = await self._reader.readexactly(4)
+                except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                fn, args = self._calls.popleft()
+                size = int.from_bytes(head, "big")
+                if size > MAX_FRAME:
+                    raise LinkError(f"{self.name}: a frame of {size} bytes (a bug)")
+                kind, ident, name, args = pickle.loads(await self._reader.readexactly(size))
+                if kind == "notice":
+                    try:
+                        self._notices[name](*args)
+                    except Exception:  # one notice's bug must not end the channel
+                        log.exception("%s: notice %s failed", self.name, name)
+                elif kind == "call":
+                    task = asyncio.create_task(self._answer(ident, name, args))
+                    self._answering.add(task)
+                    task.add_done_callback(self._answering.discard)
+                else:
+                    waiter = self._waiting.get(ident)
+                    if waiter is not None and not waiter.done():
+                        if kind == "ok":
+                            waiter.set_result(args)
+                        else:
+                            waiter.set_exception(LinkError(str(args)))
+        finally:
+            self.close()
+
+    async def _answer(self, ident: int, name: str, args: tuple[Any, ...]) -> None:
+        try:
+            result = await self._calls[name](*args)
+        except Exception as exc:
+            if not isinstance(exc, LinkError):
+                log.exception("%s: call %s failed", self.name, name)
+            self._send(("error", ident, name, str(exc) or type(exc).__name__))
+        else:
+            self._send(("ok", ident, name, result))
+
+    def close(self) -> None:
+        """Close the stream; whatever waits for an answer fails with ChannelClosed."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in self._answering:
+            task.cancel()
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(ChannelClosed(f"{self.name}: the other side is gone"))
+        with contextlib.suppress(Exception):
+            self._writer.close()
+
+
+async def _uncancellable(work: Awaitable[Any]) -> None:
+    """Wait for ``work`` to the end even when cancelled meanwhile (cancelled twice while
+    stopping, the wire process would be left running): ``work`` is bounded in time."""
+    future = asyncio.ensure_future(work)
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
+    future.result()
+
+
+# --- the doors' side --------------------------------------------------------------------
+
+
+@dataclass
+class LinkState:
+    """The link as the wire process last reported it."""
+
+    connected: bool = False
+    last_error: str | None = None
+    connections: int = 0
+    client_id: str = ""
+    acked_upto: int = 0
+    published_upto: int = 0
+    in_flight: int = 0
+
+
+class LinkMirror:
+    """The link as the doors' process sees it: its state, and publishing through the wire.
+
+    What reads ``connected`` (every check-in's ``offline``) reads the last report, at most a
+    tenth of a second old (the wire process reports each change as it sees it).
+    """
+
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self.state = LinkState()
+        self.channel: Channel | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.channel is not None and self.state.connected
+
+    @property
+    def last_error(self) -> LinkError | None:
+        error = self.state.last_error
+        return None if error is None else LinkError(error)
+
+    @property
+    def connections(self) -> int:
+        return self.state.connections
+
+    @property
+    def client_id(self) -> str:
+        return self.state.client_id
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish through the wire process (signed there); LinkError as the link's."""
+        channel = self.channel
+        if channel is None or not self.state.connected:
+            raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
+        await channel.call("publish", topic, payload, qos, retain)
+
+
+class OutboxMirror:
+    """The outbox as the doors' process sees it (the status and tests read it)."""
+
+    def __init__(self, link: LinkMirror) -> None:
+        self._link = link
+
+    @property
+    def acked_upto(self) -> int:
+        return self._link.state.acked_upto
+
+    @property
+    def published_upto(self) -> int:
+        return self._link.state.published_upto
+
+    @property
+    def in_flight(self) -> int:
+        return self._link.state.in_flight
+
+    def notify(self) -> None:
+        """A journal record became final: wake the outbox."""
+        channel = self._link.channel
+        if channel is not None:
+            channel.notify("notify")
+
+
+class WireEnd:
+    """Starts the wire process and serves its calls, for one life of the sync."""
+
+    def __init__(
+        self,
+        config: Config,
+        identity: Identity,
+        *,
+        calls: Mapping[str, Call],
+        notices: Mapping[str, Notice],
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.calls = calls
+        self.notices = {**notices, "state": self._state}
+        self.link = LinkMirror(f"{config.mqtt.host}:{config.mqtt.port}")
+        self.outbox = OutboxMirror(self.link)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.on_state: Callable[[LinkState], None] | None = None
+
+    def _state(self, state: dict[str, Any]) -> None:
+        was = self.link.state.connected
+        self.link.state = LinkState(**state)
+        if self.on_state is not None and was != self.link.state.connected:
+            self.on_state(self.link.state)
+
+    async def run(self) -> None:
+        """Run one wire process until cancelled; LinkError when it ends by itself."""
+        ours, theirs = socket.socketpair()
+        try:
             try:
-                fn(*args)
-            except Exception:  # one call's bug must not lose the calls behind it
-                log.exception("%s: %r failed", self.name, fn)
-        self.loop.call_soon(self._run)  # more waiting: after what else is ready
+                self.process = await asyncio.to_thread(self._spawn, theirs)  # off the loop
+            finally:
+                theirs.close()
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+        except BaseException:
+            ours.close()
+            raise
+        channel = Channel(
+            reader, writer, calls=self.calls, notices=self.notices, name="MQTT wire process"
+        )
+        self.link.channel = channel
+        try:
+            await channel.run()
+            code = await asyncio.to_thread(self._reap, 5.0)
+            raise LinkError(f"the MQTT wire process ended (exit status {code})")
+        finally:
+            self.link.channel = None
+            self.link.state = LinkState(**{**vars(self.link.state), "connected": False})
+            channel.close()  # the wire process reads the end, says offline and leaves
+            await _uncancellable(asyncio.to_thread(self._reap, 5.0))
+
+    def _settings(self) -> dict[str, Any]:
+        cfg = self.config
+        seed = self.identity.private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        return {
+            "site": self.identity.site,
+            "gw": self.identity.gw,
+            "seed": base64.b64encode(seed).decode("ascii"),  # on the pipe, never in argv
+            "central_key": cfg.central.public_key,
+            "mqtt": cfg.mqtt.model_dump(mode="json"),
+            "log": {**cfg.log.model_dump(mode="json"), "level": level},
+        }
+
+    def _spawn(self, channel: socket.socket) -> subprocess.Popen[bytes]:
+        fd = channel.fileno()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.sync.wire_child", "--channel-fd", str(fd)],
+            stdin=subprocess.PIPE,
+            pass_fds=(fd,),
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(self._settings()).encode() + b"\n")
+        process.stdin.close()
+        return process
+
+    def _reap(self, timeout: float) -> int | None:
+        process = self.process
+        if process is None:
+            return None
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the MQTT wire process did not stop within %g s: terminated", timeout)
+            process.kill()
+            return process.wait()

@@ -1,0 +1,218 @@
+"""The wire process: the MQTT link and the outbox, beside the gateway (gateway.sync.wire).
+
+``python -m gateway.sync.wire_child --channel-fd N``, started by the gateway with its
+settings (the MQTT section, the gateway's signing key, the central's public key) as one
+JSON line on stdin. It connects, publishes what the gateway asks, drains the journal the
+gateway hands it, checks the central's acks, and forwards every other inbound message.
+It leaves when the channel closes: the gateway stopped or died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway import logs
+from gateway.config import MqttSection
+from gateway.errors import LinkError
+from gateway.identity import Identity, MessageSigner
+from gateway.sync.dispatch import OVERLOADED
+from gateway.sync.envelopes import load_public_key
+from gateway.sync.link import Link
+from gateway.sync.outbox import JournalView, Outbox
+from gateway.sync.topics import gw_topic
+from gateway.sync.wire import Channel, LinkState
+
+ACKS_WAITING = 1000  # acks queued (the central sends one per batch at most)
+WATCH_S = 0.1  # how often the link's state is looked at (keepalive lapses are seen so)
+
+
+class _JournalOverChannel(JournalView):
+    """The gateway's journal, asked over the channel (it stays in the gateway's process)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = await self.channel.call("unacked", after_seq, limit)
+        return records
+
+    async def ack(self, upto: int) -> int:
+        count: int = await self.channel.call("ack", upto)
+        return count
+
+
+class Wire:
+    """The link, the outbox and the acks of one gateway, talking to it over ``channel``."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.site, self.gw = str(settings["site"]), str(settings["gw"])
+        self.cfg = MqttSection.model_validate(settings["mqtt"])
+        key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(settings["seed"]))
+        self.identity = Identity(self.gw, self.site, key)
+        self.central_key = load_public_key(settings["central_key"])
+        self.ack_topic = gw_topic(self.site, self.gw, "checkin/ack")
+        self._overloaded_at = 0.0
+        self._told: LinkState | None = None
+
+    async def serve(self, sock: socket.socket) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        link = Link(
+            self.cfg,
+            self.site,
+            self.gw,
+            status_payload=self._status,
+            signer=MessageSigner(self.identity),
+        )
+        channel = Channel(
+            reader,
+            writer,
+            calls={"publish": self._publish},
+            notices={"notify": self._notify},
+            name="gateway",
+        )
+        outbox = Outbox(
+            _JournalOverChannel(channel),
+            link,
+            site=self.site,
+            gw=self.gw,
+            public_key=self.central_key,
+            on_event=lambda type_, detail: channel.notify("event", type_, detail),
+            ack_timeout=self.cfg.ack_timeout,
+            inflight=self.cfg.inflight,
+        )
+        self.link, self.channel, self.outbox = link, channel, outbox
+        self.acks: asyncio.Queue[bytes] = asyncio.Queue(ACKS_WAITING)
+        link.on_message(self._inbound)
+        link.on_connect(outbox.on_connect)
+        link.on_connect(self._connected)
+        link.on_bad_message(self._dropped)
+        tasks = [
+            asyncio.create_task(link.run(), name="mqtt link"),
+            asyncio.create_task(outbox.run(), name="outbox"),
+            asyncio.create_task(self._take_acks(), name="acks"),
+            asyncio.create_task(self._watch(), name="link watch"),
+        ]
+        try:
+            await channel.run()  # until the gateway closes its end (stopped, or gone)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # the link says offline
+            channel.close()
+
+    # --- what the gateway asks --------------------------------------------------------------
+
+    async def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        await self.link.publish(topic, payload, qos=qos, retain=retain)
+
+    def _notify(self) -> None:
+        self.outbox.notify()
+
+    # --- what the gateway is told -----------------------------------------------------------
+
+    async def _status(self) -> dict[str, Any]:
+        status: dict[str, Any] = await self.channel.call("status")
+        return status
+
+    async def _connected(self) -> None:
+        self._report()  # connected, before the gateway's sync publishes its request
+        await self.channel.call("on_connect")
+
+    async def _inbound(self, topic: str, payload: bytes) -> None:
+        """Acks are the outbox's, checked here; every other message goes to the gateway."""
+        if topic == self.ack_topic:
+            try:
+                self.acks.put_nowait(payload)
+            except asyncio.QueueFull:
+                self._overloaded(topic)
+            return
+        if self.channel.behind():  # the gateway is not reading: not one more in memory
+            self._overloaded(topic)
+            return
+        self.channel.notify("message", topic, payload)
+
+    def _overloaded(self, topic: str) -> None:
+        """A message dropped here: a ``bad_message`` event, at most one a second."""
+        now = time.monotonic()
+        if now - self._overloaded_at >= 1.0:
+            self._overloaded_at = now
+            self.channel.notify("event", "bad_message", {"topic": topic, "reason": OVERLOADED})
+
+    async def _dropped(self, topic: str, reason: str) -> None:
+        if topic == self.ack_topic:
+            self.channel.notify("event", "bad_message", {"topic": topic, "reason": reason})
+        else:
+            self.channel.notify("dropped", topic, reason)
+
+    async def _take_acks(self) -> None:
+        while True:
+            payload = await self.acks.get()
+            try:
+                await self.outbox.handle(self.ack_topic, payload)
+            except LinkError as exc:  # the gateway is gone: the channel ends this process
+                self.channel.notify("event", "bad_message", {"topic": self.ack_topic,
+                                                             "reason": str(exc)})  # fmt: skip
+
+    async def _watch(self) -> None:
+        """Report the link's state on every change; stop the outbox when the link drops."""
+        was = False
+        while True:
+            connected = self.link.connected  # false too once the broker went quiet
+            if was and not connected:
+                self.outbox.on_disconnect()
+            was = connected
+            self._report()
+            await asyncio.sleep(WATCH_S)
+
+    def _report(self) -> None:
+        """Tell the gateway the link's state if it changed since it was last told."""
+        link, outbox = self.link, self.outbox
+        state = LinkState(
+            connected=link.connected,
+            last_error=None if link.last_error is None else str(link.last_error),
+            connections=link.connections,
+            client_id=link.client_id,
+            acked_upto=outbox.acked_upto,
+            published_upto=outbox.published_upto,
+            in_flight=outbox.in_flight,
+        )
+        if state != self._told:
+            self.channel.notify("state", asdict(state))
+            self._told = state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.sync.wire_child")
+    parser.add_argument("--channel-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    # The gateway decides when the wire stops (it closes the channel): Ctrl-C at a terminal
+    # and systemd's SIGTERM reach the whole group, and the offline status must still go out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settings = json.loads(sys.stdin.readline())
+    log_cfg = settings.get("log", {})
+    logs.configure(
+        log_cfg.get("level", "info"),
+        log_cfg.get("format", "auto"),
+        log_cfg.get("libraries", "warning"),
+    )
+    sock = socket.socket(fileno=args.channel_fd)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Wire(settings).serve(sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
