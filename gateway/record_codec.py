@@ -20,6 +20,7 @@ from gateway.entitlements import Member, Ticket
 
 Record = Member | Ticket
 StoredRow = tuple[str, str, bytes, str]  # (id, kind, credential hashes, body)
+UnhashedRow = tuple[str, str, list[str], str]  # (id, kind, credential keys, body)
 HASH_SIZE = 32
 TICKET_CODE_PLACEHOLDER = "#hashed"  # a stored ticket's code: only its hash is kept
 
@@ -43,28 +44,38 @@ class RecordCodec:
         return mac.digest()
 
     def stored(self, record: Record) -> StoredRow:
-        """(id, kind, credential hashes, JSON without card/code values) of a record.
+        """(id, kind, credential hashes, JSON without card/code values) of a record."""
+        return self.hashed(unhashed(record))
 
-        Fields at their defaults are left out of the JSON (decoding fills them in again):
-        a third of the bytes to write and to read back at the door.
-        """
+    def hashed(self, row: UnhashedRow) -> StoredRow:
+        """The stored row of an :func:`unhashed` one: its credential keys hashed."""
         mac = self._mac
         digests: dict[bytes, None] = {}  # in order, each once
-        for key in record.credential_keys():
+        for key in row[2]:
             one = mac.copy()  # keyed once: copying skips hashing the key again
             one.update(key.encode("utf-8"))
             digests[one.digest()] = None
-        hashes = b"".join(digests)
-        if isinstance(record, Member):
-            cards = {i for i, c in enumerate(record.credentials) if c.kind != "phone"}
-            body = record.model_dump_json(
-                by_alias=True, exclude={"credentials": cards}, exclude_defaults=True
-            )
-            return record.member, "member", hashes, body
-        body = record.model_copy(update={"code": TICKET_CODE_PLACEHOLDER}).model_dump_json(
-            by_alias=True, exclude_defaults=True
+        return row[0], row[1], b"".join(digests), row[3]
+
+
+def unhashed(record: Record) -> UnhashedRow:
+    """(id, kind, canonical credential keys, JSON without card/code values) of a record: all
+    of its stored row but the hashing, which needs the key (:meth:`RecordCodec.hashed`).
+
+    Fields at their defaults are left out of the JSON (decoding fills them in again): a
+    third of the bytes to write, and to read back at the door.
+    """
+    keys = record.credential_keys()
+    if isinstance(record, Member):
+        cards = {i for i, c in enumerate(record.credentials) if c.kind != "phone"}
+        body = record.model_dump_json(
+            by_alias=True, exclude={"credentials": cards}, exclude_defaults=True
         )
-        return record.ticket, "ticket", hashes, body
+        return record.member, "member", keys, body
+    body = record.model_copy(update={"code": TICKET_CODE_PLACEHOLDER}).model_dump_json(
+        by_alias=True, exclude_defaults=True
+    )
+    return record.ticket, "ticket", keys, body
 
 
 @dataclass(frozen=True)

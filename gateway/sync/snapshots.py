@@ -23,6 +23,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import sqlite3
 import sys
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.entitlements import SiteRules, parse_rules, schedule_uses, undefined_schedules
 from gateway.errors import AccessGwError, BadMessage, InvalidSet
+from gateway.staged_set import StagedSetProcess, peak_rss_kib
 from gateway.store import StagedSet, Staging
 from gateway.sync.bodies import (
     CHUNK_RECORDS,
@@ -66,7 +68,7 @@ class _Gathering:
 
     version: int
     chunks: int
-    staged: StagedSet
+    staged: StagedSet | StagedSetProcess
     rules: SiteRules | None = None
     checkins_upto: dict[str, int] = field(default_factory=dict)
     schedules: dict[str, str] = field(default_factory=dict)  # name -> first contract naming it
@@ -87,8 +89,21 @@ class SnapshotStager:
     ``path``, ``version``, ``count``, ``checkins_upto`` and duplicate-credential ``notes``).
     """
 
-    def __init__(self, *, public_key: Ed25519PublicKey, site: str, topic: str) -> None:
+    def __init__(
+        self,
+        *,
+        public_key: Ed25519PublicKey,
+        site: str,
+        topic: str,
+        writer_process: bool | None = None,
+    ) -> None:
         self.public_key, self.site, self.topic = public_key, site, topic
+        # where there is a core to spare, a second process writes what this one validates
+        self._staged_set = (
+            StagedSetProcess
+            if (len(os.sched_getaffinity(0)) > 1 if writer_process is None else writer_process)
+            else StagedSet
+        )
         self._part: _Gathering | None = None
         self._refused: int | None = None  # the last version refused as invalid
 
@@ -129,7 +144,7 @@ class SnapshotStager:
         part = self._part
         if part is None or part.version < head.version or part.chunks != head.chunks:
             self.close()  # a newer version (or another split of it) starts over
-            staged = StagedSet(staging, chunk_size=CHUNK_RECORDS)
+            staged = self._staged_set(staging, chunk_size=CHUNK_RECORDS)
             part = self._part = _Gathering(head.version, head.chunks, staged)
         where = {"version": head.version, "chunk": head.chunk, "chunks": head.chunks}
         if head.chunk in part.staged.chunks:
@@ -149,7 +164,7 @@ class SnapshotStager:
                     **where,
                     "records": len(records),
                     "staged": done,
-                    "rss_kib": _peak_rss_kib(),
+                    "rss_kib": self._peak_rss_kib(part.staged),
                 }
             assert part.rules is not None
             problems = undefined_schedules(part.schedules.items(), part.rules)
@@ -160,6 +175,7 @@ class SnapshotStager:
             self.close()
             raise
         count, notes = part.staged.finish(head.version, part.rules, part.checkins_upto, at)
+        rss_kib = self._peak_rss_kib(part.staged)
         self._part = None
         return {
             "status": "complete",
@@ -168,25 +184,22 @@ class SnapshotStager:
             "checkins_upto": part.checkins_upto,
             "notes": notes[:NOTES_KEPT],
             "notes_count": len(notes),
-            "rss_kib": _peak_rss_kib(),
+            "rss_kib": rss_kib,
             **where,
         }
+
+    @staticmethod
+    def _peak_rss_kib(staged: StagedSet | StagedSetProcess) -> int:
+        """The peak resident memory of this process plus that of its writer, if any (an
+        upper bound: pages the two share since the fork are counted twice)."""
+        writer = staged.writer_peak_kib() if isinstance(staged, StagedSetProcess) else 0
+        return peak_rss_kib() + writer
 
     def close(self) -> None:
         """Give up the version being gathered (its staged file is deleted)."""
         if self._part is not None:
             self._part.staged.discard()
             self._part = None
-
-
-def _peak_rss_kib() -> int:
-    """This process's peak resident memory (VmHWM), 0 where /proc is not there."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    return 0
 
 
 def _read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], bytes] | None:

@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.entitlements import parse_records, parse_rules
+from gateway.staged_set import StagedSet, StagedSetProcess
 from gateway.store import EntitlementStore
 from gateway.sync.envelopes import seal
 from gateway.sync.snapshots import (
@@ -63,9 +64,12 @@ def store(tmp_path: Path) -> Iterator[EntitlementStore]:
     s.close()
 
 
-@pytest.fixture
-def stager() -> Iterator[SnapshotStager]:
-    s = SnapshotStager(public_key=KEY.public_key(), site=SITE, topic=TOPIC)
+@pytest.fixture(params=[False, True], ids=["one process", "writer process"])
+def stager(request: pytest.FixtureRequest) -> Iterator[SnapshotStager]:
+    """A stager writing its staged set itself (one core), or through a writer process."""
+    s = SnapshotStager(
+        public_key=KEY.public_key(), site=SITE, topic=TOPIC, writer_process=request.param
+    )
     yield s
     s.close()
 
@@ -179,6 +183,59 @@ def test_a_credential_given_twice_across_chunks_stays_with_the_later_record(
     assert done["notes_count"] == 1
     store.adopt(done["path"])
     assert store.find("nfc", f"04{1:06X}").id == "M7"  # type: ignore[union-attr]
+
+
+def writer_of(stager: SnapshotStager) -> StagedSetProcess:
+    staged = stager._part.staged  # type: ignore[union-attr]
+    assert isinstance(staged, StagedSetProcess)
+    return staged
+
+
+def test_a_writer_process_that_dies_fails_the_snapshot_and_leaves_the_store_as_it_was(
+    store: EntitlementStore,
+) -> None:
+    stager = SnapshotStager(
+        public_key=KEY.public_key(), site=SITE, topic=TOPIC, writer_process=True
+    )
+    assert take(stager, store, chunk(2, 0, 3, members(0, 3)))["status"] == "staged"
+    writer = writer_of(stager)._proc
+    os.kill(writer.pid, signal.SIGKILL)  # type: ignore[arg-type]  # as the OOM killer would
+    writer.join()
+    answer = take(stager, store, chunk(2, 1, 3, members(3, 3)))
+    assert answer["status"] == "failed" and "could not be written" in answer["reason"]
+    assert not Path(store.staging().path).exists()
+    assert store.version == 1 and store.find("nfc", f"04{0:06X}").id == "M0"  # type: ignore[union-attr]
+    # the snapshot, sent again, is staged afresh
+    for i in range(3):
+        answer = take(stager, store, chunk(2, i, 3, members(3 * i, 3)))
+    assert answer["status"] == "complete" and answer["count"] == 9
+    stager.close()
+
+
+def test_a_writer_process_whose_builder_is_gone_deletes_its_file_and_ends(
+    store: EntitlementStore,
+) -> None:
+    stager = SnapshotStager(
+        public_key=KEY.public_key(), site=SITE, topic=TOPIC, writer_process=True
+    )
+    assert take(stager, store, chunk(2, 0, 2, members(0, 3)))["status"] == "staged"
+    staged = writer_of(stager)
+    path = Path(staged.path)
+    assert path.exists()
+    staged._conn.close()  # what the builder's death does to the pipe
+    staged._proc.join(30)
+    assert staged._proc.exitcode == 0 and not path.exists()
+
+
+def test_a_file_deleted_late_by_a_gone_writer_is_never_a_newer_snapshots_file(
+    store: EntitlementStore,
+) -> None:
+    old = StagedSet(store.staging(), chunk_size=10)
+    new = StagedSet(store.staging(), chunk_size=10)  # the same path, started afresh
+    old.discard()
+    assert Path(new.path).exists()  # not the old set's file to delete any more
+    new.discard()
+    assert not Path(new.path).exists()
 
 
 # --- the builder process ---------------------------------------------------------------------
