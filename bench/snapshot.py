@@ -165,6 +165,7 @@ async def snapshot(port: int, workdir: Path, members: int) -> dict[str, float]:
         rss = [int(a.get("rss_kib") or 0) for a in answers if a.get("rss_kib")]
         out["builder_first_chunk_mib"] = (rss[0] if rss else 0) / 1024
         out["builder_peak_mib"] = (max(rss) if rss else 0) / 1024
+        out["builder_cpu_s"] = float(answers[-1].get("cpu_s") or 0) if answers else 0.0
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sync.close()

@@ -260,7 +260,7 @@ async def test_the_builder_process_stages_a_snapshot_and_reports_its_memory(
     finally:
         await builder.close()
     assert first["status"] == "staged" and done["status"] == "complete"
-    assert done["count"] == 1000 and done["rss_kib"] > 0
+    assert done["count"] == 1000 and done["rss_kib"] > 0 and done["cpu_s"] > 0
     store.adopt(done["path"])
     assert store.version == 2 and store.find("nfc", f"04{999:06X}").id == "M999"  # type: ignore[union-attr]
 
