@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -91,8 +92,17 @@ class Load:
     web_clients: int = 0
 
 
+# The load stands in for the world outside the box (phones polling the UI, other gateways,
+# a hostile publisher): none of it runs on a gateway's CPU. Pinned to the daemon's cores
+# (``--cpus``), it still runs, but at the lowest priority, so that at one core it does not
+# take the very core it is supposed to be outside of.
+LOAD_NICE = 19
+
+
 def load_process(load: Load, stop: Any) -> None:
     logging.disable(logging.CRITICAL)
+    with contextlib.suppress(OSError):
+        os.nice(LOAD_NICE)
     asyncio.run(_load(load, stop))
 
 

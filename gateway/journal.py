@@ -376,16 +376,25 @@ class Journal:
 
     # --- reading and acknowledging ------------------------------------------------------
 
-    async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    async def unacked(
+        self, after_seq: int = 0, limit: int = 500, *, raw: bool = False
+    ) -> list[dict[str, Any]]:
         """Final, unacknowledged records after ``after_seq`` in seq order, up to ``limit``.
 
-        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``. A record that
-        is not final yet is passed over (one stuck record must not hold back the others);
-        once final, it comes first in the next answer, whatever ``after_seq`` is then.
+        Each is ``{"kind": "checkin" | "event", "seq": n, "message": {...}}``, or with
+        ``raw`` ``{"kind", "seq", "body": "<the message's JSON text>"}``: the outbox
+        publishes the text as it is, and a backlog's drain parses nothing here. A record
+        that is not final yet is passed over (one stuck record must not hold back the
+        others); once final, it comes first in the next answer, whatever ``after_seq`` is.
         """
-        return await self._run(self._unacked, after_seq, limit)
+        return await self._run(self._unacked, after_seq, limit, raw)
 
-    def _unacked(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    def _unacked(self, after_seq: int, limit: int, raw: bool = False) -> list[dict[str, Any]]:
+        def record(kind: str, seq: int, body: str) -> dict[str, Any]:
+            if raw:
+                return {"kind": kind, "seq": seq, "body": body}
+            return {"kind": kind, "seq": seq, "message": json.loads(body)}
+
         out = []
         late, self._late = self._late, []
         for seq in sorted(late):
@@ -393,7 +402,7 @@ class Journal:
                 "SELECT kind, body FROM records WHERE seq = ? AND final = 1", (seq,)
             ).fetchone()
             if row is not None and seq <= after_seq:  # above after_seq: selected below
-                out.append({"kind": row[0], "seq": seq, "message": json.loads(row[1])})
+                out.append(record(row[0], seq, row[1]))
         rows = self._conn.execute(
             "SELECT seq, kind, final, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, max(0, limit - len(out))),
@@ -403,7 +412,7 @@ class Journal:
                 self._passed_over.add(seq)
                 continue
             self._passed_over.discard(seq)
-            out.append({"kind": kind, "seq": seq, "message": json.loads(body)})
+            out.append(record(kind, seq, body))
         return out
 
     async def records_since(self, at: datetime) -> list[dict[str, Any]]:

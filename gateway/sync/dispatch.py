@@ -18,13 +18,25 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.errors import BadMessage
 from gateway.sync.topics import parse
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], Awaitable[None]]
+
+@dataclass(frozen=True)
+class VerifiedPeer:
+    """A peer's message the wire process parsed and verified (gateway.sync.wire_child)."""
+
+    message: dict[str, Any]
+    key: str | None  # the peer's key it was verified with (base64, as rules.gateways has it)
+    size: int  # bytes it had on the wire (the queue's byte bound counts them)
+
+
+Payload = bytes | VerifiedPeer
+Handler = Callable[[str, Payload], Awaitable[None]]
 BadSink = Callable[[str, str], Awaitable[None]]
 
 CONCERNS = ("sync", "time", "commands", "acks", "peers")
@@ -51,7 +63,7 @@ def concern_of(topic: str) -> str:
 
 @dataclass
 class _Queue:
-    items: asyncio.Queue[tuple[str, bytes, str | None]] = field(default_factory=asyncio.Queue)
+    items: asyncio.Queue[tuple[str, Payload, str | None]] = field(default_factory=asyncio.Queue)
     bytes: int = 0
     dropped: int = 0
 
@@ -69,14 +81,15 @@ class Dispatcher:
         if not self.offer(topic, payload):
             await self.on_bad(topic, OVERLOADED)
 
-    def offer(self, topic: str, payload: bytes) -> bool:
+    def offer(self, topic: str, payload: Payload) -> bool:
         """Queue one message for its concern; False (and nothing queued) when that concern
         has too much waiting: the caller reports it as ``bad_message`` (:data:`OVERLOADED`)."""
         queue = self.queues[concern_of(topic)]
-        if queue.items.qsize() >= MAX_QUEUED or queue.bytes + len(payload) > MAX_QUEUED_BYTES:
+        size = _size(payload)
+        if queue.items.qsize() >= MAX_QUEUED or queue.bytes + size > MAX_QUEUED_BYTES:
             queue.dropped += 1
             return False
-        queue.bytes += len(payload)
+        queue.bytes += size
         queue.items.put_nowait((topic, payload, None))
         return True
 
@@ -102,7 +115,7 @@ class Dispatcher:
     async def _work(self, queue: _Queue) -> None:
         while True:
             topic, payload, dropped = await queue.items.get()
-            queue.bytes -= len(payload)
+            queue.bytes -= _size(payload)
             try:
                 if dropped is not None:
                     await self.on_bad(topic, dropped)
@@ -116,3 +129,7 @@ class Dispatcher:
             # the queue has messages, and a burst of peers' check-ins (a signature check
             # each) would otherwise hold the doors' loop until the last one.
             await asyncio.sleep(0)
+
+
+def _size(payload: Payload) -> int:
+    return payload.size if isinstance(payload, VerifiedPeer) else len(payload)

@@ -207,6 +207,7 @@ class Link:
         self._connected = asyncio.Event()
         self._socket_error: str | None = None
         self._socket_failed: asyncio.Event | None = None
+        self.on_change: Callable[[], None] | None = None  # connected or not, as it changes
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -231,6 +232,14 @@ class Link:
         self._bad_handlers.append(handler)
 
     # -- state ----------------------------------------------------------------------------
+
+    def _set_connected(self, up: bool) -> None:
+        if up:
+            self._connected.set()
+        else:
+            self._connected.clear()
+        if self.on_change is not None:  # the wire process tells the gateway at once
+            self.on_change()
 
     @property
     def connected(self) -> bool:
@@ -302,7 +311,7 @@ class Link:
                 self.last_error = LinkError(f"MQTT link to {self.broker} failed: {exc!r}")
                 log.exception("MQTT: unexpected error in the link to %s", self.broker)
             finally:
-                self._connected.clear()
+                self._set_connected(False)
                 self._client = None
             if time.monotonic() - started >= STABLE_AFTER:
                 attempt = 0
@@ -329,7 +338,7 @@ class Link:
         try:
             await self._subscribe(client)
             self._client = client
-            self._connected.set()
+            self._set_connected(True)
             self.last_error = None
             self.connections += 1
             log.info("MQTT: connected to %s as %s", self.broker, self.client_id)
@@ -340,7 +349,7 @@ class Link:
         except* aiomqtt.MqttError as group:
             raise LinkError(explain_drop(self.broker, group.exceptions[0])) from None
         finally:
-            self._connected.clear()
+            self._set_connected(False)
             await self._close(client)
 
     async def _close(self, client: _Client) -> None:

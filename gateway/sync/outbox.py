@@ -42,7 +42,9 @@ PER_TURN = 8  # records handed to the broker per turn of the event loop (see _pu
 class JournalView(Protocol):
     """The parts of :class:`gateway.journal.Journal` the outbox uses."""
 
-    async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]: ...
+    async def unacked(
+        self, after_seq: int = 0, limit: int = 500, *, raw: bool = False
+    ) -> list[dict[str, Any]]: ...
 
     async def ack(self, upto: int) -> int: ...
 
@@ -136,7 +138,9 @@ class Outbox:
                 self._wake.clear()  # before reading: a notify() from now on is not lost
                 records = []
                 if room > 0:
-                    records = await self.journal.unacked(self._next_after, min(self.batch, room))
+                    records = await self.journal.unacked(
+                        self._next_after, min(self.batch, room), raw=True
+                    )
                 if records:
                     await self._publish_all(records)
                 else:
@@ -178,7 +182,9 @@ class Outbox:
                 return
             seq = int(record["seq"])
             name = self._topics.get(record.get("kind", ""), self._topics["event"])
-            payload = json.dumps(record["message"], separators=(",", ":"), ensure_ascii=False)
+            body = record.get("body")  # the journal's JSON text (raw=True)
+            if not isinstance(body, str):
+                body = json.dumps(record["message"], separators=(",", ":"), ensure_ascii=False)
             await self._inflight.acquire()
             if epoch != self._epoch:
                 self._inflight.release()
@@ -186,7 +192,7 @@ class Outbox:
             self._next_after = max(self._next_after, seq)  # a late-final record is older
             self.published_upto = max(self.published_upto, seq)
             self._sent_at.setdefault(seq, time.monotonic())
-            task = asyncio.create_task(self._publish_one(name, payload.encode(), epoch))
+            task = asyncio.create_task(self._publish_one(name, body.encode(), epoch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             # Tasks start in creation order (asyncio runs ready callbacks first in, first out),

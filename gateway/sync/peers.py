@@ -289,6 +289,23 @@ class PeerInbox:
             return True
         return False
 
+    def take_verified(self, name: str, message: dict[str, Any], key: str | None) -> None:
+        """A peer's check-in or occupancy that the wire process parsed and whose signature
+        it verified with ``key`` (gateway.sync.wire_child): checked and applied as in
+        :meth:`handle`, without verifying again, if ``key`` is still the peer's key in the
+        current set; otherwise verified here (the set changed meanwhile)."""
+        where = parse(name)
+        if where is None or where.site != self.site or where.gw is None or where.gw == self.gw:
+            raise BadMessage("not a peer's topic", name)
+        rules = self.rules()
+        verified = rules is not None and key is not None and rules.gateways.get(where.gw) == key
+        if where.kind == "checkin":
+            self._take_checkin(where.gw, message, name, verified=verified)
+        elif where.kind == "occupancy":
+            self._take_occupancy(where.gw, message, name, verified=verified)
+        else:
+            raise BadMessage("not a peer's topic", name)
+
     def pending(self, gw: str) -> int:
         """Check-ins of ``gw`` checked and waiting to be applied."""
         queue = self._queues.get(gw)
@@ -310,10 +327,14 @@ class PeerInbox:
             self._key_cache = (rules.gateways, rules.gateway_keys())
         return self._key_cache[1]
 
-    def _authentic(self, gw: str, message: dict[str, Any], name: str) -> SiteRules:
+    def _authentic(
+        self, gw: str, message: dict[str, Any], name: str, verified: bool = False
+    ) -> SiteRules:
         rules = self.rules()
         if rules is None:
             raise BadMessage("no entitlement set yet: peers cannot be verified", name)
+        if verified:  # by the wire process, with the key the current set has for ``gw``
+            return rules
         problem = signature_problem(message, gw, self._keys(rules))
         if problem is not None:
             raise BadMessage(problem, name)
@@ -326,8 +347,10 @@ class PeerInbox:
         if problem is not None:
             raise BadMessage(f"on this gateway's own topic: {problem}", name)
 
-    def _take_checkin(self, gw: str, message: dict[str, Any], name: str) -> None:
-        rules = self._authentic(gw, message, name)
+    def _take_checkin(
+        self, gw: str, message: dict[str, Any], name: str, verified: bool = False
+    ) -> None:
+        rules = self._authentic(gw, message, name, verified)
         problem = checkin_problem(message, rules, self.now(), self.clock_trusted())
         if problem is not None:
             raise BadMessage(f"check-in: {problem}", name)
@@ -339,8 +362,10 @@ class PeerInbox:
             task = asyncio.create_task(self._drain(gw), name=f"peer {gw}")
             self._drains[gw] = task
 
-    def _take_occupancy(self, gw: str, message: dict[str, Any], name: str) -> None:
-        rules = self._authentic(gw, message, name)
+    def _take_occupancy(
+        self, gw: str, message: dict[str, Any], name: str, verified: bool = False
+    ) -> None:
+        rules = self._authentic(gw, message, name, verified)
         problem = occupancy_problem(message, rules)
         if problem is not None:
             raise BadMessage(f"occupancy: {problem}", name)

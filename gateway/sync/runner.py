@@ -33,7 +33,7 @@ from gateway.state import LocalState
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.sync.commands import Commands, DoorControl, SeenCommands
-from gateway.sync.dispatch import OVERLOADED, Dispatcher, concern_of
+from gateway.sync.dispatch import OVERLOADED, Dispatcher, Payload, VerifiedPeer, concern_of
 from gateway.sync.entitlement_sync import EntitlementSync
 from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
 from gateway.sync.peers import PeerEffects, PeerInbox
@@ -133,17 +133,19 @@ class SyncRunner:
             cfg,
             gateway.identity,
             calls={
-                "unacked": gateway.journal.unacked,
+                "unacked": self._unacked,
                 "ack": gateway.journal.ack,
                 "status": self._status_payload,
                 "on_connect": self._on_connect,
             },
             notices={
                 "message": self._offer,
+                "verified": self._offer_verified,
                 "dropped": self._dropped,
                 "event": self._event,
             },
         )
+        self.wire.peer_keys = self._peer_keys
         self.link = self.wire.link  # its state as the wire process reports it; publishes
         self.outbox = self.wire.outbox
         effects = PeerEffects(
@@ -218,14 +220,29 @@ class SyncRunner:
         """A journal record became final: wake the outbox (in the wire process)."""
         self.outbox.notify()
 
-    def _offer(self, topic: str, payload: bytes) -> None:
+    def _offer(self, topic: str, payload: Payload) -> None:
         """An inbound message (not an ack): to its concern's queue."""
         if not self.inbound.offer(topic, payload):
             self._event("bad_message", {"topic": topic, "reason": OVERLOADED})
 
+    def _offer_verified(
+        self, topic: str, message: dict[str, Any], key: str | None, size: int
+    ) -> None:
+        """A peer's message the wire process verified: to the peers' queue, in order."""
+        self._offer(topic, VerifiedPeer(message, key, size))
+
+    def _peer_keys(self) -> dict[str, str] | None:
+        """The registered gateways' keys (the wire process verifies peers with them); None
+        before the first set (peers' messages then wait for it here, unverified)."""
+        rules = self.gateway.store.rules
+        return dict(rules.gateways) if rules is not None else None
+
     def _dropped(self, topic: str, reason: str) -> None:
         """A message the link dropped (too large...): reported in its concern's order."""
         self.inbound.note_dropped(topic, reason)
+
+    async def _unacked(self, after_seq: int, limit: int, raw: bool) -> list[dict[str, Any]]:
+        return await self.gateway.journal.unacked(after_seq, limit, raw=raw)
 
     async def _on_connect(self) -> None:
         await self.entitlements.on_connect()
@@ -234,7 +251,10 @@ class SyncRunner:
         """The status the link announces when it connects."""
         return self.status.payload()
 
-    async def _message(self, name: str, payload: bytes) -> None:
+    async def _message(self, name: str, payload: Payload) -> None:
+        if isinstance(payload, VerifiedPeer):
+            self.peers.take_verified(name, payload.message, payload.key)
+            return
         if await self.entitlements.handle(name, payload):
             return
         while concern_of(name) == "peers" and self.gateway.store.version is None:
@@ -292,6 +312,7 @@ class SyncRunner:
 
     def _new_version(self, version: int) -> None:
         self._have_set.set()
+        self.wire.peers_changed()
         self.status.notify()
 
     async def _bad_message(self, topic: str, reason: str) -> None:

@@ -274,6 +274,17 @@ class WireEnd:
         self.outbox = OutboxMirror(self.link)
         self.process: subprocess.Popen[bytes] | None = None
         self.on_state: Callable[[LinkState], None] | None = None
+        # the registered gateways' keys (rules.gateways): peers are verified in the wire
+        self.peer_keys: Callable[[], dict[str, str] | None] = lambda: None
+        self._told_keys: dict[str, str] | None = None
+
+    def peers_changed(self) -> None:
+        """A new entitlement set: tell the wire process its peers' keys if they changed."""
+        keys = self.peer_keys()
+        channel = self.link.channel
+        if channel is not None and keys is not None and keys != self._told_keys:
+            channel.notify("peer_keys", keys)
+            self._told_keys = keys
 
     def _state(self, state: dict[str, Any]) -> None:
         was = self.link.state.connected
@@ -297,12 +308,14 @@ class WireEnd:
             reader, writer, calls=self.calls, notices=self.notices, name="MQTT wire process"
         )
         self.link.channel = channel
+        self.peers_changed()  # the keys of the set as it is at the start
         try:
             await channel.run()
             code = await asyncio.to_thread(self._reap, 5.0)
             raise LinkError(f"the MQTT wire process ended (exit status {code})")
         finally:
             self.link.channel = None
+            self._told_keys = None
             self.link.state = LinkState(**{**vars(self.link.state), "connected": False})
             channel.close()  # the wire process reads the end, says offline and leaves
             await _uncancellable(asyncio.to_thread(self._reap, 5.0))

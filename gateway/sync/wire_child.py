@@ -21,17 +21,19 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway import logs
 from gateway.config import MqttSection
-from gateway.errors import LinkError
-from gateway.identity import Identity, MessageSigner
+from gateway.entitlements import raw_ed25519_key
+from gateway.errors import BadMessage, LinkError
+from gateway.identity import Identity, MessageSigner, signature_problem
 from gateway.sync.dispatch import OVERLOADED
 from gateway.sync.envelopes import load_public_key
 from gateway.sync.link import Link
 from gateway.sync.outbox import JournalView, Outbox
-from gateway.sync.topics import gw_topic
+from gateway.sync.peers import MAX_CHECKIN_BYTES, MAX_OCCUPANCY_BYTES, parse_message
+from gateway.sync.topics import gw_topic, parse
 from gateway.sync.wire import Channel, LinkState
 
 ACKS_WAITING = 1000  # acks queued (the central sends one per batch at most)
@@ -44,8 +46,10 @@ class _JournalOverChannel(JournalView):
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
 
-    async def unacked(self, after_seq: int = 0, limit: int = 500) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = await self.channel.call("unacked", after_seq, limit)
+    async def unacked(
+        self, after_seq: int = 0, limit: int = 500, *, raw: bool = False
+    ) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = await self.channel.call("unacked", after_seq, limit, raw)
         return records
 
     async def ack(self, upto: int) -> int:
@@ -65,6 +69,11 @@ class Wire:
         self.ack_topic = gw_topic(self.site, self.gw, "checkin/ack")
         self._overloaded_at = 0.0
         self._told: LinkState | None = None
+        # Peers' keys (rules.gateways) as the gateway last told them: their check-ins and
+        # occupancy are parsed and verified here, off the doors' process; None: not told yet,
+        # everything goes to the gateway as it came.
+        self._peer_text: dict[str, str] | None = None
+        self._peer_keys: dict[str, Ed25519PublicKey | None] = {}
 
     async def serve(self, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -79,7 +88,7 @@ class Wire:
             reader,
             writer,
             calls={"publish": self._publish},
-            notices={"notify": self._notify},
+            notices={"notify": self._notify, "peer_keys": self._set_peer_keys},
             name="gateway",
         )
         outbox = Outbox(
@@ -98,6 +107,7 @@ class Wire:
         link.on_connect(outbox.on_connect)
         link.on_connect(self._connected)
         link.on_bad_message(self._dropped)
+        link.on_change = self._report  # every check-in's ``offline`` follows at once
         tasks = [
             asyncio.create_task(link.run(), name="mqtt link"),
             asyncio.create_task(outbox.run(), name="outbox"),
@@ -120,6 +130,13 @@ class Wire:
     def _notify(self) -> None:
         self.outbox.notify()
 
+    def _set_peer_keys(self, keys: dict[str, str]) -> None:
+        decoded: dict[str, Ed25519PublicKey | None] = {}
+        for gw, text in keys.items():
+            raw = raw_ed25519_key(text)
+            decoded[gw] = None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
+        self._peer_text, self._peer_keys = dict(keys), decoded
+
     # --- what the gateway is told -----------------------------------------------------------
 
     async def _status(self) -> dict[str, Any]:
@@ -141,7 +158,34 @@ class Wire:
         if self.channel.behind():  # the gateway is not reading: not one more in memory
             self._overloaded(topic)
             return
+        where = parse(topic)
+        if (
+            self._peer_text is not None
+            and where is not None
+            and where.kind in ("checkin", "occupancy")
+            and where.site == self.site
+            and where.gw not in (None, self.gw)
+        ):
+            self._peer(topic, str(where.gw), where.kind, payload)
+            return
         self.channel.notify("message", topic, payload)
+
+    def _peer(self, topic: str, gw: str, kind: str, payload: bytes) -> None:
+        """A peer's message: parsed and its signature verified here (the gateway checks its
+        fields and applies it); refused here with the gateway's own reasons."""
+        limit = MAX_CHECKIN_BYTES if kind == "checkin" else MAX_OCCUPANCY_BYTES
+        try:
+            message = parse_message(payload, limit, topic)
+        except BadMessage as exc:
+            self.channel.notify("event", "bad_message", {"topic": topic, "reason": exc.reason})
+            return
+        problem = signature_problem(message, gw, self._peer_keys)
+        if problem is not None:
+            self.channel.notify("event", "bad_message", {"topic": topic, "reason": problem})
+            return
+        assert self._peer_text is not None
+        key = self._peer_text.get(gw)
+        self.channel.notify("verified", topic, message, key, len(payload))
 
     def _overloaded(self, topic: str) -> None:
         """A message dropped here: a ``bad_message`` event, at most one a second."""

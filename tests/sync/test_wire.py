@@ -1,0 +1,171 @@
+"""The wire process's seams (gateway.sync.wire, wire_child): the channel between the two
+processes, peers verified in the wire and trusted by the gateway only with the current
+key, and the journal's records handed over as the JSON text they were written as."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gateway.entitlements import parse_rules
+from gateway.errors import BadMessage, LinkError
+from gateway.journal import Journal
+from gateway.sync.peers import PeerInbox
+from gateway.sync.wire import Channel, ChannelClosed
+from tests.trust.helpers import SITE, Peer, rules, until
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+async def pair(
+    left: dict[str, Any], right: dict[str, Any]
+) -> tuple[Channel, Channel, list[asyncio.Task[None]]]:
+    a, b = socket.socketpair()
+    ends = []
+    for sock, handlers in ((a, left), (b, right)):
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        ends.append(Channel(reader, writer, name="test", **handlers))
+    tasks = [asyncio.create_task(end.run()) for end in ends]
+    return ends[0], ends[1], tasks
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[tuple[Channel, Channel, list[Any]]]:
+    told: list[Any] = []
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def refuse() -> None:
+        raise LinkError("the broker refused it")
+
+    async def crash() -> None:
+        raise ZeroDivisionError("a bug")
+
+    left, right, tasks = await pair(
+        {"calls": {}, "notices": {"told": told.append}},
+        {"calls": {"double": double, "refuse": refuse, "crash": crash},
+         "notices": {"told": told.append}},
+    )  # fmt: skip
+    yield left, right, told
+    left.close()
+    right.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_calls_are_answered_and_notices_keep_their_order(channels):
+    left, _, told = channels
+    assert await asyncio.gather(*(left.call("double", i) for i in range(50))) == [
+        2 * i for i in range(50)
+    ]
+    for i in range(1000):
+        left.notify("told", i)
+    big = b"x" * (8 * 2**20)  # a 16 MiB-class delta crosses in one frame
+    left.notify("told", big)
+    await until(lambda: len(told) == 1001)
+    assert told[:1000] == list(range(1000)) and told[1000] == big
+
+
+async def test_a_refusal_comes_back_as_link_error_with_its_words_and_a_bug_too(channels):
+    left, _, _ = channels
+    with pytest.raises(LinkError, match="the broker refused it"):
+        await left.call("refuse")
+    with pytest.raises(LinkError, match="a bug"):
+        await left.call("crash")
+    assert await left.call("double", 4) == 8  # the channel goes on
+
+
+async def test_when_the_other_side_goes_what_waits_fails_and_nothing_hangs(channels):
+    left, right, _ = channels
+    gate = asyncio.Event()
+
+    async def forever() -> None:
+        await gate.wait()
+
+    right._calls = {"forever": forever}  # type: ignore[attr-defined]
+    waiting = asyncio.create_task(left.call("forever"))
+    await asyncio.sleep(0.05)
+    right.close()
+    with pytest.raises(ChannelClosed):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(ChannelClosed):
+        await left.call("double", 1)
+
+
+# --- peers verified in the wire ------------------------------------------------------------
+
+
+def inbox(applied: list[dict[str, Any]], keys: dict[str, str]) -> PeerInbox:
+    async def apply(checkin: dict[str, Any]) -> bool:
+        applied.append(checkin)
+        return True
+
+    keyed = parse_rules(rules(keys))
+    return PeerInbox(
+        site=SITE, gw="door-1", own_key=Peer("door-1").key.public_key(), rules=lambda: keyed,
+        now=lambda: NOW, clock_trusted=lambda: True, apply_checkin=apply,
+        apply_occupancy=lambda *a: None, peer_upto=lambda gw: 0,
+    )  # fmt: skip
+
+
+async def test_a_peer_message_verified_with_the_current_key_is_applied_without_a_second_check():
+    peer = Peer("door-2")
+    applied: list[dict[str, Any]] = []
+    box = inbox(applied, {"door-2": peer.public_key_b64})
+    name = f"acs/v1/{SITE}/gw/door-2/checkin"
+    message = json.loads(peer.sign(peer.checkin(at=NOW.isoformat())))
+    message["sig"] = "x" * 86  # the gateway trusts the wire's verification: not checked again
+    box.take_verified(name, message, peer.public_key_b64)
+    await until(lambda: applied)
+    assert applied[0]["id"] == message["id"]
+    with pytest.raises(BadMessage, match="zone"):  # the fields are still checked here
+        box.take_verified(name, {**message, "zone": "pool"}, peer.public_key_b64)
+    await box.close()
+
+
+async def test_a_peer_message_verified_with_a_key_the_set_no_longer_has_is_checked_again():
+    """The set changed between the wire's check and the gateway's: the old key counts
+    for nothing, and a message the new key did not sign is refused."""
+    old, new = Peer("door-2"), Peer("door-2")
+    applied: list[dict[str, Any]] = []
+    box = inbox(applied, {"door-2": new.public_key_b64})
+    name = f"acs/v1/{SITE}/gw/door-2/checkin"
+    signed_by_old = json.loads(old.sign(old.checkin(at=NOW.isoformat())))
+    with pytest.raises(BadMessage, match="signature"):
+        box.take_verified(name, signed_by_old, old.public_key_b64)
+    with pytest.raises(BadMessage, match="signature"):
+        box.take_verified(name, signed_by_old, None)
+    signed_by_new = json.loads(new.sign(new.checkin(at=NOW.isoformat())))
+    box.take_verified(name, signed_by_new, old.public_key_b64)  # verified here: it is good
+    await until(lambda: applied)
+    assert [c["id"] for c in applied] == [signed_by_new["id"]]
+    with pytest.raises(BadMessage, match="peer"):  # own topic: never taken as verified
+        box.take_verified(f"acs/v1/{SITE}/gw/door-1/checkin", signed_by_new, None)
+    await box.close()
+
+
+# --- the journal's records as written -------------------------------------------------------
+
+
+async def test_unacked_raw_gives_each_record_as_the_json_text_it_was_written_as(tmp_path):
+    from tests.sync.test_outbox import decision
+
+    journal = await Journal.open(tmp_path / "journal.sqlite", "door-1")
+    try:
+        entry = await journal.record_decision(decision("M1"))
+        await journal.finalise(entry.seq, passed=True, charged=0)
+        await journal.record_event("door_closed", door="in", detail={"ß": "ø"}, at=NOW)
+        parsed = await journal.unacked(0, 10)
+        raw = await journal.unacked(0, 10, raw=True)
+    finally:
+        await journal.close()
+    assert [r["seq"] for r in raw] == [r["seq"] for r in parsed]
+    assert [r["kind"] for r in raw] == [r["kind"] for r in parsed] == ["checkin", "event"]
+    for text, record in zip(raw, parsed, strict=True):
+        assert isinstance(text["body"], str) and json.loads(text["body"]) == record["message"]
