@@ -9,7 +9,9 @@ gateway applies the new snapshot while a door decides every millisecond. Printed
   encode each record once, HMAC every credential, insert the records into a bare SQLite
   table in one transaction, sort the credential index. Target: within 1.5x of the floor.
 - the slowest decision during the apply beside the slowest one before it. Target <= 50 ms.
-- the builder's peak memory beside its memory after its first chunk (bounded by a chunk).
+- the builder's peak memory beside its memory after its first chunk (bounded by a chunk):
+  with two cores or more, the builder's and its writer process's, added (an upper bound:
+  the pages the two share since the fork are counted twice).
 - the same set loaded in-process (validate + ``replace``), beside the same floor.
 """
 
@@ -163,6 +165,7 @@ async def snapshot(port: int, workdir: Path, members: int) -> dict[str, float]:
         rss = [int(a.get("rss_kib") or 0) for a in answers if a.get("rss_kib")]
         out["builder_first_chunk_mib"] = (rss[0] if rss else 0) / 1024
         out["builder_peak_mib"] = (max(rss) if rss else 0) / 1024
+        out["builder_cpu_s"] = float(answers[-1].get("cpu_s") or 0) if answers else 0.0
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sync.close()

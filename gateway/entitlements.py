@@ -88,10 +88,13 @@ class _Wire(BaseModel):
 
 _HEX_SEPARATORS = re.compile(r"[\s:\-]")
 _HEX = re.compile(r"[0-9A-F]+")
+_CLEAN_UID = re.compile(r"[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20}")
 
 
 def normalise_uid(uid: str) -> str | None:
     """An NFC UID as upper-case hex without separators, or None if it is not 4, 7 or 10 bytes."""
+    if _CLEAN_UID.fullmatch(uid):  # already canonical, as the central system mostly sends it
+        return uid
     clean = _HEX_SEPARATORS.sub("", uid).upper()
     if len(clean) not in (8, 14, 20) or not _HEX.fullmatch(clean):
         return None
@@ -130,10 +133,14 @@ class NfcCredential(_Wire):
 
     @model_validator(mode="after")
     def _valid_uid(self) -> NfcCredential:
-        if self._canonical is None:
+        key = credential_key("nfc", self.uid, self.format)
+        if key is None:
             if self.format:
                 raise ValueError(f"card number {self.uid!r} with format must be decimal digits")
             raise ValueError("uid must be hex of 4, 7 or 10 bytes")
+        # what the cached property below would keep, kept now: it is asked for once per
+        # credential of a million-member set, and the property's lock costs more than this
+        self.__dict__["_canonical"] = key
         return self
 
     @functools.cached_property

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import sqlite3
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -148,6 +149,7 @@ class StagedSetProcess:
         theirs.close()
         self._closed = self._finished = False
         self._writer_peak_kib: int | None = None  # as it said when it finished
+        self.writer_cpu_s = 0.0  # the CPU time the writer took, once finished
         try:
             self._answer("ready")
         except OSError:
@@ -173,7 +175,7 @@ class StagedSetProcess:
     ) -> tuple[int, list[str]]:
         """As :meth:`StagedSet.finish`, once the writer has written every chunk."""
         self._conn.send(("finish", version, rules, dict(checkins_upto), at))
-        _, count, notes, self._writer_peak_kib = self._answer()
+        _, count, notes, self._writer_peak_kib, self.writer_cpu_s = self._answer()
         self._closed = self._finished = True
         self._conn.close()
         self._proc.join()
@@ -197,9 +199,9 @@ class StagedSetProcess:
         if self._conn.poll():
             self._answer()  # only a failure comes before finish
 
-    def _answer(self, expected: str = "done") -> tuple[str, int, list[str], int]:
+    def _answer(self, expected: str = "done") -> tuple[str, int, list[str], int, float]:
         try:
-            answer: tuple[str, Any, Any, Any] = self._conn.recv()
+            answer: tuple[str, Any, Any, Any, Any] = self._conn.recv()
         except EOFError:
             self._proc.join(5)
             code = self._proc.exitcode
@@ -217,9 +219,9 @@ def _write_staged(conn: Connection, parents: Connection, staging: Staging, chunk
     try:
         staged = StagedSet(staging, chunk_size=chunk_size)
     except (sqlite3.Error, OSError) as exc:
-        conn.send(("failed", f"{type(exc).__name__}: {exc}", None, None))
+        conn.send(("failed", f"{type(exc).__name__}: {exc}", None, None, None))
         return
-    conn.send(("ready", 0, [], 0))  # the file is there, as with a StagedSet
+    conn.send(("ready", 0, [], 0, 0.0))  # the file is there, as with a StagedSet
     try:
         while True:
             message = conn.recv()
@@ -227,14 +229,14 @@ def _write_staged(conn: Connection, parents: Connection, staging: Staging, chunk
                 staged.add_rows(message[1], message[2])
             else:
                 count, notes = staged.finish(*message[1:])
-                conn.send(("done", count, notes, peak_rss_kib()))
+                conn.send(("done", count, notes, peak_rss_kib(), time.process_time()))
                 return
     except EOFError:
         staged.discard()  # the builder gave up, or died
     except (sqlite3.Error, OSError, ValueError) as exc:
         staged.discard()
         with contextlib.suppress(OSError):
-            conn.send(("failed", f"{type(exc).__name__}: {exc}", None, None))
+            conn.send(("failed", f"{type(exc).__name__}: {exc}", None, None, None))
 
 
 def peak_rss_kib(pid: int | None = None) -> int:

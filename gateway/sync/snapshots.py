@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -176,6 +177,9 @@ class SnapshotStager:
             raise
         count, notes = part.staged.finish(head.version, part.rules, part.checkins_upto, at)
         rss_kib = self._peak_rss_kib(part.staged)
+        # this process's CPU time (it lives for one snapshot) and its writer's, for figures
+        writer_cpu_s = part.staged.writer_cpu_s if isinstance(part.staged, StagedSetProcess) else 0
+        cpu_s = time.process_time() + writer_cpu_s
         self._part = None
         return {
             "status": "complete",
@@ -185,6 +189,7 @@ class SnapshotStager:
             "notes": notes[:NOTES_KEPT],
             "notes_count": len(notes),
             "rss_kib": rss_kib,
+            "cpu_s": round(cpu_s, 3),
             **where,
         }
 

@@ -185,22 +185,25 @@ def test_a_credential_given_twice_across_chunks_stays_with_the_later_record(
     assert store.find("nfc", f"04{1:06X}").id == "M7"  # type: ignore[union-attr]
 
 
-def writer_of(stager: SnapshotStager) -> StagedSetProcess:
-    staged = stager._part.staged  # type: ignore[union-attr]
-    assert isinstance(staged, StagedSetProcess)
-    return staged
-
-
-def test_a_writer_process_that_dies_fails_the_snapshot_and_leaves_the_store_as_it_was(
-    store: EntitlementStore,
-) -> None:
+@pytest.fixture
+def writing(store: EntitlementStore) -> Iterator[tuple[SnapshotStager, StagedSetProcess]]:
+    """A stager with a writer process, chunk 0 of 3 of version 2 staged."""
     stager = SnapshotStager(
         public_key=KEY.public_key(), site=SITE, topic=TOPIC, writer_process=True
     )
     assert take(stager, store, chunk(2, 0, 3, members(0, 3)))["status"] == "staged"
-    writer = writer_of(stager)._proc
-    os.kill(writer.pid, signal.SIGKILL)  # type: ignore[arg-type]  # as the OOM killer would
-    writer.join()
+    staged = stager._part.staged  # type: ignore[union-attr]
+    assert isinstance(staged, StagedSetProcess) and Path(staged.path).exists()
+    yield stager, staged
+    stager.close()
+
+
+def test_a_writer_process_that_dies_fails_the_snapshot_and_leaves_the_store_as_it_was(
+    store: EntitlementStore, writing: tuple[SnapshotStager, StagedSetProcess]
+) -> None:
+    stager, staged = writing
+    os.kill(staged._proc.pid, signal.SIGKILL)  # type: ignore[arg-type]  # as the OOM killer would
+    staged._proc.join()
     answer = take(stager, store, chunk(2, 1, 3, members(3, 3)))
     assert answer["status"] == "failed" and "could not be written" in answer["reason"]
     assert not Path(store.staging().path).exists()
@@ -209,22 +212,15 @@ def test_a_writer_process_that_dies_fails_the_snapshot_and_leaves_the_store_as_i
     for i in range(3):
         answer = take(stager, store, chunk(2, i, 3, members(3 * i, 3)))
     assert answer["status"] == "complete" and answer["count"] == 9
-    stager.close()
 
 
 def test_a_writer_process_whose_builder_is_gone_deletes_its_file_and_ends(
-    store: EntitlementStore,
+    writing: tuple[SnapshotStager, StagedSetProcess],
 ) -> None:
-    stager = SnapshotStager(
-        public_key=KEY.public_key(), site=SITE, topic=TOPIC, writer_process=True
-    )
-    assert take(stager, store, chunk(2, 0, 2, members(0, 3)))["status"] == "staged"
-    staged = writer_of(stager)
-    path = Path(staged.path)
-    assert path.exists()
+    _, staged = writing
     staged._conn.close()  # what the builder's death does to the pipe
     staged._proc.join(30)
-    assert staged._proc.exitcode == 0 and not path.exists()
+    assert staged._proc.exitcode == 0 and not Path(staged.path).exists()
 
 
 def test_a_file_deleted_late_by_a_gone_writer_is_never_a_newer_snapshots_file(
@@ -264,7 +260,7 @@ async def test_the_builder_process_stages_a_snapshot_and_reports_its_memory(
     finally:
         await builder.close()
     assert first["status"] == "staged" and done["status"] == "complete"
-    assert done["count"] == 1000 and done["rss_kib"] > 0
+    assert done["count"] == 1000 and done["rss_kib"] > 0 and done["cpu_s"] > 0
     store.adopt(done["path"])
     assert store.version == 2 and store.find("nfc", f"04{999:06X}").id == "M999"  # type: ignore[union-attr]
 
