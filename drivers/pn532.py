@@ -55,6 +55,7 @@ MAX_TEXT = 1024  # the longest NDEF text passed on as a code
 PN532_IC = 0x32
 AUTO_ATR_RES, AUTO_RATS = 0x04, 0x10  # SetParameters flags (libnfc sets both at init)
 MAX_ERRORS = 5  # protocol errors in a row before the port is reopened
+LAST_LOOK_S = 0.005  # past a deadline, how long to look for bytes that came in time
 
 
 class ModuleSilent(HardwareError):
@@ -168,10 +169,17 @@ class Pn532Module:
 
     async def _next_item(self, deadline: float, what: str) -> pf.Item:
         loop = asyncio.get_running_loop()
+        looked_again = False
         while not self._items:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise ModuleSilent(what)
+                if looked_again:
+                    raise ModuleSilent(what)
+                # The deadline may have passed while this loop was held up (a busy box), with
+                # the chip's answer waiting in the port since long before: one last look, or
+                # a healthy module would be re-initialised and a card missed for seconds.
+                looked_again = True
+                remaining = LAST_LOOK_S
             half_frame = self.parser.buffered > 1  # only ever a frame's beginning
             try:
                 async with asyncio.timeout(

@@ -188,6 +188,36 @@ async def test_a_damaged_answer_is_asked_for_again_with_a_nack(sim: Pn532Simulat
     assert reader.reinits == 0  # no timeout was needed
 
 
+async def test_an_answer_that_came_in_time_is_taken_even_when_the_loop_was_held_up(
+    sim: Pn532Simulator,
+) -> None:
+    """The gateway's loop blocked past the ACK and answer deadlines (a busy box) while the
+    chip answered at once: the answer waiting in the port is taken, not a re-initialisation
+    (which missed cards for seconds under load)."""
+    import time
+
+    reader = reader_on(sim.path)
+    async with running(reader) as reads:
+        sim.place("04A1B2C3")
+        await reads.next()
+        assert reader.module is not None
+        port = reader.module.port
+        real_write = port.write
+
+        def write_then_stall(data: bytes) -> None:
+            real_write(data)
+            if data != pf.ACK:  # once the driver waits for the ACK, the loop is held up
+                asyncio.get_running_loop().call_soon(time.sleep, FAST.reply_timeout + 0.1)
+
+        port.write = write_then_stall  # type: ignore[method-assign]
+        try:
+            answer = await reader.module.call(pf.GET_FIRMWARE_VERSION, b"")
+        finally:
+            port.write = real_write  # type: ignore[method-assign]
+        assert answer[:1] == b"\x32"  # IC: PN532
+    assert reader.reinits == 0
+
+
 async def test_a_locked_up_module_is_reported_offline_and_recovers(sim: Pn532Simulator) -> None:
     health = HealthLog()
     reader = reader_on(sim.path, health)
