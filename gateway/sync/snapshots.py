@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 ANSWER_DEADLINE_S = 300.0
 NOTES_KEPT = 20  # duplicate-credential notes passed on (the count is always complete)
 COLLECT_EVERY = 50  # chunks between garbage collections in the builder process
+NICE = 10  # the builder's (and its writer's) niceness, as the web UI's process
 
 
 class SnapshotBuilderFailed(AccessGwError):
@@ -227,6 +228,10 @@ def main() -> int:
     # gateway then asks for the snapshot again). Raising one's own score needs no privilege.
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
         adj.write("500")
+    # Background work: where the builder and its writer keep every core busy, the doors'
+    # process is still to get a core the moment it has a decision to make.
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     stdin = sys.stdin.buffer
     first = _read_frame(stdin)
     if first is None:

@@ -254,6 +254,8 @@ async def test_the_builder_process_stages_a_snapshot_and_reports_its_memory(
         pid = builder._proc.pid  # type: ignore[union-attr]
         # short of memory, the kernel kills the builder before the gateway
         assert oom_score_adj(pid) == 500
+        # and the doors get a core before it when both want one
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
         done = await builder.take(
             chunk(2, 1, 2, members(500, 500)), have=1, want=False, at=AT, staging=staging
         )
