@@ -38,6 +38,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "flood": (["--seconds", "8"], ["--seconds", "20"]),
     "drain": (["--checkins", "20000"], ["--checkins", "100000"]),
     "decide_set": (["--members", "200000"], ["--members", "1000000"]),
+    "web": (["why", "--members", "100000"], ["why", "--members", "1000000"]),
     "decision": (
         ["--members", "100000", "--decisions", "20000"],
         ["--members", "1000000", "--decisions", "50000"],
