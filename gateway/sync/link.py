@@ -82,6 +82,14 @@ class _Client(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self.puback: dict[int, ReasonCode] = {}  # acks that came before anyone waited
         self._acked: dict[int, asyncio.Future[ReasonCode]] = {}  # mid -> its waiter
+        self.on_lost: Callable[[], None] | None = None  # the connection is gone (see Link)
+
+    def _on_disconnect(self, *args: Any, **kwargs: Any) -> None:
+        # The first sign of a lost connection: the link says so before aiomqtt has wound
+        # the session down (a few turns of the loop), so no check-in in between says online.
+        if self.on_lost is not None:
+            self.on_lost()
+        super()._on_disconnect(*args, **kwargs)
 
     def _on_publish(
         self,
@@ -346,6 +354,7 @@ class Link:
         try:
             await self._subscribe(client)
             self._client = client
+            client.on_lost = lambda: self._set_connected(False)
             self._set_connected(True)
             self.last_error = None
             self.connections += 1
