@@ -351,8 +351,9 @@ async def rig(workdir: Path, members: int, *, web: bool = False,
                 for gw, where in ((GW, state), (PEER, peer_state)):
                     key = load_identity(gw, SITE, where).public_key_b64
                     await central.ask(("register", gw, key))
-                if backlog:
-                    journal = await Journal.open(state / "journal.sqlite", GW)
+                if backlog:  # signed as the gateway journals them (when final)
+                    signer = load_identity(GW, SITE, state).record_signer()
+                    journal = await Journal.open(state / "journal.sqlite", GW, signer=signer)
                     from bench.drain import fill_journal
 
                     await fill_journal(journal, backlog)

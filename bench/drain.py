@@ -2,10 +2,14 @@
 
 N check-ins queued in the journal are drained by the outbox to a real mosquitto, with the
 central simulator (a process of its own) counting and acking them; check-ins/s from the
-first publish to the last ack. The floor, in the same run, same broker, same payloads: a
-bare aiomqtt QoS 1 publish loop with a sliding window of the outbox's in-flight limit (a
-new publish as soon as one of the ``inflight`` outstanding ones has its PUBACK; not
-batches with ``gather``, not stop-and-wait). Target: the outbox within 90% of it.
+first publish to the last ack. The outbox runs as in the gateway: in the wire process
+(:mod:`gateway.sync.wire`), asking this process's journal for records and reporting acks
+over its channel, and the records are signed as the gateway journals them (each when it
+became final); its CPU is this process's plus the wire process's. The floor, in the same
+run, same broker, same (signed) payloads: a bare aiomqtt QoS 1 publish loop with a sliding
+window of the outbox's in-flight limit (a new publish as soon as one of the ``inflight``
+outstanding ones has its PUBACK; not batches with ``gather``, not stop-and-wait). Target:
+the outbox within 90% of it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -27,8 +31,7 @@ sys.path.insert(0, str(ROOT))
 import aiomqtt  # noqa: E402
 
 from bench.figures import Row, add_cpus_argument, emit, pin_cpus  # noqa: E402
-from bench.harness import AT, GW, SITE, CentralProcess, make_link, start_broker, until  # noqa: E402
-from gateway.sync.envelopes import load_public_key  # noqa: E402
+from bench.harness import AT, GW, SITE, CentralProcess, start_broker, until  # noqa: E402
 from gateway.sync.link import no_delay  # noqa: E402
 
 INFLIGHT = 100  # the outbox's and the link's default in-flight limit
@@ -48,32 +51,65 @@ async def fill_journal(journal: Any, n: int) -> None:
         await journal.record_many([checkin(i) for i in range(start, min(n, start + 1000))])
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drain(port: int, workdir: Path, n: int) -> dict[str, float]:
+    from gateway.config import parse_config
+    from gateway.identity import load_identity
     from gateway.journal import Journal
-    from gateway.sync.outbox import Outbox
+    from gateway.sync.wire import WireEnd
 
     out: dict[str, float] = {}
     async with CentralProcess(port) as central:
-        journal = await Journal.open(workdir / "journal.sqlite", GW)
+        identity = load_identity(GW, SITE, workdir / "state")
+        # as the gateway journals them: each record signed as it became final
+        journal = await Journal.open(workdir / "journal.sqlite", GW,
+                                     signer=identity.record_signer())  # fmt: skip
         await fill_journal(journal, n)
-        messages = [r["message"] for r in await journal.unacked(0, n)]
-        link = make_link(port)
-        outbox = Outbox(journal, link, site=SITE, gw=GW, inflight=INFLIGHT,
-                        public_key=load_public_key(central.public_key))  # fmt: skip
-        link.on_message(lambda t, p: outbox.handle(t, p))  # type: ignore[arg-type, return-value]
-        link.on_connect(outbox.on_connect)
-        tasks = [asyncio.create_task(link.run()), asyncio.create_task(outbox.run())]
-        t0, c0 = time.perf_counter(), time.process_time()
-        await until(lambda: outbox.acked_upto >= n, 900)  # all received, counted and acked
+        payloads = [r["body"].encode() for r in await journal.unacked(0, n, raw=True)]
+        cfg = parse_config(f"""
+[gateway]
+id = "{GW}"
+site = "{SITE}"
+state_dir = "{workdir / "state"}"
+[central]
+public_key = "{central.public_key}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+inflight = {INFLIGHT}
+""", "bench")  # fmt: skip
+
+        async def status() -> dict[str, Any]:
+            return {"state": "online"}
+
+        async def connected() -> None:
+            return None
+
+        wire = WireEnd(
+            cfg, identity,
+            calls={"unacked": lambda after, limit, raw: journal.unacked(after, limit, raw=raw),
+                   "ack": journal.ack, "status": status, "on_connect": connected},
+            notices={"message": lambda *a: None, "dropped": lambda *a: None,
+                     "event": lambda *a: None},
+        )  # fmt: skip
+        running = asyncio.create_task(wire.run())
+        await until(lambda: wire.process is not None, 30)
+        assert wire.process is not None
+        pid = wire.process.pid
+        t0, c0, w0 = time.perf_counter(), time.process_time(), cpu_s(pid)
+        await until(lambda: wire.outbox.acked_upto >= n, 900)  # all received, counted, acked
         out["drain_s"] = time.perf_counter() - t0
-        out["drain_cpu_s"] = time.process_time() - c0
+        out["drain_cpu_s"] = time.process_time() - c0 + cpu_s(pid) - w0
         distinct, duplicates, _ = await central.ask("stats")
         out["distinct_at_central"], out["duplicates_at_central"] = distinct, duplicates
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
         await journal.close()
-        payloads = [json.dumps(m, separators=(",", ":")).encode() for m in messages]
         c0 = time.process_time()
         out["floor_s"] = await sliding_window(port, payloads, INFLIGHT)
         out["floor_cpu_s"] = time.process_time() - c0
@@ -132,7 +168,7 @@ async def amain(args: argparse.Namespace) -> None:
                 note=f"{lost:.0f} lost, {d['duplicates_at_central']:.0f} duplicates",
             ),
             Row(
-                "outbox drain, CPU of the gateway's process a check-in (floor: the bare loop's)",
+                "outbox drain, CPU of the gateway's processes a check-in (floor: the bare loop's)",
                 d["drain_cpu_s"] / n * 1e6,
                 "us",
                 "",

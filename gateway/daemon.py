@@ -115,7 +115,10 @@ class Gateway:
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
         self.store = EntitlementStore.open(self.state_dir.store, self.state_dir.hmac_key())
         self.journal = await Journal.open(
-            self.state_dir.journal, self.gw, max_pending=cfg.journal.max_pending
+            self.state_dir.journal,
+            self.gw,
+            max_pending=cfg.journal.max_pending,
+            signer=self.identity.record_signer(),
         )
         self.journal.on_trouble = self._journal_trouble
         self.journal.on_recovered = self._journal_recovered

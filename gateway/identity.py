@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from gateway.errors import AccessGwError
+from gateway.journal import RecordSigner
 from gateway.passes import b64url_decode, b64url_encode
 from gateway.state_dir import create_secret_atomically
 from gateway.sync.envelopes import canonical, sign
@@ -58,6 +59,11 @@ class Identity:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         return base64.b64encode(raw).decode("ascii")
+
+    def record_signer(self) -> RecordSigner:
+        """Signs the journal's final records as they will be published (gateway.journal)."""
+        key = self.private_key
+        return RecordSigner(self.public_key_b64, lambda m: signed_bytes(m, self.gw, key))
 
     def describe(self) -> dict[str, str]:
         """What ``accessgw id`` prints, for registration in the central system."""

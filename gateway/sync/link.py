@@ -271,17 +271,25 @@ class Link:
     # -- publishing -----------------------------------------------------------------------
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        signed: bool = False,
     ) -> None:
         """Publish ``payload`` on the full ``topic``; return once the broker acknowledged it.
 
+        ``signed``: the payload is a journal record signed with this gateway's key when it
+        became final (gateway.journal.RecordSigner), to go out as it is.
         Raises LinkError at once when not connected, when the broker refuses the message
         (e.g. its ACL), or when no acknowledgement came within ``ack_timeout``.
         """
         client = self._client
         if client is None or not self.connected:
             raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
-        if self.signer is not None:  # the one place every publisher passes through
+        if self.signer is not None and not signed:  # every publisher passes through here
             payload = self.signer(topic, payload)
         try:
             code = await client.publish_acked(topic, payload, qos, retain, self.cfg.ack_timeout)

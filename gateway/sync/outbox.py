@@ -29,7 +29,6 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import BadMessage, LinkError
-from gateway.sync.entitlement_sync import Publisher
 from gateway.sync.envelopes import open_envelope, wrong_topic
 from gateway.sync.topics import gw_topic
 
@@ -37,6 +36,15 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 PER_TURN = 8  # records handed to the broker per turn of the event loop (see _publish_all)
+
+
+class RecordPublisher(Protocol):
+    """What the outbox needs of the link (gateway.sync.link.Link)."""
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+        signed: bool = False,
+    ) -> None: ...  # fmt: skip
 
 
 class JournalView(Protocol):
@@ -55,7 +63,7 @@ class Outbox:
     def __init__(
         self,
         journal: JournalView,
-        publisher: Publisher,
+        publisher: RecordPublisher,
         *,
         site: str,
         gw: str,
@@ -182,9 +190,11 @@ class Outbox:
                 return
             seq = int(record["seq"])
             name = self._topics.get(record.get("kind", ""), self._topics["event"])
-            body = record.get("body")  # the journal's JSON text (raw=True)
+            body = record.get("body")  # the journal's JSON text (raw=True), maybe signed
+            signed = bool(record.get("signed"))
             if not isinstance(body, str):
                 body = json.dumps(record["message"], separators=(",", ":"), ensure_ascii=False)
+                signed = False
             await self._inflight.acquire()
             if epoch != self._epoch:
                 self._inflight.release()
@@ -192,15 +202,15 @@ class Outbox:
             self._next_after = max(self._next_after, seq)  # a late-final record is older
             self.published_upto = max(self.published_upto, seq)
             self._sent_at.setdefault(seq, time.monotonic())
-            task = asyncio.create_task(self._publish_one(name, body.encode(), epoch))
+            task = asyncio.create_task(self._publish_one(name, body.encode(), epoch, signed))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             # Tasks start in creation order (asyncio runs ready callbacks first in, first out),
             # so the broker gets them in seq order.
 
-    async def _publish_one(self, name: str, payload: bytes, epoch: int) -> None:
+    async def _publish_one(self, name: str, payload: bytes, epoch: int, signed: bool) -> None:
         try:
-            await self.publisher.publish(name, payload, qos=1)
+            await self.publisher.publish(name, payload, qos=1, signed=signed)
         except LinkError as exc:
             if epoch == self._epoch and self._connected.is_set():
                 log.info("outbox: publishing paused: %s", exc)

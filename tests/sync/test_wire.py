@@ -169,3 +169,42 @@ async def test_unacked_raw_gives_each_record_as_the_json_text_it_was_written_as(
     assert [r["kind"] for r in raw] == [r["kind"] for r in parsed] == ["checkin", "event"]
     for text, record in zip(raw, parsed, strict=True):
         assert isinstance(text["body"], str) and json.loads(text["body"]) == record["message"]
+
+
+async def test_final_records_are_stored_signed_and_another_key_makes_the_journal_forget_them(
+    tmp_path,
+):
+    """A backlog drains without a signature each: records are signed on the journal's
+    thread as they become final; a journal opened with another key (a new key, a restore)
+    forgets those signatures, and the link signs the records as it publishes them."""
+    from gateway.identity import load_identity, signature_problem
+    from tests.sync.test_outbox import decision
+
+    me = load_identity("door-1", SITE, tmp_path / "a")
+    path = tmp_path / "journal.sqlite"
+    journal = await Journal.open(path, "door-1", signer=me.record_signer())
+    try:
+        await journal.record_event("door_closed", door="in", detail={}, at=NOW)
+        entry = await journal.record_decision(decision("M1"))
+        open_one = await journal.unacked(0, 10, raw=True)
+        await journal.finalise(entry.seq, passed=True, charged=0)
+        raw = await journal.unacked(0, 10, raw=True)
+        parsed = await journal.unacked(0, 10)
+    finally:
+        await journal.close()
+    assert [r["kind"] for r in open_one] == ["event"]  # not final: neither out nor signed
+    assert [r["signed"] for r in raw] == [True, True]
+    keys = {"door-1": me.private_key.public_key()}
+    for text, record in zip(raw, parsed, strict=True):
+        signed = json.loads(text["body"])
+        assert signature_problem(signed, "door-1", keys) is None
+        assert {k: v for k, v in signed.items() if k != "sig"} == record["message"]
+
+    other = load_identity("door-1", SITE, tmp_path / "b")  # the box's key was replaced
+    journal = await Journal.open(path, "door-1", signer=other.record_signer())
+    try:
+        again = await journal.unacked(0, 10, raw=True)
+    finally:
+        await journal.close()
+    assert [r["signed"] for r in again] == [False, False]
+    assert [json.loads(r["body"]) for r in again] == [r["message"] for r in parsed]
