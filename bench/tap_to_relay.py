@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.daemon_load import COIL, GW, Load, Rig, card, loaded, rig  # noqa: E402
 from bench.drain import checkin  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
+from bench.loop_lag import refill  # noqa: E402
 
 PARTS = 200  # samples of each part alone
 
@@ -103,7 +104,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         async with rig(workdir, args.members, backlog=args.backlog) as r:
             await asyncio.sleep(1)
-            # the drain starts with the link; the parts alone run after the taps, unloaded
+            # The drain starts with the link, while the set is still being loaded: on a slow
+            # machine the backlog is gone before the first tap. Topped up here (signed, as
+            # the gateway journals), so the taps always run beside a full drain. The parts
+            # alone run after the taps, unloaded.
+            await refill(r, args.backlog - await r.gateway.journal.pending_count())
             load = Load(r.port, peer_state=str(r.peer_state), peer_rate=args.peer_rate)
             pending_before = await r.gateway.journal.pending_count()
             async with loaded(load):
