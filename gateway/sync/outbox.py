@@ -255,8 +255,8 @@ class Outbox:
             del sent[seq]
         if self._next_after < upto:
             self._next_after = upto
+        self._wake.set()  # the window has room now: publishing goes on while the journal prunes
         await self.journal.ack(upto)
-        self._wake.set()
 
     async def _bad(self, name: str, reason: str) -> None:
         log.warning("outbox: message on %s dropped: %s", name, reason)
