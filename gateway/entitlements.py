@@ -174,6 +174,15 @@ class CodeCredential(_Wire):
         return f"code:{self.value.strip()}"
 
 
+def gateway_keys(gateways: Mapping[str, str]) -> dict[str, Ed25519PublicKey | None]:
+    """``rules.gateways`` decoded: each gateway's public key, None for a malformed one."""
+    keys: dict[str, Ed25519PublicKey | None] = {}
+    for gw, b64 in gateways.items():
+        raw = raw_ed25519_key(b64)
+        keys[gw] = None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
+    return keys
+
+
 def raw_ed25519_key(value: str) -> bytes | None:
     """The 32 raw bytes of a standard-base64 Ed25519 public key; None when malformed."""
     try:
@@ -451,11 +460,7 @@ class SiteRules(_Wire):
     def gateway_keys(self) -> dict[str, Ed25519PublicKey | None]:
         """The registered gateways' public keys (``gateways``); None for a malformed one,
         whose messages are then refused (the rest of the set stays valid)."""
-        keys: dict[str, Ed25519PublicKey | None] = {}
-        for gw, b64 in self.gateways.items():
-            raw = raw_ed25519_key(b64)
-            keys[gw] = None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
-        return keys
+        return gateway_keys(self.gateways)
 
     def zone(self, zone: str) -> ZoneRule:
         """The rules of ``zone``, or the defaults for a zone the site does not list."""

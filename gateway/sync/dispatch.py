@@ -76,14 +76,10 @@ class Dispatcher:
         self.on_bad = on_bad
         self.queues = {name: _Queue() for name in CONCERNS}
 
-    async def put(self, topic: str, payload: bytes) -> None:
-        """Queue one message for its concern; never waits for a handler."""
-        if not self.offer(topic, payload):
-            await self.on_bad(topic, OVERLOADED)
-
     def offer(self, topic: str, payload: Payload) -> bool:
-        """Queue one message for its concern; False (and nothing queued) when that concern
-        has too much waiting: the caller reports it as ``bad_message`` (:data:`OVERLOADED`)."""
+        """Queue one message for its concern; never waits for a handler. False (and nothing
+        queued) when that concern has too much waiting: the caller reports it as
+        ``bad_message`` (:data:`OVERLOADED`)."""
         queue = self.queues[concern_of(topic)]
         size = _size(payload)
         if queue.items.qsize() >= MAX_QUEUED or queue.bytes + size > MAX_QUEUED_BYTES:
@@ -93,13 +89,9 @@ class Dispatcher:
         queue.items.put_nowait((topic, payload, None))
         return True
 
-    async def report(self, topic: str, reason: str) -> None:
+    def report(self, topic: str, reason: str) -> None:
         """A message the link dropped (too large...): reported in its concern's order, after
         the messages of that concern that came before it."""
-        self.note_dropped(topic, reason)
-
-    def note_dropped(self, topic: str, reason: str) -> None:
-        """:meth:`report`, as a plain call."""
         self.queues[concern_of(topic)].items.put_nowait((topic, b"", reason))
 
     def waiting(self) -> dict[str, int]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -190,11 +189,8 @@ class Outbox:
                 return
             seq = int(record["seq"])
             name = self._topics.get(record.get("kind", ""), self._topics["event"])
-            body = record.get("body")  # the journal's JSON text (raw=True), maybe signed
-            signed = bool(record.get("signed"))
-            if not isinstance(body, str):
-                body = json.dumps(record["message"], separators=(",", ":"), ensure_ascii=False)
-                signed = False
+            body: str = record["body"]  # the journal's JSON text (raw=True), maybe signed
+            signed = bool(record["signed"])
             await self._inflight.acquire()
             if epoch != self._epoch:
                 self._inflight.release()

@@ -239,7 +239,7 @@ class SyncRunner:
 
     def _dropped(self, topic: str, reason: str) -> None:
         """A message the link dropped (too large...): reported in its concern's order."""
-        self.inbound.note_dropped(topic, reason)
+        self.inbound.report(topic, reason)
 
     async def _unacked(self, after_seq: int, limit: int, raw: bool) -> list[dict[str, Any]]:
         return await self.gateway.journal.unacked(after_seq, limit, raw=raw)

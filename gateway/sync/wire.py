@@ -90,6 +90,12 @@ class Channel:
         """Run ``name(*args)`` on the other side, in order; no answer."""
         self._send(("notice", 0, name, args))
 
+    async def drain(self) -> None:
+        """Wait until what was sent has left (before this process exits)."""
+        if not self.closed:
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+
     async def call(self, name: str, *args: Any) -> Any:
         """Run ``name(*args)`` on the other side and return its result."""
         if self.closed:
@@ -225,7 +231,7 @@ class LinkMirror:
     ) -> None:
         """Publish through the wire process (signed there); LinkError as the link's."""
         channel = self.channel
-        if channel is None or not self.state.connected:
+        if channel is None or not self.connected:
             raise LinkError(f"not connected to the MQTT broker {self.broker}: {topic} not sent")
         await channel.call("publish", topic, payload, qos, retain)
 
@@ -269,11 +275,11 @@ class WireEnd:
         self.config = config
         self.identity = identity
         self.calls = calls
-        self.notices = {**notices, "state": self._state}
+        self.notices: dict[str, Notice] = {**notices, "state": self._state, "failed": self._failed}
+        self._failure: str | None = None  # why the wire process said it ends
         self.link = LinkMirror(f"{config.mqtt.host}:{config.mqtt.port}")
         self.outbox = OutboxMirror(self.link)
         self.process: subprocess.Popen[bytes] | None = None
-        self.on_state: Callable[[LinkState], None] | None = None
         # the registered gateways' keys (rules.gateways): peers are verified in the wire
         self.peer_keys: Callable[[], dict[str, str] | None] = lambda: None
         self._told_keys: dict[str, str] | None = None
@@ -287,10 +293,10 @@ class WireEnd:
             self._told_keys = keys
 
     def _state(self, state: dict[str, Any]) -> None:
-        was = self.link.state.connected
         self.link.state = LinkState(**state)
-        if self.on_state is not None and was != self.link.state.connected:
-            self.on_state(self.link.state)
+
+    def _failed(self, why: str) -> None:
+        self._failure = why
 
     async def run(self) -> None:
         """Run one wire process until cancelled; LinkError when it ends by itself."""
@@ -308,11 +314,13 @@ class WireEnd:
             reader, writer, calls=self.calls, notices=self.notices, name="MQTT wire process"
         )
         self.link.channel = channel
+        self._failure = None
         self.peers_changed()  # the keys of the set as it is at the start
         try:
             await channel.run()
             code = await asyncio.to_thread(self._reap, 5.0)
-            raise LinkError(f"the MQTT wire process ended (exit status {code})")
+            why = f": {self._failure}" if self._failure else ""
+            raise LinkError(f"the MQTT wire process ended (exit status {code}){why}")
         finally:
             self.link.channel = None
             self._told_keys = None

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
+import logging
 import signal
 import socket
 import sys
@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway import logs
 from gateway.config import MqttSection
-from gateway.entitlements import raw_ed25519_key
+from gateway.entitlements import gateway_keys
 from gateway.errors import BadMessage, LinkError
 from gateway.identity import Identity, MessageSigner, signature_problem
+from gateway.supervisor import describe
 from gateway.sync.dispatch import OVERLOADED
 from gateway.sync.envelopes import load_public_key
 from gateway.sync.link import Link
@@ -36,8 +37,14 @@ from gateway.sync.peers import MAX_CHECKIN_BYTES, MAX_OCCUPANCY_BYTES, parse_mes
 from gateway.sync.topics import gw_topic, parse
 from gateway.sync.wire import Channel, LinkState
 
+log = logging.getLogger(__name__)
+
 ACKS_WAITING = 1000  # acks queued (the central sends one per batch at most)
 WATCH_S = 0.1  # how often the link's state is looked at (keepalive lapses are seen so)
+
+
+class WireFailed(Exception):
+    """A part of the wire process ended by itself (the process leaves with it)."""
 
 
 class _JournalOverChannel(JournalView):
@@ -108,18 +115,30 @@ class Wire:
         link.on_connect(self._connected)
         link.on_bad_message(self._dropped)
         link.on_change = self._report  # every check-in's ``offline`` follows at once
-        tasks = [
+        parts = [
             asyncio.create_task(link.run(), name="mqtt link"),
             asyncio.create_task(outbox.run(), name="outbox"),
             asyncio.create_task(self._take_acks(), name="acks"),
             asyncio.create_task(self._watch(), name="link watch"),
         ]
+        reading = asyncio.create_task(channel.run(), name="channel")
         try:
-            await channel.run()  # until the gateway closes its end (stopped, or gone)
+            # Until the gateway closes its end (stopped, or gone), or a part ends by itself:
+            # each runs until cancelled, so that is a bug. The process then leaves with the
+            # cause, and the gateway's supervisor reports it and starts a new wire process.
+            await asyncio.wait([reading, *parts], return_when=asyncio.FIRST_COMPLETED)
+            for part in parts:
+                if part.done():
+                    error = None if part.cancelled() else part.exception()
+                    why = f"{part.get_name()}: {describe(error)}"
+                    log.error("MQTT wire process: %s", why, exc_info=error)
+                    channel.notify("failed", why)
+                    await channel.drain()
+                    raise WireFailed(why)
         finally:
-            for task in tasks:
+            for task in [*parts, reading]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # the link says offline
+            await asyncio.gather(*parts, reading, return_exceptions=True)  # offline said
             channel.close()
 
     # --- what the gateway asks --------------------------------------------------------------
@@ -131,11 +150,7 @@ class Wire:
         self.outbox.notify()
 
     def _set_peer_keys(self, keys: dict[str, str]) -> None:
-        decoded: dict[str, Ed25519PublicKey | None] = {}
-        for gw, text in keys.items():
-            raw = raw_ed25519_key(text)
-            decoded[gw] = None if raw is None else Ed25519PublicKey.from_public_bytes(raw)
-        self._peer_text, self._peer_keys = dict(keys), decoded
+        self._peer_text, self._peer_keys = dict(keys), gateway_keys(keys)
 
     # --- what the gateway is told -----------------------------------------------------------
 
@@ -208,6 +223,8 @@ class Wire:
             except LinkError as exc:  # the gateway is gone: the channel ends this process
                 self.channel.notify("event", "bad_message", {"topic": self.ack_topic,
                                                              "reason": str(exc)})  # fmt: skip
+            except Exception:  # one ack's bug must not end the acks' worker (as dispatch's)
+                log.exception("inbound %s: handler failed (message dropped)", self.ack_topic)
 
     async def _watch(self) -> None:
         """Report the link's state on every change; stop the outbox when the link drops."""
@@ -253,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         log_cfg.get("libraries", "warning"),
     )
     sock = socket.socket(fileno=args.channel_fd)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(Wire(settings).serve(sock))
+    except WireFailed:
+        return 1  # logged, and told to the gateway
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

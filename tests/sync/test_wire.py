@@ -208,3 +208,52 @@ async def test_final_records_are_stored_signed_and_another_key_makes_the_journal
         await journal.close()
     assert [r["signed"] for r in again] == [False, False]
     assert [json.loads(r["body"]) for r in again] == [r["message"] for r in parsed]
+
+
+async def test_a_part_of_the_wire_process_that_ends_by_itself_ends_the_process_with_its_cause(
+    tmp_path, monkeypatch
+):
+    """The outbox (or the link, the acks, the watch) runs until cancelled: one that fails
+    is not left gone in a process that goes on. The wire process tells the gateway why and
+    leaves; the gateway's supervisor then reports it and starts a new one."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.identity import load_identity
+    from gateway.sync import wire_child
+    from gateway.sync.outbox import Outbox
+    from tests.support.ports import free_port
+
+    async def broken(self: Outbox) -> None:
+        raise RuntimeError("injected outbox bug")
+
+    monkeypatch.setattr(Outbox, "run", broken)
+    me = load_identity("door-1", SITE, tmp_path)
+    central = load_identity("central", SITE, tmp_path / "central")
+    seed = me.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    settings = {
+        "site": SITE, "gw": "door-1", "seed": base64.b64encode(seed).decode(),
+        "central_key": central.public_key_b64,
+        "mqtt": {"host": "127.0.0.1", "port": free_port()},  # nothing listens: link retries
+    }  # fmt: skip
+    failed: list[str] = []
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+
+    async def nothing(*args: Any) -> Any:
+        return {}
+
+    gateway_end = Channel(
+        reader, writer, name="test",
+        calls={"status": nothing, "on_connect": nothing, "unacked": nothing, "ack": nothing},
+        notices={"failed": failed.append, "state": lambda s: None, "event": lambda *a: None},
+    )  # fmt: skip
+    reading = asyncio.create_task(gateway_end.run())
+    with pytest.raises(wire_child.WireFailed, match="outbox: RuntimeError: injected outbox bug"):
+        await asyncio.wait_for(wire_child.Wire(settings).serve(theirs), 10)
+    await asyncio.wait_for(reading, 5)  # the wire process's end is closed
+    assert failed == ["outbox: RuntimeError: injected outbox bug"]
