@@ -8,8 +8,13 @@ everything unacknowledged after a reconnect. The central system drops duplicates
 
 A long backlog (a day offline) drains quickly: publishes are pipelined, up to ``inflight``
 awaiting the broker's PUBACK at a time and up to ``window`` awaiting the central's ack, rather
-than one round trip per message. The entry pipeline calls :meth:`Outbox.notify` when a record
-becomes final; the outbox sleeps otherwise.
+than one round trip per message. The journal is read up to ``batch`` records at a time, and
+while a backlog's batch is published the next is already being read: the journal is in the
+doors' process, a round trip away, and publishing stopped for that round trip every batch.
+At most one batch is read ahead of what is being published (memory stays bounded); when
+publishing starts over, what was read ahead (or is still being read) is dropped and the
+records are read again from the oldest unacknowledged. The entry pipeline calls
+:meth:`Outbox.notify` when a record becomes final; the outbox sleeps otherwise.
 
 Peers' check-ins are taken by :mod:`gateway.sync.peers`. Every record goes out signed: the
 link signs what the gateway publishes (:class:`gateway.identity.MessageSigner`).
@@ -86,7 +91,10 @@ class Outbox:
         self.acked_upto = 0  # highest seq the central acknowledged (this process's view)
         self.published_upto = 0  # highest seq handed to the broker since the last restart
         self._inflight = asyncio.Semaphore(inflight)
-        self._next_after = 0  # publish records with a higher seq next
+        self._next_after = 0  # read records with a higher seq next
+        self._ahead: list[dict[str, Any]] = []  # read in this epoch, not published yet
+        self._more = False  # the last read was full: the journal likely has more
+        self._reading: asyncio.Task[tuple[int, int, list[dict[str, Any]]]] | None = None
         self._sent_at: OrderedDict[int, float] = OrderedDict()  # seq -> first publish (monotonic)
         self._wake = asyncio.Event()
         self._connected = asyncio.Event()
@@ -130,6 +138,8 @@ class Outbox:
             log.info("outbox: publishing %d unacknowledged again (%s)", len(self._sent_at), why)
         self._epoch += 1
         self._next_after = self.acked_upto
+        self._ahead.clear()  # read before: a read still under way is dropped when it comes
+        self._more = False
         self._sent_at.clear()
         self._wake.set()
 
@@ -143,18 +153,65 @@ class Outbox:
                 self._check_ack_timeout()
                 room = self.window - len(self._sent_at)
                 self._wake.clear()  # before reading: a notify() from now on is not lost
-                records = []
-                if room > 0:
-                    records = await self.journal.unacked(
-                        self._next_after, min(self.batch, room), raw=True
-                    )
+                records = await self._take(room) if room > 0 else []
                 if records:
-                    await self._publish_all(records)
+                    epoch = self._epoch
+                    done = await self._publish_all(records)
+                    if done < len(records) and epoch == self._epoch:
+                        # stopped (link down) in this epoch: they go first, in order
+                        self._ahead[:0] = records[done:]
                 else:
                     await self._sleep()
         finally:
+            reading, self._reading = self._reading, None
+            if reading is not None:
+                reading.cancel()
+                # its failure, if it failed, is not this stop's: retrieved, not reported
+                reading.add_done_callback(lambda t: t.cancelled() or t.exception())
             for task in self._tasks:
                 task.cancel()
+
+    async def _take(self, room: int) -> list[dict[str, Any]]:
+        """Up to ``room`` records to publish next, in the journal's order; while a backlog's
+        are published, the next ones are read."""
+        if not self._ahead:
+            await self._read()
+        records = self._ahead[:room]
+        del self._ahead[:room]
+        if self._more and self._reading is None and len(self._ahead) < self.batch // 2:
+            limit = self.batch - len(self._ahead)  # never more than ``batch`` held
+            reading = self._unacked(self._epoch, self._next_after, limit)  # asked now, run later
+            self._reading = asyncio.create_task(reading)
+        return records
+
+    async def _read(self) -> None:
+        """Fill ``_ahead``: with what was read ahead, else with what the journal has now.
+
+        Only what was read in this epoch is kept: a read under way when publishing started
+        over began after records that are now to go out again first. An empty answer read
+        ahead is not trusted either: it may have been asked for before the last
+        :meth:`notify`, and the outbox would sleep with a final record unpublished."""
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            epoch, limit, records = await reading
+            if epoch == self._epoch and records:
+                self._accept(records, limit)
+                return
+        epoch, limit, records = await self._unacked(self._epoch, self._next_after, self.batch)
+        if epoch == self._epoch:  # else _restart woke the loop: it reads again
+            self._accept(records, limit)
+
+    async def _unacked(
+        self, epoch: int, after: int, limit: int
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """The journal's next records after ``after``, with the epoch and limit asked in."""
+        return epoch, limit, await self.journal.unacked(after, limit, raw=True)
+
+    def _accept(self, records: list[dict[str, Any]], limit: int) -> None:
+        self._ahead.extend(records)
+        self._more = len(records) >= limit
+        for record in records:  # a late-final record is older than the ones before it
+            self._next_after = max(self._next_after, int(record["seq"]))
 
     async def _sleep(self) -> None:
         """Until notified, acked, or the oldest record's ack_timeout runs out."""
@@ -176,8 +233,9 @@ class Outbox:
             if time.monotonic() - oldest >= self.ack_timeout:
                 self._restart(f"no ack within {self.ack_timeout:g} s")
 
-    async def _publish_all(self, records: list[dict[str, Any]]) -> None:
-        """Hand each record to the broker in seq order, up to ``inflight`` awaiting PUBACK."""
+    async def _publish_all(self, records: list[dict[str, Any]]) -> int:
+        """Hand each record to the broker in seq order, up to ``inflight`` awaiting PUBACK;
+        how many were handed over (fewer when publishing stopped or started over)."""
         epoch = self._epoch
         for i, record in enumerate(records):
             if i % PER_TURN == PER_TURN - 1:
@@ -186,7 +244,7 @@ class Outbox:
                 # any timer) for as long. A few a turn, then the loop runs what else is ready.
                 await asyncio.sleep(0)
             if epoch != self._epoch or not self._connected.is_set():
-                return
+                return i
             seq = int(record["seq"])
             name = self._topics.get(record.get("kind", ""), self._topics["event"])
             body: str = record["body"]  # the journal's JSON text (raw=True), maybe signed
@@ -194,8 +252,7 @@ class Outbox:
             await self._inflight.acquire()
             if epoch != self._epoch:
                 self._inflight.release()
-                return
-            self._next_after = max(self._next_after, seq)  # a late-final record is older
+                return i
             self.published_upto = max(self.published_upto, seq)
             self._sent_at.setdefault(seq, time.monotonic())
             task = asyncio.create_task(self._publish_one(name, body.encode(), epoch, signed))
@@ -203,6 +260,7 @@ class Outbox:
             task.add_done_callback(self._tasks.discard)
             # Tasks start in creation order (asyncio runs ready callbacks first in, first out),
             # so the broker gets them in seq order.
+        return len(records)
 
     async def _publish_one(self, name: str, payload: bytes, epoch: int, signed: bool) -> None:
         try:
