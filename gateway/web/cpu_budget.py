@@ -26,6 +26,7 @@ SHARE = 0.25  # of one core, on average, under a flood
 BURST_S = 0.5  # CPU seconds the UI may use at once after a quiet time
 TOLD_EVERY_S = 60.0  # the log says "requests wait" at most this often
 
+
 class CpuBudget:
     """A token bucket of CPU seconds, earned at ``share`` a second, at most ``burst``."""
 

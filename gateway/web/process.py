@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.logs import cleanup
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import InstallerAuth
 from gateway.web.bridge import Bridge
@@ -73,7 +74,7 @@ async def serve(listen: socket.socket, channel: socket.socket, settings: dict[st
     await asyncio.wait([reading, serving], return_when=asyncio.FIRST_COMPLETED)
     ctx.close_streams()
     server.should_exit = True
-    with contextlib.suppress(Exception):
+    with cleanup(log, "web UI: stopping its server within 5 s", logging.WARNING):
         await asyncio.wait_for(serving, 5)
     reading.cancel()
     await asyncio.to_thread(events.stop)
