@@ -42,6 +42,13 @@ EventSink = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 PER_TURN = 8  # records handed to the broker per turn of the event loop (see _publish_all)
 
 
+def _dropped_read(task: asyncio.Task[Any]) -> None:
+    """A read ahead dropped as the outbox stops: had it failed, that is said, not raised
+    (the stop has a cause of its own)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("outbox: a read of the journal dropped on stop had failed: %s", task.exception())
+
+
 class RecordPublisher(Protocol):
     """What the outbox needs of the link (gateway.sync.link.Link)."""
 
@@ -166,8 +173,7 @@ class Outbox:
             reading, self._reading = self._reading, None
             if reading is not None:
                 reading.cancel()
-                # its failure, if it failed, is not this stop's: retrieved, not reported
-                reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+                reading.add_done_callback(_dropped_read)
             for task in self._tasks:
                 task.cancel()
 
