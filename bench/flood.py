@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.daemon_load import Load, Rig, loaded, rig  # noqa: E402
+from bench.drain import cpu_s  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
 
 
@@ -40,8 +41,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="accessgw-bench-") as tmp:
         async with rig(Path(tmp), args.members, web=True) as r:
             out: dict[str, Any] = {"idle": await taps_for(r, args.seconds)}
+            web = r.gateway._web
+            assert web is not None and web.process is not None
             async with loaded(Load(r.port, web_port=r.web_port, web_clients=50)):
+                cpu0, t0 = cpu_s(web.process.pid), time.monotonic()
                 out["web"] = await taps_for(r, args.seconds)
+                out["ui_cpu_share"] = (cpu_s(web.process.pid) - cpu0) / (time.monotonic() - t0)
             async with loaded(Load(r.port, flood_rate=args.flood_rate)):
                 out["mqtt"] = await taps_for(r, args.seconds)
     return out
@@ -51,7 +56,8 @@ def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
     idle = p(m["idle"], 99)
     return [
         Row("tap to relay p99, 50 clients polling the web UI", p(m["web"], 99), "ms",
-            "excess <= 2", idle, note=f"floor: idle; {len(m['web'])} taps"),
+            "excess <= 2", idle, note=f"floor: idle; {len(m['web'])} taps; the UI's process "
+            f"took {m['ui_cpu_share']:.0%} of a core"),
         Row(f"tap to relay p99, {args.flood_rate:g}/s unsigned MQTT messages on every topic",
             p(m["mqtt"], 99), "ms", "excess <= 2", idle,
             note=f"floor: idle; {len(m['mqtt'])} taps"),
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         m = asyncio.run(measure(args))
         for k, v in m.items():
+            if not isinstance(v, list):
+                continue
             print(f"  {k}: {len(v)} taps, p50 {p(v, 50):.2f} ms, p99 {p(v, 99):.2f} ms")
         emit(rows(m, args), "the doors under a flood at the edge")
     return 0

@@ -12,12 +12,14 @@ pass token) and never a display name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -32,6 +34,17 @@ REPEAT_WINDOW_S = 60.0
 PROGRESS_EVERY_S = 5.0  # long work (a snapshot) says how far it is this often
 HEX_DUMP = re.compile(r"(?:0x[0-9a-fA-F]{1,2}[\s,]+){3,}|(?:\b[0-9a-fA-F]{2}\s){6,}")
 _FIELDS = "fields"  # LogRecord attribute holding a line's structured fields
+
+
+@contextlib.contextmanager
+def cleanup(log: logging.Logger, what: str, level: int = logging.INFO) -> Iterator[None]:
+    """A clean-up step (closing what the other side may already have closed, turning a
+    reader's LED off on the way out) whose failure must not stop the rest of the clean-up:
+    the failure is logged with its cause at ``level``, not raised, and never silent."""
+    try:
+        yield
+    except Exception as exc:
+        log.log(level, "%s failed: %s", what, f"{type(exc).__name__}: {exc}"[:300])
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -16,14 +16,17 @@ certificate may still end the running gateway's session for a moment: it reconne
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import MqttSection
 from gateway.errors import LinkError
+from gateway.logs import cleanup
 from gateway.sync.link import Link
 from gateway.sync.topics import gw_topic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class _TestLink(Link):
         finally:
             self._connected.clear()
             self._client = None
-            with contextlib.suppress(Exception):
+            with cleanup(log, "MQTT check: disconnecting", logging.DEBUG):
                 await asyncio.wait_for(client.__aexit__(None, None, None), 2.0)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+from gateway.logs import cleanup
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,9 @@ class Indicator:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(max(0.0, self.led_seconds - sum(beeps) - 0.1 * len(beeps)))
         finally:
-            with contextlib.suppress(Exception):
+            with cleanup(log, "reader feedback: turning the beeper off", logging.WARNING):
                 await asyncio.shield(_switch(self.beep, False))
-            with contextlib.suppress(Exception):
+            with cleanup(log, "reader feedback: turning the LED off", logging.WARNING):
                 await asyncio.shield(_switch(led, False))
 
 

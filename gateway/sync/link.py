@@ -38,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttSection
 from gateway.errors import BadMessage, LinkError
+from gateway.logs import cleanup
 from gateway.state_dir import StateDir
 from gateway.sync.envelopes import MAX_COMMAND, MAX_PAYLOAD
 from gateway.sync.status import encode
@@ -373,12 +374,12 @@ class Link:
         """Leave cleanly when stopping: say offline first (a clean DISCONNECT sends no will)."""
         if client._disconnected.done():  # the connection is already gone
             return
-        with contextlib.suppress(Exception):
+        with cleanup(log, "saying offline before leaving (the broker's will says it then)"):
             offline = b'{"state":"offline"}'
             await asyncio.wait_for(
                 client.publish_acked(self.status_topic, offline, 1, True, 1.0), 1.5
             )
-        with contextlib.suppress(Exception):
+        with cleanup(log, "MQTT: disconnecting", logging.DEBUG):
             await asyncio.wait_for(client.__aexit__(None, None, None), 2.0)
 
     async def _connect(self) -> _Client:
@@ -410,7 +411,7 @@ class Link:
             enter.cancel()
             with contextlib.suppress(BaseException):
                 await enter
-            with contextlib.suppress(Exception):
+            with cleanup(log, "MQTT: disconnecting after a failed connect", logging.DEBUG):
                 client._client.disconnect()
             raise LinkError(explain_connect_failure(self, None, self._socket_error))
         try:

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.config import Config
 from gateway.errors import LinkError
 from gateway.identity import Identity
+from gateway.logs import cleanup
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Channel:
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(ChannelClosed(f"{self.name}: the other side is gone"))
-        with contextlib.suppress(Exception):
+        with cleanup(log, f"channel to {self.name}: closing it", logging.DEBUG):
             self._writer.close()
 
 

@@ -11,7 +11,6 @@ from a bounded buffer, so a stuck UI can never hold the doors up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -19,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway.logs import cleanup
 from gateway.web.gateway_side import GatewaySide, InstallerRefused
 
 log = logging.getLogger("accessgw.web")
@@ -78,7 +78,7 @@ class GatewayEnd:
             for task in list(self._tasks):
                 task.cancel()
             writer.close()
-            with contextlib.suppress(Exception):
+            with cleanup(log, "the web UI's channel: closing it", logging.DEBUG):
                 await writer.wait_closed()
 
     def _start(self, line: bytes, writer: asyncio.StreamWriter) -> None:

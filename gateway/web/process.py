@@ -1,7 +1,8 @@
 """The web UI's own process: ``python -m gateway.web.process`` started by the gateway.
 
-It runs at a lower CPU priority (nice 10) with its own interpreter, so neither the
-interpreter lock nor the CPU it takes under a flood of requests can slow the doors. The
+It runs at a lower CPU priority (nice 10) with its own interpreter, and takes on average at
+most a quarter of a core (gateway.web.cpu_budget), so neither the interpreter lock nor the
+CPU it takes under a flood of requests can slow the doors. The
 gateway binds the listening socket and hands it over with a socket pair to talk on
 (gateway.web.channel); the UI exits when that pair closes (the gateway stopped or died).
 """
@@ -21,10 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.logs import cleanup
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import InstallerAuth
 from gateway.web.bridge import Bridge
 from gateway.web.channel import UiEnd
+from gateway.web.cpu_budget import Budgeted, CpuBudget
 from gateway.web.eventlog import EventLog
 
 log = logging.getLogger("accessgw.web")
@@ -58,7 +61,7 @@ async def serve(listen: socket.socket, channel: socket.socket, settings: dict[st
             yield
 
     config = uvicorn.Config(
-        create_app(ctx),
+        Budgeted(create_app(ctx), CpuBudget()),  # a flood of requests waits, not the doors
         log_level="warning",
         limit_concurrency=64,
         timeout_keep_alive=5,
@@ -71,7 +74,7 @@ async def serve(listen: socket.socket, channel: socket.socket, settings: dict[st
     await asyncio.wait([reading, serving], return_when=asyncio.FIRST_COMPLETED)
     ctx.close_streams()
     server.should_exit = True
-    with contextlib.suppress(Exception):
+    with cleanup(log, "web UI: stopping its server within 5 s", logging.WARNING):
         await asyncio.wait_for(serving, 5)
     reading.cancel()
     await asyncio.to_thread(events.stop)

@@ -152,7 +152,7 @@ class WebServer:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):  # _run reports any other end
                 await self._task
         await asyncio.to_thread(self._reap, 5.0)
         if self._listen is not None:

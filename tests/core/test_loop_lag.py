@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+
+import pytest
 
 from gateway.loop_lag import LoopLagProbe
 
@@ -26,13 +29,32 @@ def test_an_empty_probe_reports_zeros() -> None:
     }  # fmt: skip
 
 
-async def test_a_blocked_loop_shows_as_lag_of_at_least_the_block() -> None:
-    probe = LoopLagProbe(interval=0.005)
+@pytest.mark.parametrize("kernel_timer", [True, False], ids=["kernel timer", "asyncio timer"])
+async def test_a_blocked_loop_shows_as_lag_of_at_least_the_block(kernel_timer: bool) -> None:
+    probe = LoopLagProbe(interval=0.005, kernel_timer=kernel_timer)
     task = asyncio.create_task(probe.run())
     await asyncio.sleep(0.03)
+    assert probe.timer == ("kernel" if kernel_timer and sys.platform == "linux" else "asyncio")
     time.sleep(0.15)  # noqa: ASYNC251  # the bug the probe is there to show
     await asyncio.sleep(0.03)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert probe.worst_ms >= 140  # a lower bound (it woke no earlier), not a timing target
     assert probe.summary()["max_ms"] == round(probe.worst_ms, 3)
+
+
+async def test_the_kernel_timer_counts_a_block_once_and_then_measures_on_schedule() -> None:
+    """Expiries missed while the loop was blocked are one late sample, not many (as the
+    asyncio timer's), and the samples after it are measured against the schedule."""
+    probe = LoopLagProbe(interval=0.005)
+    task = asyncio.create_task(probe.run())
+    await asyncio.sleep(0.03)
+    before = probe.samples
+    time.sleep(0.1)  # noqa: ASYNC251  # 20 expiries pass while the loop is blocked
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    after = list(probe.recent)[before:]
+    assert max(after) >= 90  # the block, seen once
+    assert after[-1] < max(after)  # then on schedule again, not late by the block for ever
+    assert probe.samples - before < 20  # not one sample per missed expiry
