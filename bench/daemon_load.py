@@ -139,9 +139,10 @@ async def _load(load: Load, stop: Any) -> None:
                 await asyncio.sleep(1 / load.peer_rate)
 
         async def flood() -> None:
+            # every topic the gateway subscribes to (gateway.sync.link.subscriptions)
             topics = [f"acs/v1/{SITE}/{t}" for t in (
                 "time", "entitlements/delta", f"gw/{GW}/delta", f"gw/{GW}/snapshot",
-                f"gw/{GW}/command", f"gw/{GW}/ack", f"gw/{PEER}/checkin",
+                f"gw/{GW}/cmd", f"gw/{GW}/checkin/ack", f"gw/{PEER}/checkin",
                 f"gw/{PEER}/occupancy", "gw/door-9/checkin")]  # fmt: skip
             junk = json.dumps({"type": "delta", "site": SITE, "body": {"version": 1}}).encode()
             i = 0

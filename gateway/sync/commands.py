@@ -129,6 +129,13 @@ def result(command_id: Any, error: str | None = None, detail: str | None = None)
     return out
 
 
+def refused(name: str, reason: str) -> dict[str, Any]:
+    """The ``bad_message`` detail of a message on the command topic that is not an authentic
+    command: it gets no result, only this event (Clarifications, Commands), the same whether
+    the gateway refused it or the wire process did (gateway.sync.wire_child)."""
+    return {"topic": name, "reason": reason}
+
+
 class Commands:
     """Checks and carries out commands; every command gets a result."""
 

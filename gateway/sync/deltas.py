@@ -10,7 +10,7 @@ in a few pickled parts (:class:`~gateway.record_codec.EncodedRecords`), the ids 
 the rules and the schedules its contracts name. Smaller ones take the same steps in a
 worker thread, where they cost the loop less than the hop to another process would.
 
-Nothing is trusted less for it: the worker runs :func:`~gateway.sync.envelopes.open_envelope`
+Nothing is trusted less for it: the worker runs :func:`~gateway.sync.envelopes.open_carried`
 and the same validation as the thread does, and the rules a delta's contracts need are
 checked when it is applied (:meth:`PreparedDelta.rules_to_apply`), against the rules then.
 """
@@ -33,8 +33,7 @@ from gateway.entitlements import undefined_schedules as undefined
 from gateway.errors import BadMessage, InvalidSet
 from gateway.record_codec import EncodedRecords, Record, RecordCodec
 from gateway.sync.bodies import count, parse_checkins_upto
-from gateway.sync.envelopes import Envelope, load_public_key, open_envelope, public_key_b64
-from gateway.sync.envelopes import wrong_topic as wrong_topic_reason
+from gateway.sync.envelopes import Envelope, load_public_key, open_carried, public_key_b64
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +114,8 @@ def _open_in_worker(
 ) -> Opened:
     """In the worker process: open, verify and (a delta) validate and encode one payload."""
     try:
-        env = open_envelope(payload, public_key=load_public_key(key_b64), site=site, topic=topic)
-        if env.type not in types:
-            raise BadMessage(wrong_topic_reason(env.type), topic)
+        key = load_public_key(key_b64)
+        env = open_carried(payload, public_key=key, site=site, topic=topic, types=types)
         if env.type != "delta":
             return "envelope", env
         return "delta", prepare_delta(env.body, have, RecordCodec(hmac_key))
@@ -136,9 +134,7 @@ def _open_here(
     have: int | None,
 ) -> Envelope | PreparedDelta:
     """The same steps in this process (a worker thread): a delta's records stay decoded."""
-    env = open_envelope(payload, public_key=key, site=site, topic=topic)
-    if env.type not in types:
-        raise BadMessage(wrong_topic_reason(env.type), topic)
+    env = open_carried(payload, public_key=key, site=site, topic=topic, types=types)
     return prepare_delta(env.body, have) if env.type == "delta" else env
 
 

@@ -32,7 +32,7 @@ from gateway.logs import Progress
 from gateway.store import Staging
 from gateway.sync.bodies import count
 from gateway.sync.deltas import DeltaOpener, PreparedDelta
-from gateway.sync.envelopes import Envelope
+from gateway.sync.envelopes import Envelope, carried
 from gateway.sync.snapshots import SnapshotBuilder, SnapshotBuilderFailed
 from gateway.sync.topics import gw_topic, topic
 
@@ -84,6 +84,14 @@ class Store(Protocol):
     def touch(self, at: datetime) -> None: ...
 
 
+def refused(name: str, reason: str) -> dict[str, Any]:
+    """Log a message on sync's topics that is dropped, and give its ``bad_message`` detail:
+    the same whether the gateway refused it or the wire process did (junk that does not
+    open, :func:`gateway.sync.envelopes.open_carried`, is refused there before it crosses)."""
+    log.warning("entitlement sync: message on %s dropped: %s", name, reason[:300])
+    return {"topic": name, "reason": reason[:300]}
+
+
 class EntitlementSync:
     """Keeps the store at the central system's version, through deltas and snapshots."""
 
@@ -133,10 +141,14 @@ class EntitlementSync:
         self._last_time = load_newest_time(newest_time) if newest_time is not None else None
         self.ignored_versions = 0  # duplicate, late or rolled-back deltas let pass
         self._topics = {
-            topic(site, "entitlements", "delta"): ("delta",),
-            gw_topic(site, gw, "delta"): ("delta", "time"),
-            gw_topic(site, gw, "snapshot"): ("snapshot",),
-            topic(site, "time"): ("time",),
+            name: types
+            for name in (
+                topic(site, "entitlements", "delta"),
+                gw_topic(site, gw, "delta"),
+                gw_topic(site, gw, "snapshot"),
+                topic(site, "time"),
+            )
+            if (types := carried(name, site, gw)) is not None
         }
 
     # --- asking the central system --------------------------------------------------------
@@ -200,8 +212,7 @@ class EntitlementSync:
         return True
 
     async def _bad(self, name: str, reason: str) -> None:
-        log.warning("entitlement sync: message on %s dropped: %s", name, reason[:300])
-        await self._event("bad_message", {"topic": name, "reason": reason[:300]})
+        await self._event("bad_message", refused(name, reason))
 
     async def _event(self, type_: str, detail: dict[str, Any]) -> None:
         result = self.on_event(type_, detail)

@@ -38,6 +38,16 @@ from gateway.sync.topics import max_bytes as topic_max_bytes
 from gateway.sync.topics import parse as parse_topic
 
 TYPES = ("delta", "snapshot", "command", "time", "ack")
+# The envelope types each of the central system's topics to a gateway carries (PROTOCOL.md,
+# Topics); any other type on it is refused as ``wrong_topic``. ``gw/{gw}/delta`` also
+# answers a sync with ``time``.
+CARRIES = {
+    "entitlements/delta": ("delta",),
+    "time": ("time",),
+    "delta": ("delta", "time"),
+    "snapshot": ("snapshot",),
+    "cmd": ("command",),
+}
 MAX_PAYLOAD = 16 * 2**20
 MAX_COMMAND = 64 * 2**10
 FIELDS = ("type", "site", "issued_at", "body")
@@ -217,6 +227,28 @@ def wrong_topic(kind: Any) -> str:
     """The ``bad_message`` reason for an envelope on a topic that does not carry its type
     (Clarifications: ``wrong_topic``)."""
     return f"wrong_topic: a {str(kind)[:16]} envelope does not belong on this topic"
+
+
+def open_carried(
+    payload: bytes, *, public_key: Ed25519PublicKey, site: str, topic: str, types: tuple[str, ...]
+) -> Envelope:
+    """:func:`open_envelope`, and the envelope's type must be one of ``types`` (those
+    ``topic`` carries, :data:`CARRIES`): the one check every message of the central system
+    passes first, in the gateway (entitlement sync, the snapshot builder, commands) and in
+    the wire process, which refuses junk with the very same reason before it crosses."""
+    env = open_envelope(payload, public_key=public_key, site=site, topic=topic)
+    if env.type not in types:
+        raise BadMessage(wrong_topic(env.type), topic)
+    return env
+
+
+def carried(topic: str, site: str, gw: str) -> tuple[str, ...] | None:
+    """The envelope types ``topic`` carries to gateway ``gw`` of ``site``; None unless it
+    is one of the central system's topics to that gateway."""
+    where = parse_topic(topic)
+    if where is None or where.site != site or where.gw not in (None, gw):
+        return None
+    return CARRIES.get(where.kind)
 
 
 async def open_envelope_off_loop(

@@ -33,9 +33,10 @@ from gateway.state import LocalState
 from gateway.state_dir import StateDir
 from gateway.store import EntitlementStore
 from gateway.sync.commands import Commands, DoorControl, SeenCommands
+from gateway.sync.commands import refused as command_refused
 from gateway.sync.dispatch import OVERLOADED, Dispatcher, Payload, VerifiedPeer, concern_of
 from gateway.sync.entitlement_sync import EntitlementSync
-from gateway.sync.envelopes import load_public_key, open_envelope, wrong_topic
+from gateway.sync.envelopes import CARRIES, load_public_key, open_carried
 from gateway.sync.peers import PeerEffects, PeerInbox
 from gateway.sync.status import OccupancyPublisher, StatusPublisher
 from gateway.sync.topics import gw_topic
@@ -268,19 +269,16 @@ class SyncRunner:
             await self._command(name, payload)
 
     async def _command(self, name: str, payload: bytes) -> None:
-        try:
-            env = open_envelope(
+        try:  # the topic's limit is 64 KiB, a command's own (MAX_COMMAND) too
+            env = open_carried(
                 payload,
                 public_key=self._key,
                 site=self.gateway.site,
                 topic=name,
-                max_bytes=64 * 2**10,
+                types=CARRIES["cmd"],
             )
-        except BadMessage as exc:  # a command we cannot trust gets no result, only an event
-            self._event("bad_message", {"topic": name, "reason": exc.reason})
-            return
-        if env.type != "command":  # not a command at all: nothing to answer
-            self._event("bad_message", {"topic": name, "reason": wrong_topic(env.type)})
+        except BadMessage as exc:  # untrusted, or not a command: no result, only an event
+            self._event("bad_message", command_refused(name, exc.reason))
             return
         result = await self.commands.handle(env)
         try:

@@ -44,7 +44,7 @@ from gateway.sync.bodies import (
     parse_chunk_header,
     parse_chunk_records,
 )
-from gateway.sync.envelopes import load_public_key, open_envelope, public_key_b64, wrong_topic
+from gateway.sync.envelopes import CARRIES, load_public_key, open_carried, public_key_b64
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,10 @@ class SnapshotStager:
         """Take one chunk's payload (unopened). ``have``: the store's version; ``want``: a
         snapshot of that same version is wanted (a resync)."""
         try:
-            env = open_envelope(
-                payload, public_key=self.public_key, site=self.site, topic=self.topic
-            )
-            if env.type != "snapshot":
-                raise BadMessage(wrong_topic(env.type))
+            env = open_carried(
+                payload, public_key=self.public_key, site=self.site, topic=self.topic,
+                types=CARRIES["snapshot"],
+            )  # fmt: skip
             head = parse_chunk_header(env.body)
             if not self._wanted(head, have, want):
                 return {"status": "ignored", "version": head.version, "chunk": head.chunk}

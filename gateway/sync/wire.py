@@ -11,8 +11,13 @@ kernel's scheduler, not the GIL, gives a waking door its turn.
 The wire process (:mod:`gateway.sync.wire_child`) runs the :class:`~gateway.sync.link.Link`
 and the :class:`~gateway.sync.outbox.Outbox`, and verifies the central's acks. Everything
 that changes the gateway's state stays in the doors' process: the journal (the outbox asks
-for records and reports acks), peers' check-ins, entitlements, commands. The two talk over
-a socket pair with a :class:`Channel`: calls that get an answer and plain notices.
+for records and reports acks), peers' check-ins, entitlements, commands. What comes in is
+checked there first where that is cheap, so that a flood of junk stays out of the doors'
+process: peers' messages are verified (and trusted only with the key the current set
+has), and the central system's messages that do not open are refused with the gateway's
+own check, reason and log line (what opens crosses as it came and is verified again).
+The two talk over a socket pair with a :class:`Channel`: calls that get an answer and
+plain notices.
 
 When the wire process dies, :meth:`WireEnd.run` raises and the sync is restarted by the
 supervisor with back-off; when the doors' process dies, the wire process reads the end of

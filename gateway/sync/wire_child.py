@@ -3,7 +3,8 @@
 ``python -m gateway.sync.wire_child --channel-fd N``, started by the gateway with its
 settings (the MQTT section, the gateway's signing key, the central's public key) as one
 JSON line on stdin. It connects, publishes what the gateway asks, drains the journal the
-gateway hands it, checks the central's acks, and forwards every other inbound message.
+gateway hands it, checks the central's acks, verifies peers' messages, refuses junk on the
+central system's topics, and forwards every other inbound message.
 It leaves when the channel closes: the gateway stopped or died.
 """
 
@@ -29,8 +30,10 @@ from gateway.entitlements import gateway_keys
 from gateway.errors import BadMessage, LinkError
 from gateway.identity import Identity, MessageSigner, signature_problem
 from gateway.supervisor import describe
+from gateway.sync.commands import refused as command_refused
 from gateway.sync.dispatch import OVERLOADED
-from gateway.sync.envelopes import load_public_key
+from gateway.sync.entitlement_sync import refused as sync_refused
+from gateway.sync.envelopes import OFF_LOOP, carried, load_public_key, open_carried
 from gateway.sync.link import Link
 from gateway.sync.outbox import JournalView, Outbox
 from gateway.sync.peers import MAX_CHECKIN_BYTES, MAX_OCCUPANCY_BYTES, parse_message
@@ -40,6 +43,9 @@ from gateway.sync.wire import Channel, LinkState
 log = logging.getLogger(__name__)
 
 ACKS_WAITING = 1000  # acks queued (the central sends one per batch at most)
+# The central system's messages up to this size are opened here before they cross (and
+# again by the gateway): what the gateway itself would open on its loop, too small to cost.
+CHECKED_HERE = OFF_LOOP
 WATCH_S = 0.1  # how often the link's state is looked at (keepalive lapses are seen so)
 
 
@@ -74,6 +80,7 @@ class Wire:
         self.identity = Identity(self.gw, self.site, key)
         self.central_key = load_public_key(settings["central_key"])
         self.ack_topic = gw_topic(self.site, self.gw, "checkin/ack")
+        self.cmd_topic = gw_topic(self.site, self.gw, "cmd")
         self._overloaded_at = 0.0
         self._told: LinkState | None = None
         # Peers' keys (rules.gateways) as the gateway last told them: their check-ins and
@@ -183,7 +190,33 @@ class Wire:
         ):
             self._peer(topic, str(where.gw), where.kind, payload)
             return
+        types = carried(topic, self.site, self.gw)
+        if types is not None and self._refused(topic, types, payload):
+            return
         self.channel.notify("message", topic, payload)
+
+    def _refused(self, topic: str, types: tuple[str, ...], payload: bytes) -> bool:
+        """A message on one of the central system's topics to this gateway: True if it was
+        refused here, with the gateway's own check, reason, event and log line, so that a
+        flood of junk costs the doors' process one small event notice each (throttled
+        there) instead of a parse, a thread hop or the snapshot builder, and a log line.
+
+        One that opens goes on as it came, and the gateway opens and verifies it again: it
+        trusts nothing of this check (the key here comes from the same config as its own,
+        so what is refused here it would refuse too). Only payloads up to
+        :data:`CHECKED_HERE` are opened here: a snapshot chunk or a big delta is opened
+        once, off the doors' loop, as before (at one core, twice would slow its apply)."""
+        if len(payload) > CHECKED_HERE:
+            return False
+        try:
+            open_carried(
+                payload, public_key=self.central_key, site=self.site, topic=topic, types=types
+            )
+        except BadMessage as exc:
+            report = command_refused if topic == self.cmd_topic else sync_refused
+            self.channel.notify("event", "bad_message", report(topic, exc.reason))
+            return True
+        return False
 
     def _peer(self, topic: str, gw: str, kind: str, payload: bytes) -> None:
         """A peer's message: parsed and its signature verified here (the gateway checks its
