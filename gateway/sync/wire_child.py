@@ -134,6 +134,11 @@ class Wire:
             # each runs until cancelled, so that is a bug. The process then leaves with the
             # cause, and the gateway's supervisor reports it and starts a new wire process.
             await asyncio.wait([reading, *parts], return_when=asyncio.FIRST_COMPLETED)
+            if channel.closed:
+                # The gateway left: a part that was waiting on it (the outbox for a batch)
+                # ends with ChannelClosed as the channel's reader ends. That is the normal
+                # way out, not a part's failure.
+                return
             for part in parts:
                 if part.done():
                     error = None if part.cancelled() else part.exception()

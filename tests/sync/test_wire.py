@@ -257,3 +257,60 @@ async def test_a_part_of_the_wire_process_that_ends_by_itself_ends_the_process_w
         await asyncio.wait_for(wire_child.Wire(settings).serve(theirs), 10)
     await asyncio.wait_for(reading, 5)  # the wire process's end is closed
     assert failed == ["outbox: RuntimeError: injected outbox bug"]
+
+
+async def test_a_gateway_that_closes_the_channel_ends_the_wire_process_quietly(
+    tmp_path, caplog, broker
+):
+    """The normal stop: the gateway closes its end while the outbox waits for a batch. The
+    outbox's call fails with ChannelClosed as the channel's reader ends; that is the way
+    out, not a failure: no error logged, nothing told, the process leaves with status 0."""
+    import base64
+    import logging
+
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.identity import load_identity
+    from gateway.sync import wire_child
+    from gateway.sync.outbox import Outbox
+
+    me = load_identity("door-1", SITE, tmp_path)
+    central = load_identity("central", SITE, tmp_path / "central")
+    seed = me.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    asked = asyncio.Event()
+    settings = {
+        "site": SITE, "gw": "door-1", "seed": base64.b64encode(seed).decode(),
+        "central_key": central.public_key_b64,
+        "mqtt": {"host": "127.0.0.1", "port": broker.port},
+    }  # fmt: skip
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+
+    async def nothing(*args: Any) -> Any:
+        return {}
+
+    async def unacked(*args: Any) -> Any:
+        asked.set()
+        await asyncio.sleep(3600)  # the gateway stops before it answers
+
+    gateway_end = Channel(
+        reader, writer, name="test",
+        calls={"status": nothing, "on_connect": nothing, "unacked": unacked,
+               "ack": nothing},
+        notices={"failed": lambda why: None, "state": lambda s: None,
+                 "event": lambda *a: None},
+    )  # fmt: skip
+    reading = asyncio.create_task(gateway_end.run())
+    wire = wire_child.Wire(settings)
+    serving = asyncio.create_task(wire.serve(theirs))
+    await asyncio.wait_for(asked.wait(), 15)  # connected, the outbox waits for a batch
+    assert isinstance(wire.outbox, Outbox)
+    with caplog.at_level(logging.ERROR):
+        gateway_end.close()
+        await asyncio.wait_for(serving, 10)  # returns: no WireFailed
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
