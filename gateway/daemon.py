@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
-GIL_SWITCH_S = 0.00025  # see Gateway.start
+GIL_SWITCH_S = 0.001  # see Gateway.start
 
 
 utc_now = system_now  # the current instant (UTC): the system's clock
@@ -110,9 +110,9 @@ class Gateway:
         # The doors' loop shares the GIL with the journal's, history's and store's threads
         # and the sync's workers: while one computes, the other waits up to the switch
         # interval for it (5 ms by default), and a tap's path crosses threads several times.
-        # A short interval costs only while two threads want the GIL at once (the holder is
-        # asked to let go only by a waiter): with a thread computing beside it, the loop's
-        # median lateness was 1.2 ms at 1 ms and 0.43 ms at 0.25 ms.
+        # 0.25 ms was tried (2026-12-02): a loop beside a computing thread woke sooner
+        # (median lateness 1.2 -> 0.43 ms), but a tap during a drain took longer (p99 9-11
+        # -> 15-16 ms, two pairs): the tap's path crosses threads, and each switch costs.
         sys.setswitchinterval(GIL_SWITCH_S)
         self.state_dir = StateDir(cfg.gateway.state_dir).ensure()
         self.identity = load_identity(self.gw, self.site, self.state_dir.path)
