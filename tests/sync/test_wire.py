@@ -216,11 +216,7 @@ async def test_a_part_of_the_wire_process_that_ends_by_itself_ends_the_process_w
     """The outbox (or the link, the acks, the watch) runs until cancelled: one that fails
     is not left gone in a process that goes on. The wire process tells the gateway why and
     leaves; the gateway's supervisor then reports it and starts a new one."""
-    import base64
 
-    from cryptography.hazmat.primitives import serialization
-
-    from gateway.identity import load_identity
     from gateway.sync import wire_child
     from gateway.sync.outbox import Outbox
     from tests.support.ports import free_port
@@ -229,17 +225,7 @@ async def test_a_part_of_the_wire_process_that_ends_by_itself_ends_the_process_w
         raise RuntimeError("injected outbox bug")
 
     monkeypatch.setattr(Outbox, "run", broken)
-    me = load_identity("door-1", SITE, tmp_path)
-    central = load_identity("central", SITE, tmp_path / "central")
-    seed = me.private_key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )  # fmt: skip
-    settings = {
-        "site": SITE, "gw": "door-1", "seed": base64.b64encode(seed).decode(),
-        "central_key": central.public_key_b64,
-        "mqtt": {"host": "127.0.0.1", "port": free_port()},  # nothing listens: link retries
-    }  # fmt: skip
+    settings = wire_settings(tmp_path, free_port())  # nothing listens: the link retries
     failed: list[str] = []
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_unix_connection(sock=ours)
@@ -265,27 +251,13 @@ async def test_a_gateway_that_closes_the_channel_ends_the_wire_process_quietly(
     """The normal stop: the gateway closes its end while the outbox waits for a batch. The
     outbox's call fails with ChannelClosed as the channel's reader ends; that is the way
     out, not a failure: no error logged, nothing told, the process leaves with status 0."""
-    import base64
     import logging
 
-    from cryptography.hazmat.primitives import serialization
-
-    from gateway.identity import load_identity
     from gateway.sync import wire_child
     from gateway.sync.outbox import Outbox
 
-    me = load_identity("door-1", SITE, tmp_path)
-    central = load_identity("central", SITE, tmp_path / "central")
-    seed = me.private_key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )  # fmt: skip
     asked = asyncio.Event()
-    settings = {
-        "site": SITE, "gw": "door-1", "seed": base64.b64encode(seed).decode(),
-        "central_key": central.public_key_b64,
-        "mqtt": {"host": "127.0.0.1", "port": broker.port},
-    }  # fmt: skip
+    settings = wire_settings(tmp_path, broker.port)
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_unix_connection(sock=ours)
 
@@ -314,3 +286,24 @@ async def test_a_gateway_that_closes_the_channel_ends_the_wire_process_quietly(
     reading.cancel()
     await asyncio.gather(reading, return_exceptions=True)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def wire_settings(tmp_path: Any, port: int) -> dict[str, Any]:
+    """The settings the gateway hands its wire process (gateway door-1, on ``port``)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.identity import load_identity
+
+    me = load_identity("door-1", SITE, tmp_path)
+    central = load_identity("central", SITE, tmp_path / "central")
+    seed = me.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    return {
+        "site": SITE, "gw": "door-1", "seed": base64.b64encode(seed).decode(),
+        "central_key": central.public_key_b64,
+        "mqtt": {"host": "127.0.0.1", "port": port},
+    }  # fmt: skip
