@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from gateway.supervisor import describe
+
 log = logging.getLogger("accessgw")
 decisions = logging.getLogger("accessgw.decision")
 state_changes = logging.getLogger("accessgw.state")
@@ -44,7 +46,7 @@ def cleanup(log: logging.Logger, what: str, level: int = logging.INFO) -> Iterat
     try:
         yield
     except Exception as exc:
-        log.log(level, "%s failed: %s", what, f"{type(exc).__name__}: {exc}"[:300])
+        log.log(level, "%s failed: %s", what, describe(exc))
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 It runs at a lower CPU priority (nice 10) with its own interpreter, and takes on average at
 most a quarter of a core (gateway.web.cpu_budget), so neither the interpreter lock nor the
-CPU it takes under a flood of requests can slow the doors. The
-gateway binds the listening socket and hands it over with a socket pair to talk on
-(gateway.web.channel); the UI exits when that pair closes (the gateway stopped or died).
+CPU it takes under a flood of requests can slow the doors. The gateway binds the listening
+socket and hands it over with a socket pair to talk on (gateway.web.channel); the UI exits
+when that pair closes (the gateway stopped or died).
 """
 
 from __future__ import annotations
