@@ -55,10 +55,18 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def _parse_date(value: object) -> object:
     if isinstance(value, str):
-        if not _DATE.fullmatch(value):
-            raise ValueError("must be a date YYYY-MM-DD")
-        return date.fromisoformat(value)
+        return _date_of(value)
     return _require_str(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _date_of(text: str) -> date:
+    """The date ``YYYY-MM-DD``; remembered, as a set's members mostly share a few dates (a
+    contract's start): a million records ask for the same ones again (a refusal, an
+    exception, is not remembered)."""
+    if not _DATE.fullmatch(text):
+        raise ValueError("must be a date YYYY-MM-DD")
+    return date.fromisoformat(text)
 
 
 IsoDate = Annotated[date, BeforeValidator(_parse_date)]
@@ -133,7 +141,14 @@ class NfcCredential(_Wire):
 
     @model_validator(mode="after")
     def _valid_uid(self) -> NfcCredential:
-        key = credential_key("nfc", self.uid, self.format)
+        uid, fmt = self.uid, self.format
+        # a canonical UID without a format, as the central system mostly sends it, is its
+        # own key: credential_key's answer without its two calls (once per card of a set)
+        key = (
+            "nfc:" + uid
+            if not fmt and _CLEAN_UID.fullmatch(uid)
+            else credential_key("nfc", uid, fmt)
+        )
         if key is None:
             if self.format:
                 raise ValueError(f"card number {self.uid!r} with format must be decimal digits")
@@ -313,7 +328,21 @@ class Member(_Wire):
 
     def credential_keys(self) -> list[str]:
         """Canonical values of the card and code credentials, for the store's index."""
-        return [c.key for c in self.credentials if not isinstance(c, PhoneCredential)]
+        # by ``kind`` (a Literal, one per class), not isinstance: a model class's isinstance
+        # goes through ABCMeta in Python, and this is asked of every record of a set
+        return [c.key for c in self.credentials if c.kind != "phone"]
+
+    def holds(self, key: str) -> bool:
+        """``key in self.credential_keys()``, asked of every record of a set by ``decide``:
+        only the credentials of the key's kind (its prefix, ``nfc:`` or ``code:``) work out
+        their keys."""
+        kind = key.partition(":")[0]
+        if kind == "phone":  # a phone's ``key`` field is its public key, no credential key
+            return False
+        for credential in self.credentials:
+            if credential.kind == kind and credential.key == key:
+                return True
+        return False
 
 
 class Ticket(_Wire):
@@ -335,6 +364,10 @@ class Ticket(_Wire):
         """A ticket is presented by its code."""
         key = credential_key("code", self.code)
         return [key] if key else []
+
+    def holds(self, key: str) -> bool:
+        """``key in self.credential_keys()``."""
+        return key in self.credential_keys()
 
     @model_validator(mode="after")
     def _code_not_blank(self) -> Ticket:
@@ -496,13 +529,17 @@ def parse_rules(raw: object) -> SiteRules:
 
 def parse_record(raw: object, where: str = "record") -> Record:
     """Validate one member or ticket record (told apart by its ``member``/``ticket`` key)."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # dict: skip ABCMeta's check
         raise InvalidSet([f"{where}: must be an object"])
     try:
+        # the schema validators themselves: TypeAdapter.validate_python's keyword arguments
+        # cost more than a record's checks of a date (a set has a million records)
         if "member" in raw:
-            return _MEMBER.validate_python(raw)
+            member: Member = _MEMBER.validator.validate_python(raw)
+            return member
         if "ticket" in raw:
-            return _TICKET.validate_python(raw)
+            ticket: Ticket = _TICKET.validator.validate_python(raw)
+            return ticket
     except ValidationError as exc:
         label = raw.get("member") or raw.get("ticket")
         raise InvalidSet(_problems(exc, f"{where}({label})")) from None

@@ -7,12 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import set_scan
-from gateway.entitlements import credential_key
+from gateway.entitlements import Member, credential_key, parse_set
 from gateway.errors import InvalidSet
 from gateway.set_scan import Wanted, scan_set
-from tests.support.sets import contract, member, rules
+from tests.fuzz.budget import budget
+from tests.support.sets import contract, member, rules, ticket
 
 CARD = "04A1B2C3"
 
@@ -95,3 +98,95 @@ def test_the_opening_line_is_said_at_once() -> None:
     said: list[str] = []
     with set_scan.Progress(said.append, "decide: reading set.json (250 MiB), then validating it"):
         assert said == ["decide: reading set.json (250 MiB), then validating it"]
+
+
+# --- the scan answers as the gateway's own parsing does -----------------------------------
+
+PRESENTED = [  # (kind, value, format): what a support person may ask about
+    ("nfc", "04A1B2C3", None),
+    ("nfc", "04:a1:b2:c3", None),
+    ("nfc", "04000002", None),
+    ("nfc", "4711", "wiegand26"),
+    ("code", "CODE-1", None),
+    ("code", " EVT-1 ", None),
+]
+CREDENTIALS: list[dict[str, Any]] = [
+    card(CARD),
+    card("04a1b2c3"),
+    card("04-A1-B2-C3"),
+    card("04000002"),
+    card("zz"),  # not hex: the record is refused
+    {"kind": "nfc", "uid": "0004711", "format": "wiegand26"},
+    {"kind": "nfc", "uid": "4711", "format": ""},  # no format: 4711 is not a UID
+    {"kind": "code", "value": "CODE-1"},
+    {"kind": "code", "value": "  CODE-1\t"},
+    {"kind": "code", "value": "   "},  # blank: refused
+    {"kind": "phone", "device": "d", "key": "code:CODE-1", "bound_at": "2026-01-01T00:00:00Z"},
+    {"kind": "fingerprint"},
+]
+DATES = ["2026-01-01", "2026-02-30", "2026-1-01", "２０２６-01-01", 20260101, None]
+SCHEDULES = [None, "open", "offpeak", "nowhere"]
+
+
+@st.composite
+def records(draw: st.DrawFn) -> Any:
+    shape = draw(st.sampled_from(["member", "member", "member", "ticket", "odd"]))
+    rid = draw(st.sampled_from(["M1", "M2", "M3", "T1"]))
+    if shape == "member":
+        contracts = [
+            contract(
+                "c", start=draw(st.sampled_from(DATES)), schedule=draw(st.sampled_from(SCHEDULES))
+            )
+            for _ in range(draw(st.integers(0, 2)))
+        ]
+        creds = draw(st.lists(st.sampled_from(CREDENTIALS), max_size=3))
+        return member(rid, credentials=creds, contracts=contracts)
+    if shape == "ticket":
+        return ticket(rid, code=draw(st.sampled_from(["EVT-1", " EVT-1", "CODE-1", " "])))
+    return draw(st.sampled_from([[], "M1", {"display": "neither member nor ticket"}]))
+
+
+@budget(ci=300, long=100_000)
+@given(
+    raws=st.lists(records(), max_size=14),
+    presented=st.sampled_from(PRESENTED),
+    by_member=st.booleans(),
+    slice_size=st.integers(1, 4),
+)
+def test_the_scan_answers_as_the_parsed_set_does(
+    raws: list[Any], presented: tuple[str, str, str | None], by_member: bool, slice_size: int
+) -> None:
+    raw = the_set(raws)
+    key = credential_key(*presented)
+    want = Wanted(member="M2") if by_member else Wanted(key=key)
+    try:
+        _, _, parsed = parse_set(raw)
+    except InvalidSet as exc:
+        with pytest.raises(InvalidSet) as refused:
+            _scan(raw, want, slice_size)
+        assert refused.value.problems[:10] == exc.problems[:10]
+        return
+    view = _scan(raw, want, slice_size)
+    latest: dict[str, Any] = {}  # by id, the later record of an id listed twice, in set order
+    for record in parsed:
+        latest.pop(record.id, None)
+        latest[record.id] = record
+    assert view.count == len(latest)
+    if by_member:
+        expected = latest.get("M2")
+        assert view.member("M2") == (expected if isinstance(expected, Member) else None)
+    else:
+        holding = [r for r in latest.values() if key in r.credential_keys()]
+        assert view.find(*presented) == (holding[-1] if holding else None)
+    for record in parsed:
+        for k in (key, "phone:x", "code:", "nfc:04A1B2C3"):
+            assert record.holds(k) == (k in record.credential_keys())
+
+
+def _scan(raw: Any, want: Wanted, slice_size: int) -> set_scan.SetView:
+    original = set_scan.SLICE
+    set_scan.SLICE = slice_size  # several slices of a small set (no fixture: hypothesis)
+    try:
+        return scan_set(raw, want, workers=1)
+    finally:
+        set_scan.SLICE = original
