@@ -141,9 +141,12 @@ class NfcCredential(_Wire):
 
     @model_validator(mode="after")
     def _valid_uid(self) -> NfcCredential:
-        uid, fmt = self.uid, self.format
-        # a canonical UID without a format, as the central system mostly sends it, is its
-        # own key: credential_key's answer without its two calls (once per card of a set)
+        # this runs once per card of a million-member set: the fields read from the instance
+        # dict (BaseModel defines __getattr__, which leaves a model's attributes off
+        # Python's fast path), and a canonical UID without a format, as the central system
+        # mostly sends it, taken as its own key without credential_key's two calls
+        fields = self.__dict__
+        uid, fmt = fields["uid"], fields["format"]
         key = (
             "nfc:" + uid
             if not fmt and _CLEAN_UID.fullmatch(uid)
@@ -155,7 +158,7 @@ class NfcCredential(_Wire):
             raise ValueError("uid must be hex of 4, 7 or 10 bytes")
         # what the cached property below would keep, kept now: it is asked for once per
         # credential of a million-member set, and the property's lock costs more than this
-        self.__dict__["_canonical"] = key
+        fields["_canonical"] = key
         return self
 
     @functools.cached_property
@@ -336,13 +339,19 @@ class Member(_Wire):
         """``key in self.credential_keys()``, asked of every record of a set by ``decide``:
         only the credentials of the key's kind (its prefix, ``nfc:`` or ``code:``) work out
         their keys."""
-        kind = key.partition(":")[0]
-        if kind == "phone":  # a phone's ``key`` field is its public key, no credential key
-            return False
+        # the class, not ``kind``: type() is cheaper than a model's attribute; a phone's
+        # ``key`` field is its public key, never a credential key
+        holder = _HOLDERS.get(key.partition(":")[0])
         for credential in self.credentials:
-            if credential.kind == kind and credential.key == key:
+            if type(credential) is holder and credential.key == key:
                 return True
         return False
+
+
+_HOLDERS: dict[str, type[NfcCredential | CodeCredential]] = {
+    "nfc": NfcCredential,
+    "code": CodeCredential,
+}
 
 
 class Ticket(_Wire):
