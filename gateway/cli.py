@@ -145,7 +145,9 @@ def _decide(args: argparse.Namespace) -> int:
         # of the validation's time); reference counting frees them once the scan is done.
         gc.disable()
         with Progress(stderr_line, opening) as progress:
-            view = scan_set(_read_json(args.set, "set", big=True), wanted, progress=progress)
+            raw = _read_json(args.set, "set", big=True)
+            view = scan_set(raw, wanted, progress=progress, release=True)
+            del raw  # the decoded file, a gigabyte for a million members, freed before deciding
     except InvalidSet as exc:
         raise BadInput("the set is invalid:\n  " + "\n  ".join(exc.problems[:10])) from None
     finally:

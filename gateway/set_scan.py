@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,16 +82,19 @@ class _SliceResult:
     schedules: list[tuple[str, str]]
 
 
-_RAWS: Sequence[Any] = ()  # the records, inherited by forked workers (never pickled)
+_RAWS: list[Any] = []  # the records, inherited by forked workers (never pickled)
 
 
-def _scan_slice(start: int, stop: int, wanted: Wanted) -> _SliceResult:
+def _scan_slice(start: int, stop: int, wanted: Wanted, release: bool = False) -> _SliceResult:
     # once per record of a million: no work here that a valid record does not need (its
     # place in the problems is worked out only for an invalid one)
     result = _SliceResult(start, [], [], [], [])
     ids, problems, uses = result.ids, result.problems, result.schedules
-    matches = wanted.matches
-    for i, raw in enumerate(_RAWS[start:stop], start):
+    matches, raws = wanted.matches, _RAWS
+    for i in range(start, stop):
+        raw = raws[i]
+        if release:  # freed once checked, while still in the cache (not in a pass of its own)
+            raws[i] = None
         try:
             record = parse_record(raw)
         except InvalidSet:
@@ -126,10 +129,13 @@ def scan_set(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    release: bool = False,
 ) -> SetView:
     """Validate a set ``{"version", "rules", "records"}`` and keep what ``wanted`` needs.
 
     Raises :class:`InvalidSet` with the first problems, as :func:`parse_set` would.
+    ``release``: the caller has no further use for ``raw``, whose records list may then be
+    emptied (set to None) as it is read, in this process.
     """
     global _RAWS
     if not isinstance(raw, Mapping):
@@ -160,10 +166,10 @@ def scan_set(
         else:
             _RAWS = raws
             for a, b in slices:
-                results.append(_scan_slice(a, b, wanted))
+                results.append(_scan_slice(a, b, wanted, release))
                 progress.done += b - a
     finally:
-        _RAWS = ()
+        _RAWS = []
     return _view(rules, version, results)
 
 

@@ -81,10 +81,10 @@ def test_progress_is_said_while_it_takes_long(monkeypatch: pytest.MonkeyPatch) -
     said: list[str] = []
     real = set_scan._scan_slice
 
-    def slow(start: int, stop: int, want: Wanted) -> Any:
+    def slow(start: int, stop: int, want: Wanted, release: bool = False) -> Any:
         stopped = __import__("threading").Event()
         stopped.wait(2.5 if start == 0 else 0)  # the first slice outlasts one progress tick
-        return real(start, stop, want)
+        return real(start, stop, want, release)
 
     monkeypatch.setattr(set_scan, "_scan_slice", slow)
     monkeypatch.setattr(set_scan, "SLICE", 2)
@@ -190,3 +190,14 @@ def _scan(raw: Any, want: Wanted, slice_size: int) -> set_scan.SetView:
         return scan_set(raw, want, workers=1)
     finally:
         set_scan.SLICE = original
+
+
+def test_the_records_are_left_alone_unless_released() -> None:
+    records = [member(f"M{i}", credentials=[card(CARD)]) for i in range(3)]
+    kept, released = the_set(records), the_set(list(records))
+    assert scan_set(kept, wanted(), workers=1).find("nfc", CARD) is not None
+    assert kept["records"] == records
+    view = scan_set(released, wanted(), workers=1, release=True)
+    found = view.find("nfc", CARD)
+    assert found is not None and found.id == "M2" and view.count == 3
+    assert released["records"] == [None, None, None]  # each freed once it was checked
