@@ -28,9 +28,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway import niceness
 from gateway.entitlements import SiteRules, collect_records, parse_rules, schedule_uses
 from gateway.entitlements import undefined_schedules as undefined
 from gateway.errors import BadMessage, InvalidSet
+from gateway.niceness import lower_own_priority
 from gateway.record_codec import EncodedRecords, Record, RecordCodec
 from gateway.sync.bodies import count, parse_checkins_upto
 from gateway.sync.envelopes import Envelope, load_public_key, open_carried, public_key_b64
@@ -173,8 +175,10 @@ class DeltaOpener:
         try:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
-                )
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=lower_own_priority,
+                    initargs=("delta worker process", niceness.BACKGROUND),
+                )  # fmt: skip
             kind, value = await loop.run_in_executor(
                 self._pool, _open_in_worker, payload, self._key_b64, self.site, topic, types,
                 have, hmac_key,

@@ -33,8 +33,10 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway import niceness
 from gateway.entitlements import SiteRules, parse_rules, schedule_uses, undefined_schedules
 from gateway.errors import AccessGwError, BadMessage, InvalidSet
+from gateway.niceness import lower_own_priority
 from gateway.staged_set import StagedSetProcess, peak_rss_kib
 from gateway.store import StagedSet, Staging
 from gateway.sync.bodies import (
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 ANSWER_DEADLINE_S = 300.0
 NOTES_KEPT = 20  # duplicate-credential notes passed on (the count is always complete)
 COLLECT_EVERY = 50  # chunks between garbage collections in the builder process
-NICE = 10  # the builder's (and its writer's) niceness, as the web UI's process
 
 
 class SnapshotBuilderFailed(AccessGwError):
@@ -229,8 +230,7 @@ def main() -> int:
         adj.write("500")
     # Background work: where the builder and its writer keep every core busy, the doors'
     # process is still to get a core the moment it has a decision to make.
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
+    lower_own_priority("snapshot builder", niceness.BACKGROUND)  # its writer inherits it
     stdin = sys.stdin.buffer
     first = _read_frame(stdin)
     if first is None:

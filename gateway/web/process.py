@@ -1,6 +1,6 @@
 """The web UI's own process: ``python -m gateway.web.process`` started by the gateway.
 
-It runs at a lower CPU priority (nice 10) with its own interpreter, and takes on average at
+It runs at a lower CPU priority (gateway.niceness) with its own interpreter, and takes on average at
 most a quarter of a core (gateway.web.cpu_budget), so neither the interpreter lock nor the
 CPU it takes under a flood of requests can slow the doors. The gateway binds the listening
 socket and hands it over with a socket pair to talk on (gateway.web.channel); the UI exits
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -22,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway import niceness
 from gateway.logs import cleanup
+from gateway.niceness import lower_own_priority
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import InstallerAuth
 from gateway.web.bridge import Bridge
@@ -31,7 +32,6 @@ from gateway.web.cpu_budget import Budgeted, CpuBudget
 from gateway.web.eventlog import EventLog
 
 log = logging.getLogger("accessgw.web")
-NICE = 10
 
 
 async def serve(listen: socket.socket, channel: socket.socket, settings: dict[str, Any]) -> None:
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.get("log_level", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
+    lower_own_priority("web UI", niceness.BACKGROUND)
     listen = socket.socket(fileno=args.listen_fd)
     channel = socket.socket(fileno=args.channel_fd)
     asyncio.run(serve(listen, channel, settings))

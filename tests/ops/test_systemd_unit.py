@@ -64,7 +64,7 @@ def test_the_unit_has_every_hardening_setting_the_issue_lists():
         "RemoveIPC": ["yes"],
         "PrivateMounts": ["yes"],
         "SystemCallArchitectures": ["native"],
-        "SystemCallFilter": ["@system-service", "~@privileged @resources"],
+        "SystemCallFilter": ["@system-service", "~@privileged @resources", "setpriority"],
         "StateDirectoryMode": ["0700"],
     }
     for key, value in expected.items():
@@ -106,3 +106,43 @@ def test_systemd_verifies_the_unit_and_its_gpio_drop_in_without_a_word(tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # verify exits 0 on some warnings
+
+
+def syscalls(name: str) -> set[str]:
+    """The system calls a filter entry names, groups expanded (``systemd-analyze``)."""
+    if not name.startswith("@"):
+        return {name}
+    listing = subprocess.run(
+        ["systemd-analyze", "syscall-filter", "--no-pager", name],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    found: set[str] = set()
+    for line in listing.splitlines()[1:]:  # the first line is the group's own name
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            found |= syscalls(entry)
+    return found
+
+
+def allowed_syscalls(unit_text: str) -> set[str]:
+    """What the unit's SystemCallFilter= lines let through, as systemd merges them: the first
+    line is an allow list, a later ``~`` line takes names out of it, a later plain line
+    puts names back."""
+    allowed: set[str] = set()
+    lines = settings(unit_text)["SystemCallFilter"]
+    assert not lines[0].startswith("~"), "the first line must be an allow list"
+    for value in lines:
+        names = set().union(*(syscalls(n) for n in value.lstrip("~").split()))
+        allowed = allowed - names if value.startswith("~") else allowed | names
+    return allowed
+
+
+@needs_systemd
+def test_the_unit_lets_background_processes_lower_their_priority_and_nothing_more():
+    # The wire, web UI, snapshot builder and delta worker lower their own priority
+    # (gateway/niceness.py); under a filter that refuses setpriority they could not, and
+    # the doors' process would share every busy core with them as an equal.
+    allowed = allowed_syscalls(UNIT.read_text())
+    assert "setpriority" in allowed
+    for other in ("sched_setattr", "sched_setscheduler", "setrlimit", "ioprio_set", "reboot"):
+        assert other not in allowed, other

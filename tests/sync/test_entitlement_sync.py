@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway import niceness
 from gateway.config import MqttSection
 from gateway.store import EntitlementStore
 from gateway.sync import deltas, entitlement_sync
@@ -458,6 +460,10 @@ async def test_a_big_delta_is_opened_validated_and_encoded_in_a_worker_process(
         await central.publish_raw(DELTA_TOPIC, payload)
         await eventually(lambda: gw.store.version == 2, 30)
         assert gw.sync.deltas.opened_in_process == 1 and gw.bad() == []
+        pool = gw.sync.deltas._pool  # the worker runs behind the doors (gateway.niceness)
+        assert pool is not None and pool._processes
+        behind = min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness.BACKGROUND)
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in pool._processes} == {behind}
         found = gw.store.find("nfc", f"04{1899:012X}")  # encoded with our HMAC key
         assert found is not None and found.id == "M0001899"
         assert gw.store.find("code", "CODE-100").id == "M0000100"  # type: ignore[union-attr]

@@ -31,6 +31,17 @@ def test_the_ui_is_a_process_of_its_own_and_answers_while_the_gateway_hangs(gw: 
     assert eventually(lambda: client.get("/api/status").json()["stale"] is False, 15)
 
 
+def test_the_ui_process_runs_behind_the_doors(gw: Site) -> None:
+    """It lowers its own CPU priority (gateway.niceness): under a flood of requests the
+    doors' process still gets a core first."""
+    from gateway import niceness
+
+    web = gw.gateway._web
+    assert web is not None and web.process is not None
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness.BACKGROUND)
+    assert eventually(lambda: os.getpriority(os.PRIO_PROCESS, web.process.pid) == expected, 10)
+
+
 def test_activity_added_on_the_loop_while_the_ui_polls_reaches_the_history(gw: Site) -> None:
     client = signed_in(gw)
     errors: list[int] = []
