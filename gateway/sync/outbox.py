@@ -2,9 +2,11 @@
 
 Final journal records go out on ``gw/{gw}/checkin`` and ``gw/{gw}/event`` in ``seq`` order and
 stay in the journal until the central system's signed ``ack`` ``{"upto": seq}``; then the
-journal prunes them. Delivery is at least once: what stays unacknowledged longer than
-``ack_timeout`` is published again from the oldest unacknowledged record on, and so is
-everything unacknowledged after a reconnect. The central system drops duplicates by ``id``.
+journal prunes them: at once when nothing published is left unacknowledged, else once a
+batch's worth is acknowledged (see :meth:`Outbox._take_ack`). Delivery is at least once:
+what stays unacknowledged longer than ``ack_timeout`` is published again from the oldest
+unacknowledged record on, and so is everything unacknowledged after a reconnect. The
+central system drops duplicates by ``id``.
 
 A long backlog (a day offline) drains quickly: publishes are pipelined, up to ``inflight``
 awaiting the broker's PUBACK at a time and up to ``window`` awaiting the central's ack, rather
@@ -97,6 +99,7 @@ class Outbox:
         self.retry_s = retry_s
         self.acked_upto = 0  # highest seq the central acknowledged (this process's view)
         self.published_upto = 0  # highest seq handed to the broker since the last restart
+        self.pruned_upto = 0  # highest seq the journal was told to prune (this process)
         self._inflight = asyncio.Semaphore(inflight)
         self._next_after = 0  # read records with a higher seq next
         self._ahead: list[dict[str, Any]] = []  # read in this epoch, not published yet
@@ -316,7 +319,16 @@ class Outbox:
         if self._next_after < upto:
             self._next_after = upto
         self._wake.set()  # the window has room now: publishing goes on while the journal prunes
-        await self.journal.ack(upto)
+        # A drain is acked a few dozen records at a time (the central acks what came in the
+        # last 20 ms), and each prune is a durable transaction in the doors' process, a round
+        # trip away: a prune an ack cost that process more than reading the records did.
+        # During a drain the journal prunes a batch's worth at a time; when nothing published
+        # is left unacknowledged (a drain's end, everyday traffic), at once. What is acked
+        # and not pruned yet is still in the journal: after a restart it goes out again, and
+        # the central drops it as a duplicate (at least once, as after any lost ack).
+        if not sent or upto - self.pruned_upto >= self.batch:
+            self.pruned_upto = upto
+            await self.journal.ack(upto)
 
     async def _bad(self, name: str, reason: str) -> None:
         log.warning("outbox: message on %s dropped: %s", name, reason)

@@ -44,3 +44,34 @@ async def test_the_pubacks_reason_code_reaches_the_link_through_on_publish() -> 
     assert client.puback.pop(8) == code  # acked before anyone waited: kept for the waiter
     with contextlib.suppress(Exception):
         client._client.disconnect()
+
+
+class _Sent:
+    """What paho's publish returns for a message handed to it (its MQTTMessageInfo)."""
+
+    rc = paho.MQTT_ERR_SUCCESS
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+
+
+async def test_a_publish_whose_puback_does_not_come_gives_up_at_its_own_deadline() -> None:
+    client = _Client("127.0.0.1", 1)
+    mids = iter(range(1, 10))
+    client._client.publish = lambda *args: _Sent(next(mids))  # type: ignore[assignment, return-value]
+    code = ReasonCode(PacketTypes.PUBACK, identifier=0)
+    slow = asyncio.create_task(client.publish_acked("t", b"1", 1, False, 60.0))
+    lost = asyncio.create_task(client.publish_acked("t", b"2", 1, False, 0.05))
+    also_lost = asyncio.create_task(client.publish_acked("t", b"3", 1, False, 0.01))
+    for task in (lost, also_lost):  # one timer for all: each fails at its own deadline
+        try:
+            await task
+            raise AssertionError("no PUBACK came, yet the publish returned")
+        except aiomqtt.MqttError as exc:
+            assert "timed out" in str(exc)
+    assert not slow.done()
+    client._on_publish(client._client, None, 1, code, None)  # type: ignore[arg-type]
+    assert await slow == code
+    assert client._acked == {} and client._due == {} and client.puback == {}
+    with contextlib.suppress(Exception):
+        client._client.disconnect()
