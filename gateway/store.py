@@ -497,7 +497,7 @@ class EntitlementStore:
         try:
             w.execute("BEGIN IMMEDIATE")
             many(w, "DELETE FROM records WHERE rowid = ?", view.index.dead)
-            index = store_index.rebuilt(w, view.gen)
+            index = view.index.compacted()
             store_index.save(w, view.gen, index)
             w.execute("COMMIT")
         except sqlite3.Error:

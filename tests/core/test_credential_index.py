@@ -92,3 +92,39 @@ def test_a_staged_set_bigger_than_its_memory_is_adopted_whole(
         assert store.find("code", f"CODE-{i}") == found
     store.close()
     assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite"]  # no scratch file left
+
+
+def built(pairs: list[tuple[int, int]]) -> credential_index.CredentialIndex:
+    builder = IndexBuilder()
+    for prefix, rowid in pairs:
+        builder.add(prefix, rowid)
+    return builder.build()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compacting_gives_the_index_a_rebuild_of_the_live_entries_gives(seed: int) -> None:
+    """Deltas add entries (new rowids only grow) and kill rowids, base and added alike,
+    some on prefixes the base has; compacting merges instead of rebuilding, to the same."""
+    rng = random.Random(seed)
+    base = entries(500, seed)
+    index, live, next_rowid = built(base), set(base), max(r for _, r in base) + 1
+    for _ in range(rng.randrange(1, 6)):
+        prefixes = [p for p, _ in live]
+        add = []
+        for _ in range(rng.randrange(0, 80)):
+            prefix = rng.choice(prefixes) if rng.random() < 0.5 else rng.randrange(-(2**63), 2**63)
+            add.append((prefix, next_rowid))
+            next_rowid += rng.randrange(1, 3)
+        kill = {rowid for _, rowid in rng.sample(sorted(live), rng.randrange(0, 60))}
+        index = index.changed(add, kill)
+        live = {(p, r) for p, r in live | set(add) if r not in index.dead}
+    compacted = index.compacted()
+    assert compacted == built(sorted(live))
+    assert compacted.overlay_size == 0 and len(compacted) == len(live)
+    for prefix, _ in rng.sample(sorted(live), 50):
+        assert compacted.candidates(prefix) == index.candidates(prefix)
+
+
+def test_compacting_an_index_with_nothing_dead_copies_the_base_and_merges_the_added() -> None:
+    index = built([(5, 1), (9, 2)]).changed([(5, 3), (1, 4), (12, 5)], [])
+    assert index.compacted() == built([(1, 4), (5, 1), (5, 3), (9, 2), (12, 5)])

@@ -409,6 +409,8 @@ def test_the_index_is_compacted_into_a_new_blob_and_still_correct(
             AT,
         )
     assert s._view.index.overlay_size <= 5
+    rebuilt = store_index.rebuilt(s._writer, s._view.gen)  # what the records in the file give
+    assert s._view.index.compacted() == rebuilt
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM index_log").fetchone()[0] <= 5
     assert (
