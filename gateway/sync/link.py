@@ -95,7 +95,22 @@ class _Client(aiomqtt.Client):
         # the session down (a few turns of the loop), so no check-in in between says online.
         if self.on_lost is not None:
             self.on_lost()
+        # Publishes waiting for their PUBACK never get one now (the next connection is
+        # another client): they fail at once, not at their deadline (``ack_timeout``, 30 s).
+        # Each holds one of the outbox's in-flight slots, and after a quick reconnect the
+        # outbox would wait for those slots before publishing anything again.
+        self._fail_waiters()
         super()._on_disconnect(*args, **kwargs)
+
+    def _fail_waiters(self) -> None:
+        waiters, self._acked = self._acked, {}
+        self._due.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(aiomqtt.MqttError("connection lost before the PUBACK"))
 
     def _on_publish(
         self,

@@ -16,6 +16,7 @@ import time
 
 import aiomqtt
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -73,5 +74,27 @@ async def test_a_publish_whose_puback_does_not_come_gives_up_at_its_own_deadline
     client._on_publish(client._client, None, 1, code, None)  # type: ignore[arg-type]
     assert await slow == code
     assert client._acked == {} and client._due == {} and client.puback == {}
+    with contextlib.suppress(Exception):
+        client._client.disconnect()
+
+
+async def test_publishes_waiting_for_their_puback_fail_at_once_when_the_connection_is_lost():
+    """Not at their deadline (``ack_timeout``, 30 s): each holds an outbox in-flight slot,
+    and after a quick reconnect the outbox waited for those before publishing again."""
+    client = _Client("127.0.0.1", 1)
+    mids = iter(range(1, 10))
+    client._client.publish = lambda *args: _Sent(next(mids))  # type: ignore[assignment, return-value]
+    waiting = [asyncio.create_task(client.publish_acked("t", b"x", 1, False, 600.0))
+               for _ in range(3)]  # fmt: skip
+    await asyncio.sleep(0)  # each is waiting for its PUBACK
+    assert not any(task.done() for task in waiting)
+    lost = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
+    client._on_disconnect(client._client, None, None, lost, None)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    for task in waiting:
+        assert task.done()
+        with pytest.raises(aiomqtt.MqttError, match="connection lost"):
+            task.result()
+    assert client._acked == {} and client._due == {} and client._expiry is None
     with contextlib.suppress(Exception):
         client._client.disconnect()
