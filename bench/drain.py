@@ -38,7 +38,6 @@ import aiomqtt  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, pin_cpus  # noqa: E402
 from bench.harness import AT, GW, SITE, CentralProcess, start_broker  # noqa: E402
 from gateway import niceness  # noqa: E402
-from gateway.niceness import lower_own_priority  # noqa: E402
 from gateway.sync.link import no_delay  # noqa: E402
 
 INFLIGHT = 100  # the outbox's and the link's default in-flight limit
@@ -172,7 +171,7 @@ async def floor_in_process(port: int, payloads: list[bytes]) -> tuple[float, flo
 
 
 def floor_process(port: int, payloads: list[bytes], inflight: int, conn: Any) -> None:
-    lower_own_priority("the drain's floor", niceness.WIRE)
+    niceness.lower_own_priority("the drain's floor", niceness.WIRE)
     c0 = time.process_time()
     elapsed = asyncio.run(sliding_window(port, payloads, inflight))
     conn.send((elapsed, time.process_time() - c0))

@@ -32,7 +32,6 @@ from gateway import niceness
 from gateway.entitlements import SiteRules, collect_records, parse_rules, schedule_uses
 from gateway.entitlements import undefined_schedules as undefined
 from gateway.errors import BadMessage, InvalidSet
-from gateway.niceness import lower_own_priority
 from gateway.record_codec import EncodedRecords, Record, RecordCodec
 from gateway.sync.bodies import count, parse_checkins_upto
 from gateway.sync.envelopes import Envelope, load_public_key, open_carried, public_key_b64
@@ -176,7 +175,7 @@ class DeltaOpener:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=lower_own_priority,
+                    initializer=niceness.lower_own_priority,
                     initargs=("delta worker process", niceness.BACKGROUND),
                 )  # fmt: skip
             kind, value = await loop.run_in_executor(

@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway import niceness
 from gateway.entitlements import SiteRules, parse_rules, schedule_uses, undefined_schedules
 from gateway.errors import AccessGwError, BadMessage, InvalidSet
-from gateway.niceness import lower_own_priority
 from gateway.staged_set import StagedSetProcess, peak_rss_kib
 from gateway.store import StagedSet, Staging
 from gateway.sync.bodies import (
@@ -230,7 +229,7 @@ def main() -> int:
         adj.write("500")
     # Background work: where the builder and its writer keep every core busy, the doors'
     # process is still to get a core the moment it has a decision to make.
-    lower_own_priority("snapshot builder", niceness.BACKGROUND)  # its writer inherits it
+    niceness.lower_own_priority("snapshot builder", niceness.BACKGROUND)  # its writer inherits it
     stdin = sys.stdin.buffer
     first = _read_frame(stdin)
     if first is None:

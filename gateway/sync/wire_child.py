@@ -29,7 +29,6 @@ from gateway.config import MqttSection
 from gateway.entitlements import gateway_keys
 from gateway.errors import BadMessage, LinkError
 from gateway.identity import Identity, MessageSigner, signature_problem
-from gateway.niceness import lower_own_priority
 from gateway.supervisor import describe
 from gateway.sync.commands import refused as command_refused
 from gateway.sync.dispatch import OVERLOADED
@@ -308,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         log_cfg.get("format", "auto"),
         log_cfg.get("libraries", "warning"),
     )
-    lower_own_priority("MQTT wire process", niceness.WIRE)
+    niceness.lower_own_priority("MQTT wire process", niceness.WIRE)
     sock = socket.socket(fileno=args.channel_fd)
     try:
         asyncio.run(Wire(settings).serve(sock))

@@ -1,10 +1,10 @@
 """The web UI's own process: ``python -m gateway.web.process`` started by the gateway.
 
-It runs at a lower CPU priority (gateway.niceness) with its own interpreter, and takes on average at
-most a quarter of a core (gateway.web.cpu_budget), so neither the interpreter lock nor the
-CPU it takes under a flood of requests can slow the doors. The gateway binds the listening
-socket and hands it over with a socket pair to talk on (gateway.web.channel); the UI exits
-when that pair closes (the gateway stopped or died).
+It runs at a lower CPU priority (gateway.niceness) with its own interpreter, and takes on
+average at most a quarter of a core (gateway.web.cpu_budget), so neither the interpreter
+lock nor the CPU it takes under a flood of requests can slow the doors. The gateway binds
+the listening socket and hands it over with a socket pair to talk on (gateway.web.channel);
+the UI exits when that pair closes (the gateway stopped or died).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 from gateway import niceness
 from gateway.logs import cleanup
-from gateway.niceness import lower_own_priority
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import InstallerAuth
 from gateway.web.bridge import Bridge
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.get("log_level", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    lower_own_priority("web UI", niceness.BACKGROUND)
+    niceness.lower_own_priority("web UI", niceness.BACKGROUND)
     listen = socket.socket(fileno=args.listen_fd)
     channel = socket.socket(fileno=args.channel_fd)
     asyncio.run(serve(listen, channel, settings))
