@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.sync.outbox import Outbox
 from tests.support.broker import eventually
@@ -80,10 +80,13 @@ class Broker:
 
 
 @contextlib.asynccontextmanager
-async def outbox(journal: Journal, broker: Broker, **kw: Any) -> AsyncIterator[Outbox]:
-    """A connected outbox that no central acknowledges."""
-    box = Outbox(journal, broker, site=SITE, gw=GW,
-                 public_key=Ed25519PrivateKey.generate().public_key(), **kw)  # fmt: skip
+async def outbox(
+    journal: Journal, broker: Broker, central: Ed25519PublicKey | None = None, **kw: Any
+) -> AsyncIterator[Outbox]:
+    """A connected outbox; only the test acks it, signed with ``central``'s key (by default a
+    key nobody signs with: nothing is acknowledged)."""
+    key = central if central is not None else Ed25519PrivateKey.generate().public_key()
+    box = Outbox(journal, broker, site=SITE, gw=GW, public_key=key, **kw)
     running = asyncio.create_task(box.run())
     broker.log.append(RECONNECTED)
     await box.on_connect()
