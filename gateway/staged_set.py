@@ -17,7 +17,7 @@ from typing import Any
 from gateway import store_generation
 from gateway.credential_index import IndexBuilder
 from gateway.entitlements import SiteRules
-from gateway.record_codec import Record, RecordCodec, UnhashedRow, prefixes_of, unhashed
+from gateway.record_codec import Record, RecordCodec, UnhashedRow, index_entries, unhashed
 from gateway.store_files import RID_INDEX, connect_staged, remove_file, seal_staged
 
 
@@ -74,11 +74,8 @@ class StagedSet:
         if len(rows) > self._chunk_size:
             raise ValueError(f"a chunk holds at most {self._chunk_size} records")
         first = self._first + chunk * self._chunk_size + 1
-        stored = [self._codec.hashed(row) for row in rows]
-        add = self._index.add
-        for rowid, row in enumerate(stored, first):
-            for prefix in prefixes_of(row[2]):
-                add(prefix, rowid)
+        stored = self._codec.hashed_rows(rows)
+        self._index.extend(*index_entries(first, [row[2] for row in stored]))
         self._conn.execute("BEGIN")
         store_generation.insert_rows(self._conn, self.gen, first, stored)
         self._conn.execute("COMMIT")

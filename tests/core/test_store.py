@@ -9,7 +9,8 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -459,7 +460,13 @@ def test_a_prefix_collision_never_returns_the_wrong_record(
 ) -> None:
     for module in (store_module, store_index, store_generation):  # all collide
         monkeypatch.setattr(module, "prefix_of", lambda digest: 7)
-    monkeypatch.setattr(staged_set, "prefixes_of", lambda blob: [7] * (len(blob) // 32))
+    real_entries = staged_set.index_entries
+
+    def colliding_entries(first: int, blobs: Sequence[bytes]) -> tuple[array[int], list[int]]:
+        prefixes, rowids = real_entries(first, blobs)
+        return array("q", [7] * len(prefixes)), rowids
+
+    monkeypatch.setattr(staged_set, "index_entries", colliding_entries)
     s = EntitlementStore.open(path, KEY)
     notes = s.replace(
         1,
