@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 from gateway import store_index
 from gateway.credential_index import CredentialIndex, IndexBuilder
@@ -58,15 +59,25 @@ def view_of(conn: sqlite3.Connection, meta: dict[str, str], index: CredentialInd
     )
 
 
+_ROW = "(?, ?, ?, ?, ?, ?)"
+# Rows written by one INSERT: a statement per row costs twice as much a row as one of a
+# hundred rows (4.5 against 2 us, a million-member snapshot's 1M rows); 600 parameters are
+# within the least limit of any SQLite (999).
+ROWS_PER_INSERT = 100
+_INSERT_ONE = f"INSERT INTO records VALUES {_ROW}"
+_INSERT_MANY = f"INSERT INTO records VALUES {', '.join([_ROW] * ROWS_PER_INSERT)}"
+
+
 def insert_rows(
     conn: sqlite3.Connection, gen: int, first_rowid: int, rows: Iterable[StoredRow]
 ) -> None:
     """Insert ``rows`` of ``gen`` with rowids from ``first_rowid`` on (inside the caller's
     transaction)."""
-    conn.executemany(
-        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)",
-        ((first_rowid + i, gen, *row) for i, row in enumerate(rows)),
-    )
+    numbered = [(rowid, gen, *row) for rowid, row in enumerate(rows, first_rowid)]
+    whole = len(numbered) - len(numbered) % ROWS_PER_INSERT
+    for at in range(0, whole, ROWS_PER_INSERT):
+        conn.execute(_INSERT_MANY, [*chain.from_iterable(numbered[at : at + ROWS_PER_INSERT])])
+    conn.executemany(_INSERT_ONE, numbered[whole:])
 
 
 def write_meta(
