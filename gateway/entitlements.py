@@ -299,7 +299,8 @@ class Contract(_Wire):
 
     @model_validator(mode="after")
     def _clipcard_has_credits(self) -> Contract:
-        if self.type == "clipcard" and self.credits is None:
+        fields = self.__dict__  # off BaseModel's __getattr__: asked of every contract of a set
+        if fields["type"] == "clipcard" and fields["credits"] is None:
             raise ValueError("a clipcard contract needs 'credits'")
         return self
 
@@ -536,10 +537,13 @@ def parse_rules(raw: object) -> SiteRules:
         raise InvalidSet(_problems(exc, "rules")) from None
 
 
-def parse_record(raw: object, where: str = "record") -> Record:
-    """Validate one member or ticket record (told apart by its ``member``/``ticket`` key)."""
+def parse_record(raw: object, where: str = "record", at: int | None = None) -> Record:
+    """Validate one member or ticket record (told apart by its ``member``/``ticket`` key).
+
+    Problems name it ``where``, or ``where[at]`` given its place in a list.
+    """
     if type(raw) is not dict and not isinstance(raw, Mapping):  # dict: skip ABCMeta's check
-        raise InvalidSet([f"{where}: must be an object"])
+        raise InvalidSet([f"{_place(where, at)}: must be an object"])
     try:
         # the schema validators themselves: TypeAdapter.validate_python's keyword arguments
         # cost more than a record's checks of a date (a set has a million records)
@@ -551,8 +555,14 @@ def parse_record(raw: object, where: str = "record") -> Record:
             return ticket
     except ValidationError as exc:
         label = raw.get("member") or raw.get("ticket")
-        raise InvalidSet(_problems(exc, f"{where}({label})")) from None
-    raise InvalidSet([f"{where}: has neither 'member' nor 'ticket'"])
+        raise InvalidSet(_problems(exc, f"{_place(where, at)}({label})")) from None
+    raise InvalidSet([f"{_place(where, at)}: has neither 'member' nor 'ticket'"])
+
+
+def _place(where: str, at: int | None) -> str:
+    """A record's name in problems: worked out only for a problem, not for each record of a
+    million-record set."""
+    return where if at is None else f"{where}[{at}]"
 
 
 def schedule_uses(records: Iterable[Record]) -> Iterator[tuple[str, str]]:
@@ -584,7 +594,7 @@ def collect_records(raws: Iterable[object], where: str) -> tuple[list[Record], l
     problems: list[str] = []
     for i, raw in enumerate(raws):
         try:
-            records.append(parse_record(raw, f"{where}[{i}]"))
+            records.append(parse_record(raw, where, i))
         except InvalidSet as exc:
             problems.extend(exc.problems)
             if len(problems) >= 10:

@@ -99,7 +99,11 @@ def unhashed(record: Record) -> UnhashedRow:
         exclude: dict[str, set[int] | set[str]] = _EVERY_CREDENTIAL
         if len(keys) != len(credentials):  # a phone, kept: the others go by index
             exclude = {"credentials": {i for i, c in enumerate(credentials) if c.kind != "phone"}}
-        body = record.model_dump_json(by_alias=True, exclude=exclude, exclude_defaults=True)
+        # what model_dump_json returns, from the model's serializer without that method's
+        # Python wrapper of keyword arguments (0.7 us of its 3.6 a member)
+        body = record.__pydantic_serializer__.to_json(
+            record, by_alias=True, exclude=exclude, exclude_defaults=True
+        ).decode()
         return record.member, "member", keys, body
     body = record.model_copy(update={"code": TICKET_CODE_PLACEHOLDER}).model_dump_json(
         by_alias=True, exclude_defaults=True
