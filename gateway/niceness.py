@@ -107,7 +107,11 @@ def _set_slice(ns: int, tid: int = 0) -> None:
     )
     libc = ctypes.CDLL(None, use_errno=True)
     number = _SYS_SCHED_SETATTR[os.uname().machine]
-    if libc.syscall(number, tid, ctypes.byref(attr), 0) != 0:
+    # syscall(2) is variadic and reads longs: each argument passed at its full width
+    status = libc.syscall(
+        ctypes.c_long(number), ctypes.c_long(tid), ctypes.byref(attr), ctypes.c_long(0)
+    )
+    if status != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
 
