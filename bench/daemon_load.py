@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import SITE, CentralProcess, start_broker, until
+from gateway import niceness
 from simulators.central import default_rules
 from tests.support.ports import free_port
 
@@ -104,14 +105,18 @@ def outside_the_box(pid: int) -> None:
     broker and the central simulator too (a site's broker and central system run on other
     machines). At their default priority they took cores from the doors' process: the
     central verifies every drained check-in, about a core's worth at the drain's rate, and
-    most late wakes of the doors' loop under load were waits for a core (2026-12-02)."""
+    most late wakes of the doors' loop under load were waits for a core (2026-12-02). Nor
+    do they keep the short time slices they inherited from the bench's process, which runs
+    the daemon (gateway.niceness)."""
     os.setpriority(os.PRIO_PROCESS, pid, LOAD_NICE)
+    niceness.give_back_slice("a process outside the box", pid)
 
 
 def load_process(load: Load, stop: Any) -> None:
     logging.disable(logging.CRITICAL)
     with contextlib.suppress(OSError):
         os.nice(LOAD_NICE)
+    niceness.give_back_slice("the load")  # inherited from the bench's process, as above
     asyncio.run(_load(load, stop))
 
 
@@ -219,6 +224,7 @@ def devices_process(conn: Any) -> None:
     # which would be counted against the gateway.
     with contextlib.suppress(OSError):
         os.nice(DEVICES_NICE)
+    niceness.give_back_slice("the devices")  # as the load
     send = threading.Lock()
     with RelayBoardSim() as relay, Pn532Simulator(None) as pn532:
         relay.start_tcp()

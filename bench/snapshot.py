@@ -2,7 +2,7 @@
 
 A gateway (store, link, entitlement sync, snapshot builder) loads an N-member snapshot from
 the central simulator over a real mosquitto; then the central replaces every record and the
-gateway applies the new snapshot while a door decides every millisecond. Printed:
+gateway applies the new snapshot while a door decides every 10 ms. Printed:
 
 - the apply (sync asked -> the new set live) beside its floor, computed in the same run on
   the very chunks the central sent: verify each chunk's signature and decode its JSON,

@@ -85,6 +85,11 @@ class _Client(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.puback: dict[int, ReasonCode] = {}  # acks that came before anyone waited
+        # Publishes that gave up on their PUBACK (deadline, connection lost, cancelled): a
+        # PUBACK that comes for one later is dropped, not kept as "came before anyone
+        # waited", where the next publish given the same message id (they wrap at 65,535)
+        # would take it for its own. Bounded by the ids there are.
+        self._abandoned: set[int] = set()
         self._acked: dict[int, asyncio.Future[ReasonCode]] = {}  # mid -> its waiter
         self._due: dict[int, float] = {}  # mid -> when its waiter gives up (loop time)
         self._expiry: asyncio.TimerHandle | None = None  # at the earliest deadline, or None
@@ -108,7 +113,8 @@ class _Client(aiomqtt.Client):
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        for waiter in waiters.values():
+        for mid, waiter in waiters.items():
+            self._abandoned.add(mid)  # a session resumed may yet bring its PUBACK
             if not waiter.done():
                 waiter.set_exception(aiomqtt.MqttError("connection lost before the PUBACK"))
 
@@ -122,7 +128,10 @@ class _Client(aiomqtt.Client):
     ) -> None:
         waiter = self._acked.pop(mid, None)
         if waiter is None:
-            self.puback[mid] = reason_code
+            if mid in self._abandoned:
+                self._abandoned.discard(mid)  # too late: its publish gave up on it
+            else:
+                self.puback[mid] = reason_code
         elif not waiter.done():
             waiter.set_result(reason_code)
         super()._on_publish(client, userdata, mid, reason_code, properties)
@@ -135,6 +144,9 @@ class _Client(aiomqtt.Client):
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         mid = info.mid
+        # The id is this publish's now: a PUBACK still owed to an earlier one that gave up
+        # on it cannot be told apart from this one's (MQTT has only the id).
+        self._abandoned.discard(mid)
         if qos == 0:
             self.puback.pop(mid, None)  # paho calls on_publish once a QoS 0 one is sent
             return None
@@ -152,8 +164,10 @@ class _Client(aiomqtt.Client):
         try:
             return await waiter
         finally:
-            self._acked.pop(mid, None)
             self._due.pop(mid, None)
+            self._acked.pop(mid, None)
+            if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
+                self._abandoned.add(mid)  # gave up: its PUBACK, if it comes, is dropped
 
     def _expire(self) -> None:
         """Fail the waiters whose deadline has come; the timer again for the next one."""

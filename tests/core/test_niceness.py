@@ -2,7 +2,8 @@
 
 Under load almost every late wake of the doors' loop was a wait for a core (the loop-lag
 bench, 2026-12-02): the wire, web UI, snapshot builder and delta worker lower their own
-CPU priority as they start, and say so when the system refuses.
+CPU priority as they start, and say so when the system refuses. The doors' process asks
+for short time slices (Linux 6.12+), which the background processes give back.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
 
 from gateway import niceness
 from tests.integration.gateways import SITE, config
@@ -57,3 +62,114 @@ async def test_the_wire_process_of_a_running_gateway_runs_behind_the_doors(tmp_p
         await until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == behind_us(niceness.WIRE))
     finally:
         await gw.stop()
+
+
+# --- time slices ---------------------------------------------------------------------------
+
+
+def slice_ns(path: str = "/proc/thread-self/sched") -> int:
+    """A thread's slice as the kernel's scheduler statistics show it."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("se.slice"):
+                return int(line.split(":")[1])
+    pytest.skip("this kernel does not show a thread's slice")
+
+
+needs_slices = pytest.mark.skipif(
+    niceness.slices_supported() is not None or not os.path.exists("/proc/thread-self/sched"),
+    reason=f"no per-thread slice request here: {niceness.slices_supported()}",
+)
+
+
+@needs_slices
+async def test_a_running_gateway_has_short_slices_and_its_wire_process_gives_them_back(
+    tmp_path, broker
+):
+    from gateway.config import parse_config
+    from gateway.daemon import Gateway
+    from gateway.identity import load_identity
+
+    niceness.give_back_slice("test")  # whatever an earlier test in this process asked for
+    assert slice_ns() != niceness.SHORT_SLICE_NS
+    central_key = load_identity("central", SITE, tmp_path / "central").public_key_b64
+    text = config(tmp_path, "door-1", broker.port, central_key)
+    gw = Gateway(parse_config(text, "test"), backoff=FAST)
+    await gw.start()
+    try:
+        loop_thread = f"/proc/self/task/{threading.get_native_id()}/sched"
+        assert slice_ns(loop_thread) == niceness.SHORT_SLICE_NS
+        await until(lambda: gw.sync is not None and gw.sync.wire.process is not None)
+        assert gw.sync is not None and gw.sync.wire.process is not None
+        pid = gw.sync.wire.process.pid
+        await until(lambda: os.getpriority(os.PRIO_PROCESS, pid) == behind_us(niceness.WIRE))
+        assert slice_ns(f"/proc/{pid}/sched") != niceness.SHORT_SLICE_NS
+    finally:
+        await gw.stop()
+        niceness.give_back_slice("test")
+
+
+@needs_slices
+def test_a_background_process_gives_back_the_short_slices_it_inherited():
+    code = (
+        "from gateway import niceness as n\n"
+        "from tests.core.test_niceness import slice_ns\n"
+        "assert n.ask_for_short_slices('doors')\n"
+        "before = slice_ns()\n"
+        "n.lower_own_priority('web UI', 1)\n"
+        "print(before, slice_ns())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout  # fmt: skip
+    before, after = map(int, out.split())
+    assert before == niceness.SHORT_SLICE_NS
+    assert after != niceness.SHORT_SLICE_NS
+
+
+def test_slices_are_asked_for_only_where_the_kernel_takes_them(monkeypatch):
+    def system(release: str, machine: str = "aarch64", sysname: str = "Linux") -> None:
+        uname = SimpleNamespace(sysname=sysname, release=release, machine=machine)
+        monkeypatch.setattr(niceness.os, "uname", lambda: uname)
+
+    for release in ("6.12.0", "6.18.44-fc-v669", "7.0.1+rpt-rpi-v8"):
+        system(release)
+        assert niceness.slices_supported() is None, release
+    system("6.6.51+rpt-rpi-v8")
+    assert "Linux 6.12 and later" in (niceness.slices_supported() or "")
+    system("6.1.0-28-arm64")
+    assert "6.1.0-28-arm64" in (niceness.slices_supported() or "")
+    system("6.12.0", machine="ppc64le")
+    assert "no per-thread slice request" in (niceness.slices_supported() or "")
+    system("23.1.0", machine="arm64", sysname="Darwin")
+    assert "Darwin" in (niceness.slices_supported() or "")
+
+
+def test_an_old_kernel_is_noted_and_nothing_is_asked(monkeypatch, caplog):
+    monkeypatch.setattr(niceness, "slices_supported", lambda: "kernel 6.1.0 takes no ...")
+
+    def never(ns: int, tid: int = 0) -> None:
+        raise AssertionError("asked a kernel that does not take it")
+
+    monkeypatch.setattr(niceness, "_set_slice", never)
+    with caplog.at_level(logging.INFO, logger="gateway.niceness"):
+        assert niceness.ask_for_short_slices("doors' process") is False
+        niceness.give_back_slice("web UI")
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert "doors' process: runs with the kernel's default time slices" in record.getMessage()
+
+
+def test_a_refused_slice_is_logged_with_its_cause_and_the_process_goes_on(monkeypatch, caplog):
+    monkeypatch.setattr(niceness, "slices_supported", lambda: None)
+
+    def refused(ns: int, tid: int = 0) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(niceness, "_set_slice", refused)
+    with caplog.at_level(logging.WARNING, logger="gateway.niceness"):
+        assert niceness.ask_for_short_slices("doors' process") is False
+        niceness.give_back_slice("web UI")
+    first, second = caplog.records
+    assert "doors' process: short time slices refused" in first.getMessage()
+    assert "web UI: could not give back its short time slices" in second.getMessage()
+    assert all("Operation not permitted" in r.getMessage() for r in caplog.records)

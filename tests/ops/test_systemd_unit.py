@@ -64,7 +64,11 @@ def test_the_unit_has_every_hardening_setting_the_issue_lists():
         "RemoveIPC": ["yes"],
         "PrivateMounts": ["yes"],
         "SystemCallArchitectures": ["native"],
-        "SystemCallFilter": ["@system-service", "~@privileged @resources", "setpriority"],
+        "SystemCallFilter": [
+            "@system-service",
+            "~@privileged @resources",
+            "setpriority sched_setattr",
+        ],
         "StateDirectoryMode": ["0700"],
     }
     for key, value in expected.items():
@@ -139,10 +143,11 @@ def allowed_syscalls(unit_text: str) -> set[str]:
 
 @needs_systemd
 def test_the_unit_lets_background_processes_lower_their_priority_and_nothing_more():
-    # The wire, web UI, snapshot builder and delta worker lower their own priority
-    # (gateway/niceness.py); under a filter that refuses setpriority they could not, and
-    # the doors' process would share every busy core with them as an equal.
+    # The wire, web UI, snapshot builder and delta worker lower their own priority, and
+    # the doors' process asks for short time slices (gateway/niceness.py); under a filter
+    # that refuses setpriority or sched_setattr they could not, and the doors' process
+    # would share every busy core with them as an equal.
     allowed = allowed_syscalls(UNIT.read_text())
-    assert "setpriority" in allowed
-    for other in ("sched_setattr", "sched_setscheduler", "setrlimit", "ioprio_set", "reboot"):
+    assert {"setpriority", "sched_setattr"} <= allowed
+    for other in ("sched_setscheduler", "sched_setparam", "setrlimit", "ioprio_set", "reboot"):
         assert other not in allowed, other

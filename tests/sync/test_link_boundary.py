@@ -98,3 +98,50 @@ async def test_publishes_waiting_for_their_puback_fail_at_once_when_the_connecti
     assert client._acked == {} and client._due == {} and client._expiry is None
     with contextlib.suppress(Exception):
         client._client.disconnect()
+
+
+async def test_a_puback_that_comes_after_its_publish_gave_up_is_not_taken_by_a_later_one():
+    """Message ids wrap at 65,535: a late PUBACK used to be kept as "came before anyone
+    waited", and the next publish given that id returned at once with it (a refusal's
+    reason code, too) without its own having come."""
+    client = _Client("127.0.0.1", 1)
+    mids = iter([5, 5, 6])  # the id comes round again
+    client._client.publish = lambda *args: _Sent(next(mids))  # type: ignore[assignment, return-value]
+    refused = ReasonCode(PacketTypes.PUBACK, identifier=0x87)
+    accepted = ReasonCode(PacketTypes.PUBACK, identifier=0)
+    with pytest.raises(aiomqtt.MqttError, match="timed out"):
+        await client.publish_acked("t", b"old", 1, False, 0.01)
+    client._on_publish(client._client, None, 5, refused, None)  # type: ignore[arg-type]
+    assert client.puback == {}  # dropped, not kept for whoever gets id 5 next
+    reused = asyncio.create_task(client.publish_acked("t", b"new", 1, False, 60.0))
+    await asyncio.sleep(0.01)
+    assert not reused.done()  # waits for its own PUBACK
+    client._on_publish(client._client, None, 5, accepted, None)  # type: ignore[arg-type]
+    assert await reused == accepted
+    assert client.puback == {} and client._abandoned == set() and client._acked == {}
+    with contextlib.suppress(Exception):
+        client._client.disconnect()
+
+
+async def test_pubacks_owed_to_publishes_cut_off_by_a_lost_connection_or_cancelled_are_dropped():
+    client = _Client("127.0.0.1", 1)
+    mids = iter([1, 2, 3])
+    client._client.publish = lambda *args: _Sent(next(mids))  # type: ignore[assignment, return-value]
+    code = ReasonCode(PacketTypes.PUBACK, identifier=0)
+    cut_off = asyncio.create_task(client.publish_acked("t", b"1", 1, False, 600.0))
+    cancelled = asyncio.create_task(client.publish_acked("t", b"2", 1, False, 600.0))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    lost = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
+    client._on_disconnect(client._client, None, None, lost, None)  # type: ignore[arg-type]
+    with pytest.raises(aiomqtt.MqttError, match="connection lost"):
+        await cut_off
+    for mid in (1, 2):  # a resumed session may still bring them: not kept for anyone
+        client._on_publish(client._client, None, mid, code, None)  # type: ignore[arg-type]
+    assert client.puback == {} and client._abandoned == set()
+    client._on_publish(client._client, None, 3, code, None)  # type: ignore[arg-type]
+    assert client.puback == {3: code}  # one nobody gave up on: kept for its waiter
+    with contextlib.suppress(Exception):
+        client._client.disconnect()
