@@ -15,7 +15,9 @@ earlier deadline, so when it wakes it is let in ahead of a running thread with a
 one instead of waiting out the rest of that thread's slice. Measured on 2026-12-02 with
 the loop-lag bench, the loop's thread at 0.1 ms against the default (1.4 ms there), three
 pairs alternated: p99 4.67 / 3.62 / 4.22 -> 2.72 / 3.30 / 2.55 ms, max 24.0 / 20.3 / 20.4
--> 15.3 / 13.7 / 11.6 ms. Threads and children inherit a thread's
+-> 15.3 / 13.7 / 11.6 ms; as built here (the whole doors' process), three pairs on a quiet
+machine: p99 3.09 / 2.76 / 5.16 -> 2.41 / 2.77 / 2.85 ms, max 25.2 / 18.0 / 22.2 -> 13.3 /
+17.5 / 10.9 ms. Threads and children inherit a thread's
 slice; the background processes give it back as they lower their priority.
 
 The shipped systemd unit allows the two system calls this needs (``setpriority``,
