@@ -17,8 +17,9 @@ the loop-lag bench, the loop's thread at 0.1 ms against the default (1.4 ms ther
 pairs alternated: p99 4.67 / 3.62 / 4.22 -> 2.72 / 3.30 / 2.55 ms, max 24.0 / 20.3 / 20.4
 -> 15.3 / 13.7 / 11.6 ms; as built here (the whole doors' process), three pairs on a quiet
 machine: p99 3.09 / 2.76 / 5.16 -> 2.41 / 2.77 / 2.85 ms, max 25.2 / 18.0 / 22.2 -> 13.3 /
-17.5 / 10.9 ms. Threads and children inherit a thread's
-slice; the background processes give it back as they lower their priority.
+17.5 / 10.9 ms. Tap to relay during a drain, two pairs: p99 13.7 / 18.5 -> 9.42 / 13.2 ms.
+Threads and children inherit a thread's slice; the background processes give it back as
+they lower their priority.
 
 The shipped systemd unit allows the two system calls this needs (``setpriority``,
 ``sched_setattr``) and nothing else of ``@resources``. Where the system refuses either, the
