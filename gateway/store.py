@@ -41,6 +41,7 @@ from gateway.record_codec import (
     StoredRow,
     decode,
     holds,
+    index_entries,
     moved_note,
     prefix_of,
     split_hashes,
@@ -320,9 +321,7 @@ class EntitlementStore:
         inserted = uncommitted = 0
         for batch in _batches(records, 2000):
             rows = [self._codec.stored(record) for record in batch]
-            for i, row in enumerate(rows):
-                for digest in split_hashes(row[2]):
-                    builder.add(prefix_of(digest), first + inserted + i)
+            builder.extend(*index_entries(first + inserted, [row[2] for row in rows]))
             store_generation.insert_rows(w, gen, first + inserted, rows)
             inserted += len(rows)
             uncommitted += len(rows)
