@@ -36,6 +36,7 @@ from gateway.record_codec import (
     prefix_of,
     split_hashes,
     unhashed,
+    unhashed_rows,
 )
 from gateway.staged_set import StagedSet, Staging
 
@@ -210,6 +211,14 @@ def test_a_chunk_hashed_at_once_is_each_row_hashed_alone() -> None:
     rows = [unhashed(r) for r in RECORDS]
     assert codec.hashed_rows(rows) == [reference_row(r) for r in RECORDS]
     assert codec.hashed_rows([]) == []
+
+
+def test_a_chunk_encoded_at_once_is_each_record_encoded_alone() -> None:
+    # members with and without phones, tickets among them, in one loop (a snapshot's chunk)
+    codec = RecordCodec(KEY)
+    assert codec.hashed_rows(unhashed_rows(RECORDS)) == [reference_row(r) for r in RECORDS]
+    assert unhashed_rows(iter(RECORDS[:50])) == unhashed_rows(RECORDS[:50])
+    assert unhashed_rows([]) == []
 
 
 def test_index_entries_are_the_prefix_of_each_hash_with_its_rowid() -> None:

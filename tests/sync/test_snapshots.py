@@ -140,6 +140,31 @@ def test_an_invalid_record_refuses_the_whole_version_and_drops_what_was_staged(
     assert not staged.exists() and store.version == 1
 
 
+def test_invalid_records_among_valid_ones_are_named_as_each_alone_and_nothing_is_adopted(
+    stager: SnapshotStager, store: EntitlementStore
+) -> None:
+    # a chunk is validated at once; its problems are still each record's, in order
+    assert take(stager, store, chunk(2, 0, 2, members(0, 3)))["status"] == "staged"
+    staged = Path(store.staging().path)
+    ticket = {"ticket": "T1", "code": " ", "valid_from": "2026-11-25T08:00:00+01:00",
+              "valid_to": "2026-11-25T22:00:00+01:00"}  # fmt: skip
+    bad = member(
+        "M9",
+        credentials=[{"kind": "nfc", "uid": "zz"}],
+        contracts=[{"id": "C", "type": "clipcard"}],
+    )
+    broken = [*members(3, 2), ticket, "junk", bad]
+    answer = take(stager, store, chunk(2, 1, 2, broken))
+    assert answer == {
+        "status": "bad",
+        "reason": "invalid set: chunk1.records[2](T1): ticket code must not be blank; "
+        "chunk1.records[3]: must be an object; "
+        "chunk1.records[4](M9).credentials.0.nfc: uid must be hex of 4, 7 or 10 bytes",
+    }
+    assert not staged.exists() and store.version == 1
+    assert take(stager, store, chunk(2, 1, 2, members(3, 2)))["status"] == "ignored"
+
+
 def test_a_schedule_named_before_the_rules_arrived_is_checked_at_the_end(
     stager: SnapshotStager, store: EntitlementStore
 ) -> None:
