@@ -600,6 +600,12 @@ def collect_records(raws: Iterable[object], where: str) -> tuple[list[Record], l
         valid = _all_valid(raws)
         if valid is not None:
             return valid, []
+    return collect_each(raws, where)
+
+
+def collect_each(raws: Iterable[object], where: str) -> tuple[list[Record], list[str]]:
+    """:func:`collect_records` a record at a time, :func:`parse_record` of each: what it
+    does for a list with an invalid record, whose problems are each record's own."""
     records: list[Record] = []
     problems: list[str] = []
     for i, raw in enumerate(raws):

@@ -2,7 +2,7 @@
 delta's upserts) validated at once gives the records, and for an invalid one the problems,
 that validating record by record gives.
 
-The reference is the record-by-record loop, kept here on purpose: :func:`parse_record` of
+The reference is the record-by-record loop (:func:`collect_each`): :func:`parse_record` of
 each, its problems gathered until there are ten. Records are drawn from the record codec's
 seeded generator (every credential kind, tickets among members, defaults given or left out),
 and broken in every way a record can be.
@@ -16,30 +16,8 @@ from typing import Any
 
 import pytest
 
-from gateway.entitlements import (
-    Contract,
-    Member,
-    Record,
-    Ticket,
-    collect_records,
-    parse_record,
-)
-from gateway.errors import InvalidSet
+from gateway.entitlements import Contract, Member, Ticket, collect_each, collect_records
 from tests.core.test_record_codec import SEED, raw_member, raw_ticket
-
-
-def record_by_record(raws: list[Any], where: str) -> tuple[list[Record], list[str]]:
-    """What validating each record alone gives (the reference)."""
-    records: list[Record] = []
-    problems: list[str] = []
-    for i, raw in enumerate(raws):
-        try:
-            records.append(parse_record(raw, where, i))
-        except InvalidSet as exc:
-            problems.extend(exc.problems)
-            if len(problems) >= 10:
-                break
-    return records, problems
 
 
 def raws(count: int, seed: int, tickets: float) -> list[Any]:
@@ -77,7 +55,7 @@ def test_valid_records_at_once_are_those_validated_one_by_one(tickets: float) ->
     chunk = raws(2000, SEED + 3, tickets)
     records, problems = collect_records(chunk, "chunk7.records")
     assert problems == []
-    assert records == record_by_record(chunk, "chunk7.records")[0]
+    assert records == collect_each(chunk, "chunk7.records")[0]
     assert [type(r) for r in records] == [Ticket if "ticket" in r else Member for r in chunk]
 
 
@@ -86,7 +64,7 @@ def test_one_invalid_record_among_valid_ones_gives_its_problems_as_alone(broken:
     chunk = raws(300, SEED + 4, 0.15)
     chunk.insert(137, copy.deepcopy(broken))
     records, problems = collect_records(chunk, "chunk2.records")
-    assert problems and (records, problems) == record_by_record(chunk, "chunk2.records")
+    assert problems and (records, problems) == collect_each(chunk, "chunk2.records")
     assert all(p.startswith("chunk2.records[137]") for p in problems)
 
 
@@ -96,12 +74,12 @@ def test_many_invalid_records_give_the_first_ten_problems_in_order() -> None:
         chunk.insert(at, copy.deepcopy(broken))
     records, problems = collect_records(chunk, "records")
     assert len(problems) >= 10
-    assert (records, problems) == record_by_record(chunk, "records")
+    assert (records, problems) == collect_each(chunk, "records")
 
 
 def test_records_given_as_another_iterable_or_an_empty_list_are_validated_alike() -> None:
     chunk = raws(50, SEED + 6, 0.15)
-    assert collect_records(iter(chunk), "records") == record_by_record(chunk, "records")
+    assert collect_records(iter(chunk), "records") == collect_each(chunk, "records")
     assert collect_records([], "records") == ([], [])
 
 
