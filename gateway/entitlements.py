@@ -522,8 +522,10 @@ _DEFAULT_ZONE = ZoneRule()
 _MEMBER = TypeAdapter(Member)
 _TICKET = TypeAdapter(Ticket)
 _RULES = TypeAdapter(SiteRules)
-_MEMBERS = TypeAdapter(list[Member])  # a chunk's records at once (_all_valid)
-_TICKETS = TypeAdapter(list[Ticket])
+# a chunk's records at once (_all_valid); stopping at the first invalid one, whose problems
+# are then found record by record: a list of a million bad records is not a million errors
+_MEMBERS = TypeAdapter(Annotated[list[Member], Field(fail_fast=True)])
+_TICKETS = TypeAdapter(Annotated[list[Ticket], Field(fail_fast=True)])
 
 
 def _problems(exc: ValidationError, where: str, limit: int = 10) -> list[str]:

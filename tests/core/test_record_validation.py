@@ -96,3 +96,12 @@ def test_sites_and_zones_left_out_are_each_a_list_of_their_own() -> None:
         )
         == '{"id":"C4","type":"fixed"}'
     )
+
+
+def test_a_big_list_of_invalid_records_gives_the_first_ten_problems() -> None:
+    # the list is validated at once only until its first invalid record (fail fast)
+    chunk: list[Any] = [{"member": "M1"}] + [{"member": i} for i in range(1, 20_001)]
+    records, problems = collect_records(chunk, "records")
+    assert len(records) == 1 and len(problems) == 10
+    assert problems[0] == "records[1](1).member: Input should be a valid string"
+    assert (records, problems) == collect_each(chunk, "records")
