@@ -522,10 +522,6 @@ _DEFAULT_ZONE = ZoneRule()
 _MEMBER = TypeAdapter(Member)
 _TICKET = TypeAdapter(Ticket)
 _RULES = TypeAdapter(SiteRules)
-# a chunk's records at once (_all_valid); stopping at the first invalid one, whose problems
-# are then found record by record: a list of a million bad records is not a million errors
-_MEMBERS = TypeAdapter(Annotated[list[Member], Field(fail_fast=True)])
-_TICKETS = TypeAdapter(Annotated[list[Ticket], Field(fail_fast=True)])
 
 
 def _problems(exc: ValidationError, where: str, limit: int = 10) -> list[str]:
@@ -598,16 +594,6 @@ def check_schedules(records: Iterable[Record], rules: SiteRules) -> list[str]:
 
 def collect_records(raws: Iterable[object], where: str) -> tuple[list[Record], list[str]]:
     """The records that validate, and the problems of the others (it stops at 10)."""
-    if type(raws) is list:
-        valid = _all_valid(raws)
-        if valid is not None:
-            return valid, []
-    return collect_each(raws, where)
-
-
-def collect_each(raws: Iterable[object], where: str) -> tuple[list[Record], list[str]]:
-    """:func:`collect_records` a record at a time, :func:`parse_record` of each: what it
-    does for a list with an invalid record, whose problems are each record's own."""
     records: list[Record] = []
     problems: list[str] = []
     for i, raw in enumerate(raws):
@@ -618,32 +604,6 @@ def collect_each(raws: Iterable[object], where: str) -> tuple[list[Record], list
             if len(problems) >= 10:
                 break
     return records, problems
-
-
-def _all_valid(raws: list[Any]) -> list[Record] | None:
-    """Every one of ``raws`` validated, as :func:`parse_record` would, by one call of the
-    schema validators per kind of record; None if one of them is not a valid record, and the
-    caller goes record by record for the problems (their texts and their limit).
-
-    A snapshot's chunk is 2,000 records: one call for them all spares the Python of a call
-    per record (a million records a big set). The records are told apart by their keys as
-    :func:`parse_record` tells them apart, and come back in their order.
-    """
-    members = [raw for raw in raws if type(raw) is dict and "member" in raw]
-    try:
-        if len(members) == len(raws):  # what a gym's set is: members only
-            valid: list[Record] = _MEMBERS.validator.validate_python(members)
-            return valid
-        tickets = [
-            raw for raw in raws if type(raw) is dict and "ticket" in raw and "member" not in raw
-        ]
-        if len(members) + len(tickets) != len(raws):
-            return None  # one is not an object, or of neither kind: record by record
-        of_members = iter(_MEMBERS.validator.validate_python(members))
-        of_tickets = iter(_TICKETS.validator.validate_python(tickets))
-    except ValidationError:
-        return None
-    return [next(of_members) if "member" in raw else next(of_tickets) for raw in raws]
 
 
 def parse_records(raws: Iterable[object], rules: SiteRules) -> list[Record]:

@@ -143,7 +143,7 @@ def test_an_invalid_record_refuses_the_whole_version_and_drops_what_was_staged(
 def test_invalid_records_among_valid_ones_are_named_as_each_alone_and_nothing_is_adopted(
     stager: SnapshotStager, store: EntitlementStore
 ) -> None:
-    # a chunk is validated at once; its problems are still each record's, in order
+    # each bad record named by its place and id, in order (the reason holds the first three)
     assert take(stager, store, chunk(2, 0, 2, members(0, 3)))["status"] == "staged"
     staged = Path(store.staging().path)
     ticket = {"ticket": "T1", "code": " ", "valid_from": "2026-11-25T08:00:00+01:00",
