@@ -35,10 +35,6 @@ from pydantic import (
 from gateway.errors import InvalidSet
 
 WILDCARD = "*"
-# A fresh ["*"] for each default of ``sites``/``zones``: a bound method of C, where a lambda
-# would be a Python call for each of a big set's contracts, once to validate it and again to
-# serialise it (exclude_defaults compares a field with a default made anew). Never changed.
-_EVERYWHERE = [WILDCARD]
 
 
 def _require_str(value: object) -> object:
@@ -295,8 +291,8 @@ class Contract(_Wire):
     start: IsoDate | None = None
     end: IsoDate | None = None
     credits: StrictInt | None = None
-    sites: IdList = Field(default_factory=_EVERYWHERE.copy)
-    zones: IdList = Field(default_factory=_EVERYWHERE.copy)
+    sites: IdList = Field(default_factory=lambda: [WILDCARD])
+    zones: IdList = Field(default_factory=lambda: [WILDCARD])
     schedule: StrictStr | None = None
     freezes: list[DateRange] = Field(default_factory=list)
     max_visits: MaxVisits | None = None
@@ -366,7 +362,7 @@ class Ticket(_Wire):
     code: StrictStr
     valid_from: IsoTime
     valid_to: IsoTime
-    zones: IdList = Field(default_factory=_EVERYWHERE.copy)
+    zones: IdList = Field(default_factory=lambda: [WILDCARD])
     uses: Annotated[StrictInt, Field(ge=1)] = 1
 
     @property

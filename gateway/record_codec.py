@@ -93,36 +93,22 @@ def unhashed(record: Record) -> UnhashedRow:
     Fields at their defaults are left out of the JSON (decoding fills them in again): a
     third of the bytes to write, and to read back at the door.
     """
-    return unhashed_rows((record,))[0]
-
-
-def unhashed_rows(records: Iterable[Record]) -> list[UnhashedRow]:
-    """:func:`unhashed` of each of ``records``: a snapshot's chunk in one loop, with the
-    member's serialiser looked up once, not once a record (a big set has a million)."""
-    # what model_dump_json returns, from the model's serializer without that method's
-    # Python wrapper of keyword arguments (0.7 us of its 3.6 a member)
-    to_json = Member.__pydantic_serializer__.to_json
-    rows: list[UnhashedRow] = []
-    for record in records:
-        if not isinstance(record, Member):  # a member: isinstance's exact-type fast path
-            rows.append(_unhashed_ticket(record))
-            continue
+    keys = record.credential_keys()
+    if isinstance(record, Member):
         credentials = record.credentials
-        # by ``kind`` (a Literal, one per class), as Member.credential_keys does, inline
-        keys = [c.key for c in credentials if c.kind != "phone"]
         exclude: dict[str, set[int] | set[str]] = _EVERY_CREDENTIAL
         if len(keys) != len(credentials):  # a phone, kept: the others go by index
             exclude = {"credentials": {i for i, c in enumerate(credentials) if c.kind != "phone"}}
-        body = to_json(record, by_alias=True, exclude=exclude, exclude_defaults=True).decode()
-        rows.append((record.member, "member", keys, body))
-    return rows
-
-
-def _unhashed_ticket(ticket: Ticket) -> UnhashedRow:
-    body = ticket.model_copy(update={"code": TICKET_CODE_PLACEHOLDER}).model_dump_json(
+        # what model_dump_json returns, from the model's serializer without that method's
+        # Python wrapper of keyword arguments (0.7 us of its 3.6 a member)
+        body = record.__pydantic_serializer__.to_json(
+            record, by_alias=True, exclude=exclude, exclude_defaults=True
+        ).decode()
+        return record.member, "member", keys, body
+    body = record.model_copy(update={"code": TICKET_CODE_PLACEHOLDER}).model_dump_json(
         by_alias=True, exclude_defaults=True
     )
-    return ticket.ticket, "ticket", ticket.credential_keys(), body
+    return record.ticket, "ticket", keys, body
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from gateway import store_generation
 from gateway.credential_index import IndexBuilder
 from gateway.entitlements import SiteRules
-from gateway.record_codec import Record, RecordCodec, UnhashedRow, index_entries, unhashed_rows
+from gateway.record_codec import Record, RecordCodec, UnhashedRow, index_entries, unhashed
 from gateway.store_files import RID_INDEX, connect_staged, remove_file, seal_staged
 
 
@@ -67,7 +67,7 @@ class StagedSet:
 
     def add(self, chunk: int, records: Sequence[Record]) -> None:
         """Write one chunk's records (validated already)."""
-        self.add_rows(chunk, unhashed_rows(records))
+        self.add_rows(chunk, [unhashed(r) for r in records])
 
     def add_rows(self, chunk: int, rows: Sequence[UnhashedRow]) -> None:
         """Write one chunk's records, encoded already (:func:`~gateway.record_codec.unhashed`)."""
@@ -164,7 +164,7 @@ class StagedSetProcess:
         if len(records) > self._chunk_size:
             raise ValueError(f"a chunk holds at most {self._chunk_size} records")
         self._failed_yet()
-        self._conn.send(("add", chunk, unhashed_rows(records)))
+        self._conn.send(("add", chunk, [unhashed(r) for r in records]))
         self.chunks.add(chunk)
 
     def finish(

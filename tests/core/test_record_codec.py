@@ -23,7 +23,6 @@ import pytest
 
 from gateway.credential_index import IndexBuilder
 from gateway.entitlements import (
-    Contract,
     Member,
     Ticket,
     credential_key,
@@ -37,7 +36,6 @@ from gateway.record_codec import (
     prefix_of,
     split_hashes,
     unhashed,
-    unhashed_rows,
 )
 from gateway.staged_set import StagedSet, Staging
 
@@ -212,25 +210,6 @@ def test_a_chunk_hashed_at_once_is_each_row_hashed_alone() -> None:
     rows = [unhashed(r) for r in RECORDS]
     assert codec.hashed_rows(rows) == [reference_row(r) for r in RECORDS]
     assert codec.hashed_rows([]) == []
-
-
-def test_a_chunk_encoded_at_once_is_each_record_encoded_alone() -> None:
-    # members with and without phones, tickets among them, in one loop (a snapshot's chunk)
-    codec = RecordCodec(KEY)
-    assert codec.hashed_rows(unhashed_rows(RECORDS)) == [reference_row(r) for r in RECORDS]
-    assert unhashed_rows(iter(RECORDS[:50])) == unhashed_rows(RECORDS[:50])
-    assert unhashed_rows([]) == []
-
-
-def test_sites_and_zones_left_out_are_each_a_list_of_their_own_and_not_stored() -> None:
-    first = Contract.model_validate({"id": "C1", "type": "fixed"})
-    second = Contract.model_validate({"id": "C2", "type": "fixed"})
-    assert first.sites == first.zones == second.sites == ["*"]
-    assert first.sites is not second.sites and first.sites is not first.zones
-    first.sites.append("oslo-sentrum")  # never done, but a shared default would show it
-    assert second.sites == ["*"] == Contract.model_validate({"id": "C3", "type": "fixed"}).zones
-    given = Contract.model_validate({"id": "C4", "type": "fixed", "sites": ["*"]})
-    assert given.model_dump_json(exclude_defaults=True) == '{"id":"C4","type":"fixed"}'
 
 
 def test_index_entries_are_the_prefix_of_each_hash_with_its_rowid() -> None:
