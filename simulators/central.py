@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.sync.envelopes import public_key_b64, seal
-from gateway.sync.link import no_delay
 from gateway.sync.topics import gw_topic, parse, topic
+from simulators.central_mqtt import CentralClient
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class CentralSimulator:
         self.received: dict[str, Received] = defaultdict(
             lambda: Received(adopt_first=adopt_first_seq)
         )
-        self._client: aiomqtt.Client | None = None
+        self._client: CentralClient | None = None
         self._connected = asyncio.Event()
         self._arrived = asyncio.Event()
         self._ack_due: set[str] = set()
@@ -386,8 +386,8 @@ class CentralSimulator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Cancel until done: Python 3.11's wait_for (inside aiomqtt's publish) can swallow a
-        # cancellation that arrives as the PUBACK does, and a loop would then wait for ever.
+        # Cancel until done: Python 3.11's wait_for (the connect's) can swallow a cancellation
+        # that arrives as what it waits for does, and a loop would then wait for ever.
         pending = set(self._tasks)
         while pending:
             for task in pending:
@@ -400,22 +400,19 @@ class CentralSimulator:
             await self._connected.wait()
 
     async def _connection_loop(self) -> None:
-        """Connect, subscribe, serve; after a drop, connect again (the broker may restart)."""
+        """Connect, subscribe, serve; after a drop, connect again (the broker may restart).
+        Messages are taken as they are read (:mod:`simulators.central_mqtt`)."""
         while True:
             try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, clean_session=False,
-                    protocol=aiomqtt.ProtocolVersion.V311, max_inflight_messages=1000,
-                ) as client:  # fmt: skip
-                    no_delay(client)
+                async with CentralClient(
+                    self.host, self.port, self.client_id, self._on_message, clean_session=False
+                ) as client:
                     base = topic(self.site, "gw", "+")
                     for kind in ("sync", "checkin", "event", "cmd/result"):
                         await client.subscribe(f"{base}/{kind}", qos=1)
                     self._client = client
                     self._connected.set()
-                    async for message in client.messages:
-                        payload = message.payload
-                        await self._on_message(str(message.topic), bytes(payload or b""))
+                    await client.closed()
             except aiomqtt.MqttError as exc:
                 log.info("central: connection lost (%s); reconnecting", exc)
             finally:
@@ -428,7 +425,7 @@ class CentralSimulator:
         async with asyncio.timeout(10):
             await self._connected.wait()
         assert self._client is not None
-        await self._client.publish(name, payload, qos=1)
+        await self._client.publish(name, payload)
 
     def _seal(self, type_: str, body: dict[str, Any], gw: str | None = None) -> bytes:
         """Signed now; ``gw`` for what goes on that gateway's own ``gw/{gw}/...`` topics."""
@@ -439,7 +436,7 @@ class CentralSimulator:
 
     # --- inbound ---------------------------------------------------------------------------
 
-    async def _on_message(self, name: str, payload: bytes) -> None:
+    def _on_message(self, name: str, payload: bytes) -> None:
         where = parse(name)
         if where is None or where.gw is None:
             return
