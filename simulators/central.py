@@ -268,6 +268,7 @@ class GatewayRegistry:
     def __init__(self, keys: dict[str, str] | None) -> None:
         self.strict = keys is not None
         self.keys: dict[str, Ed25519PublicKey] = {}
+        self.verified = 0  # messages whose signature verified (benches report it)
         for gw, b64 in (keys or {}).items():
             self.register(gw, b64)
 
@@ -304,6 +305,7 @@ class GatewayRegistry:
             key.verify(base64.urlsafe_b64decode(sig + "=="), signed)
         except (InvalidSignature, ValueError):
             return "bad signature"
+        self.verified += 1
         return None
 
 
