@@ -14,6 +14,17 @@ of its own at the wire process's priority (the wire runs behind the doors' proce
 :mod:`gateway.niceness`; a floor at a higher priority than the work it is the floor of took
 the core from the broker and central the drain has to wait for). Target: the outbox within
 90% of it.
+
+The central verifies the signature of every check-in, as a site's central system must
+(PROTOCOL.md, "Trust between gateways"; ``verified_at_central`` says how many): the
+gateway's key is registered with it first. Until 2026-12-02 19:30 UTC it was not, and the
+bench's central took every check-in unchecked (an Ed25519 check costs 110-150 us of CPU on
+this machine with cryptography, 60-75 with libsodium, beside the 140 us the whole central
+then cost a check-in); and the floor published on a topic of its own (``gw/raw/...``),
+which a verifying central refuses, logging each. The floor now publishes on the gateway's
+topic, so that the central does the same work for the floor's messages as for the drain's
+(checks, counts them as duplicates, acks them) on the cores both share; the floor still
+waits only for its PUBACKs.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from bench.figures import Row, add_cpus_argument, emit, pin_cpus  # noqa: E402
 from bench.harness import AT, GW, SITE, CentralProcess, start_broker  # noqa: E402
 from gateway import niceness  # noqa: E402
 from gateway.sync.link import no_delay  # noqa: E402
+from gateway.sync.topics import gw_topic  # noqa: E402
 
 INFLIGHT = 100  # the outbox's and the link's default in-flight limit
 
@@ -72,6 +84,9 @@ async def drain(port: int, broker_pid: int, workdir: Path, n: int) -> dict[str, 
     out: dict[str, float] = {}
     async with CentralProcess(port) as central:
         identity = load_identity(GW, SITE, workdir / "state")
+        # Registered, as at a site: the central verifies every check-in's signature
+        # (PROTOCOL.md, "Trust between gateways"), the floor's included (see the docstring).
+        await central.ask(("register", GW, identity.public_key_b64))
         # as the gateway journals them: each record signed as it became final
         journal = await Journal.open(workdir / "journal.sqlite", GW,
                                      signer=identity.record_signer())  # fmt: skip
@@ -142,8 +157,9 @@ inflight = {INFLIGHT}
         out["drain_cpu_s"] = marks["last_ack_cpu"] - marks["first_read_cpu"]
         for part in ("doors", "wire", "central", "broker"):
             out[f"drain_cpu_{part}_s"] = marks[f"last_ack_{part}"] - marks[f"first_read_{part}"]
-        distinct, duplicates, _ = await central.ask("stats")
+        distinct, duplicates, _, verified = await central.ask("stats")
         out["distinct_at_central"], out["duplicates_at_central"] = distinct, duplicates
+        out["verified_at_central"] = verified
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await journal.close()
@@ -178,8 +194,10 @@ def floor_process(port: int, payloads: list[bytes], inflight: int, conn: Any) ->
 
 
 async def sliding_window(port: int, payloads: list[bytes], inflight: int) -> float:
-    """A bare QoS 1 publish loop, ``inflight`` publishes awaiting PUBACK at a time."""
-    name = f"acs/v1/{SITE}/gw/raw/checkin"
+    """A bare QoS 1 publish loop, ``inflight`` publishes awaiting PUBACK at a time, on the
+    gateway's check-in topic: the central does for these what it did for the drain's (checks
+    each signature, counts them, as duplicates, and acks them), on the cores the floor uses."""
+    name = gw_topic(SITE, GW, "checkin")
     quiet = logging.Logger("bench.raw", logging.WARNING)  # paho's per-packet lines not made
     quiet.propagate = False
     room = asyncio.Semaphore(inflight)

@@ -74,8 +74,9 @@ def central_process(
     """The central simulator in a process of its own, so that it takes no time from the
     gateway's event loop. Sends its public key, then answers: "bump" makes the next version
     (every member gets contract C-<version>), "stats" sends (distinct, duplicates, upto) of
-    the gateway's messages, "stop" ends it. With ``capture``, every snapshot chunk it sends
-    is also written to that file (the bench's floor works on the same chunks)."""
+    the gateway's messages and how many signatures it verified (all gateways'), "stop" ends
+    it. With ``capture``, every snapshot chunk it sends is also written to that file (the
+    bench's floor works on the same chunks)."""
 
     class Capturing(CentralSimulator):
         """Seals the next snapshot ahead (at "bump"), so that the gateway's apply is timed
@@ -122,7 +123,8 @@ def central_process(
                     conn.send(await central.update(upsert))
                 elif command == "stats":
                     got = central.received[GW]
-                    conn.send((len(got.checkins) + len(got.events), got.duplicates, got.upto))
+                    conn.send((len(got.checkins) + len(got.events), got.duplicates, got.upto,
+                               central.gateways.verified))  # fmt: skip
 
     asyncio.run(serve())
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from simulators.central import CentralSimulator
+import simulators.central as central_module
+from simulators.central import CentralSimulator, GatewayRegistry
 from tests.support.broker import Broker, Watcher
 from tests.trust.helpers import SITE, Peer, records, rules
 
@@ -48,3 +50,26 @@ async def test_unsigned_forged_and_impossible_messages_are_refused_and_never_cou
     assert "outside" in reasons[2] and "outside" in reasons[3]
     assert reasons[4].startswith("gw") and reasons[5].startswith("unsigned")
     assert contract["credits"] == credits_before - 1  # only the genuine charge
+
+
+@pytest.mark.parametrize("libsodium", [True, False], ids=["libsodium", "cryptography"])
+def test_the_central_checks_signatures_alike_with_libsodium_or_cryptography(
+    libsodium: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The central checks with libsodium where PyNaCl is installed (half the CPU), else with
+    cryptography: either refuses what the other refuses."""
+    if libsodium:
+        pytest.importorskip("nacl")
+    else:
+        monkeypatch.setattr(central_module, "sodium_open", None)
+    peer, rogue = Peer("door-2"), Ed25519PrivateKey.generate()
+    registry = GatewayRegistry({"door-2": peer.public_key_b64})
+    genuine = json.loads(peer.sign(peer.checkin()))
+    assert registry.problem("door-2", genuine) is None and registry.verified == 1
+    forged = json.loads(peer.sign(peer.checkin(), rogue))
+    altered = {**genuine, "member": "M2"}
+    flipped = {**genuine, "sig": ("B" if genuine["sig"][0] == "A" else "A") + genuine["sig"][1:]}
+    for message in (forged, altered, flipped):
+        assert registry.problem("door-2", message) == "bad signature"
+    assert registry.problem("door-2", {**genuine, "sig": "x" * 85}) == "unsigned or malformed sig"
+    assert registry.verified == 1
