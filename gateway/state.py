@@ -54,6 +54,9 @@ class LocalState:
     peer_inside: dict[str, dict[str, int]] = field(default_factory=dict)
     peer_upto: dict[str, int] = field(default_factory=dict)
     peer_steps: dict[str, dict[int, tuple[str, int]]] = field(default_factory=dict)
+    # The sum of each peer's steps by zone, kept as they change: a capacity decision reads
+    # it instead of summing up to MAX_PEER_STEPS steps on the doors' loop.
+    peer_step_totals: dict[str, dict[str, int]] = field(default_factory=dict)
     passages: dict[str, list[Passage]] = field(default_factory=dict)
     used_tickets: dict[str, int] = field(default_factory=dict)
     charges: list[Charge] = field(default_factory=list)
@@ -67,14 +70,13 @@ class LocalState:
 
     def inside(self, zone: str) -> int:
         """People inside ``zone`` across the site: this gateway's count plus its peers'."""
-        peers = set(self.peer_inside) | set(self.peer_steps)
+        peers = set(self.peer_inside) | set(self.peer_step_totals)
         return self.own_inside.get(zone, 0) + sum(self.peer_count(gw, zone) for gw in peers)
 
     def peer_count(self, gw: str, zone: str) -> int:
         """People inside ``zone`` through a peer's doors: its occupancy plus later check-ins."""
-        steps = self.peer_steps.get(gw, {}).values()
         base = self.peer_inside.get(gw, {}).get(zone, 0)
-        return max(0, base + sum(step for z, step in steps if z == zone))
+        return max(0, base + self.peer_step_totals.get(gw, {}).get(zone, 0))
 
     def passages_of(self, member: str, until: datetime) -> list[Passage]:
         """The member's passages up to and including ``until``, oldest first."""
@@ -134,12 +136,23 @@ class LocalState:
         if isinstance(seq, int) and seq <= self.peer_upto.get(gw, 0):
             return  # already in the peer's last occupancy message
         steps = self.peer_steps.setdefault(gw, {})
-        steps[seq if isinstance(seq, int) else -len(steps) - 1] = (zone, step)
-        if len(steps) > MAX_PEER_STEPS:  # no occupancy for a long while: fold the oldest in
-            oldest = min(steps)
-            old_zone, old_step = steps.pop(oldest)
+        key = seq if isinstance(seq, int) else -len(steps) - 1
+        if key in steps:  # the same seq again: it replaces the step it had
+            self._add_peer_step(gw, *steps.pop(key), sign=-1)
+        steps[key] = (zone, step)
+        self._add_peer_step(gw, zone, step)
+        if len(steps) > MAX_PEER_STEPS:
+            # No occupancy for a long while: fold the earliest received into the base (the
+            # first key, as a dict keeps its order; min() would scan them all on every
+            # check-in from then on).
+            old_zone, old_step = steps.pop(next(iter(steps)))
+            self._add_peer_step(gw, old_zone, old_step, sign=-1)
             base = self.peer_inside.setdefault(gw, {})
             base[old_zone] = max(0, base.get(old_zone, 0) + old_step)
+
+    def _add_peer_step(self, gw: str, zone: str, step: int, sign: int = 1) -> None:
+        totals = self.peer_step_totals.setdefault(gw, {})
+        totals[zone] = totals.get(zone, 0) + sign * step
 
     def _already_counted(self, checkin: Mapping[str, Any]) -> bool:
         """Whether the set's credits already include this check-in's charge: a peer's
@@ -164,7 +177,11 @@ class LocalState:
         self.peer_upto[gw] = upto_seq
         steps = self.peer_steps.get(gw)
         if steps:
-            self.peer_steps[gw] = {s: v for s, v in steps.items() if s > upto_seq}
+            self.peer_steps[gw] = steps = {s: v for s, v in steps.items() if s > upto_seq}
+            totals: dict[str, int] = {}
+            for zone, step in steps.values():
+                totals[zone] = totals.get(zone, 0) + step
+            self.peer_step_totals[gw] = totals
 
     def forget_before(self, instant: datetime) -> None:
         """Drop passages older than the longest period any rule looks back over."""
