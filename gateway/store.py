@@ -76,6 +76,7 @@ __all__ = [
     "staged_path",
 ]
 
+_RIDS_PER_QUERY = 500  # records looked up at once (SQLite allows 32,766 parameters)
 COMPACT_AFTER = 50_000  # overlay entries before the base index is rebuilt
 COMMIT_EVERY = 50_000  # snapshot rows per transaction: keeps the WAL file small
 STAGED_CHUNK = 2000  # records per staged chunk when a set is loaded in-process
@@ -404,20 +405,21 @@ class EntitlementStore:
         )
         position = {row[0]: i for i, row in enumerate(encoded)}
         final = [r for i, r in enumerate(encoded) if position[r[0]] == i]  # an id twice: the later
-        kill: set[int] = set()
-        for rid in {*delete, *(r[0] for r in final)}:
-            kill.update(self._live_rowids(old, rid))
+        kill, replaced_hashes = self._live_rows(old, {*delete, *(r[0] for r in final)})
         removed = len(kill)
-        rows, notes = self._moves(old, final, kill)
-        add: list[tuple[int, int]] = []
-        last = old.max_rowid
-        for rid, kind, hashes, body in rows:
-            cur = self._writer.execute(
-                "INSERT INTO records (gen, rid, kind, hashes, body) VALUES (?, ?, ?, ?, ?)",
-                (old.gen, rid, kind, hashes, body),
-            )
-            last = int(cur.lastrowid or 0)
-            add.extend((prefix_of(d), last) for d in split_hashes(hashes))
+        rows, notes = self._moves(old, final, kill, replaced_hashes)
+        # Rowids given here rather than read back row by row (lastrowid): one executemany,
+        # which lets go of the interpreter lock at every row, so the doors' loop is not kept
+        # waiting by a Python loop of 20,000 inserts. The table is AUTOINCREMENT and
+        # last_rowid counts deleted rows too: no rowid is ever used twice.
+        first = last_rowid(self._writer) + 1
+        self._writer.executemany(
+            "INSERT INTO records (rowid, gen, rid, kind, hashes, body) VALUES (?, ?, ?, ?, ?, ?)",
+            ((rowid, old.gen, *row) for rowid, row in enumerate(rows, first)),
+        )
+        last = first + len(rows) - 1 if rows else old.max_rowid
+        prefixes, rowids = index_entries(first, [row[2] for row in rows])
+        add = list(zip(prefixes, rowids, strict=True))
         store_index.log_changes(self._writer, old.gen, kill, add)
         new_rules = rules or old.rules
         upto = dict(checkins_upto if checkins_upto is not None else old.checkins_upto)
@@ -431,13 +433,17 @@ class EntitlementStore:
         return StoreView(old.gen, version, new_rules, upto, at, count, index, last), notes
 
     def _moves(
-        self, old: StoreView, final: list[StoredRow], kill: set[int]
+        self, old: StoreView, final: list[StoredRow], kill: set[int], replaced: set[bytes]
     ) -> tuple[list[StoredRow], list[str]]:
         """The rows to insert: the delta's records, and copies of records that lost a credential.
 
         A credential already held by another record (or by an earlier record of this delta)
         moves to the later one: the holder is written again without it (``kill`` gets its
-        old row), so the current view's rows never change under a reader.
+        old row), so the current view's rows never change under a reader. A credential in
+        ``replaced`` (held by a row this delta replaces or deletes) needs no search: a set
+        gives each credential to one record at most (a snapshot's builder and every delta
+        see to it), so no other live row holds it. Most of a delta is members updated with
+        the cards they had: their credentials are not looked up one by one.
         """
         notes: list[str] = []
         rows: list[list[Any]] = []  # [rid, kind, hashes, body], changed as credentials move
@@ -447,7 +453,11 @@ class EntitlementStore:
             row: list[Any] = list(stored)
             for digest in split_hashes(row[2]):
                 holder = taken.get(digest)
-                if holder is None and (holder := self._holder(old, digest, kill)) is not None:
+                if (
+                    holder is None
+                    and digest not in replaced
+                    and (holder := self._holder(old, digest, kill)) is not None
+                ):
                     copies.append(holder)
                     for other in split_hashes(holder[2]):
                         taken.setdefault(other, holder)
@@ -471,11 +481,24 @@ class EntitlementStore:
                 return list(row)
         return None
 
-    def _live_rowids(self, view: StoreView, rid: str) -> list[int]:
-        rows = self._writer.execute(
-            "SELECT rowid FROM records WHERE gen = ? AND rid = ?", (view.gen, rid)
-        )
-        return [r for (r,) in rows if r not in view.index.dead]
+    def _live_rows(self, view: StoreView, rids: set[str]) -> tuple[set[int], set[bytes]]:
+        """The rowids of the live rows of records ``rids``, and the credentials they hold;
+        read a few hundred records at a query, not one."""
+        rowids: set[int] = set()
+        held: set[bytes] = set()
+        wanted = list(rids)
+        for start in range(0, len(wanted), _RIDS_PER_QUERY):
+            part = wanted[start : start + _RIDS_PER_QUERY]
+            found = self._writer.execute(
+                "SELECT rowid, hashes FROM records WHERE gen = ? AND rid IN "
+                f"({', '.join('?' * len(part))})",
+                (view.gen, *part),
+            )
+            for rowid, hashes in found:
+                if rowid not in view.index.dead:
+                    rowids.add(rowid)
+                    held.update(split_hashes(hashes))
+        return rowids, held
 
     def touch(self, at: datetime) -> None:
         """The central system confirmed the current version (a ``time`` envelope)."""

@@ -466,7 +466,8 @@ def test_a_prefix_collision_never_returns_the_wrong_record(
         prefixes, rowids = real_entries(first, blobs)
         return array("q", [7] * len(prefixes)), rowids
 
-    monkeypatch.setattr(staged_set, "index_entries", colliding_entries)
+    for module in (staged_set, store_module):
+        monkeypatch.setattr(module, "index_entries", colliding_entries)
     s = EntitlementStore.open(path, KEY)
     notes = s.replace(
         1,
