@@ -717,3 +717,24 @@ def test_loading_a_set_leaves_the_garbage_collector_as_it_found_it(
     finally:
         (gc.enable if was else gc.disable)()
         s.close()
+
+
+def test_a_big_delta_is_not_read_record_by_record(path: Path) -> None:
+    """A delta of members updated with the cards they had: their old rows are read a few
+    hundred at a query, and their credentials are not looked up one by one (the store's
+    thread holds the interpreter lock for every statement it prepares in Python, and the
+    doors' loop waits for it)."""
+    n = 2000
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, records(*(member(f"M{i}", credentials=[card(f"04{i:06X}")])
+                                  for i in range(n))), {}, AT)  # fmt: skip
+    statements: list[str] = []
+    s._writer.set_trace_callback(statements.append)
+    updated = records(*(member(f"M{i}", display=f"Renamed {i}", credentials=[card(f"04{i:06X}")])
+                        for i in range(n)))  # fmt: skip
+    assert s.apply_delta(2, 1, updated, [], None, None, AT) == []
+    s._writer.set_trace_callback(None)
+    reads = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+    assert len(reads) <= 10, f"{len(reads)} reads for a delta of {n} records"
+    assert found(s, "04000007") == "M7" and s.member("M7").display == "Renamed 7"
+    assert s.record_count == n
