@@ -22,7 +22,7 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +139,50 @@ def _open_here(
     return prepare_delta(env.body, have) if env.type == "delta" else env
 
 
+def _started_pool() -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of one worker process, started and ready (its priority lowered).
+
+    Run in a thread: starting a process forks this one, and the executor starts its
+    worker inside the first ``submit``, which would otherwise be the event loop's, the
+    doors' loop stalled for as long as the fork of a process holding a big set takes
+    (13-65 ms seen on 2026-12-02 with 100,000 members, in the loop-lag bench).
+    """
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+        initializer=niceness.lower_own_priority,
+        initargs=("delta worker process", niceness.BACKGROUND),
+    )  # fmt: skip
+    try:
+        pool.submit(_ready).result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    return pool
+
+
+async def _shut_down_if_abandoned(
+    starting: Awaitable[concurrent.futures.ProcessPoolExecutor],
+) -> concurrent.futures.ProcessPoolExecutor:
+    """The pool being started; if the wait is cancelled (the gateway stops), the pool is
+    shut down once it has started, not left running."""
+    task = asyncio.ensure_future(starting)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_shut_down_if_started)
+        raise
+
+
+def _shut_down_if_started(task: asyncio.Future[concurrent.futures.ProcessPoolExecutor]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().shutdown(wait=False, cancel_futures=True)
+
+
+def _ready() -> bool:
+    """A worker's first task: nothing, so that it has started when it returns."""
+    return True
+
+
 class DeltaOpener:
     """Opens envelopes on the delta topics off the event loop: a big payload in a worker
     process (started when one comes, ended after :data:`IDLE_S` without), the rest in a
@@ -173,11 +217,7 @@ class DeltaOpener:
             self._idle.cancel()
         try:
             if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=niceness.lower_own_priority,
-                    initargs=("delta worker process", niceness.BACKGROUND),
-                )  # fmt: skip
+                self._pool = await _shut_down_if_abandoned(asyncio.to_thread(_started_pool))
             kind, value = await loop.run_in_executor(
                 self._pool, _open_in_worker, payload, self._key_b64, self.site, topic, types,
                 have, hmac_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing.context
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -469,6 +470,25 @@ async def test_a_big_delta_is_opened_validated_and_encoded_in_a_worker_process(
         assert gw.store.find("code", "CODE-100").id == "M0000100"  # type: ignore[union-attr]
         assert gw.store.member("M1") is None and gw.store.find("nfc", UID) is None
         assert gw.store.record_count == 3 + 2000
+
+
+async def test_the_worker_process_is_started_off_the_event_loop(
+    broker: Broker, central: CentralSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a process forks the daemon: on the doors' loop, that stalled it 13-65 ms."""
+    started_on_a_loop: list[bool] = []
+    spawn_start = multiprocessing.context.SpawnProcess.start
+
+    def start(process: Any) -> None:
+        started_on_a_loop.append(asyncio._get_running_loop() is not None)
+        spawn_start(process)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    async with gateway(broker, central, tmp_path) as gw:
+        await central.publish_raw(DELTA_TOPIC, central.seal("delta", big_delta()))
+        await eventually(lambda: gw.store.version == 2, 30)
+        assert gw.sync.deltas.opened_in_process == 1 and gw.bad() == []
+    assert started_on_a_loop and not any(started_on_a_loop)
 
 
 async def test_a_big_invalid_or_forged_delta_is_refused_whole_by_the_worker_process(
