@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import sqlite3
 import threading
@@ -738,3 +739,28 @@ def test_a_big_delta_is_not_read_record_by_record(path: Path) -> None:
     assert len(reads) <= 10, f"{len(reads)} reads for a delta of {n} records"
     assert found(s, "04000007") == "M7" and s.member("M7").display == "Renamed 7"
     assert s.record_count == n
+
+
+def test_no_garbage_collection_runs_while_a_delta_is_applied(path: Path) -> None:
+    """A collection holds the interpreter lock from start to end: run by the store's thread
+    in the middle of a delta, it kept the doors' loop waiting as long."""
+    s = EntitlementStore.open(path, KEY)
+    s.replace(1, RULES, records(*(member(f"M{i}") for i in range(500))), {}, AT)
+    updated = records(*(member(f"M{i}", display=f"Renamed {i}") for i in range(500)))
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    was = gc.get_threshold()
+    gc.set_threshold(50)  # a collection every few allocations, if the collector is on
+    gc.callbacks.append(seen)
+    try:
+        s.apply_delta(2, 1, updated, [], None, None, AT)
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*was)
+    assert collections == []
+    assert gc.isenabled()  # on again after
+    assert s.member("M7").display == "Renamed 7"  # type: ignore[union-attr]
