@@ -78,35 +78,39 @@ class CredentialIndex:
         A rebuild reads every record back and sorts all their entries again (0.9 s of
         Python holding the interpreter lock for 100,000 members, beside the doors' loop);
         the base is sorted already, and rowids only grow (the store never reuses one), so
-        an added entry sorts after the base's entries of its prefix. One pass over the base,
-        dropping dead rowids, with the overlay's prefixes merged in where they fall.
+        an added entry sorts after the base's entries of its prefix.
+
+        Most of an overlay is members written again with the cards they had: a dead base
+        entry and an added one of the same prefix. Where the dead entry is the last of its
+        prefix in the base and the prefix gained one entry, the new rowid takes its place
+        in a copy of the base's rowids (no entry moves); the rest (new credentials, removed
+        ones, prefixes shared) is merged in one pass over the base, a slice at a time.
         """
         dead = self.dead
-        base_prefixes, base_rowids = self.prefixes, self.rowids
-        prefixes, rowids = array("q"), array("q")
-        drops = [i for i, rowid in enumerate(base_rowids) if rowid in dead] if dead else []
-        at = dropped = 0
-
-        def copy_live_until(stop: int) -> None:
-            """Copy the base's entries from ``at`` to ``stop`` but the dead, a slice at a time."""
-            nonlocal at, dropped
-            while dropped < len(drops) and drops[dropped] < stop:
-                prefixes.extend(base_prefixes[at : drops[dropped]])
-                rowids.extend(base_rowids[at : drops[dropped]])
-                at = drops[dropped] + 1
-                dropped += 1
-            prefixes.extend(base_prefixes[at:stop])
-            rowids.extend(base_rowids[at:stop])
-            at = stop
-
-        for prefix in sorted(self.added):
-            copy_live_until(bisect.bisect_right(base_prefixes, prefix, at))
-            for rowid in sorted(self.added[prefix]):
-                if rowid not in dead:
-                    prefixes.append(prefix)
-                    rowids.append(rowid)
-        copy_live_until(len(base_prefixes))
-        return CredentialIndex(prefixes, rowids)
+        base_prefixes = self.prefixes
+        rowids = array("q", self.rowids)  # a copy: an index is never changed in place
+        added = {
+            prefix: live
+            for prefix, entries in self.added.items()
+            if (live := sorted(r for r in entries if r not in dead))
+        }
+        drops: list[int] = []
+        last = len(base_prefixes) - 1
+        for at in [i for i, rowid in enumerate(rowids) if rowid in dead] if dead else []:
+            prefix = base_prefixes[at]
+            taking = added.get(prefix)
+            if (
+                taking is not None
+                and len(taking) == 1
+                and (at == last or base_prefixes[at + 1] != prefix)
+            ):
+                rowids[at] = taking[0]
+                del added[prefix]
+            else:
+                drops.append(at)
+        if not drops and not added:
+            return CredentialIndex(base_prefixes, rowids)
+        return _merged(base_prefixes, rowids, drops, added)
 
     @property
     def overlay_size(self) -> int:
@@ -115,6 +119,38 @@ class CredentialIndex:
 
     def __len__(self) -> int:
         return len(self.prefixes) + sum(len(v) for v in self.added.values())
+
+
+def _merged(
+    base_prefixes: array[int],
+    base_rowids: array[int],
+    drops: list[int],
+    added: Mapping[int, list[int]],
+) -> CredentialIndex:
+    """The base without the entries at ``drops`` (ascending), with ``added``'s sorted
+    rowids merged in after the base's entries of their prefix."""
+    prefixes, rowids = array("q"), array("q")
+    at = dropped = 0
+
+    def copy_live_until(stop: int) -> None:
+        """Copy the base's entries from ``at`` to ``stop`` but the dropped, a slice at a time."""
+        nonlocal at, dropped
+        while dropped < len(drops) and drops[dropped] < stop:
+            prefixes.extend(base_prefixes[at : drops[dropped]])
+            rowids.extend(base_rowids[at : drops[dropped]])
+            at = drops[dropped] + 1
+            dropped += 1
+        prefixes.extend(base_prefixes[at:stop])
+        rowids.extend(base_rowids[at:stop])
+        at = stop
+
+    for prefix in sorted(added):
+        copy_live_until(bisect.bisect_right(base_prefixes, prefix, at))
+        for rowid in added[prefix]:
+            prefixes.append(prefix)
+            rowids.append(rowid)
+    copy_live_until(len(base_prefixes))
+    return CredentialIndex(prefixes, rowids)
 
 
 class IndexBuilder:

@@ -128,3 +128,30 @@ def test_compacting_gives_the_index_a_rebuild_of_the_live_entries_gives(seed: in
 def test_compacting_an_index_with_nothing_dead_copies_the_base_and_merges_the_added() -> None:
     index = built([(5, 1), (9, 2)]).changed([(5, 3), (1, 4), (12, 5)], [])
     assert index.compacted() == built([(1, 4), (5, 1), (5, 3), (9, 2), (12, 5)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compacting_members_written_again_with_their_cards_gives_a_rebuild(seed: int) -> None:
+    """The usual delta: members written again (their rows killed, their cards added under
+    new rowids), a few new and removed, and prefixes several entries share (a collision)."""
+    rng = random.Random(seed)
+    base = entries(400, seed)
+    shared = base[0][0]
+    base += [(shared, 10_000 + i) for i in range(3)]  # one prefix, four rows
+    index, live, next_rowid = built(base), set(base), 20_000
+    for _ in range(rng.randrange(1, 4)):
+        rewritten = rng.sample(sorted(live), rng.randrange(1, 120))
+        add = []
+        for prefix, _ in rewritten:
+            add.append((prefix, next_rowid))
+            next_rowid += 1
+        add += [(rng.randrange(-(2**63), 2**63), next_rowid + i) for i in range(rng.randrange(5))]
+        next_rowid += 5
+        removed = rng.sample(sorted(live), rng.randrange(0, 10))
+        kill = {rowid for _, rowid in rewritten + removed}
+        index = index.changed(add, kill)
+        live = {(p, r) for p, r in live | set(add) if r not in index.dead}
+    compacted = index.compacted()
+    assert compacted == built(sorted(live))
+    assert compacted.overlay_size == 0 and len(compacted) == len(live)
+    assert compacted.candidates(shared) == index.candidates(shared)
