@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import store_generation, store_index
 from gateway.credential_index import CredentialIndex, IndexBuilder
@@ -75,6 +75,8 @@ __all__ = [
     "retired_path",
     "staged_path",
 ]
+
+_Item = TypeVar("_Item")
 
 _RIDS_PER_QUERY = 500  # records looked up at once (SQLite allows 32,766 parameters)
 COMPACT_AFTER = 50_000  # overlay entries before the base index is rebuilt
@@ -490,9 +492,7 @@ class EntitlementStore:
         read a few hundred records at a query, not one."""
         rowids: set[int] = set()
         held: set[bytes] = set()
-        wanted = list(rids)
-        for start in range(0, len(wanted), _RIDS_PER_QUERY):
-            part = wanted[start : start + _RIDS_PER_QUERY]
+        for part in _batches(rids, _RIDS_PER_QUERY):
             found = self._writer.execute(
                 "SELECT rowid, hashes FROM records WHERE gen = ? AND rid IN "
                 f"({', '.join('?' * len(part))})",
@@ -613,8 +613,9 @@ class EntitlementStore:
             self._writer.close()
 
 
-def _batches(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
+def _batches(items: Iterable[_Item], size: int) -> Iterator[list[_Item]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    batch: list[_Item] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
