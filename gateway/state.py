@@ -178,10 +178,9 @@ class LocalState:
         steps = self.peer_steps.get(gw)
         if steps:
             self.peer_steps[gw] = steps = {s: v for s, v in steps.items() if s > upto_seq}
-            totals: dict[str, int] = {}
+            self.peer_step_totals[gw] = {}  # summed again from the steps kept
             for zone, step in steps.values():
-                totals[zone] = totals.get(zone, 0) + step
-            self.peer_step_totals[gw] = totals
+                self._add_peer_step(gw, zone, step)
 
     def forget_before(self, instant: datetime) -> None:
         """Drop passages older than the longest period any rule looks back over."""
