@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from gateway import __version__, logs, metrics, niceness
+from gateway import __version__, gil, logs, metrics, niceness
 from gateway.activity import Activity
 from gateway.clock import ClockTrust, system_now, wall_clock
 from gateway.config import Config
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from gateway.web.server import WebServer
 
 log = logging.getLogger("accessgw")
-GIL_SWITCH_S = 0.001  # see Gateway.start
 
 
 utc_now = system_now  # the current instant (UTC): the system's clock
@@ -107,13 +106,9 @@ class Gateway:
     async def start(self) -> None:
         """Open the state, put outputs in their safe state, start readers and sync."""
         cfg = self.config
-        # The doors' loop shares the GIL with the journal's, history's and store's threads
-        # and the sync's workers: while one computes, the other waits up to the switch
-        # interval for it (5 ms by default), and a tap's path crosses threads several times.
-        # 0.25 ms was tried (2026-12-02): a loop beside a computing thread woke sooner
-        # (median lateness 1.2 -> 0.43 ms), but a tap during a drain took longer (p99 9-11
-        # -> 15-16 ms, two pairs): the tap's path crosses threads, and each switch costs.
-        sys.setswitchinterval(GIL_SWITCH_S)
+        # The doors' loop shares the interpreter lock with the store's, journal's and
+        # history's threads: how long it may wait for it is set in one place (gateway.gil).
+        gil.use_doors_interval()
         # Woken by a card, the doors' loop is let in ahead of a background process that is
         # running, instead of waiting out its slice (gateway.niceness). Its threads and the
         # processes it starts inherit this; the background ones give it back.
