@@ -535,20 +535,26 @@ class Gateway:
         self._published.append(callback)
 
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
-        """Journal an event (durably, in the background) and show it to the installer.
-
-        ``bad_message`` events are throttled per (topic, reason): the metrics count every
-        one, the journal, log and feed a burst and then a few, with ``suppressed`` saying
-        how many were held back."""
-        metrics.event(type_, detail)
+        """Journal an event (durably, in the background) and show it to the installer
+        (``bad_message``: :meth:`record_refused`)."""
         if type_ == "bad_message":
-            key = (str(detail.get("topic")), str(detail.get("reason")))
-            held_back = self._bad_messages.admit(key)
-            if held_back is None:
-                return
-            if held_back:
-                detail = {**detail, "suppressed": held_back}
+            self.record_refused(detail, 1)
+            return
+        metrics.event(type_, detail)
         self._record(type_, door, detail)
+
+    def record_refused(self, detail: dict[str, Any], count: int) -> None:
+        """``count`` refused messages of one (topic, reason) (``bad_message``), throttled:
+        the metrics count every one, the journal, log and feed a burst and then a few,
+        with ``suppressed`` saying how many were held back."""
+        metrics.event("bad_message", detail, count)
+        key = (str(detail.get("topic")), str(detail.get("reason")))
+        held_back = self._bad_messages.admit(key, count)
+        if held_back is None:
+            return
+        self._record(
+            "bad_message", None, {**detail, "suppressed": held_back} if held_back else detail
+        )
 
     def _record(self, type_: str, door: str | None, detail: dict[str, Any]) -> None:
         self.activity.add("event", type=type_, door=door, detail=detail)

@@ -47,9 +47,12 @@ class EventThrottle:
         self._keys: dict[Key, _Bucket] = {}
         self._total = _Bucket(float(total_burst), clock())
 
-    def admit(self, key: Key) -> int | None:
+    def admit(self, key: Key, count: int = 1) -> int | None:
         """``None`` if this event is held back; else how many of its kind were held back
-        since the last one admitted (0 in the normal case)."""
+        since the last one admitted (0 in the normal case).
+
+        ``count`` events of one kind at once (counted together by the wire process) are
+        one event to admit: if it is, the other ``count - 1`` are held back with it."""
         now = self._clock()
         bucket = self._keys.get(key)
         if bucket is None:
@@ -59,11 +62,11 @@ class EventThrottle:
         self._refill(bucket, now, self._burst, self._rate)
         self._refill(self._total, now, self._total_burst, self._total_rate)
         if bucket.tokens < 1 or self._total.tokens < 1:
-            bucket.held_back += 1
+            bucket.held_back += count
             return None
         bucket.tokens -= 1
         self._total.tokens -= 1
-        held_back, bucket.held_back = bucket.held_back, 0
+        held_back, bucket.held_back = bucket.held_back + count - 1, 0
         return held_back
 
     def held_back(self) -> list[tuple[Key, int]]:

@@ -163,8 +163,9 @@ def _reason_label(reason: str) -> str:
     return re.sub(r"(?<![\w-])\d+", "N", short).strip()[:60] or "unknown"  # UTF-8 stays
 
 
-def event(type_: str, detail: dict[str, Any]) -> None:
-    """A journalled event: health gauges, door event counts, refused messages."""
+def event(type_: str, detail: dict[str, Any], count: int = 1) -> None:
+    """A journalled event (``count`` of them): health gauges, door event counts, refused
+    messages."""
     if type_ in ("reader_online", "reader_offline"):
         READER_UP.labels(str(detail.get("reader"))).set(type_ == "reader_online")
     elif type_ in ("board_online", "board_offline"):
@@ -175,11 +176,11 @@ def event(type_: str, detail: dict[str, Any]) -> None:
         if series not in _bad_series and len(_bad_series) >= MAX_BAD_MESSAGE_SERIES:
             series = (topic, "other")
         _bad_series.add(series)
-        BAD_MESSAGES.labels(*series).inc()
+        BAD_MESSAGES.labels(*series).inc(count)
         if topic == "gw/+/checkin":
-            PEER_CHECKINS.labels("refused").inc()
+            PEER_CHECKINS.labels("refused").inc(count)
     elif type_ not in ("started", "stopping"):
-        DOOR_EVENTS.labels(type_).inc()
+        DOOR_EVENTS.labels(type_).inc(count)
 
 
 def peer_checkin_accepted() -> None:

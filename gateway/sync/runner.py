@@ -72,6 +72,8 @@ class SyncHost(DoorControl, Protocol):
 
     def record_event(self, type_: str, door: str | None, detail: dict[str, Any]) -> None: ...
 
+    def record_refused(self, detail: dict[str, Any], count: int) -> None: ...
+
     def on_published(self, callback: Callable[[], None]) -> None: ...
 
 
@@ -144,6 +146,7 @@ class SyncRunner:
                 "verified": self._offer_verified,
                 "dropped": self._dropped,
                 "event": self._event,
+                "bad_messages": gateway.record_refused,  # counted by the wire process
             },
         )
         self.wire.peer_keys = self._peer_keys

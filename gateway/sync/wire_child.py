@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -28,6 +29,7 @@ from gateway import logs, niceness
 from gateway.config import MqttSection
 from gateway.entitlements import gateway_keys
 from gateway.errors import BadMessage, LinkError
+from gateway.event_throttle import EventThrottle
 from gateway.identity import Identity, MessageSigner, signature_problem
 from gateway.supervisor import describe
 from gateway.sync.commands import refused as command_refused
@@ -47,6 +49,12 @@ ACKS_WAITING = 1000  # acks queued (the central sends one per batch at most)
 # again by the gateway): what the gateway itself would open on its loop, too small to cost.
 CHECKED_HERE = OFF_LOOP
 WATCH_S = 0.1  # how often the link's state is looked at (keepalive lapses are seen so)
+# Refused messages that the gateway would not journal one by one are told to it at most
+# this often per (topic, reason), with their count: a flood of junk at 2,000/s cost the
+# doors' process one notice each, a tenth of a core (12% -> 23% in the flood bench,
+# 2026-12-03).
+BAD_REPORT_S = 0.1
+BAD_KEYS = 1_000  # (topic, reason) counted at once; beyond, each is told as it comes
 
 
 class WireFailed(Exception):
@@ -70,6 +78,45 @@ class _JournalOverChannel(JournalView):
         return count
 
 
+class _BadMessageTally:
+    """``bad_message`` details for the gateway, a flood of them counted, not told one by one.
+
+    The gateway journals a burst of refused messages per (topic, reason) and then a few,
+    counting the rest (:class:`~gateway.event_throttle.EventThrottle`). The same throttle
+    here tells it at once of those it would journal; those it would hold back are counted
+    and told together, per (topic, reason), once every :data:`BAD_REPORT_S`. The gateway's
+    metrics still count every one, and its events carry the count (``suppressed``).
+    """
+
+    def __init__(self, tell: Callable[[dict[str, Any], int], None]) -> None:
+        self._tell = tell
+        self._throttle = EventThrottle()
+        self._held: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        self._window: asyncio.TimerHandle | None = None
+
+    def refused(self, detail: dict[str, Any]) -> None:
+        key = (str(detail.get("topic")), str(detail.get("reason")))
+        held = self._held.get(key)
+        if self._throttle.admit(key) is not None or (held is None and len(self._held) >= BAD_KEYS):
+            self._tell(detail, 1)
+            return
+        self._held[key] = (detail, 1) if held is None else (held[0], held[1] + 1)
+        if self._window is None:
+            self._window = asyncio.get_running_loop().call_later(BAD_REPORT_S, self._end)
+
+    def _end(self) -> None:
+        self._window = None
+        held, self._held = self._held, {}
+        for detail, count in held.values():
+            self._tell(detail, count)
+
+    def close(self) -> None:
+        """Tell what is counted (the channel is closing)."""
+        if self._window is not None:
+            self._window.cancel()
+        self._end()
+
+
 class Wire:
     """The link, the outbox and the acks of one gateway, talking to it over ``channel``."""
 
@@ -82,6 +129,7 @@ class Wire:
         self.ack_topic = gw_topic(self.site, self.gw, "checkin/ack")
         self.cmd_topic = gw_topic(self.site, self.gw, "cmd")
         self._overloaded_at = 0.0
+        self._bad = _BadMessageTally(self._tell_refused)
         self._told: LinkState | None = None
         # Peers' keys (rules.gateways) as the gateway last told them: their check-ins and
         # occupancy are parsed and verified here, off the doors' process; None: not told yet,
@@ -111,7 +159,7 @@ class Wire:
             site=self.site,
             gw=self.gw,
             public_key=self.central_key,
-            on_event=lambda type_, detail: channel.notify("event", type_, detail),
+            on_event=self._event,
             ack_timeout=self.cfg.ack_timeout,
             inflight=self.cfg.inflight,
         )
@@ -151,6 +199,7 @@ class Wire:
             for task in [*parts, reading]:
                 task.cancel()
             await asyncio.gather(*parts, reading, return_exceptions=True)  # offline said
+            self._bad.close()
             channel.close()
 
     # --- what the gateway asks --------------------------------------------------------------
@@ -165,6 +214,15 @@ class Wire:
         self._peer_text, self._peer_keys = dict(keys), gateway_keys(keys)
 
     # --- what the gateway is told -----------------------------------------------------------
+
+    def _tell_refused(self, detail: dict[str, Any], count: int) -> None:
+        self.channel.notify("bad_messages", detail, count)
+
+    def _event(self, type_: str, detail: dict[str, Any]) -> None:
+        if type_ == "bad_message":
+            self._bad.refused(detail)
+        else:
+            self.channel.notify("event", type_, detail)
 
     async def _status(self) -> dict[str, Any]:
         status: dict[str, Any] = await self.channel.call("status")
@@ -219,7 +277,7 @@ class Wire:
             )
         except BadMessage as exc:
             report = command_refused if topic == self.cmd_topic else sync_refused
-            self.channel.notify("event", "bad_message", report(topic, exc.reason))
+            self._event("bad_message", report(topic, exc.reason))
             return True
         return False
 
@@ -230,11 +288,11 @@ class Wire:
         try:
             message = parse_message(payload, limit, topic)
         except BadMessage as exc:
-            self.channel.notify("event", "bad_message", {"topic": topic, "reason": exc.reason})
+            self._event("bad_message", {"topic": topic, "reason": exc.reason})
             return
         problem = signature_problem(message, gw, self._peer_keys)
         if problem is not None:
-            self.channel.notify("event", "bad_message", {"topic": topic, "reason": problem})
+            self._event("bad_message", {"topic": topic, "reason": problem})
             return
         assert self._peer_text is not None
         key = self._peer_text.get(gw)
@@ -245,11 +303,11 @@ class Wire:
         now = time.monotonic()
         if now - self._overloaded_at >= 1.0:
             self._overloaded_at = now
-            self.channel.notify("event", "bad_message", {"topic": topic, "reason": OVERLOADED})
+            self._event("bad_message", {"topic": topic, "reason": OVERLOADED})
 
     async def _dropped(self, topic: str, reason: str) -> None:
         if topic == self.ack_topic:
-            self.channel.notify("event", "bad_message", {"topic": topic, "reason": reason})
+            self._event("bad_message", {"topic": topic, "reason": reason})
         else:
             self.channel.notify("dropped", topic, reason)
 
@@ -259,7 +317,7 @@ class Wire:
             try:
                 await self.outbox.handle(self.ack_topic, payload)
             except LinkError as exc:  # the gateway is gone: the channel ends this process
-                self.channel.notify("event", "bad_message", {"topic": self.ack_topic,
+                self._event("bad_message", {"topic": self.ack_topic,
                                                              "reason": str(exc)})  # fmt: skip
             except Exception:  # one ack's bug must not end the acks' worker (as dispatch's)
                 log.exception("inbound %s: handler failed (message dropped)", self.ack_topic)

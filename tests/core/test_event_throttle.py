@@ -73,3 +73,38 @@ async def test_a_flood_of_bad_messages_journals_a_few_events_and_counts_every_on
         shown = sum(1 for e in journalled if e["detail"]["reason"] == "bad signature")
         assert summary == {"topic": "acs/v1/oslo/time", "reason": "bad signature",
                            "suppressed": 1_000 - shown}  # fmt: skip
+
+
+def test_refused_messages_counted_together_are_one_event_to_admit() -> None:
+    """The wire process tells the gateway of a flood's refused messages by the hundred: an
+    admitted count is one event carrying the rest; a held-back count is held back whole."""
+    clock = Clock()
+    throttle = EventThrottle(burst=1, per_second=1.0, clock=clock)
+    assert throttle.admit(("t", "r"), 40) == 39
+    assert throttle.admit(("t", "r"), 25) is None
+    assert throttle.admit(("t", "r")) is None
+    clock.now = 1.0
+    assert throttle.admit(("t", "r"), 10) == 26 + 9
+    assert throttle.held_back() == []
+
+
+async def test_refused_messages_told_by_the_count_are_each_counted_and_carried(
+    tmp_path: Path,
+) -> None:
+    async with running(offline_config(tmp_path / "state")) as gw:
+        before = refused_counted()
+        detail = {"topic": "acs/v1/oslo/time", "reason": "bad signature"}
+        for _ in range(10):
+            gw.record_refused(detail, 100)
+        await until(lambda: not gw._event_tasks)
+        journalled = await events(gw, "bad_message")
+        assert refused_counted() - before == 1_000
+        gw._report_held_back()
+        await until(lambda: not gw._event_tasks)
+        every = await events(gw, "bad_message")
+        assert len(every) <= len(journalled) + 1
+        assert (
+            sum(1 + e["detail"].get("suppressed", 0) for e in journalled)
+            + sum(e["detail"]["suppressed"] for e in every[len(journalled) :])
+            == 1_000
+        )  # every refused message is in an event or in a count one carries

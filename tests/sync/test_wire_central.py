@@ -10,6 +10,7 @@ bytes handed to it directly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.daemon import Gateway
 from gateway.errors import BadMessage
+from gateway.event_throttle import EventThrottle
 from gateway.sync import wire_child
 from gateway.sync.envelopes import CARRIES, carried, open_carried, public_key_b64, seal
 from simulators.central import CentralSimulator
@@ -130,7 +132,7 @@ async def test_junk_on_a_central_topic_is_refused_in_the_wire_with_the_gateways_
     reason = gateways_reason(name, payload)
     with caplog.at_level(logging.WARNING):
         await w._inbound(name, payload)
-    assert told.notices == [("event", "bad_message", {"topic": name, "reason": reason[:300]})]
+    assert told.notices == [("bad_messages", {"topic": name, "reason": reason[:300]}, 1)]
     expected = {
         "unsigned": "missing field issued_at", "not json": "not valid JSON",
         "not an object": "not an envelope", "a float": "floats are not allowed",
@@ -146,6 +148,26 @@ async def test_junk_on_a_central_topic_is_refused_in_the_wire_with_the_gateways_
         ]  # fmt: skip
     else:  # a command refused unopened gets its event and no line of its own, as before
         assert logged == []
+
+
+async def test_a_flood_of_junk_is_told_to_the_gateway_by_the_count_not_one_by_one() -> None:
+    """2,000 junk messages a second cost the doors' process one notice each (a tenth of a
+    core): past what the gateway would journal one by one, they are counted here and told
+    together, per (topic, reason), every BAD_REPORT_S; none is lost from the count."""
+    w, told = wire()
+    burst = EventThrottle()._burst  # what the gateway journals one by one
+    floods = {name: junk(name)["unsigned"] for name in (t("time"), t("gw", GW, "cmd"))}
+    for _ in range(500):
+        for name, payload in floods.items():
+            await w._inbound(name, payload)
+    assert len(told.notices) < 2 * (burst + 1), len(told.notices)
+    await asyncio.sleep(wire_child.BAD_REPORT_S * 3)
+    assert len(told.notices) < 2 * (burst + 3), len(told.notices)
+    for name in floods:
+        mine = [n for n in told.notices if n[0] == "bad_messages" and n[1]["topic"] == name]
+        assert mine[0][2] == 1  # the first is told at once, on its own
+        assert sum(n[2] for n in mine) == 500
+    assert {n[0] for n in told.notices} == {"bad_messages"}
 
 
 @pytest.mark.parametrize("name", list(TOPICS))
