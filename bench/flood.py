@@ -23,12 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.daemon_load import Load, Rig, loaded, rig  # noqa: E402
+from bench.disk import FsyncProbe  # noqa: E402
 from bench.drain import cpu_s  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
 
 
-async def taps(r: Rig, n: int) -> list[float]:
-    return [await r.tap(i * 7919) for i in range(n)]
+async def taps(r: Rig, n: int, disk: dict[str, str], phase: str, where: Path) -> list[float]:
+    with FsyncProbe(where) as probe:
+        tapped = [await r.tap(i * 7919) for i in range(n)]
+    disk[phase] = probe.summary()
+    return tapped
 
 
 def p(ms: list[float], q: float) -> float:
@@ -38,15 +42,19 @@ def p(ms: list[float], q: float) -> float:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="accessgw-bench-") as tmp:
         async with rig(Path(tmp), args.members, web=True) as r:
-            out: dict[str, Any] = {"idle": await taps(r, args.taps)}
+            disk: dict[str, str] = {}
+            out: dict[str, Any] = {
+                "idle": await taps(r, args.taps, disk, "idle", Path(tmp)),
+                "disk": disk,
+            }
             web = r.gateway._web
             assert web is not None and web.process is not None
             async with loaded(Load(r.port, web_port=r.web_port, web_clients=50)):
                 cpu0, t0 = cpu_s(web.process.pid), time.monotonic()
-                out["web"] = await taps(r, args.taps)
+                out["web"] = await taps(r, args.taps, disk, "web", Path(tmp))
                 out["ui_cpu_share"] = (cpu_s(web.process.pid) - cpu0) / (time.monotonic() - t0)
             async with loaded(Load(r.port, flood_rate=args.flood_rate)):
-                out["mqtt"] = await taps(r, args.taps)
+                out["mqtt"] = await taps(r, args.taps, disk, "mqtt", Path(tmp))
     return out
 
 
@@ -55,10 +63,11 @@ def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
     return [
         Row("tap to relay p99, 50 clients polling the web UI", p(m["web"], 99), "ms",
             "excess <= 2", idle, note=f"floor: idle; {len(m['web'])} taps; the UI's process "
-            f"took {m['ui_cpu_share']:.0%} of a core"),
+            f"took {m['ui_cpu_share']:.0%} of a core; {m['disk']['web']}; idle: "
+            f"{m['disk']['idle']}"),
         Row(f"tap to relay p99, {args.flood_rate:g}/s unsigned MQTT messages on every topic",
             p(m["mqtt"], 99), "ms", "excess <= 2", idle,
-            note=f"floor: idle; {len(m['mqtt'])} taps"),
+            note=f"floor: idle; {len(m['mqtt'])} taps; {m['disk']['mqtt']}"),
     ]  # fmt: skip
 
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.daemon_load import COIL, GW, Load, Rig, card, loaded, rig  # noqa: E402
+from bench.disk import FsyncProbe  # noqa: E402
 from bench.drain import checkin  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
 from bench.loop_lag import refill  # noqa: E402
@@ -112,10 +113,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             load = Load(r.port, peer_state=str(r.peer_state), peer_rate=args.peer_rate)
             pending_before = await r.gateway.journal.pending_count()
             async with loaded(load):
-                tapped = await taps(r, args.taps)
+                with FsyncProbe(workdir) as disk:
+                    tapped = await taps(r, args.taps)
                 pending_after = await r.gateway.journal.pending_count()
             parts = await parts_alone(r, workdir)
-    return {"taps": stats(tapped), "parts": parts, "pending": (pending_before, pending_after)}
+    return {"taps": stats(tapped), "parts": parts, "pending": (pending_before, pending_after),
+            "disk": disk.summary()}  # fmt: skip
 
 
 def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
@@ -134,7 +137,7 @@ def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             note=f"floor: sum of the parts' p50; journal fsync {100 * fsync / t['p50']:.0f}% "
             "of it"),
         Row("tap to relay max", t["max"], "ms", "", None,
-            note=f"{t['missed']:.0f} taps did not open"),
+            note=f"{t['missed']:.0f} taps did not open; {m['disk']}"),
     ]  # fmt: skip
 
 
