@@ -30,7 +30,7 @@ from gateway.config_changes import changed_since_last_start
 from gateway.doors import Door, Mode
 from gateway.entry import DoorPlace, Entrance
 from gateway.errors import AccessGwError, JournalError
-from gateway.event_throttle import EventThrottle
+from gateway.event_throttle import EventThrottle, key_of
 from gateway.history import History
 from gateway.identity import load_identity
 from gateway.journal import Filling, Journal, JournalTrouble
@@ -548,7 +548,7 @@ class Gateway:
         the metrics count every one, the journal, log and feed a burst and then a few,
         with ``suppressed`` saying how many were held back."""
         metrics.event("bad_message", detail, count)
-        key = (str(detail.get("topic")), str(detail.get("reason")))
+        key = key_of(detail)
         held_back = self._bad_messages.admit(key, count)
         if held_back is None:
             return

@@ -15,9 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 Key = tuple[str, str]
 """A ``bad_message``'s (topic, reason)."""
+
+
+def key_of(detail: dict[str, Any]) -> Key:
+    """The (topic, reason) of a ``bad_message`` detail: what it is throttled and counted by
+    (by the gateway, and by its wire process before it)."""
+    return str(detail.get("topic")), str(detail.get("reason"))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from gateway import logs, niceness
 from gateway.config import MqttSection
 from gateway.entitlements import gateway_keys
 from gateway.errors import BadMessage, LinkError
-from gateway.event_throttle import EventThrottle
+from gateway.event_throttle import EventThrottle, key_of
 from gateway.identity import Identity, MessageSigner, signature_problem
 from gateway.supervisor import describe
 from gateway.sync.commands import refused as command_refused
@@ -95,7 +95,7 @@ class _BadMessageTally:
         self._window: asyncio.TimerHandle | None = None
 
     def refused(self, detail: dict[str, Any]) -> None:
-        key = (str(detail.get("topic")), str(detail.get("reason")))
+        key = key_of(detail)
         held = self._held.get(key)
         if self._throttle.admit(key) is not None or (held is None and len(self._held) >= BAD_KEYS):
             self._tell(detail, 1)
