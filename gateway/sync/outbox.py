@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.errors import BadMessage, LinkError
+from gateway.errors import BadMessage, JournalError, LinkError
 from gateway.sync.envelopes import open_envelope, wrong_topic
 from gateway.sync.topics import gw_topic
 
@@ -99,7 +99,9 @@ class Outbox:
         self.retry_s = retry_s
         self.acked_upto = 0  # highest seq the central acknowledged (this process's view)
         self.published_upto = 0  # highest seq handed to the broker since the last restart
-        self.pruned_upto = 0  # highest seq the journal was told to prune (this process)
+        self.pruned_upto = 0  # highest seq the journal is to prune (this process)
+        self._journal_pruned = 0  # highest seq the journal said it pruned
+        self._pruning: asyncio.Task[None] | None = None  # the one prune under way, if any
         self._inflight = asyncio.Semaphore(inflight)
         self._next_after = 0  # read records with a higher seq next
         self._ahead: list[dict[str, Any]] = []  # read in this epoch, not published yet
@@ -328,7 +330,35 @@ class Outbox:
         # the central drops it as a duplicate (at least once, as after any lost ack).
         if not sent or upto - self.pruned_upto >= self.batch:
             self.pruned_upto = upto
-            await self.journal.ack(upto)
+            self._prune()
+
+    def _prune(self) -> None:
+        """Have the journal prune up to ``pruned_upto``, without waiting for it here.
+
+        A prune is a durable transaction (an fsync), and a disk can take hundreds of
+        milliseconds for one (an SD card; this project's CI disk in some minutes). Were it
+        waited for here, the acks behind it would wait too, and with them the window: the
+        drain stopped for every slow fsync. One prune runs at a time; the acks that come
+        meanwhile only raise ``pruned_upto``, and the next prune takes them all at once."""
+        if self._pruning is None or self._pruning.done():
+            self._pruning = asyncio.create_task(self._prune_until_done(), name="outbox prune")
+            self._tasks.add(self._pruning)
+            self._pruning.add_done_callback(self._tasks.discard)
+
+    async def _prune_until_done(self) -> None:
+        while self._journal_pruned < self.pruned_upto:
+            upto = self.pruned_upto
+            try:
+                await self.journal.ack(upto)
+            except Exception as exc:  # the next ack asks again; nothing acked is lost
+                # What stays in the journal goes out again after a restart, and the central
+                # drops it as a duplicate: at least once, as after a lost ack. The journal
+                # reports its own trouble (a full disk: status and event, in its process);
+                # anything else is a bug, logged with its traceback.
+                log.warning("outbox: the journal did not prune up to seq %d: %s", upto, exc,
+                            exc_info=not isinstance(exc, (LinkError, JournalError)))  # fmt: skip
+                return
+            self._journal_pruned = upto
 
     async def _bad(self, name: str, reason: str) -> None:
         log.warning("outbox: message on %s dropped: %s", name, reason)
