@@ -35,7 +35,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
         ["--taps", "1000"],
     ),
     "loop_lag": (["--seconds", "10", "--members", "20000"], ["--seconds", "30"]),
-    "flood": (["--taps", "150"], ["--taps", "1000"]),
+    "flood": (["--taps", "150", "--rounds", "3"], ["--taps", "1000"]),
     "drain": (["--checkins", "20000"], ["--checkins", "100000"]),
     "decide_set": (["--members", "200000"], ["--members", "1000000"]),
     "web": (["why", "--members", "100000"], ["why", "--members", "1000000"]),

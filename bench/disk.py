@@ -57,10 +57,15 @@ class FsyncProbe:
 
     def summary(self) -> str:
         """``a bare fsync on this disk meanwhile: p50 .. ms, p99 .. ms, max .. ms``."""
-        ordered = sorted(self.ms)
-        if not ordered:
-            return "a bare fsync on this disk meanwhile: not measured"
-        return (
-            f"a bare fsync on this disk meanwhile: p50 {percentile(ordered, 50):.2f} ms, "
-            f"p99 {percentile(ordered, 99):.1f} ms, max {ordered[-1]:.0f} ms"
-        )
+        return summary(self.ms)
+
+
+def summary(ms: list[float]) -> str:
+    """What fsyncs of ``ms`` milliseconds say of the disk (one probe's, or several's)."""
+    ordered = sorted(ms)
+    if not ordered:
+        return "a bare fsync on this disk meanwhile: not measured"
+    return (
+        f"a bare fsync on this disk meanwhile: p50 {percentile(ordered, 50):.2f} ms, "
+        f"p99 {percentile(ordered, 99):.1f} ms, max {ordered[-1]:.0f} ms"
+    )

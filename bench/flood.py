@@ -1,11 +1,19 @@
-"""Nothing at the edge slows the doors: ``python -m bench.flood [--taps N]``.
+"""Nothing at the edge slows the doors: ``python -m bench.flood [--taps N] [--rounds R]``.
 
-Tap-to-relay latency of the daemon (see :mod:`bench.daemon_load`) idle, then with 50
-clients polling the web UI as fast as it answers, then with a flood of unsigned MQTT
-messages on every topic the gateway listens to: ``N`` taps each, 1,000 in the full run as
-in the tap-to-relay bench (the p99 of 300 taps, 20 s each until 2026-12-03, is their
-third-worst, and read 3.0 and 5.9 ms idle in two runs one after the other). The floor is
-the idle figure of the same run; target: each flood's p99 within 2 ms of it.
+Tap-to-relay latency of the daemon (see :mod:`bench.daemon_load`) idle, with 50 clients
+polling the web UI as fast as it answers, and with a flood of unsigned MQTT messages on
+every topic the gateway listens to: ``N`` taps each, 1,000 in the full run as in the
+tap-to-relay bench (the p99 of 300 taps, 20 s each until 2026-12-03, is their third-worst,
+and read 3.0 and 5.9 ms idle in two runs one after the other). The floor is the idle figure
+of the same run; target: each flood's p99 within 2 ms of it.
+
+The three are alternated, ``N / R`` taps at a time in ``R`` rounds (the order turned each
+round), not run one after the other. Every tap waits for an fsync, and this machine's disk
+stalls in some minutes and not in others (:mod:`bench.disk`): on 2026-12-03 the MQTT flood's
+phase, run last, read p99 34 ms against an idle 10.9 while a bare fsync on the same disk
+read p99 28 ms during it. Alternated, each figure has the disk's good and bad minutes alike.
+A load runs 1 s before its taps (connected, at full rate), and the next block waits 1 s after
+it stops, so that what it left queued is not counted to the block after it.
 """
 
 from __future__ import annotations
@@ -22,17 +30,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.daemon_load import Load, Rig, loaded, rig  # noqa: E402
-from bench.disk import FsyncProbe  # noqa: E402
+from bench.daemon_load import Load, loaded, rig  # noqa: E402
+from bench.disk import FsyncProbe, summary  # noqa: E402
 from bench.drain import cpu_s  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
 
+PHASES = ("idle", "web", "mqtt")
+SETTLE_S = 1.0  # after a load stops, before the next block's taps
 
-async def taps(r: Rig, n: int, disk: dict[str, str], phase: str, where: Path) -> list[float]:
-    with FsyncProbe(where) as probe:
-        tapped = [await r.tap(i * 7919) for i in range(n)]
-    disk[phase] = probe.summary()
-    return tapped
+
+def schedule(taps: int, rounds: int) -> list[tuple[str, int]]:
+    """(phase, taps) blocks: every phase's ``taps`` in ``rounds`` blocks, the phases one
+    after the other in each round, their order turned by one each round."""
+    blocks = []
+    for k in range(rounds):
+        n = taps // rounds + (1 if k < taps % rounds else 0)
+        turned = PHASES[k % len(PHASES) :] + PHASES[: k % len(PHASES)]
+        blocks += [(phase, n) for phase in turned if n]
+    return blocks
 
 
 def p(ms: list[float], q: float) -> float:
@@ -42,27 +57,41 @@ def p(ms: list[float], q: float) -> float:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="accessgw-bench-") as tmp:
         async with rig(Path(tmp), args.members, web=True) as r:
-            disk: dict[str, str] = {}
-            out: dict[str, Any] = {
-                "idle": await taps(r, args.taps, disk, "idle", Path(tmp)),
-                "disk": disk,
-            }
             web = r.gateway._web
             assert web is not None and web.process is not None
-            async with loaded(Load(r.port, web_port=r.web_port, web_clients=50)):
-                cpu0, t0 = cpu_s(web.process.pid), time.monotonic()
-                out["web"] = await taps(r, args.taps, disk, "web", Path(tmp))
-                out["ui_cpu_share"] = (cpu_s(web.process.pid) - cpu0) / (time.monotonic() - t0)
-            async with loaded(Load(r.port, flood_rate=args.flood_rate)):
-                out["mqtt"] = await taps(r, args.taps, disk, "mqtt", Path(tmp))
-    return out
+            loads = {
+                "idle": None,
+                "web": Load(r.port, web_port=r.web_port, web_clients=50),
+                "mqtt": Load(r.port, flood_rate=args.flood_rate),
+            }
+            tapped: dict[str, list[float]] = {phase: [] for phase in PHASES}
+            fsyncs: dict[str, list[float]] = {phase: [] for phase in PHASES}
+            ui_cpu = ui_s = 0.0
+            i = 0
+            for phase, n in schedule(args.taps, args.rounds):
+                load = loads[phase]
+                async with loaded(load) if load else contextlib.nullcontext():
+                    cpu0, t0 = cpu_s(web.process.pid), time.monotonic()
+                    with FsyncProbe(Path(tmp)) as probe:
+                        for _ in range(n):
+                            tapped[phase].append(await r.tap(i * 7919))
+                            i += 1
+                    if phase == "web":
+                        ui_cpu += cpu_s(web.process.pid) - cpu0
+                        ui_s += time.monotonic() - t0
+                fsyncs[phase] += probe.ms
+                if load is not None:
+                    await asyncio.sleep(SETTLE_S)
+    return {**tapped, "disk": {phase: summary(ms) for phase, ms in fsyncs.items()},
+            "ui_cpu_share": ui_cpu / ui_s if ui_s else float("nan")}  # fmt: skip
 
 
 def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
     idle = p(m["idle"], 99)
     return [
         Row("tap to relay p99, 50 clients polling the web UI", p(m["web"], 99), "ms",
-            "excess <= 2", idle, note=f"floor: idle; {len(m['web'])} taps; the UI's process "
+            "excess <= 2", idle, note=f"floor: idle; {len(m['web'])} taps, alternated with "
+            f"idle and MQTT in {args.rounds} rounds; the UI's process "
             f"took {m['ui_cpu_share']:.0%} of a core; {m['disk']['web']}; idle: "
             f"{m['disk']['idle']}"),
         Row(f"tap to relay p99, {args.flood_rate:g}/s unsigned MQTT messages on every topic",
@@ -74,6 +103,7 @@ def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--taps", type=int, default=1000, help="taps in each phase")
+    parser.add_argument("--rounds", type=int, default=10, help="blocks each phase is cut in")
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--flood-rate", type=float, default=2000)
     add_cpus_argument(parser)
