@@ -13,6 +13,12 @@ before the commit leaves neither the row nor the bump, so the next seq is the sa
 number, never reported to anyone: no gap, no reuse. Pruning acknowledged rows leaves the
 high-water mark alone, so the counter never goes back, across restarts and power cuts.
 
+What the outbox reads (:meth:`Journal.unacked`) is read on a thread and connection of its
+own: in WAL mode a reader sees the last commit and never waits for a writer. On the one
+writing thread, a backlog's read (500 records) queued behind a commit's fsync, and a tap's
+record behind that read; on a disk that takes a few hundred milliseconds for an fsync in
+some minutes (an SD card, this project's CI disk) the drain stopped with every one.
+
 A record is kept until the central system acknowledges it (``ack upto``), then pruned;
 a record that is not final yet is never pruned, nor published; the final ones after it
 are published meanwhile (the central system orders by ``seq``), and it follows as soon as
@@ -38,6 +44,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -157,8 +164,12 @@ class Journal:
         executor: ThreadPoolExecutor,
         max_pending: int = DEFAULT_MAX_PENDING,
         signer: RecordSigner | None = None,
+        reader: tuple[sqlite3.Connection, ThreadPoolExecutor] | None = None,
     ) -> None:
         self._conn = conn
+        # unacked()'s connection and thread (see the module's docstring); without, the
+        # writer's own
+        self._reader, self._read_executor = reader if reader is not None else (conn, executor)
         self._signer = signer
         self._path = path
         self.gw = gw
@@ -166,8 +177,12 @@ class Journal:
         self._last_seq = _meta(conn, "last_seq")
         self._acked_upto = _meta(conn, "acked_upto")
         self._closed = False
-        # Journal thread only: seqs that unacked() passed over while open, and those of
-        # them final since (returned by the next unacked() whatever its after_seq).
+        # Seqs that unacked() passed over while open, and those of them final since
+        # (returned by the next unacked() whatever its after_seq). Under _late_lock: the
+        # reading thread holds it from its SELECT to its last update, so a decision
+        # finalised meanwhile is either seen final by that SELECT or found passed over by
+        # _finalise, which looks after its commit (never neither: it would not go out).
+        self._late_lock = threading.Lock()
         self._passed_over: set[int] = set()
         self._late: list[int] = []
         self.trouble: JournalTrouble | None = None  # set while writes fail (disk full...)
@@ -194,14 +209,21 @@ class Journal:
         With ``signer``, final records are stored signed as well (:class:`RecordSigner`).
         """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        reading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-read")
         loop = asyncio.get_running_loop()
         key_id = signer.key_id if signer is not None else None
         try:
             conn = await loop.run_in_executor(executor, _open, str(path), key_id)
+            try:
+                reader = await loop.run_in_executor(reading, _open_reader, str(path))
+            except BaseException:
+                await loop.run_in_executor(executor, conn.close)
+                raise
         except BaseException:
             executor.shutdown(wait=False)
+            reading.shutdown(wait=False)
             raise
-        journal = cls(conn, str(path), gw, executor, max_pending, signer)
+        journal = cls(conn, str(path), gw, executor, max_pending, signer, (reader, reading))
         journal._pending = await journal._run(journal._count)
         journal._check_fill()  # a journal reopened above the mark says so at once
         return journal
@@ -211,15 +233,17 @@ class Journal:
         fn: Callable[..., T],
         *args: Any,
         on_cancel: Callable[[Future[T]], None] | None = None,
+        reading: bool = False,
     ) -> T:
-        """Run ``fn`` on the journal's thread; explain database errors to the installer.
+        """Run ``fn`` on the journal's thread (with ``reading``, on its reading thread);
+        explain database errors to the installer.
 
         When the caller is cancelled, the thread still finishes ``fn`` (a commit cannot be
         taken back); ``on_cancel`` then gets its future to tidy up.
         """
         if self._closed:
             raise JournalError(f"journal {self._path} is closed (the gateway is stopping)")
-        future = self._executor.submit(fn, *args)
+        future = (self._read_executor if reading else self._executor).submit(fn, *args)
         write = getattr(fn, "__name__", "") in _WRITES
         try:
             result = await asyncio.wrap_future(future)
@@ -408,9 +432,10 @@ class Journal:
                 "UPDATE records SET final = 1, body = ?, signed = ? WHERE seq = ?",
                 (_dumps(message), self._signed(message), seq),
             )
-        if seq in self._passed_over:  # later records went out already: this one follows
-            self._passed_over.discard(seq)
-            self._late.append(seq)
+        with self._late_lock:
+            if seq in self._passed_over:  # later records went out already: this one follows
+                self._passed_over.discard(seq)
+                self._late.append(seq)
         return message
 
     # --- reading and acknowledging ------------------------------------------------------
@@ -427,7 +452,7 @@ class Journal:
         that is not final yet is passed over (one stuck record must not hold back the
         others); once final, it comes first in the next answer, whatever ``after_seq`` is.
         """
-        return await self._run(self._unacked, after_seq, limit, raw)
+        return await self._run(self._unacked, after_seq, limit, raw, reading=True)
 
     def _unacked(self, after_seq: int, limit: int, raw: bool = False) -> list[dict[str, Any]]:
         def record(kind: str, seq: int, body: str, signed: str | None) -> dict[str, Any]:
@@ -438,23 +463,27 @@ class Journal:
             return {"kind": kind, "seq": seq, "message": json.loads(body)}
 
         out = []
-        late, self._late = self._late, []
-        for seq in sorted(late):
-            row = self._conn.execute(
-                "SELECT kind, body, signed FROM records WHERE seq = ? AND final = 1", (seq,)
-            ).fetchone()
-            if row is not None and seq <= after_seq:  # above after_seq: selected below
-                out.append(record(row[0], seq, row[1], row[2]))
-        rows = self._conn.execute(
-            "SELECT seq, kind, final, body, signed FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, max(0, limit - len(out))),
-        ).fetchall()
-        for seq, kind, final, body, signed in rows:
-            if not final:
-                self._passed_over.add(seq)
-                continue
-            self._passed_over.discard(seq)
-            out.append(record(kind, seq, body, signed))
+        conn = self._reader
+        with self._late_lock:
+            late, self._late = self._late, []
+            for seq in sorted(late):
+                row = conn.execute(
+                    "SELECT kind, body, signed FROM records WHERE seq = ? AND final = 1", (seq,)
+                ).fetchone()
+                if row is not None and seq <= after_seq:  # above after_seq: selected below
+                    out.append(record(row[0], seq, row[1], row[2]))
+            rows = conn.execute(
+                "SELECT seq, kind, final, body, signed FROM records WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, max(0, limit - len(out))),
+            ).fetchall()
+            for seq, _, final, _, _ in rows:
+                if final:
+                    self._passed_over.discard(seq)
+                else:
+                    self._passed_over.add(seq)
+        out.extend(record(kind, seq, body, signed)
+                   for seq, kind, final, body, signed in rows if final)  # fmt: skip
         return out
 
     async def records_since(self, at: datetime) -> list[dict[str, Any]]:
@@ -536,9 +565,12 @@ class Journal:
         """Close the database and its thread (waits for writes under way)."""
         if self._closed:
             return
+        if self._reader is not self._conn:
+            await self._run(self._reader.close, reading=True)
         await self._run(self._conn.close)
         self._closed = True
         self._executor.shutdown(wait=True)
+        self._read_executor.shutdown(wait=True)
 
 
 @contextmanager
@@ -599,6 +631,18 @@ def _open(path: str, key_id: str | None = None) -> sqlite3.Connection:
             f"journal {path} cannot be created: {exc.strerror}; "
             "check gateway.state_dir and its permissions"
         ) from exc
+    return conn
+
+
+def _open_reader(path: str) -> sqlite3.Connection:
+    """A second connection to the journal :func:`_open` prepared, for reading only."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        conn.execute("PRAGMA busy_timeout=5000")  # WAL: only a recovery makes a reader wait
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -179,6 +179,10 @@ async def test_a_decision_whose_caller_was_cancelled_does_not_block_the_outbox(j
         await task
     journal._insert = insert
     after = await journal.record_event("started", door=None, detail={}, at=AT)
+    # It is finalised on the writing thread as its insert ends; the outbox reads on a thread
+    # of its own, which sees the last commit: once the writing thread has done what was
+    # queued (a count is queued behind it), the abandoned decision reads as final.
+    await journal.pending_count()
     records = await journal.unacked()
     assert [r["seq"] for r in records] == [1, after.seq]
     assert (records[0]["message"]["passed"], records[0]["message"]["charged"]) == (False, 0)
@@ -301,3 +305,48 @@ async def test_a_journal_from_before_the_passage_column_opens_and_gains_it(tmp_p
         await j.record_decision(checkin(), passage_assumed=True)
     finally:
         await j.close()
+
+
+async def test_the_outbox_reads_while_a_commit_waits_for_the_disk(journal):
+    # Until 2026-12-03 unacked() ran on the one writing thread: a backlog's read queued
+    # behind a commit's fsync, and on a disk that took hundreds of milliseconds for one the
+    # drain stopped with it. Here the writing thread is held as a stalled fsync holds it.
+    await journal.record_many([checkin(i) for i in range(5)])
+    disk = threading.Event()
+    stalled = journal._executor.submit(disk.wait, 30)
+    try:
+        async with asyncio.timeout(10):  # a guard: before, this waited for the disk
+            records = await journal.unacked()
+        assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    finally:
+        disk.set()
+        await asyncio.wrap_future(stalled)
+
+
+async def test_a_decision_finalised_while_the_outbox_reads_goes_out_exactly_once(journal):
+    # The read and the finalising run on two threads: whatever their interleaving, every
+    # record is read once the outbox has read past it, and none twice (as the outbox reads:
+    # from the highest seq it was given).
+    for _ in range(5):
+        opened = [await journal.record_decision(checkin(i)) for i in range(60)]
+        base = opened[0].seq - 1
+        seen: list[int] = []
+        after = base
+
+        async def read() -> None:
+            nonlocal after
+            for record in await journal.unacked(after_seq=after, limit=7):
+                seen.append(record["seq"])
+                after = max(after, record["seq"])
+
+        finalising = asyncio.gather(
+            *(journal.finalise(o.seq, passed=True, charged=0) for o in opened)
+        )
+        while not finalising.done():
+            await read()
+        await finalising
+        for _ in range(20):  # what is left: at most a few reads of 7
+            await read()
+        mine = [s for s in seen if s > base]
+        assert sorted(mine) == [o.seq for o in opened]
+        await journal.ack(opened[-1].seq)
