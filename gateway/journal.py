@@ -164,12 +164,13 @@ class Journal:
         executor: ThreadPoolExecutor,
         max_pending: int = DEFAULT_MAX_PENDING,
         signer: RecordSigner | None = None,
-        reader: tuple[sqlite3.Connection, ThreadPoolExecutor] | None = None,
+        *,
+        reader: sqlite3.Connection,
+        read_executor: ThreadPoolExecutor,
     ) -> None:
         self._conn = conn
-        # unacked()'s connection and thread (see the module's docstring); without, the
-        # writer's own
-        self._reader, self._read_executor = reader if reader is not None else (conn, executor)
+        # unacked()'s connection and thread (see the module's docstring)
+        self._reader, self._read_executor = reader, read_executor
         self._signer = signer
         self._path = path
         self.gw = gw
@@ -223,7 +224,8 @@ class Journal:
             executor.shutdown(wait=False)
             reading.shutdown(wait=False)
             raise
-        journal = cls(conn, str(path), gw, executor, max_pending, signer, (reader, reading))
+        journal = cls(conn, str(path), gw, executor, max_pending, signer,
+                      reader=reader, read_executor=reading)  # fmt: skip
         journal._pending = await journal._run(journal._count)
         journal._check_fill()  # a journal reopened above the mark says so at once
         return journal
@@ -565,8 +567,7 @@ class Journal:
         """Close the database and its thread (waits for writes under way)."""
         if self._closed:
             return
-        if self._reader is not self._conn:
-            await self._run(self._reader.close, reading=True)
+        await self._run(self._reader.close, reading=True)
         await self._run(self._conn.close)
         self._closed = True
         self._executor.shutdown(wait=True)
