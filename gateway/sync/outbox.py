@@ -332,6 +332,11 @@ class Outbox:
             self.pruned_upto = upto
             self._prune()
 
+    @property
+    def journal_pruned_upto(self) -> int:
+        """The highest seq the journal has said it pruned (a prune runs beside the acks)."""
+        return self._journal_pruned
+
     def _prune(self) -> None:
         """Have the journal prune up to ``pruned_upto``, without waiting for it here.
 

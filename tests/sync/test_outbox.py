@@ -122,6 +122,7 @@ async def test_final_records_are_published_in_seq_order_and_pruned_once_acked(
         seqs = await gw.write(30)
         await eventually(lambda: central.received[GW].upto == 30)
         await eventually(lambda: gw.outbox.acked_upto == 30)
+        await eventually(lambda: gw.outbox.journal_pruned_upto == 30)  # pruned beside the acks
         assert await gw.journal.pending_count() == 0
     got = central.received[GW]
     assert [m["seq"] for m in got.checkins] == [s for s in seqs if s % 10]
@@ -172,6 +173,7 @@ async def test_after_an_outage_every_record_arrives_once_in_seq_order_and_is_pru
         gw.connect()
         await eventually(lambda: central.received[GW].upto == n + 5, 120)
         await eventually(lambda: gw.outbox.acked_upto == n + 5)
+        await eventually(lambda: gw.outbox.journal_pruned_upto == n + 5)  # pruned beside the acks
         assert await gw.journal.pending_count() == 0
     got = central.received[GW]
     assert got.arrivals == list(range(1, n + 6))  # in seq order, none missing
@@ -189,6 +191,7 @@ async def test_what_the_central_does_not_ack_is_published_again_and_kept(
         assert central.received[GW].arrivals[:5] == [1, 2, 3, 4, 5]
         central.set_ack_mode("normal")
         await eventually(lambda: gw.outbox.acked_upto == 5, 5)
+        await eventually(lambda: gw.outbox.journal_pruned_upto == 5)  # pruned beside the acks
         assert await gw.journal.pending_count() == 0
 
 
@@ -199,6 +202,7 @@ async def test_late_and_shuffled_acks_prune_up_to_the_highest(
     async with gateway(broker, central, tmp_path) as gw:
         await gw.write(40)
         await eventually(lambda: gw.outbox.acked_upto == 40)
+        await eventually(lambda: gw.outbox.journal_pruned_upto == 40)  # pruned beside the acks
         assert await gw.journal.pending_count() == 0
         central.set_ack_mode("late", delay=0.5)
         await gw.write(5)
