@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -307,6 +308,24 @@ class Rig:
     # waiting in a 0.5 ms loop on the daemon's own event loop would be load of the bench's
     # making on the very loop it measures.
     _waiting: dict[bool, asyncio.Future[float]] = field(default_factory=dict)
+    # How long each decision waited for the journal's commit (ms), in the order decided
+    commits_ms: list[float] = field(default_factory=list)
+
+    def time_the_commits(self) -> None:
+        """Time the daemon's own durable write of each decision (PROTOCOL.md: an fsync
+        before the lock moves), around the very call its doors make: the part of a tap that
+        is the disk's, to be told apart from the part a load could slow (the CPU, the loop)."""
+        journal = self.gateway.journal
+        record = journal.record_decision
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await record(*args, **kwargs)
+            finally:
+                self.commits_ms.append((time.perf_counter() - started) * 1000)
+
+        journal.record_decision = timed
 
     def watch_coil(self) -> None:
         def changed(index: int, value: bool, at: float) -> None:
@@ -323,6 +342,17 @@ class Rig:
     async def tap(self, i: int, within: float = 5.0) -> float:
         """Member ``i``'s card on the reader until the door's coil is set; ms from the
         reader's answer to the coil, or nan if the door did not open."""
+        return (await self.tap_parts(i, within))[0]
+
+    async def tap_parts(self, i: int, within: float = 5.0) -> tuple[float, float]:
+        """:meth:`tap`, and how long of it the decision waited for the journal's commit
+        (ms; nan if the door did not open or nothing was journalled)."""
+        decided = len(self.commits_ms)
+        relay_ms = await self._tap(i, within)
+        commit_ms = self.commits_ms[decided] if len(self.commits_ms) > decided else float("nan")
+        return relay_ms, (commit_ms if relay_ms == relay_ms else float("nan"))
+
+    async def _tap(self, i: int, within: float) -> float:
         loop = asyncio.get_running_loop()
         opened = self._waiting[True] = loop.create_future()
         self.devices.place(card(1 + i % self.members))
@@ -386,6 +416,7 @@ async def rig(workdir: Path, members: int, *, web: bool = False,
                     r = Rig(gateway, devices, central, broker.port, peer_state,
                             web_port, members)  # fmt: skip
                     r.watch_coil()
+                    r.time_the_commits()
                     yield r
                 finally:
                     await gateway.stop()

@@ -195,7 +195,9 @@ class Entrance:
             decided_in = time.perf_counter() - began
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
+            began = time.perf_counter()
             entry = await self._journal_decision(checkin)  # durable before the lock moves
+            durable_in = time.perf_counter() - began
             if decided is not None:
                 decided(decision.granted)
             passed, released_at = False, None
@@ -210,7 +212,7 @@ class Entrance:
                 )
             logs.log_decision(final, decided_in)
             relay_s = None if released_at is None else released_at - tapped
-            metrics.decision(final, decided_in, relay_s)
+            metrics.decision(final, decided_in, relay_s, durable_in)
             return final
 
     async def open_once(

@@ -83,6 +83,14 @@ TAP_TO_RELAY_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+JOURNAL_COMMIT_SECONDS = Histogram(
+    "accessgw_journal_commit_seconds",
+    "How long a decision waited for its durable record (an fsync) before the lock moved: "
+    "the disk's part of tap to relay (a worn SD card shows here first)",
+    ["door"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
 LOOP_LAG_SECONDS = Histogram(
     "accessgw_event_loop_lag_seconds",
     "How late the event loop ran a timer (all door work waits this long): every sample of "
@@ -143,11 +151,15 @@ _GW_IN_TOPIC = re.compile(r"^gw/[^/]+/")
 # --- where things happen (one call each) ----------------------------------------------
 
 
-def decision(checkin: dict[str, Any], decided_s: float, relay_s: float | None) -> None:
-    """A final check-in of ours: count it and time it."""
+def decision(
+    checkin: dict[str, Any], decided_s: float, relay_s: float | None, durable_s: float
+) -> None:
+    """A final check-in of ours: count it and time it (deciding, its record's commit, and
+    from the reader to the relay)."""
     door = str(checkin.get("door"))
     DECISIONS.labels(door, str(checkin.get("decision")), str(checkin.get("reason"))).inc()
     DECISION_SECONDS.labels(door).observe(decided_s)
+    JOURNAL_COMMIT_SECONDS.labels(door).observe(durable_s)
     if relay_s is not None:
         TAP_TO_RELAY_SECONDS.labels(door).observe(relay_s)
 

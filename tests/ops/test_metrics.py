@@ -118,6 +118,9 @@ async def test_metrics_follow_the_traffic_through_the_simulators(tmp_path):
     assert 0 < value("accessgw_decision_seconds_sum", door="in") < 1
     assert value("accessgw_tap_to_relay_seconds_count", door="in") == 1  # grants only
     assert 0 < value("accessgw_tap_to_relay_seconds_sum", door="in") < 2
+    # each decision's wait for its durable record, granted or not: the disk's part
+    assert value("accessgw_journal_commit_seconds_count", door="in") == 2
+    assert 0 < value("accessgw_journal_commit_seconds_sum", door="in") < 2
     assert value("accessgw_reader_up", reader="nfc-in") == 1
     assert value("accessgw_board_up", board="relays") == 1
     assert value("accessgw_mqtt_link_up") == 1
