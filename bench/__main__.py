@@ -62,12 +62,30 @@ def machine() -> str:
     )
 
 
+SETTLE_S = 2.0  # after the sync, before a bench starts
+
+
+def settle() -> float:
+    """Let the disk finish what the bench before wrote (and deleted): seconds the sync took.
+
+    A full run writes a million-member store and deletes it again, a drain's journal, a
+    broker's persistence; the kernel writes that back (and, on a file system mounted with
+    ``discard``, trims what was deleted) for seconds after the bench has exited, and every
+    fsync of the next bench waits behind it. Each bench starts on a disk that is done."""
+    started = time.monotonic()
+    os.sync()
+    synced = time.monotonic() - started
+    time.sleep(SETTLE_S)
+    return synced
+
+
 def run(name: str, args: list[str], cpus: int | None, timeout: float) -> list[Row]:
     """One bench in a process of its own; its rows (a failed bench is a row that says so)."""
     command = [sys.executable, "-m", f"bench.{name}", *args]
     if cpus is not None:
         command += ["--cpus", str(cpus)]
-    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    synced = settle()
+    print(f"\n$ {' '.join(command[1:])}  (the disk synced in {synced:.1f} s)", flush=True)
     started = time.monotonic()
     try:
         done = subprocess.run(
