@@ -409,6 +409,7 @@ async def rig(workdir: Path, members: int, *, web: bool = False,
                     await journal.close()
                 gateway = Gateway(cfg)
                 await gateway.start()
+                niceness.doors_loop_first("the daemon's loop")  # as gateway.daemon.run_gateway
                 try:
                     await until(lambda: gateway.store.version is not None, 1800)
                     rules_ok = lambda: PEER in (gateway.store.rules.gateways or {})  # noqa: E731

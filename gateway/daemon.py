@@ -747,6 +747,9 @@ async def run_gateway(
     gateway = Gateway(config, config_path=config_path, now=wall_clock())
     gateway.restored = restored
     await gateway.start()
+    # After the start: its threads and processes are started as ordinary ones, and this
+    # thread's own short slices are asked for first (gateway.niceness).
+    niceness.doors_loop_first("doors' event loop")
     try:
         stopped = asyncio.ensure_future(stop.wait())
         restart = asyncio.ensure_future(gateway.restart_wanted.wait())

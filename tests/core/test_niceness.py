@@ -173,3 +173,89 @@ def test_a_refused_slice_is_logged_with_its_cause_and_the_process_goes_on(monkey
     assert "doors' process: short time slices refused" in first.getMessage()
     assert "web UI: could not give back its short time slices" in second.getMessage()
     assert all("Operation not permitted" in r.getMessage() for r in caplog.records)
+
+
+# --- the doors' loop thread at real-time priority 1 -------------------------------------------
+
+# Run in a process of its own: pytest's thread must not stay real-time for the other tests.
+LOOP_FIRST = """
+import json, logging, os, threading
+from gateway import niceness
+logging.basicConfig(level=logging.INFO)
+taken = niceness.doors_loop_first("doors' event loop")
+started = {}
+def child():
+    started["policy"] = os.sched_getscheduler(0)
+thread = threading.Thread(target=child)
+thread.start(); thread.join()
+print(json.dumps({"taken": taken, "loop": os.sched_getscheduler(0),
+                  "priority": os.sched_getparam(0).sched_priority, "thread": started["policy"]}))
+"""
+
+
+def run_loop_first(*prefix: str) -> tuple[dict[str, object], str]:
+    done = subprocess.run([*prefix, sys.executable, "-c", LOOP_FIRST], capture_output=True,
+                          text=True, check=True, timeout=60)  # fmt: skip
+    import json
+
+    return json.loads(done.stdout), done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="real-time priority needs root or LimitRTPRIO")
+def test_the_loop_thread_runs_real_time_and_what_it_starts_does_not():
+    got, _ = run_loop_first()
+    assert got["taken"] is True
+    # SCHED_FIFO, priority 1, and the flag that keeps it from what the thread starts
+    assert got["loop"] == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    assert got["priority"] == niceness.REALTIME_PRIORITY
+    assert got["thread"] == os.SCHED_OTHER  # the journal's, store's, history's threads
+
+
+def test_a_refused_real_time_priority_is_logged_and_the_loop_runs_on(monkeypatch, caplog):
+    def refused(attr: object, tid: int = 0) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(niceness, "_sched_setattr", refused)
+    with caplog.at_level(logging.INFO, logger="gateway.niceness"):
+        assert niceness.doors_loop_first("doors' event loop") is False
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "doors' event loop: runs under the ordinary policy" in message
+    assert "Operation not permitted" in message and "LimitRTPRIO=1" in message
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # nothing was changed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop its capabilities")
+def test_without_the_right_the_kernel_itself_refuses_and_the_loop_runs_on():
+    # As under a unit without LimitRTPRIO: no capability, RLIMIT_RTPRIO 0
+    if subprocess.run(["sh", "-c", "command -v setpriv prlimit"], capture_output=True,
+                      check=False).returncode != 0:  # fmt: skip
+        pytest.skip("setpriv and prlimit (util-linux) are not installed")
+    dropped = ["prlimit", "--rtprio=0", "setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+    got, err = run_loop_first(*dropped)
+    assert got["taken"] is False and got["loop"] == os.SCHED_OTHER
+    assert "runs under the ordinary policy" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="real-time priority needs root or LimitRTPRIO")
+def test_accessgw_run_puts_its_loop_first_and_its_other_threads_not(tmp_path):
+    import time
+
+    from tests.ops.helpers import Daemon, minimal_config
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(minimal_config(tmp_path / "state"))
+    daemon = Daemon(path)
+    real_time = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    try:
+        daemon.wait_for("started")  # logged by the start, which the loop's change follows
+        deadline = time.monotonic() + 10
+        while os.sched_getscheduler(daemon.proc.pid) != real_time:
+            assert time.monotonic() < deadline, "the loop's thread never went real-time"
+            time.sleep(0.05)
+        # the main thread runs the event loop; the journal's, store's, history's do not
+        threads = [int(t) for t in os.listdir(f"/proc/{daemon.proc.pid}/task")]
+        others = [t for t in threads if t != daemon.proc.pid]
+        assert others and all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in others)
+    finally:
+        assert daemon.stop() == 0
