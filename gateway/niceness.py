@@ -21,9 +21,13 @@ machine: p99 3.09 / 2.76 / 5.16 -> 2.41 / 2.77 / 2.85 ms, max 25.2 / 18.0 / 22.2
 Threads and children inherit a thread's slice; the background processes give it back as
 they lower their priority.
 
+Last, the doors' event loop thread itself runs under ``SCHED_FIFO`` at real-time priority 1
+(:func:`doors_loop_first`), which its threads and the processes it starts do not inherit.
+
 The shipped systemd unit allows the two system calls this needs (``setpriority``,
-``sched_setattr``) and nothing else of ``@resources``. Where the system refuses either, the
-process says so in the log and runs on, as an equal of the doors'.
+``sched_setattr``) and nothing else of ``@resources``, and real-time priority 1 at most
+(``LimitRTPRIO=1``). Where the system refuses any of it, the process says so in the log and
+runs on, as an equal of the doors'.
 """
 
 from __future__ import annotations
