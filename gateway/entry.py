@@ -195,9 +195,9 @@ class Entrance:
             decided_in = time.perf_counter() - began
             await self._remember_pass(decision, read)
             checkin = self._checkin(read, decision)
-            began = time.perf_counter()
+            recording = time.perf_counter()
             entry = await self._journal_decision(checkin)  # durable before the lock moves
-            durable_in = time.perf_counter() - began
+            durable_in = time.perf_counter() - recording
             if decided is not None:
                 decided(decision.granted)
             passed, released_at = False, None

@@ -86,11 +86,21 @@ class _SchedAttr(ctypes.Structure):
     ]
 
 
-def slices_supported() -> str | None:
-    """Why this system takes no slice request, or None if it does."""
+def _no_sched_setattr() -> str | None:
+    """The system (``Linux on riscv64``), where it has no sched_setattr(2) of known number;
+    None where it has."""
     uname = os.uname()
     if uname.sysname != "Linux" or uname.machine not in _SYS_SCHED_SETATTR:
-        return f"{uname.sysname} on {uname.machine} has no per-thread slice request"
+        return f"{uname.sysname} on {uname.machine}"
+    return None
+
+
+def slices_supported() -> str | None:
+    """Why this system takes no slice request, or None if it does."""
+    system = _no_sched_setattr()
+    if system is not None:
+        return f"{system} has no per-thread slice request"
+    uname = os.uname()
     numbers = uname.release.split("-")[0].split(".")
     try:
         release = (int(numbers[0]), int(numbers[1]))
@@ -185,10 +195,9 @@ def doors_loop_first(what: str) -> bool:
     crypto to them; should it ever spin, the kernel still leaves ordinary processes 5% of
     each core (``sched_rt_runtime_us``), the watchdog sees the loop stop answering, and
     systemd restarts it."""
-    uname = os.uname()
-    if uname.sysname != "Linux" or uname.machine not in _SYS_SCHED_SETATTR:
-        log.info("%s: runs under the ordinary policy (%s on %s)", what, uname.sysname,
-                 uname.machine)  # fmt: skip
+    system = _no_sched_setattr()
+    if system is not None:
+        log.info("%s: runs under the ordinary policy (%s)", what, system)
         return False
     try:
         _sched_setattr(

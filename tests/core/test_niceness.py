@@ -8,11 +8,13 @@ for short time slices (Linux 6.12+), which the background processes give back.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -196,8 +198,6 @@ print(json.dumps({"taken": taken, "loop": os.sched_getscheduler(0),
 def run_loop_first(*prefix: str) -> tuple[dict[str, object], str]:
     done = subprocess.run([*prefix, sys.executable, "-c", LOOP_FIRST], capture_output=True,
                           text=True, check=True, timeout=60)  # fmt: skip
-    import json
-
     return json.loads(done.stdout), done.stderr
 
 
@@ -225,6 +225,22 @@ def test_a_refused_real_time_priority_is_logged_and_the_loop_runs_on(monkeypatch
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # nothing was changed
 
 
+def test_another_system_is_noted_and_nothing_is_asked(monkeypatch, caplog):
+    uname = SimpleNamespace(sysname="Darwin", release="23.1.0", machine="arm64")
+    monkeypatch.setattr(niceness.os, "uname", lambda: uname)
+
+    def never(attr: object, tid: int = 0) -> None:
+        raise AssertionError("asked a system that has no sched_setattr")
+
+    monkeypatch.setattr(niceness, "_sched_setattr", never)
+    with caplog.at_level(logging.INFO, logger="gateway.niceness"):
+        assert niceness.doors_loop_first("doors' event loop") is False
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "doors' event loop: runs under the ordinary policy (Darwin on arm64)"
+    )
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop its capabilities")
 def test_without_the_right_the_kernel_itself_refuses_and_the_loop_runs_on():
     # As under a unit without LimitRTPRIO: no capability, RLIMIT_RTPRIO 0
@@ -239,8 +255,6 @@ def test_without_the_right_the_kernel_itself_refuses_and_the_loop_runs_on():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="real-time priority needs root or LimitRTPRIO")
 def test_accessgw_run_puts_its_loop_first_and_its_other_threads_not(tmp_path):
-    import time
-
     from tests.ops.helpers import Daemon, minimal_config
 
     path = tmp_path / "gateway.toml"
