@@ -22,7 +22,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from gateway.config import MqttSection
 from gateway.errors import BadMessage, LinkError
 from gateway.logs import cleanup
 from gateway.state_dir import StateDir
+from gateway.supervisor import describe
 from gateway.sync.envelopes import MAX_COMMAND, MAX_PAYLOAD
 from gateway.sync.status import encode
 from gateway.sync.topics import gw_topic, max_bytes, topic
@@ -51,7 +52,10 @@ log = logging.getLogger(__name__)
 MAX_PACKET = MAX_PAYLOAD + MAX_COMMAND
 STABLE_AFTER = 10.0  # a connection that lived this long resets the back-off
 
-MessageHandler = Callable[[str, bytes], Awaitable[None]]
+# A handler may return a hold: the message is acknowledged to the broker (PUBACK) only once
+# it finishes, so that what the gateway must keep is kept before the broker forgets it.
+Hold = Awaitable[object]
+MessageHandler = Callable[[str, bytes], Awaitable[Hold | None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 BadMessageHandler = Callable[[str, str], Awaitable[None]]
 
@@ -281,6 +285,12 @@ class Link:
 
         A handler may raise :class:`BadMessage`: the link then tells the bad-message handlers.
         Messages on the gateway's own ``checkin``/``occupancy`` topics come back too.
+
+        A handler may return a *hold* (an awaitable): the message's PUBACK then waits until
+        it finishes (acks leave in the order the messages came, as MQTT asks). A hold that
+        fails ends the connection unacknowledged: the broker sends the message again in the
+        next one (the session is persistent). Every other message is acknowledged as soon
+        as its handlers returned.
         """
         self._message_handlers.append(handler)
 
@@ -408,6 +418,7 @@ class Link:
         """One connection: connect, subscribe, announce, then pump messages until it drops."""
         client = await self._connect()
         no_delay(client)
+        acks: asyncio.Queue[tuple[int, int, list[Hold]]] = asyncio.Queue()
         try:
             await self._subscribe(client)
             self._client = client
@@ -417,11 +428,13 @@ class Link:
             self.connections += 1
             log.info("MQTT: connected to %s as %s", self.broker, self.client_id)
             await self._announce()
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._run_connect_handlers())
-                tasks.create_task(self._pump(client))
-        except* aiomqtt.MqttError as group:
-            raise LinkError(explain_drop(self.broker, group.exceptions[0])) from None
+            await _until_one_fails(
+                self._run_connect_handlers(),
+                self._pump(client, acks),
+                self._acknowledge(client, acks),
+            )
+        except aiomqtt.MqttError as exc:
+            raise LinkError(explain_drop(self.broker, exc)) from None
         finally:
             self._set_connected(False)
             await self._close(client)
@@ -449,6 +462,7 @@ class Link:
         self._socket_failed = asyncio.Event()
         kwargs["logger"] = self._paho_logger(asyncio.get_running_loop())
         client = _Client(self.cfg.host, self.cfg.port, **kwargs)
+        client._client.manual_ack_set(True)  # PUBACK once handled (:meth:`_acknowledge`)
         # aiomqtt warns on every publish beyond 10 awaiting PUBACK; the outbox keeps up to
         # ``inflight`` of them on purpose
         client.pending_calls_threshold = self.cfg.inflight + 10
@@ -577,28 +591,55 @@ class Link:
             except Exception:
                 log.exception("MQTT: on-connect handler %r failed", handler)
 
-    async def _pump(self, client: _Client) -> None:
-        """Hand every inbound message to the handlers, in arrival order."""
+    async def _pump(
+        self, client: _Client, acks: asyncio.Queue[tuple[int, int, list[Hold]]]
+    ) -> None:
+        """Hand every inbound message to the handlers, in arrival order; its PUBACK to
+        :meth:`_acknowledge`, behind the holds they returned."""
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
-            await self.deliver(topic, bytes(payload))
+            holds = await self.deliver(topic, bytes(payload))
+            if message.qos > 0:  # bounded: the broker sends only so many unacknowledged
+                acks.put_nowait((message.mid, message.qos, holds))
 
-    async def deliver(self, topic: str, payload: bytes) -> None:
-        """Check the size limit and pass one message to the handlers; never raises."""
+    async def _acknowledge(
+        self, client: _Client, acks: asyncio.Queue[tuple[int, int, list[Hold]]]
+    ) -> None:
+        """Acknowledge inbound messages in their order, each once its holds finished."""
+        while True:
+            mid, qos, holds = await acks.get()
+            for hold in holds:
+                try:
+                    await hold
+                except Exception as exc:
+                    raise LinkError(
+                        f"an inbound message could not be kept ({describe(exc)}): "
+                        f"left unacknowledged, the broker {self.broker} sends it again"
+                    ) from exc
+            client._client.ack(mid, qos)
+
+    async def deliver(self, topic: str, payload: bytes) -> list[Hold]:
+        """Check the size limit and pass one message to the handlers; never raises. Returns
+        the holds the handlers gave: what the message's acknowledgement waits for."""
         limit = max_bytes(topic)  # before anything parses it (Size before parsing)
         if len(payload) > limit:
             await self._bad(topic, f"too large: {len(payload)} bytes, the limit is {limit}")
-            return
+            return []
+        holds: list[Hold] = []
         for handler in self._message_handlers:
             try:
-                await handler(topic, payload)
+                hold = await handler(topic, payload)
             except BadMessage as exc:
                 await self._bad(topic, exc.reason)
             except Exception:
                 log.exception("MQTT: handler for %s failed (message dropped)", topic)
+            else:
+                if hold is not None:
+                    holds.append(hold)
+        return holds
 
     async def _bad(self, topic: str, reason: str) -> None:
         log.warning("MQTT: message on %s dropped: %s", topic, reason)
@@ -607,6 +648,24 @@ class Link:
                 await handler(topic, reason)
             except Exception:
                 log.exception("MQTT: bad-message handler failed for %s", topic)
+
+
+async def _until_one_fails(*parts: Coroutine[Any, Any, None]) -> None:
+    """Run ``parts`` until one fails, then stop the others and raise its error.
+
+    Not a TaskGroup: in Python 3.11 a group whose task fails while the group's own task is
+    being cancelled raises that failure and loses the cancellation, and the link's loop
+    would then connect again after it was told to stop."""
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 def broker_identity(cfg: MqttSection) -> str | None:

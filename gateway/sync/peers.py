@@ -7,11 +7,14 @@ verified against ``rules.gateways`` (``gw`` equal to the topic's), and every fie
 (:func:`checkin_problem`, :func:`occupancy_problem`, pure functions) before anything of it
 is applied. A message that fails is dropped whole with ``bad_message`` (topic, reason).
 
-Valid check-ins are applied at most ``RATE`` per second per peer (the rest wait in a
-bounded queue and are applied as it drains), once each, durably de-duplicated by
-``(gw, id)`` in the passage history across restarts (:class:`PeerEffects`). A check-in
-naming a member or ticket this gateway does not know (its set may be behind) is kept but
-changes no state. A phone pass a peer let through goes into this gateway's replay cache.
+Valid check-ins are kept at once, durably, in the passage history (de-duplicated by
+``(gw, id)`` across restarts), and applied to the state at most ``RATE`` per second per
+peer (the rest wait in a bounded queue and are applied as it drains), once each
+(:class:`PeerEffects`). The wire process acknowledges a peer's check-in to the broker only
+once it is kept: a gateway stopped or killed with check-ins waiting loses none of them (the
+state is rebuilt from the history at start; what was not kept yet, the broker sends again).
+A check-in naming a member or ticket this gateway does not know (its set may be behind) is
+kept but changes no state. A phone pass a peer let through goes into this gateway's replay cache.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ def occupancy_problem(body: Mapping[str, Any], rules: SiteRules) -> str | None:
 class HistoryLike(Protocol):
     """The passage history as peers need it (gateway.history.History)."""
 
-    async def add_new(self, checkin: Mapping[str, Any]) -> bool: ...
+    def add(self, checkin: Mapping[str, Any]) -> Future[bool]: ...
 
 
 class PassesLike(Protocol):
@@ -178,6 +181,7 @@ class RecordsLike(Protocol):
 
 
 EventSink = Callable[[str, str | None, dict[str, Any]], None]
+Kept = asyncio.Future[bool]  # a peer's check-in kept durably: True if new
 
 
 class PeerEffects:
@@ -197,15 +201,25 @@ class PeerEffects:
         self.records = records
         self.record_event = record_event
 
-    async def apply(self, checkin: dict[str, Any]) -> bool:
-        """Apply one checked peer check-in; True when it changed the state."""
+    def keep(self, checkin: dict[str, Any]) -> asyncio.Future[bool]:
+        """Keep one checked peer check-in durably, before it is applied: its phone pass in
+        the replay cache (and refused from now on), the check-in in the passage history.
+        The future says whether it is new there (False: delivered before, or it changes no
+        state)."""
         seen = pass_key(checkin.get("pass"))
         if seen is not None:
-            await asyncio.wrap_future(self.passes.add(*seen))
             self.state.seen_passes.add(seen)
-        if not changes_state(checkin):
-            return False
-        if not await self.history.add_new(checkin):
+        return asyncio.ensure_future(
+            _kept(
+                self.passes.add(*seen) if seen is not None else None,
+                self.history.add(checkin) if changes_state(checkin) else None,
+            )
+        )
+
+    async def apply(self, checkin: dict[str, Any], kept: Awaitable[bool] | None = None) -> bool:
+        """Apply one checked peer check-in, kept by :meth:`keep` (``kept``) or now; True
+        when it changed the state."""
+        if not await (kept if kept is not None else self.keep(checkin)):
             return False  # delivered before (also before a restart): applied once
         member, ticket_id = checkin.get("member"), checkin.get("ticket")
         if (member and self.records.member(member) is None) or (
@@ -229,6 +243,14 @@ class PeerEffects:
                                "gw": checkin.get("gw")})  # fmt: skip
 
 
+async def _kept(pass_write: Future[None] | None, history_write: Future[bool] | None) -> bool:
+    """Both writes durable (either may be None: nothing to write); whether the history
+    took the check-in as new."""
+    writes = [asyncio.wrap_future(w) for w in (pass_write, history_write) if w is not None]
+    results = await asyncio.gather(*writes)
+    return history_write is not None and bool(results[-1])
+
+
 # --- the inbox ------------------------------------------------------------------------------
 
 
@@ -244,12 +266,15 @@ class PeerInbox:
         rules: Callable[[], SiteRules | None],
         now: Callable[[], datetime],
         clock_trusted: Callable[[], bool],
-        apply_checkin: Callable[[dict[str, Any]], Awaitable[bool]],
+        apply_checkin: Callable[[dict[str, Any], Awaitable[bool] | None], Awaitable[bool]],
         apply_occupancy: Callable[[str, dict[str, int], int], None],
         peer_upto: Callable[[str], int],
+        keep_checkin: Callable[[dict[str, Any]], asyncio.Future[bool]] | None = None,
         rate: int = RATE,
         queue_limit: int = QUEUE_LIMIT,
     ) -> None:
+        """``keep_checkin`` (:meth:`PeerEffects.keep`) keeps a check-in as it is taken, and
+        ``apply_checkin`` gets its future; None: ``apply_checkin`` keeps it (gets None)."""
         self.site, self.gw = site, gw
         self.own_key = own_key
         self.rules = rules
@@ -258,9 +283,10 @@ class PeerInbox:
         self.apply_checkin = apply_checkin
         self.apply_occupancy = apply_occupancy
         self.peer_upto = peer_upto
+        self.keep_checkin = keep_checkin
         self.rate = rate
         self.queue_limit = queue_limit
-        self._queues: dict[str, collections.deque[dict[str, Any]]] = {}
+        self._queues: dict[str, collections.deque[tuple[dict[str, Any], Kept | None]]] = {}
         self._applied_at: dict[str, collections.deque[float]] = {}
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._key_cache: tuple[Mapping[str, str], dict[str, Ed25519PublicKey | None]] | None = None
@@ -289,22 +315,23 @@ class PeerInbox:
             return True
         return False
 
-    def take_verified(self, name: str, message: dict[str, Any], key: str | None) -> None:
+    def take_verified(self, name: str, message: dict[str, Any], key: str | None) -> Kept | None:
         """A peer's check-in or occupancy that the wire process parsed and whose signature
         it verified with ``key`` (gateway.sync.wire_child): checked and applied as in
         :meth:`handle`, without verifying again, if ``key`` is still the peer's key in the
-        current set; otherwise verified here (the set changed meanwhile)."""
+        current set; otherwise verified here (the set changed meanwhile). A check-in's
+        future (with ``keep_checkin``) ends once it is kept: then it may be acknowledged."""
         where = parse(name)
         if where is None or where.site != self.site or where.gw is None or where.gw == self.gw:
             raise BadMessage("not a peer's topic", name)
         rules = self.rules()
         verified = rules is not None and key is not None and rules.gateways.get(where.gw) == key
         if where.kind == "checkin":
-            self._take_checkin(where.gw, message, name, verified=verified)
-        elif where.kind == "occupancy":
+            return self._take_checkin(where.gw, message, name, verified=verified)
+        if where.kind == "occupancy":
             self._take_occupancy(where.gw, message, name, verified=verified)
-        else:
-            raise BadMessage("not a peer's topic", name)
+            return None
+        raise BadMessage("not a peer's topic", name)
 
     def pending(self, gw: str) -> int:
         """Check-ins of ``gw`` checked and waiting to be applied."""
@@ -312,8 +339,8 @@ class PeerInbox:
         return len(queue) if queue else 0
 
     async def close(self) -> None:
-        """Stop applying (what waits is re-delivered by the peer's at-least-once publishing
-        only if unacknowledged; a restart rebuilds from the history)."""
+        """Stop applying. What waits was kept (``keep_checkin``), and a restart rebuilds the
+        state from the history; what was not, the broker still has (not acknowledged)."""
         for task in self._drains.values():
             task.cancel()
         await asyncio.gather(*self._drains.values(), return_exceptions=True)
@@ -349,7 +376,7 @@ class PeerInbox:
 
     def _take_checkin(
         self, gw: str, message: dict[str, Any], name: str, verified: bool = False
-    ) -> None:
+    ) -> Kept | None:
         rules = self._authentic(gw, message, name, verified)
         problem = checkin_problem(message, rules, self.now(), self.clock_trusted())
         if problem is not None:
@@ -357,10 +384,12 @@ class PeerInbox:
         queue = self._queues.setdefault(gw, collections.deque())
         if len(queue) >= self.queue_limit:
             raise BadMessage(f"check-in: {len(queue)} of this peer wait already", name)
-        queue.append(message)
+        kept = self.keep_checkin(message) if self.keep_checkin is not None else None
+        queue.append((message, kept))
         if gw not in self._drains:
             task = asyncio.create_task(self._drain(gw), name=f"peer {gw}")
             self._drains[gw] = task
+        return kept
 
     def _take_occupancy(
         self, gw: str, message: dict[str, Any], name: str, verified: bool = False
@@ -385,10 +414,10 @@ class PeerInbox:
                     wait = applied[0] + 1.0 - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                checkin = queue.popleft()
+                checkin, kept = queue.popleft()
                 applied.append(time.monotonic())
                 try:
-                    await self.apply_checkin(checkin)
+                    await self.apply_checkin(checkin, kept)
                 except Exception:  # one check-in's failure must not stop this peer's drain
                     log.exception("peer check-in %s/%s not applied", gw, checkin.get("seq"))
         finally:

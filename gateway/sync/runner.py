@@ -140,6 +140,7 @@ class SyncRunner:
                 "ack": gateway.journal.ack,
                 "status": self._status_payload,
                 "on_connect": self._on_connect,
+                "peer_checkin": self._peer_checkin,
             },
             notices={
                 "message": self._offer,
@@ -163,6 +164,7 @@ class SyncRunner:
             now=gateway.now,
             clock_trusted=lambda: state.clock_synced,
             apply_checkin=effects.apply,
+            keep_checkin=effects.keep,
             apply_occupancy=state.set_peer_occupancy,
             peer_upto=lambda peer: state.peer_upto.get(peer, 0),
         )
@@ -235,6 +237,18 @@ class SyncRunner:
         """A peer's message the wire process verified: to the peers' queue, in order."""
         self._offer(topic, VerifiedPeer(message, key, size))
 
+    async def _peer_checkin(
+        self, topic: str, message: dict[str, Any], key: str | None, size: int
+    ) -> None:
+        """A peer's check-in the wire process verified, as :meth:`_offer_verified`; the
+        answer (the broker's PUBACK waits for it) comes once it is kept durably or refused.
+        An error keeping it comes back as the answer: the broker then sends it again."""
+        handled = asyncio.get_running_loop().create_future()
+        if self.inbound.offer(topic, VerifiedPeer(message, key, size, handled)):
+            await handled
+        else:
+            self._event("bad_message", {"topic": topic, "reason": OVERLOADED})
+
     def _peer_keys(self) -> dict[str, str] | None:
         """The registered gateways' keys (the wire process verifies peers with them); None
         before the first set (peers' messages then wait for it here, unverified)."""
@@ -257,7 +271,11 @@ class SyncRunner:
 
     async def _message(self, name: str, payload: Payload) -> None:
         if isinstance(payload, VerifiedPeer):
-            self.peers.take_verified(name, payload.message, payload.key)
+            kept = None
+            try:
+                kept = self.peers.take_verified(name, payload.message, payload.key)
+            finally:  # refused (reported as a bad message) or a bug (logged): handled too
+                _handled_when(payload.handled, kept)
             return
         if await self.entitlements.handle(name, payload):
             return
@@ -321,3 +339,24 @@ class SyncRunner:
 
     def _event(self, type_: str, detail: dict[str, Any]) -> None:
         self.gateway.record_event(type_, None, detail)
+
+
+def _handled_when(handled: asyncio.Future[None] | None, kept: asyncio.Future[bool] | None) -> None:
+    """``handled`` done when ``kept`` is (now, if there is nothing to keep), with its error."""
+    if handled is None or handled.done():
+        return
+    if kept is None:
+        handled.set_result(None)
+        return
+
+    def copy(done: asyncio.Future[bool]) -> None:
+        if handled.done():
+            return
+        if done.cancelled():
+            handled.cancel()
+        elif (error := done.exception()) is not None:
+            handled.set_exception(error)
+        else:
+            handled.set_result(None)
+
+    kept.add_done_callback(copy)

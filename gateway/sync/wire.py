@@ -104,17 +104,20 @@ class Channel:
 
     async def call(self, name: str, *args: Any) -> Any:
         """Run ``name(*args)`` on the other side and return its result."""
+        return await self.request(name, *args)
+
+    def request(self, name: str, *args: Any) -> asyncio.Future[Any]:
+        """:meth:`call`, sent now (in order with the notices around it): the future holds
+        the other side's answer."""
         if self.closed:
             raise ChannelClosed(f"{self.name}: closed")
         self._next_id += 1
         ident = self._next_id
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = waiter
-        try:
-            self._send(("call", ident, name, args))
-            return await waiter
-        finally:
-            self._waiting.pop(ident, None)
+        waiter.add_done_callback(lambda _: self._waiting.pop(ident, None))
+        self._send(("call", ident, name, args))
+        return waiter
 
     def _send(self, frame: tuple[str, int, str, Any]) -> None:
         if self.closed:

@@ -36,7 +36,7 @@ from gateway.sync.commands import refused as command_refused
 from gateway.sync.dispatch import OVERLOADED
 from gateway.sync.entitlement_sync import refused as sync_refused
 from gateway.sync.envelopes import OFF_LOOP, carried, load_public_key, open_carried
-from gateway.sync.link import Link
+from gateway.sync.link import Hold, Link
 from gateway.sync.outbox import JournalView, Outbox
 from gateway.sync.peers import MAX_CHECKIN_BYTES, MAX_OCCUPANCY_BYTES, parse_message
 from gateway.sync.topics import gw_topic, parse
@@ -232,17 +232,19 @@ class Wire:
         self._report()  # connected, before the gateway's sync publishes its request
         await self.channel.call("on_connect")
 
-    async def _inbound(self, topic: str, payload: bytes) -> None:
-        """Acks are the outbox's, checked here; every other message goes to the gateway."""
+    async def _inbound(self, topic: str, payload: bytes) -> Hold | None:
+        """Acks are the outbox's, checked here; every other message goes to the gateway.
+        A peer's verified check-in is acknowledged to the broker once the gateway kept it
+        (the hold returned): until then the broker has it, whatever happens to us."""
         if topic == self.ack_topic:
             try:
                 self.acks.put_nowait(payload)
             except asyncio.QueueFull:
                 self._overloaded(topic)
-            return
+            return None
         if self.channel.behind():  # the gateway is not reading: not one more in memory
             self._overloaded(topic)
-            return
+            return None
         where = parse(topic)
         if (
             self._peer_text is not None
@@ -251,12 +253,12 @@ class Wire:
             and where.site == self.site
             and where.gw not in (None, self.gw)
         ):
-            self._peer(topic, str(where.gw), where.kind, payload)
-            return
+            return self._peer(topic, str(where.gw), where.kind, payload)
         types = carried(topic, self.site, self.gw)
         if types is not None and self._refused(topic, types, payload):
-            return
+            return None
         self.channel.notify("message", topic, payload)
+        return None
 
     def _refused(self, topic: str, types: tuple[str, ...], payload: bytes) -> bool:
         """A message on one of the central system's topics to this gateway: True if it was
@@ -281,22 +283,26 @@ class Wire:
             return True
         return False
 
-    def _peer(self, topic: str, gw: str, kind: str, payload: bytes) -> None:
+    def _peer(self, topic: str, gw: str, kind: str, payload: bytes) -> Hold | None:
         """A peer's message: parsed and its signature verified here (the gateway checks its
-        fields and applies it); refused here with the gateway's own reasons."""
+        fields and applies it); refused here with the gateway's own reasons. A check-in's
+        hold ends when the gateway has kept it durably, or refused it."""
         limit = MAX_CHECKIN_BYTES if kind == "checkin" else MAX_OCCUPANCY_BYTES
         try:
             message = parse_message(payload, limit, topic)
         except BadMessage as exc:
             self._event("bad_message", {"topic": topic, "reason": exc.reason})
-            return
+            return None
         problem = signature_problem(message, gw, self._peer_keys)
         if problem is not None:
             self._event("bad_message", {"topic": topic, "reason": problem})
-            return
+            return None
         assert self._peer_text is not None
         key = self._peer_text.get(gw)
+        if kind == "checkin":
+            return self.channel.request("peer_checkin", topic, message, key, len(payload))
         self.channel.notify("verified", topic, message, key, len(payload))
+        return None
 
     def _overloaded(self, topic: str) -> None:
         """A message dropped here: a ``bad_message`` event, at most one a second."""

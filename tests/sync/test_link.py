@@ -295,3 +295,58 @@ async def test_a_hung_broker_counts_as_no_link_once_the_keepalive_has_run_out(
         finally:
             broker.process.send_signal(signal.SIGCONT)
         await eventually(lambda: link.connected, within=30)  # and back once it answers
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_message_whose_hold_fails_is_not_acknowledged_and_the_broker_sends_it_again(
+    broker: Broker, protocol: str
+) -> None:
+    link = make_link(broker.port, protocol=protocol)
+    topic = f"acs/v1/{SITE}/gw/door-2/checkin"
+    seen: list[bytes] = []
+    holds: list[asyncio.Future[None]] = []
+
+    async def keep(name: str, payload: bytes) -> asyncio.Future[None] | None:
+        if name != topic:
+            return None
+        seen.append(payload)
+        hold = asyncio.get_running_loop().create_future()
+        holds.append(hold)
+        return hold
+
+    link.on_message(keep)
+    async with Watcher(broker.port, []) as peer, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await peer.publish(topic, b"first")
+        await eventually(lambda: len(holds) == 1)
+        holds[0].set_exception(OSError("disk full"))  # not kept: no PUBACK, the session ends
+        await eventually(lambda: len(holds) == 2)  # the broker's own redelivery, next session
+        holds[1].set_result(None)  # kept: acknowledged
+        await peer.publish(topic, b"second")
+        await eventually(lambda: len(holds) == 3)
+        holds[2].set_result(None)
+        await asyncio.sleep(0.5)
+    assert seen == [b"first", b"first", b"second"]  # each again only while not acknowledged
+
+
+async def test_stopping_the_link_while_a_hold_fails_stops_it(broker: Broker) -> None:
+    link = make_link(broker.port)
+    topic = f"acs/v1/{SITE}/gw/door-2/checkin"
+    hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def keep(name: str, payload: bytes) -> asyncio.Future[None] | None:
+        return hold if name == topic else None
+
+    link.on_message(keep)
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.wait_connected(), 10)
+        async with Watcher(broker.port, []) as peer:
+            await peer.publish(topic, b"x")
+        await eventually(lambda: len(hold._callbacks or ()) > 0)  # type: ignore[attr-defined]
+        hold.set_exception(OSError("the gateway is gone"))  # as the wire process stops
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)  # not on into a new connection
+    finally:
+        task.cancel()

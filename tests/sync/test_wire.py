@@ -102,7 +102,7 @@ async def test_when_the_other_side_goes_what_waits_fails_and_nothing_hangs(chann
 
 
 def inbox(applied: list[dict[str, Any]], keys: dict[str, str]) -> PeerInbox:
-    async def apply(checkin: dict[str, Any]) -> bool:
+    async def apply(checkin: dict[str, Any], kept: Any = None) -> bool:
         applied.append(checkin)
         return True
 

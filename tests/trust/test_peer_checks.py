@@ -115,7 +115,7 @@ async def test_an_unknown_member_is_kept_but_changes_no_state_and_a_repeat_is_ap
 async def test_at_most_100_check_ins_per_second_of_one_peer_are_applied_the_rest_later():
     applied: list[float] = []
 
-    async def apply(checkin: dict[str, Any]) -> bool:
+    async def apply(checkin: dict[str, Any], kept: Any = None) -> bool:
         applied.append(time.monotonic())
         return True
 
