@@ -10,16 +10,18 @@ It is also the durable memory of peers' check-ins: a row is keyed by ``(gw, id)`
 :meth:`History.add` says it was not new: the caller then leaves the state alone.
 
 Writes go to one writer thread (fsync never on the event loop), in the order submitted.
+Check-ins added while the thread is busy are written together, in one transaction: one
+fsync for a burst (a peer draining its backlog) instead of one each.
 Start-up never fails on a stored row: :meth:`History.rebuild` skips and logs any row it
 cannot read (PROTOCOL.md, "Trust between gateways").
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import datetime
@@ -66,6 +68,11 @@ class History:
         self._conn = conn
         self._path = path
         self._writer = writer or InlineWriter("history")
+        # Check-ins waiting for the writer thread, written in one transaction; None once it
+        # took them (the next add starts a batch of its own). Only the event loop's thread
+        # adds; the lock is for the writer thread taking the batch.
+        self._batch: list[tuple[dict[str, Any], Future[bool]]] | None = None
+        self._batch_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: Path | str) -> History:
@@ -87,11 +94,40 @@ class History:
         """Keep a final check-in that someone walked through; the future says whether it is
         new (False: the same ``(gw, id)`` or ``(gw, seq)`` is already kept, or it changes
         no state). Await it (``asyncio.wrap_future``) to know it is durable."""
-        return self._writer.submit(self._insert, dict(checkin))
+        kept: Future[bool] = Future()
+        with self._batch_lock:
+            new_batch = self._batch is None
+            if self._batch is None:
+                self._batch = []
+            batch = self._batch
+            batch.append((dict(checkin), kept))
+        if new_batch:  # written after everything submitted before it
+            self._writer.submit(self._insert_batch, batch)
+        return kept
 
-    async def add_new(self, checkin: Mapping[str, Any]) -> bool:
-        """:meth:`add`, awaited: True once a new row is durable."""
-        return await asyncio.wrap_future(self.add(checkin))
+    def _close_batch(self) -> None:
+        """What comes next is written after the statement being submitted now."""
+        with self._batch_lock:
+            self._batch = None
+
+    def _insert_batch(self, batch: list[tuple[dict[str, Any], Future[bool]]]) -> None:
+        with self._batch_lock:
+            if self._batch is batch:
+                self._batch = None
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                news = [self._insert(checkin) for checkin, _ in batch]
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # every waiter learns it; the writer thread logs it
+            for _, kept in batch:
+                kept.set_exception(exc)
+            raise
+        for (_, kept), new in zip(batch, news, strict=True):
+            kept.set_result(new)
 
     def _insert(self, checkin: dict[str, Any]) -> bool:
         if not changes_state(checkin):
@@ -119,11 +155,13 @@ class History:
 
     def purge_member(self, member: str) -> Future[int]:
         """Forget a deleted member's passages (privacy); the future holds how many."""
+        self._close_batch()
         return self._writer.submit(self._delete, "DELETE FROM checkins WHERE member = ?", member)
 
     def prune(self, now: datetime) -> Future[int]:
         """Forget what is older than any rule looks back over; the future holds how many."""
         cutoff = (now - PASSAGE_HORIZON).timestamp()
+        self._close_batch()
         return self._writer.submit(self._delete, "DELETE FROM checkins WHERE at_unix < ?", cutoff)
 
     def _delete(self, sql: str, arg: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -111,6 +112,41 @@ def test_writes_leave_the_caller_at_once_and_keep_their_order(tmp_path):
         assert not added.done()  # the caller (the event loop) did not wait for the disk
         assert h.purge_member("M1").result() == 1  # queued after the add: it sees the row
         assert pending.done() and added.result() is True
+    finally:
+        h.close()
+
+
+def test_check_ins_added_while_the_writer_is_busy_are_written_in_one_transaction(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    statements: list[str] = []
+    try:
+        h._writer.call(lambda: h._conn.set_trace_callback(statements.append))
+        busy = threading.Event()
+        h._writer.submit(busy.wait, 5)  # a slow fsync, say: a burst of peers' check-ins waits
+        kept = [h.add(checkin(seq, "2026-11-25T09:00:00+01:00", gw="door-2"))
+                for seq in range(1, 51)]  # fmt: skip
+        kept.append(h.add(checkin(1, "2026-11-25T09:00:00+01:00", gw="door-2")))  # again
+        busy.set()
+        assert [k.result(5) for k in kept] == [True] * 50 + [False]
+        assert statements.count("COMMIT") == 1  # one fsync for the burst, not 50
+        h._writer.call(lambda: h._conn.set_trace_callback(None))
+    finally:
+        h.close()
+    assert len(History.open(tmp_path / "h.sqlite").rebuild("door-1", NOW, OSLO, {})
+               .peer_steps["door-2"]) == 50  # fmt: skip
+
+
+def test_an_add_after_a_purge_is_written_after_it(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    try:
+        busy = threading.Event()
+        h._writer.submit(busy.wait, 5)
+        h.add(checkin(1, "2026-11-25T09:00:00+01:00"))
+        purged = h.purge_member("M1")
+        later = h.add(checkin(2, "2026-11-25T09:05:00+01:00"))  # the member came back
+        busy.set()
+        assert purged.result(5) == 1 and later.result(5) is True
+        assert [p.at.minute for p in h.rebuild("door-1", NOW, OSLO, {}).passages["M1"]] == [5]
     finally:
         h.close()
 
