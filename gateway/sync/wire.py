@@ -108,12 +108,13 @@ class Channel:
 
     def request(self, name: str, *args: Any) -> asyncio.Future[Any]:
         """:meth:`call`, sent now (in order with the notices around it): the future holds
-        the other side's answer."""
+        the other side's answer (:class:`ChannelClosed` once closed)."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.closed:
-            raise ChannelClosed(f"{self.name}: closed")
+            waiter.set_exception(ChannelClosed(f"{self.name}: closed"))
+            return waiter
         self._next_id += 1
         ident = self._next_id
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = waiter
         waiter.add_done_callback(lambda _: self._waiting.pop(ident, None))
         self._send(("call", ident, name, args))

@@ -96,6 +96,9 @@ async def test_when_the_other_side_goes_what_waits_fails_and_nothing_hangs(chann
         await asyncio.wait_for(waiting, 5)
     with pytest.raises(ChannelClosed):
         await left.call("double", 1)
+    answer = left.request("double", 1)  # a message's hold: it fails, it does not raise here
+    with pytest.raises(ChannelClosed):
+        await answer
 
 
 # --- peers verified in the wire ------------------------------------------------------------
