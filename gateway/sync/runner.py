@@ -237,17 +237,18 @@ class SyncRunner:
         """A peer's message the wire process verified: to the peers' queue, in order."""
         self._offer(topic, VerifiedPeer(message, key, size))
 
-    async def _peer_checkin(
+    def _peer_checkin(
         self, topic: str, message: dict[str, Any], key: str | None, size: int
-    ) -> None:
-        """A peer's check-in the wire process verified, as :meth:`_offer_verified`; the
-        answer (the broker's PUBACK waits for it) comes once it is kept durably or refused.
-        An error keeping it comes back as the answer: the broker then sends it again."""
-        handled = asyncio.get_running_loop().create_future()
-        if self.inbound.offer(topic, VerifiedPeer(message, key, size, handled)):
-            await handled
-        else:
+    ) -> asyncio.Future[None]:
+        """A peer's check-in the wire process verified, queued at once as
+        :meth:`_offer_verified` (in order with the notices around it); the answer (the
+        broker's PUBACK waits for it) comes once it is kept durably or refused. An error
+        keeping it comes back as the answer: the broker then sends it again."""
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.inbound.offer(topic, VerifiedPeer(message, key, size, handled)):
             self._event("bad_message", {"topic": topic, "reason": OVERLOADED})
+            handled.set_result(None)
+        return handled
 
     def _peer_keys(self) -> dict[str, str] | None:
         """The registered gateways' keys (the wire process verifies peers with them); None

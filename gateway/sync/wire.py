@@ -144,7 +144,9 @@ class Channel:
                     except Exception:  # one notice's bug must not end the channel
                         log.exception("%s: notice %s failed", self.name, name)
                 elif kind == "call":
-                    task = asyncio.create_task(self._answer(ident, name, args))
+                    # called now, in order with the notices around it (a plain function
+                    # returning a future acts at once; a coroutine function in its task)
+                    task = asyncio.create_task(self._answer(ident, name, self._start(name, args)))
                     self._answering.add(task)
                     task.add_done_callback(self._answering.discard)
                 else:
@@ -157,9 +159,17 @@ class Channel:
         finally:
             self.close()
 
-    async def _answer(self, ident: int, name: str, args: tuple[Any, ...]) -> None:
+    def _start(self, name: str, args: tuple[Any, ...]) -> Awaitable[Any]:
         try:
-            result = await self._calls[name](*args)
+            return self._calls[name](*args)
+        except Exception as exc:  # answered as the coroutine's failure would be
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    async def _answer(self, ident: int, name: str, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
         except Exception as exc:
             if not isinstance(exc, LinkError):
                 log.exception("%s: call %s failed", self.name, name)
