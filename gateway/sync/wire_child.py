@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -329,9 +330,18 @@ class Wire:
                 log.exception("inbound %s: handler failed (message dropped)", self.ack_topic)
 
     async def _watch(self) -> None:
-        """Report the link's state on every change; stop the outbox when the link drops."""
+        """Report the link's state on every change; stop the outbox when the link drops;
+        leave when the gateway's process is gone."""
         was = False
+        parent = os.getppid()
         while True:
+            if os.getppid() != parent:
+                # Its end of the channel closes with it, unless a process it started holds a
+                # copy: a wire process left behind would keep the gateway's MQTT session,
+                # and it and the next one would take it from each other forever.
+                log.error("MQTT wire process: the gateway's process is gone; leaving")
+                self.channel.close()
+                return
             connected = self.link.connected  # false too once the broker went quiet
             if was and not connected:
                 self.outbox.on_disconnect()

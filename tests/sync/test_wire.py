@@ -310,3 +310,56 @@ def wire_settings(tmp_path: Any, port: int) -> dict[str, Any]:
         "central_key": central.public_key_b64,
         "mqtt": {"host": "127.0.0.1", "port": port},
     }  # fmt: skip
+
+
+def test_a_wire_process_whose_gateway_is_gone_leaves_though_its_channel_stays_open(tmp_path):
+    """The gateway killed while another process holds a copy of its end of the channel (no
+    end of file reaches the wire process): the wire process sees its parent change and
+    leaves, rather than keep the gateway's MQTT session from the next wire process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.ports import free_port
+
+    settings = wire_settings(tmp_path, free_port())  # nothing listens: the link retries
+    ours, theirs = socket.socketpair()  # ``ours`` stays open here: the copy
+    starter = (
+        "import subprocess, sys, time\n"
+        "fd = int(sys.argv[1])\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'gateway.sync.wire_child',"
+        " '--channel-fd', str(fd)], stdin=subprocess.PIPE, pass_fds=(fd,))\n"
+        "p.stdin.write(sys.stdin.buffer.readline()); p.stdin.close()\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", starter, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    theirs.close()
+    try:
+        assert gateway.stdin is not None and gateway.stdout is not None
+        gateway.stdin.write(json.dumps(settings).encode() + b"\n")
+        gateway.stdin.close()
+        wire = int(gateway.stdout.readline())
+        time.sleep(1.0)  # the wire process is up, its link retrying
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(5)
+        deadline = time.monotonic() + 10
+        while _state(wire) not in ("gone", "Z"):
+            assert time.monotonic() < deadline, "the wire process stayed"
+            time.sleep(0.1)
+    finally:
+        ours.close()
+        if gateway.poll() is None:
+            gateway.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

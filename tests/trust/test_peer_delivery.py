@@ -24,6 +24,22 @@ from tests.trust.test_issue8_peers import (
 )
 
 SITE = "oslo-sentrum"
+
+
+def children(pid: int, command: str) -> list[int]:
+    """The processes whose parent is ``pid`` and whose command line holds ``command``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if ppid == pid and command in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
 COUNT = 300  # three seconds' worth of applying at 100 a second
 
 
@@ -43,8 +59,12 @@ async def test_a_gateway_killed_with_peers_check_ins_waiting_loses_none_of_them(
             for _ in range(COUNT):  # the peer drains a backlog: far faster than 100 a second
                 await central.publish_raw(name, peer.sign(peer.checkin()))
             await until(lambda: kept_peer_rows(state) >= 50)
+            [wire] = children(proc.pid, "gateway.sync.wire_child")
             proc.send_signal(signal.SIGKILL)  # no stop, no flush: as a power cut would
             await asyncio.to_thread(proc.wait, 10)
+        # its wire process leaves too: left behind, it would keep the gateway's MQTT session
+        # and take it back from the next one's, again and again
+        await until(lambda: not Path(f"/proc/{wire}").exists(), within=5)
         with gateway_process(cfg, log) as proc:
             await started(central, "door-1", 2, proc, log)
             # what it had kept is there; what it had not, the broker delivers again
