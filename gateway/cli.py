@@ -120,7 +120,7 @@ def _decide(args: argparse.Namespace) -> int:
     from gateway.entitlements import credential_key
     from gateway.messages import render
     from gateway.passes import parse_pass
-    from gateway.set_scan import Progress, Wanted, scan_set, stderr_line
+    from gateway.set_scan import Progress, ScanFailed, Wanted, scan_set, stderr_line
     from gateway.state import LocalState, state_from_json
 
     at = _instant(args.at)
@@ -150,6 +150,8 @@ def _decide(args: argparse.Namespace) -> int:
             del raw  # the decoded file, a gigabyte for a million members, freed before deciding
     except InvalidSet as exc:
         raise BadInput("the set is invalid:\n  " + "\n  ".join(exc.problems[:10])) from None
+    except ScanFailed as exc:
+        raise BadInput(f"the set could not be checked: {exc}") from None
     finally:
         gc.enable()
     state = LocalState()

@@ -4,6 +4,8 @@ invalid set still refused, in worker processes or not, with a progress line."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,10 +83,10 @@ def test_progress_is_said_while_it_takes_long(monkeypatch: pytest.MonkeyPatch) -
     said: list[str] = []
     real = set_scan._scan_slice
 
-    def slow(start: int, stop: int, want: Wanted, release: bool = False) -> Any:
+    def slow(raws: list[Any], start: int, stop: int, want: Wanted, release: bool = False) -> Any:
         stopped = __import__("threading").Event()
         stopped.wait(2.5 if start == 0 else 0)  # the first slice outlasts one progress tick
-        return real(start, stop, want, release)
+        return real(raws, start, stop, want, release)
 
     monkeypatch.setattr(set_scan, "_scan_slice", slow)
     monkeypatch.setattr(set_scan, "SLICE", 2)
@@ -152,9 +154,14 @@ def records(draw: st.DrawFn) -> Any:
     presented=st.sampled_from(PRESENTED),
     by_member=st.booleans(),
     slice_size=st.integers(1, 4),
+    workers=st.sampled_from([1, 1, 1, 2, 3]),
 )
 def test_the_scan_answers_as_the_parsed_set_does(
-    raws: list[Any], presented: tuple[str, str, str | None], by_member: bool, slice_size: int
+    raws: list[Any],
+    presented: tuple[str, str, str | None],
+    by_member: bool,
+    slice_size: int,
+    workers: int,
 ) -> None:
     raw = the_set(raws)
     key = credential_key(*presented)
@@ -163,10 +170,10 @@ def test_the_scan_answers_as_the_parsed_set_does(
         _, _, parsed = parse_set(raw)
     except InvalidSet as exc:
         with pytest.raises(InvalidSet) as refused:
-            _scan(raw, want, slice_size)
+            _scan(raw, want, slice_size, workers)
         assert refused.value.problems[:10] == exc.problems[:10]
         return
-    view = _scan(raw, want, slice_size)
+    view = _scan(raw, want, slice_size, workers)
     latest: dict[str, Any] = {}  # by id, the later record of an id listed twice, in set order
     for record in parsed:
         latest.pop(record.id, None)
@@ -183,11 +190,11 @@ def test_the_scan_answers_as_the_parsed_set_does(
             assert record.holds(k) == (k in record.credential_keys())
 
 
-def _scan(raw: Any, want: Wanted, slice_size: int) -> set_scan.SetView:
+def _scan(raw: Any, want: Wanted, slice_size: int, workers: int) -> set_scan.SetView:
     original = set_scan.SLICE
     set_scan.SLICE = slice_size  # several slices of a small set (no fixture: hypothesis)
     try:
-        return scan_set(raw, want, workers=1)
+        return scan_set(raw, want, workers=workers)
     finally:
         set_scan.SLICE = original
 
@@ -201,3 +208,49 @@ def test_the_records_are_left_alone_unless_released() -> None:
     found = view.find("nfc", CARD)
     assert found is not None and found.id == "M2" and view.count == 3
     assert released["records"] == [None, None, None]  # each freed once it was checked
+
+
+def test_with_workers_every_record_is_released_and_the_answer_is_the_same() -> None:
+    records = [member(f"M{i}", credentials=[card(CARD if i == 5 else f"0400000{i}")])
+               for i in range(8)]  # fmt: skip
+    released = the_set(list(records))
+    original = set_scan.SLICE
+    set_scan.SLICE = 2
+    try:
+        view = scan_set(released, wanted(), workers=2, release=True)
+    finally:
+        set_scan.SLICE = original
+    found = view.find("nfc", CARD)
+    assert found is not None and found.id == "M5" and view.count == 8
+    assert released["records"] == [None] * 8  # the workers' part freed here too
+
+
+def test_a_worker_that_dies_is_a_clear_error_and_leaves_no_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = set_scan._scan_slice
+    parent = os.getpid()
+
+    def dying(raws: list[Any], start: int, stop: int, want: Wanted, release: bool = False) -> Any:
+        if os.getpid() != parent:
+            os._exit(9)  # as the kernel's out-of-memory killer would end it
+        return real(raws, start, stop, want, release)
+
+    monkeypatch.setattr(set_scan, "_scan_slice", dying)
+    monkeypatch.setattr(set_scan, "SLICE", 2)
+    records = [member(f"M{i}", contracts=[contract("c")]) for i in range(6)]
+    before = _children()
+    with pytest.raises(set_scan.ScanFailed, match="records 3 to 5 ended without an answer"):
+        scan_set(the_set(records), wanted(), workers=2)
+    assert _children() == before  # none left, not even a zombie
+
+
+def _children() -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return found
