@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -120,7 +121,7 @@ def _decide(args: argparse.Namespace) -> int:
     from gateway.entitlements import credential_key
     from gateway.messages import render
     from gateway.passes import parse_pass
-    from gateway.set_scan import Progress, ScanFailed, Wanted, scan_set, stderr_line
+    from gateway.set_scan import Progress, ScanFailed, Wanted, scan_file, scan_set, stderr_line
     from gateway.state import LocalState, state_from_json
 
     at = _instant(args.at)
@@ -145,9 +146,13 @@ def _decide(args: argparse.Namespace) -> int:
         # of the validation's time); reference counting frees them once the scan is done.
         gc.disable()
         with Progress(stderr_line, opening) as progress:
-            raw = _read_json(args.set, "set", big=True)
-            view = scan_set(raw, wanted, progress=progress, release=True)
-            del raw  # the decoded file, a gigabyte for a million members, freed before deciding
+            view = None
+            with contextlib.suppress(OSError):  # if so, read whole: that says what is wrong
+                view = scan_file(args.set, wanted, progress=progress)
+            if view is None:  # one core, a small file, or one that does not cut cleanly
+                raw = _read_json(args.set, "set", big=True)
+                view = scan_set(raw, wanted, progress=progress, release=True)
+                del raw  # the decoded file, a gigabyte for a million members, freed here
     except InvalidSet as exc:
         raise BadInput("the set is invalid:\n  " + "\n  ".join(exc.problems[:10])) from None
     except ScanFailed as exc:

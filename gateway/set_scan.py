@@ -16,6 +16,7 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -143,6 +144,22 @@ def scan_set(
     ``release``: the caller has no further use for ``raw``, whose records list may then be
     emptied (set to None) as it is read, in this process.
     """
+    version, rules, raws = _parts_of(raw)
+    cores = workers or len(os.sched_getaffinity(0))
+    progress = progress or Progress(None)
+    progress.total = len(raws)
+    parts = min(cores, -(-len(raws) // SLICE))  # no part smaller than a slice
+    if parts > 1:
+        results = _scan_forked(raws, wanted, parts, progress, release)
+    else:
+        results = _scan_part(raws, 0, len(raws), wanted, release, lambda n: None)
+        progress.done = len(raws)
+    return _view(rules, version, results)
+
+
+def _parts_of(raw: Any) -> tuple[int, SiteRules, list[Any]]:
+    """A decoded set's version, rules (validated) and records (not yet), as :func:`parse_set`
+    checks them; :class:`InvalidSet` otherwise."""
     if not isinstance(raw, Mapping):
         raise InvalidSet(["set: must be an object with version, rules, records"])
     version = raw.get("version")
@@ -154,16 +171,7 @@ def scan_set(
     raws = raw.get("records", [])
     if not isinstance(raws, list):
         raise InvalidSet(["records: must be a list"])
-    cores = workers or len(os.sched_getaffinity(0))
-    progress = progress or Progress(None)
-    progress.total = len(raws)
-    parts = min(cores, -(-len(raws) // SLICE))  # no part smaller than a slice
-    if parts > 1:
-        results = _scan_forked(raws, wanted, parts, progress, release)
-    else:
-        results = _scan_part(raws, 0, len(raws), wanted, release, lambda n: None)
-        progress.done = len(raws)
-    return _view(rules, version, results)
+    return version, rules, raws
 
 
 def _scan_part(
@@ -204,7 +212,7 @@ def _scan_forked(
 
         return done
 
-    progress.count = lambda: sum(counts)
+    progress.status = lambda: (sum(counts), progress.total)
 
     workers: list[tuple[int, int, tuple[int, int]]] = []
     try:
@@ -281,6 +289,168 @@ def _view(rules: SiteRules, version: int, results: list[_SliceResult]) -> SetVie
     return view
 
 
+# --- a big file read in parts, each by its own process ------------------------------------
+
+SPLIT_MIN = 8 << 20  # bytes: a smaller file is read whole (forking would cost more)
+# Where one record ends and the next begins, in the records list: "}", ",", "{" and the key
+# "member" or "ticket". A JSON string cannot hold '{"' (a quote in it is always escaped), so
+# every match is between two objects, the second starting with such a key: records, as the
+# central system writes them. One between two other objects (a record whose keys come in
+# another order, a nested object with such a key) is found out by the parts failing to
+# decode (see scan_file), and the file is read whole.
+_BETWEEN = re.compile(rb'\}\s*,\s*(?=\{\s*"(?:member|ticket)"\s*:)')
+
+
+def scan_file(
+    path: str, wanted: Wanted, *, workers: int | None = None, progress: Progress | None = None
+) -> SetView | None:
+    """:func:`scan_set` of the set file at ``path``, its JSON decoded in parts at once, one
+    per core: reading a big file is half of the work, and one decoder takes one core.
+
+    The file is cut between records near each ``1/n``-th of it: the first part
+    ``{...version, rules, "records": [r0, ..., rk]}`` keeps everything before the cut, the
+    others are ``[rk+1, ...]``. Each part must decode as such, which it does only if the
+    cut is between two of the records of the set's (last) ``records`` key, which closes
+    the object; the records are then the parts' records in order, as a whole read gives.
+    None (read it whole) when the file does not cut so, is not valid, or a record has a
+    problem: the whole read says what, in the same words as ever.
+
+    Raises :class:`OSError` if the file cannot be read, :class:`ScanFailed` if a worker
+    ended without its answer."""
+
+    cores = workers or len(os.sched_getaffinity(0))
+    if cores < 2 or os.path.getsize(path) < SPLIT_MIN:
+        return None
+    progress = progress or Progress(None)
+    try:
+        return _scan_in_parts(path, wanted, cores, progress)
+    finally:
+        if progress.total is None:  # read whole after all: its own progress
+            progress.status = None
+
+
+def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) -> SetView | None:
+    import pydantic_core
+
+    with open(path, "rb") as file:
+        data = file.read()
+    end = data.rfind(b"}")
+    cuts: list[tuple[int, int]] = []  # (end of a part, start of the next)
+    for k in range(1, cores):
+        after = max(cuts[-1][1] if cuts else 0, k * len(data) // cores)
+        between = _BETWEEN.search(data, after, end)
+        if between is None:
+            break
+        cuts.append((between.start() + 1, between.end()))
+    if not cuts:
+        return None
+    head = data[: cuts[0][0]] + b"]}"
+    tails = [
+        b"[" + data[start : cuts[k + 1][0]] + b"]" if k + 1 < len(cuts) else b"[" + data[start:end]
+        for k, (_, start) in enumerate(cuts)
+    ]
+    del data
+    parts = 1 + len(tails)
+    counts = multiprocessing.get_context("fork").Array("q", parts, lock=False)
+    totals = multiprocessing.get_context("fork").Array("q", parts, lock=False)
+    for k in range(parts):
+        totals[k] = -1
+    progress.status = lambda: (sum(counts), None if min(totals) < 0 else sum(totals))
+
+    def counter(k: int) -> Callable[[int], None]:
+        def done(n: int) -> None:
+            counts[k] = n
+
+        return done
+
+    workers_: list[tuple[int, int]] = []
+    try:
+        for k, text in enumerate(tails, 1):
+            readable, writable = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(readable)
+                _tail_worker(text, wanted, counter(k), totals, k, writable)
+            os.close(writable)
+            workers_.append((pid, readable))
+        del tails
+        try:
+            version, rules, raws = _parts_of(pydantic_core.from_json(head, cache_strings="keys"))
+        except (ValueError, InvalidSet):
+            return None
+        del head
+        totals[0] = len(raws)
+        results = _scan_part(raws, 0, len(raws), wanted, True, counter(0))
+        if any(r.problems for r in results):
+            return None
+        offset = len(raws)
+        for pid, readable in workers_:
+            with os.fdopen(readable, "rb") as answer:
+                data = answer.read()
+            _, status = os.waitpid(pid, 0)
+            if status != 0 or not data:
+                raise ScanFailed(
+                    f"the worker reading part {len(results)} of {path} ended without an answer "
+                    f"(wait status {status}; out of memory?)"
+                )
+            told = pickle.loads(data)
+            if told is None:  # not a list of records, or a record with a problem
+                return None
+            count, found = told
+            for r in found:  # its records' places in the whole list
+                r.start += offset
+                r.matches = [(i + offset, record) for i, record in r.matches]
+            results.extend(found)
+            offset += count
+        workers_.clear()
+        try:
+            view = _view(rules, version, results)
+        except InvalidSet:  # a schedule the rules do not define: read whole, it says so
+            return None
+        progress.total = offset
+        return view
+    finally:
+        for pid, readable in workers_:  # read whole instead, or an error: none left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                os.close(readable)
+
+
+def _tail_worker(
+    text: bytes,
+    wanted: Wanted,
+    done: Callable[[int], None],
+    totals: Any,
+    k: int,
+    answer: int,
+) -> NoReturn:
+    """A forked worker reading one part: ``(count, results)``, or None if the part is not
+    a list of records without a problem."""
+    import pydantic_core
+
+    code = 1
+    try:
+        try:
+            raws = pydantic_core.from_json(text, cache_strings="keys")
+        except ValueError:
+            raws = None
+        told: tuple[int, list[_SliceResult]] | None = None
+        if isinstance(raws, list):
+            totals[k] = len(raws)
+            results = _scan_part(raws, 0, len(raws), wanted, True, done)
+            if not any(r.problems for r in results):
+                told = (len(raws), results)
+        data = pickle.dumps(told, protocol=5)
+        with os.fdopen(answer, "wb") as out:
+            out.write(data)
+        code = 0
+    except BaseException:
+        os.write(2, traceback.format_exc().encode(errors="replace"))
+    finally:
+        os._exit(code)
+
+
 class Progress:
     """Says how far ``decide`` is, every 2 s once it has taken 2 s (reading the file, then
     validating the records), from a thread of its own; a context manager.
@@ -294,7 +464,8 @@ class Progress:
         self.opening = opening
         self.total: int | None = None
         self.done = 0
-        self.count: Callable[[], int] | None = None  # how many are done, if not ``done``
+        # (done, total or None while still reading), if not ``done`` and ``total``
+        self.status: Callable[[], tuple[int, int | None]] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -316,11 +487,11 @@ class Progress:
         started = time.monotonic()
         while not self._stop.wait(2.0):
             seconds = time.monotonic() - started
-            if self.total is None:
+            done, total = self.status() if self.status is not None else (self.done, self.total)
+            if total is None:
                 self.say(f"decide: reading the set file ({seconds:.0f} s)")
             else:
-                done = self.count() if self.count is not None else self.done
-                self.say(f"decide: {done:,} of {self.total:,} records validated ({seconds:.0f} s)")
+                self.say(f"decide: {done:,} of {total:,} records validated ({seconds:.0f} s)")
 
 
 def stderr_line(text: str) -> None:

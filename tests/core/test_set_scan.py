@@ -4,7 +4,9 @@ invalid set still refused, in worker processes or not, with a progress line."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +256,88 @@ def _children() -> set[int]:
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
     return found
+
+
+# --- a big file read in parts, one per core ------------------------------------------------
+
+LAYOUTS = [  # how a set file may be written: compact, spaced, indented, keys in odd places
+    lambda s: json.dumps(s, separators=(",", ":")),
+    json.dumps,
+    lambda s: json.dumps(s, indent=2),
+    lambda s: json.dumps({"records": s["records"], "version": s["version"],
+                          "rules": s["rules"]}),  # records first: does not cut, read whole
+    lambda s: json.dumps(s)[:-1] + ', "records": ' + json.dumps(s["records"][::-1]) + "}",
+]  # fmt: skip
+
+
+@st.composite
+def valid_records(draw: st.DrawFn) -> Any:
+    """Records that pass, mostly: a set of them is cut into parts (one with a problem is not)."""
+    rid = draw(st.sampled_from(["M1", "M2", "M3", "M4", "T1"]))
+    if rid == "T1":
+        return ticket(rid, code=draw(st.sampled_from(["EVT-1", "CODE-1"])))
+    creds = draw(st.lists(st.sampled_from([c for c in CREDENTIALS[:4] + CREDENTIALS[5:9]]),
+                          max_size=3))  # fmt: skip
+    return member(rid, credentials=creds, contracts=[contract("c")])
+
+
+@budget(ci=120, long=20_000)
+@given(
+    raws=st.one_of(
+        st.lists(valid_records(), min_size=2, max_size=14), st.lists(records(), max_size=14)
+    ),
+    presented=st.sampled_from(PRESENTED),
+    by_member=st.booleans(),
+    layout=st.sampled_from(range(len(LAYOUTS))),
+    workers=st.sampled_from([2, 3]),
+)
+def test_a_file_read_in_parts_answers_as_the_whole_file_does(
+    raws: list[Any],
+    presented: tuple[str, str, str | None],
+    by_member: bool,
+    layout: int,
+    workers: int,
+) -> None:
+    text = LAYOUTS[layout](the_set(raws))
+    want = Wanted(member="M2") if by_member else Wanted(key=credential_key(*presented))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "set.json"
+        path.write_text(text)
+        original = set_scan.SPLIT_MIN
+        set_scan.SPLIT_MIN = 0  # cut even a small file
+        try:
+            in_parts = set_scan.scan_file(str(path), want, workers=workers)
+        finally:
+            set_scan.SPLIT_MIN = original
+    try:
+        whole = scan_set(json.loads(text), want, workers=1)
+    except InvalidSet:
+        assert in_parts is None  # a problem: read whole, which says what
+        return
+    if in_parts is not None:  # None: it did not cut, and is read whole
+        assert (in_parts.version, in_parts.count) == (whole.version, whole.count)
+        assert list(in_parts.matches.items()) == list(whole.matches.items())
+
+
+def test_a_big_file_of_members_is_read_in_parts(tmp_path: Path) -> None:
+    records = [member(f"M{i}", credentials=[card(f"04{i:06X}")], contracts=[contract("c")])
+               for i in range(2000)]  # fmt: skip
+    records[1500] = member("M1500", credentials=[card(CARD)], contracts=[contract("c")])
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps(the_set(records)))
+    original = set_scan.SPLIT_MIN
+    set_scan.SPLIT_MIN = 0
+    try:
+        view = set_scan.scan_file(str(path), wanted(), workers=2)
+    finally:
+        set_scan.SPLIT_MIN = original
+    assert view is not None  # cut, not read whole
+    found = view.find("nfc", CARD)
+    assert found is not None and found.id == "M1500" and view.count == 2000
+
+
+def test_one_core_or_a_small_file_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps(the_set([member("M1", credentials=[card(CARD)])])))
+    assert set_scan.scan_file(str(path), wanted(), workers=1) is None
+    assert set_scan.scan_file(str(path), wanted(), workers=2) is None  # under SPLIT_MIN
