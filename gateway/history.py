@@ -10,8 +10,10 @@ It is also the durable memory of peers' check-ins: a row is keyed by ``(gw, id)`
 :meth:`History.add` says it was not new: the caller then leaves the state alone.
 
 Writes go to one writer thread (fsync never on the event loop), in the order submitted.
-Check-ins added while the thread is busy are written together, in one transaction: one
-fsync for a burst (a peer draining its backlog) instead of one each.
+Check-ins added within ``GROUP_WINDOW`` of each other (or while the thread is busy), up to
+``GROUP_MAX``, are written together, in one transaction: one fsync for a burst instead of
+one each, and while peers trickle in at most one every ``GROUP_WINDOW`` beside the
+journal's, whose fsync a door waits for.
 Start-up never fails on a stored row: :meth:`History.rebuild` skips and logs any row it
 cannot read (PROTOCOL.md, "Trust between gateways").
 """
@@ -34,6 +36,16 @@ from gateway.state import PASSAGE_HORIZON, LocalState
 from gateway.writer_thread import InlineWriter, WriterThread
 
 log = logging.getLogger(__name__)
+
+# How long a batch waits for more check-ins before it is written: peers' check-ins come
+# one message at a time (200 a second from two peers draining), and an fsync each on the
+# card the journal shares slowed the doors' own commits. Nobody waits for the history at
+# a door: only a peer's acknowledgement waits this much longer.
+GROUP_WINDOW = 0.02
+# A batch this big is written at once: a peer draining a backlog is acknowledged (the wire
+# process's PUBACK waits for the history) as fast as the disk allows, not 20 ms a batch,
+# or the broker's queue for this gateway would fill and drop.
+GROUP_MAX = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkins (
@@ -73,6 +85,9 @@ class History:
         # adds; the lock is for the writer thread taking the batch.
         self._batch: list[tuple[dict[str, Any], Future[bool]]] | None = None
         self._batch_lock = threading.Lock()
+        self._batch_full = threading.Event()  # the batch being filled reached GROUP_MAX
+        # none for a tool reading a copy in its own thread (nothing to wait for)
+        self.group_window = GROUP_WINDOW if writer is not None else 0.0
 
     @classmethod
     def open(cls, path: Path | str) -> History:
@@ -99,10 +114,13 @@ class History:
             new_batch = self._batch is None
             if self._batch is None:
                 self._batch = []
+                self._batch_full = threading.Event()
             batch = self._batch
             batch.append((dict(checkin), kept))
+            if len(batch) >= GROUP_MAX:
+                self._batch_full.set()
         if new_batch:  # written after everything submitted before it
-            self._writer.submit(self._insert_batch, batch)
+            self._writer.submit(self._insert_batch, batch, self._batch_full)
         return kept
 
     def _close_batch(self) -> None:
@@ -110,7 +128,11 @@ class History:
         with self._batch_lock:
             self._batch = None
 
-    def _insert_batch(self, batch: list[tuple[dict[str, Any], Future[bool]]]) -> None:
+    def _insert_batch(
+        self, batch: list[tuple[dict[str, Any], Future[bool]]], full: threading.Event
+    ) -> None:
+        if self.group_window:
+            full.wait(self.group_window)  # on the writer thread: later adds join this batch
         with self._batch_lock:
             if self._batch is batch:
                 self._batch = None

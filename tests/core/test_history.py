@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -134,6 +135,36 @@ def test_check_ins_added_while_the_writer_is_busy_are_written_in_one_transaction
         h.close()
     assert len(History.open(tmp_path / "h.sqlite").rebuild("door-1", NOW, OSLO, {})
                .peer_steps["door-2"]) == 50  # fmt: skip
+
+
+def test_check_ins_a_few_milliseconds_apart_share_one_transaction(tmp_path):
+    h = History.open(tmp_path / "h.sqlite")
+    statements: list[str] = []
+    try:
+        h._writer.call(lambda: h._conn.set_trace_callback(statements.append))
+        kept = []
+        for seq in range(1, 6):  # a peer's messages, one at a time, the writer idle between
+            kept.append(h.add(checkin(seq, "2026-11-25T09:00:00+01:00", gw="door-2")))
+            time.sleep(0.002)
+        assert [k.result(5) for k in kept] == [True] * 5
+        assert statements.count("COMMIT") == 1  # not an fsync each beside the journal's
+        h._writer.call(lambda: h._conn.set_trace_callback(None))
+    finally:
+        h.close()
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_window(tmp_path):
+    from gateway import history
+
+    h = History.open(tmp_path / "h.sqlite")
+    h.group_window = 3600.0  # were the window waited out, the results would not come
+    try:
+        kept = [h.add(checkin(seq, "2026-11-25T09:00:00+01:00", gw="door-2"))
+                for seq in range(1, history.GROUP_MAX + 1)]  # fmt: skip
+        assert [k.result(10) for k in kept] == [True] * history.GROUP_MAX
+    finally:
+        h.group_window = 0.0
+        h.close()
 
 
 def test_an_add_after_a_purge_is_written_after_it(tmp_path):
