@@ -55,7 +55,7 @@ STABLE_AFTER = 10.0  # a connection that lived this long resets the back-off
 # A handler may return a hold: the message is acknowledged to the broker (PUBACK) only once
 # it finishes, so that what the gateway must keep is kept before the broker forgets it.
 Hold = Awaitable[object]
-MessageHandler = Callable[[str, bytes], Awaitable[Hold | None]]
+MessageHandler = Callable[[str, bytes], Awaitable[object]]  # a hold, or anything else
 ConnectHandler = Callable[[], Awaitable[None]]
 BadMessageHandler = Callable[[str, str], Awaitable[None]]
 
@@ -637,7 +637,7 @@ class Link:
             except Exception:
                 log.exception("MQTT: handler for %s failed (message dropped)", topic)
             else:
-                if hold is not None:
+                if inspect.isawaitable(hold):  # a handler's other result is not a hold
                     holds.append(hold)
         return holds
 

@@ -350,3 +350,25 @@ async def test_stopping_the_link_while_a_hold_fails_stops_it(broker: Broker) -> 
             await asyncio.wait_for(task, 5)  # not on into a new connection
     finally:
         task.cancel()
+
+
+async def test_a_handler_that_returns_a_value_is_not_taken_for_a_hold(broker: Broker) -> None:
+    """The snapshot bench's handler returns what ``EntitlementSync.handle`` does (a bool):
+    taken for a hold, the message was refused its PUBACK, sent again, forever."""
+    link = make_link(broker.port)
+    topic = f"acs/v1/{SITE}/time"
+    seen: list[bytes] = []
+
+    async def handle(name: str, payload: bytes) -> bool:
+        if name == topic:
+            seen.append(payload)
+        return True
+
+    link.on_message(handle)
+    async with Watcher(broker.port, []) as central, running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        await central.publish(topic, b"tick")
+        await eventually(lambda: seen)
+        await asyncio.sleep(1.0)
+        assert link.connections == 1  # the link stayed up
+    assert seen == [b"tick"]  # acknowledged once, not sent again
