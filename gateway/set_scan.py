@@ -12,6 +12,7 @@ progress line goes to stderr every two seconds once it takes that long.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import os
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -204,7 +205,27 @@ def _scan_forked(
     a half for half a million, here no longer after the scan)."""
     size = -(-len(raws) // parts)
     bounds = [(k * size, min((k + 1) * size, len(raws))) for k in range(parts)]
-    counts = multiprocessing.get_context("fork").Array("q", parts, lock=False)  # shared
+    counts, done = _counters(parts)
+    progress.status = lambda: (sum(counts), progress.total)
+    with _Workers() as workers:
+        for k, (start, stop) in enumerate(bounds[1:], 1):
+            workers.start(
+                f"validating records {start} to {stop - 1}",
+                functools.partial(_scan_part, raws, start, stop, wanted, False, done[k]),
+            )
+        results = _scan_part(raws, *bounds[0], wanted, release, done[0])
+        if release:
+            for i in range(bounds[1][0], len(raws)):
+                raws[i] = None
+        for found in workers.answers():
+            results.extend(found)
+    return results
+
+
+def _counters(parts: int) -> tuple[Any, list[Callable[[int], None]]]:
+    """Records done per part, in memory the forked workers share: the array, and for each
+    part the function that sets its count."""
+    counts = multiprocessing.get_context("fork").Array("q", parts, lock=False)
 
     def counter(k: int) -> Callable[[int], None]:
         def done(n: int) -> None:
@@ -212,54 +233,58 @@ def _scan_forked(
 
         return done
 
-    progress.status = lambda: (sum(counts), progress.total)
+    return counts, [counter(k) for k in range(parts)]
 
-    workers: list[tuple[int, int, tuple[int, int]]] = []
-    try:
-        for k, (start, stop) in enumerate(bounds[1:], 1):
-            readable, writable = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the worker: its part, its answer, gone
+
+class _Workers:
+    """Forked workers, each running one function and sending back its result; a context
+    manager that leaves none behind (an error, or no further use for their answers)."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[int, int, str]] = []  # pid, its answer's pipe, what it does
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pid, readable, _ in self._running:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
                 os.close(readable)
-                _worker(raws, start, stop, wanted, counter(k), writable)
-            os.close(writable)
-            workers.append((pid, readable, (start, stop)))
-        results = _scan_part(raws, *bounds[0], wanted, release, counter(0))
-        if release:
-            for i in range(bounds[1][0], len(raws)):
-                raws[i] = None
-        for pid, readable, (start, stop) in workers:
+        self._running.clear()
+
+    def start(self, what: str, work: Callable[[], object]) -> None:
+        """Fork a worker that runs ``work()`` on what this process holds now."""
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(readable)
+            _answer_and_leave(work, writable)
+        os.close(writable)
+        self._running.append((pid, readable, what))
+
+    def answers(self) -> Iterator[Any]:
+        """Each worker's result, in the order they were started; :class:`ScanFailed` for a
+        worker that ended without one."""
+        while self._running:
+            pid, readable, what = self._running.pop(0)
             with os.fdopen(readable, "rb") as answer:
                 data = answer.read()
             _, status = os.waitpid(pid, 0)
             if status != 0 or not data:
                 raise ScanFailed(
-                    f"the worker validating records {start} to {stop - 1} ended without an "
-                    f"answer (wait status {status}; out of memory?)"
+                    f"the worker {what} ended without an answer (wait status {status}; "
+                    "out of memory?)"
                 )
-            results.extend(pickle.loads(data))
-        workers.clear()
-        return results
-    finally:
-        for pid, readable, _ in workers:  # an error here: no worker left behind
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                os.close(readable)
+            yield pickle.loads(data)
 
 
-def _worker(
-    raws: list[Any],
-    start: int,
-    stop: int,
-    wanted: Wanted,
-    done: Callable[[int], None],
-    answer: int,
-) -> NoReturn:
+def _answer_and_leave(work: Callable[[], object], answer: int) -> NoReturn:
     """A forked worker's whole life: never returns into the caller's code."""
     code = 1
     try:
-        data = pickle.dumps(_scan_part(raws, start, stop, wanted, False, done), protocol=5)
+        data = pickle.dumps(work(), protocol=5)
         with os.fdopen(answer, "wb") as out:
             out.write(data)
         code = 0
@@ -351,28 +376,15 @@ def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) ->
     ]
     del data
     parts = 1 + len(tails)
-    counts = multiprocessing.get_context("fork").Array("q", parts, lock=False)
-    totals = multiprocessing.get_context("fork").Array("q", parts, lock=False)
-    for k in range(parts):
-        totals[k] = -1
+    counts, done = _counters(parts)
+    totals = multiprocessing.get_context("fork").Array("q", [-1] * parts, lock=False)
     progress.status = lambda: (sum(counts), None if min(totals) < 0 else sum(totals))
-
-    def counter(k: int) -> Callable[[int], None]:
-        def done(n: int) -> None:
-            counts[k] = n
-
-        return done
-
-    workers_: list[tuple[int, int]] = []
-    try:
+    with _Workers() as workers:  # leaving early (read whole): the workers are stopped
         for k, text in enumerate(tails, 1):
-            readable, writable = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(readable)
-                _tail_worker(text, wanted, counter(k), totals, k, writable)
-            os.close(writable)
-            workers_.append((pid, readable))
+            workers.start(
+                f"reading part {k + 1} of {path}",
+                functools.partial(_scan_text, text, wanted, done[k], totals, k),
+            )
         del tails
         try:
             version, rules, raws = _parts_of(pydantic_core.from_json(head, cache_strings="keys"))
@@ -380,20 +392,11 @@ def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) ->
             return None
         del head
         totals[0] = len(raws)
-        results = _scan_part(raws, 0, len(raws), wanted, True, counter(0))
+        results = _scan_part(raws, 0, len(raws), wanted, True, done[0])
         if any(r.problems for r in results):
             return None
         offset = len(raws)
-        for pid, readable in workers_:
-            with os.fdopen(readable, "rb") as answer:
-                data = answer.read()
-            _, status = os.waitpid(pid, 0)
-            if status != 0 or not data:
-                raise ScanFailed(
-                    f"the worker reading part {len(results)} of {path} ended without an answer "
-                    f"(wait status {status}; out of memory?)"
-                )
-            told = pickle.loads(data)
+        for told in workers.answers():
             if told is None:  # not a list of records, or a record with a problem
                 return None
             count, found = told
@@ -402,53 +405,30 @@ def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) ->
                 r.matches = [(i + offset, record) for i, record in r.matches]
             results.extend(found)
             offset += count
-        workers_.clear()
-        try:
-            view = _view(rules, version, results)
-        except InvalidSet:  # a schedule the rules do not define: read whole, it says so
-            return None
-        progress.total = offset
-        return view
-    finally:
-        for pid, readable in workers_:  # read whole instead, or an error: none left behind
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                os.close(readable)
+    try:
+        view = _view(rules, version, results)
+    except InvalidSet:  # a schedule the rules do not define: read whole, it says so
+        return None
+    progress.total = offset
+    return view
 
 
-def _tail_worker(
-    text: bytes,
-    wanted: Wanted,
-    done: Callable[[int], None],
-    totals: Any,
-    k: int,
-    answer: int,
-) -> NoReturn:
-    """A forked worker reading one part: ``(count, results)``, or None if the part is not
-    a list of records without a problem."""
+def _scan_text(
+    text: bytes, wanted: Wanted, done: Callable[[int], None], totals: Any, k: int
+) -> tuple[int, list[_SliceResult]] | None:
+    """A worker's part of the file: ``(count, results)``, or None if it is not a list of
+    records without a problem."""
     import pydantic_core
 
-    code = 1
     try:
-        try:
-            raws = pydantic_core.from_json(text, cache_strings="keys")
-        except ValueError:
-            raws = None
-        told: tuple[int, list[_SliceResult]] | None = None
-        if isinstance(raws, list):
-            totals[k] = len(raws)
-            results = _scan_part(raws, 0, len(raws), wanted, True, done)
-            if not any(r.problems for r in results):
-                told = (len(raws), results)
-        data = pickle.dumps(told, protocol=5)
-        with os.fdopen(answer, "wb") as out:
-            out.write(data)
-        code = 0
-    except BaseException:
-        os.write(2, traceback.format_exc().encode(errors="replace"))
-    finally:
-        os._exit(code)
+        raws = pydantic_core.from_json(text, cache_strings="keys")
+    except ValueError:
+        return None
+    if not isinstance(raws, list):
+        return None
+    totals[k] = len(raws)
+    results = _scan_part(raws, 0, len(raws), wanted, True, done)
+    return None if any(r.problems for r in results) else (len(raws), results)
 
 
 class Progress:
