@@ -613,6 +613,13 @@ def parse_records(raws: Iterable[object], rules: SiteRules) -> list[Record]:
 
 def parse_set(raw: Any) -> tuple[int, SiteRules, list[Record]]:
     """Validate a whole set ``{"version": N, "rules": {...}, "records": [...]}``."""
+    version, rules, records_raw = parse_set_head(raw)
+    return version, rules, parse_records(records_raw, rules)
+
+
+def parse_set_head(raw: Any) -> tuple[int, SiteRules, list[Any]]:
+    """A whole set's version and rules, validated, and its records list, not yet (the
+    records are validated by :func:`parse_records`, or one by one by ``decide --set``)."""
     if not isinstance(raw, Mapping):
         raise InvalidSet(["set: must be an object with version, rules, records"])
     version = raw.get("version")
@@ -624,4 +631,4 @@ def parse_set(raw: Any) -> tuple[int, SiteRules, list[Record]]:
     records_raw = raw.get("records", [])
     if not isinstance(records_raw, list):
         raise InvalidSet(["records: must be a list"])
-    return version, rules, parse_records(records_raw, rules)
+    return version, rules, records_raw

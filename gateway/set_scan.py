@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -33,7 +33,7 @@ from gateway.entitlements import (
     Ticket,
     credential_key,
     parse_record,
-    parse_rules,
+    parse_set_head,
     schedule_uses,
     undefined_schedules,
 )
@@ -145,7 +145,7 @@ def scan_set(
     ``release``: the caller has no further use for ``raw``, whose records list may then be
     emptied (set to None) as it is read, in this process.
     """
-    version, rules, raws = _parts_of(raw)
+    version, rules, raws = parse_set_head(raw)
     cores = workers or len(os.sched_getaffinity(0))
     progress = progress or Progress(None)
     progress.total = len(raws)
@@ -156,23 +156,6 @@ def scan_set(
         results = _scan_part(raws, 0, len(raws), wanted, release, lambda n: None)
         progress.done = len(raws)
     return _view(rules, version, results)
-
-
-def _parts_of(raw: Any) -> tuple[int, SiteRules, list[Any]]:
-    """A decoded set's version, rules (validated) and records (not yet), as :func:`parse_set`
-    checks them; :class:`InvalidSet` otherwise."""
-    if not isinstance(raw, Mapping):
-        raise InvalidSet(["set: must be an object with version, rules, records"])
-    version = raw.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise InvalidSet(["version: must be a non-negative integer"])
-    if "rules" not in raw:
-        raise InvalidSet(["rules: missing"])
-    rules = parse_rules(raw["rules"])
-    raws = raw.get("records", [])
-    if not isinstance(raws, list):
-        raise InvalidSet(["records: must be a list"])
-    return version, rules, raws
 
 
 def _scan_part(
@@ -387,7 +370,9 @@ def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) ->
             )
         del tails
         try:
-            version, rules, raws = _parts_of(pydantic_core.from_json(head, cache_strings="keys"))
+            version, rules, raws = parse_set_head(
+                pydantic_core.from_json(head, cache_strings="keys")
+            )
         except (ValueError, InvalidSet):
             return None
         del head
