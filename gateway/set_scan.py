@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import pydantic_core
+
 from gateway.entitlements import (
     Member,
     Record,
@@ -153,8 +155,7 @@ def scan_set(
     if parts > 1:
         results = _scan_forked(raws, wanted, parts, progress, release)
     else:
-        results = _scan_part(raws, 0, len(raws), wanted, release, lambda n: None)
-        progress.done = len(raws)
+        results = _scan_part(raws, 0, len(raws), wanted, release, progress.set_done)
     return _view(rules, version, results)
 
 
@@ -330,16 +331,13 @@ def scan_file(
     if cores < 2 or os.path.getsize(path) < SPLIT_MIN:
         return None
     progress = progress or Progress(None)
-    try:
-        return _scan_in_parts(path, wanted, cores, progress)
-    finally:
-        if progress.total is None:  # read whole after all: its own progress
-            progress.status = None
+    view = _scan_in_parts(path, wanted, cores, progress)
+    if view is None:  # read whole after all: with its own progress
+        progress.status = None
+    return view
 
 
 def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) -> SetView | None:
-    import pydantic_core
-
     with open(path, "rb") as file:
         data = file.read()
     end = data.rfind(b"}")
@@ -394,7 +392,6 @@ def _scan_in_parts(path: str, wanted: Wanted, cores: int, progress: Progress) ->
         view = _view(rules, version, results)
     except InvalidSet:  # a schedule the rules do not define: read whole, it says so
         return None
-    progress.total = offset
     return view
 
 
@@ -403,8 +400,6 @@ def _scan_text(
 ) -> tuple[int, list[_SliceResult]] | None:
     """A worker's part of the file: ``(count, results)``, or None if it is not a list of
     records without a problem."""
-    import pydantic_core
-
     try:
         raws = pydantic_core.from_json(text, cache_strings="keys")
     except ValueError:
@@ -433,6 +428,10 @@ class Progress:
         self.status: Callable[[], tuple[int, int | None]] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def set_done(self, done: int) -> None:
+        """``done`` records are validated."""
+        self.done = done
 
     def __enter__(self) -> Progress:
         if self.say is not None and self.opening:

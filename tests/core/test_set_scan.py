@@ -98,6 +98,27 @@ def test_progress_is_said_while_it_takes_long(monkeypatch: pytest.MonkeyPatch) -
     assert said and said[0].startswith("decide: 0 of 4 records validated")
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "two-workers"])
+def test_progress_moves_as_slices_are_validated(
+    monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    said: list[str] = []
+    real = set_scan._scan_slice
+
+    def slow(raws: list[Any], start: int, stop: int, want: Wanted, release: bool = False) -> Any:
+        # the second slice of each part outlasts a progress tick: by then the first is done
+        __import__("threading").Event().wait(2.5 if start in (2, 6) else 0)
+        return real(raws, start, stop, want, release)
+
+    monkeypatch.setattr(set_scan, "_scan_slice", slow)
+    monkeypatch.setattr(set_scan, "SLICE", 2)
+    records = [member(f"M{i}", contracts=[contract("c")]) for i in range(8)]
+    with set_scan.Progress(said.append) as progress:
+        scan_set(the_set(records), wanted(), workers=workers, progress=progress)
+    done = 2 * workers  # the first slice of each part
+    assert said and said[0].startswith(f"decide: {done} of 8 records validated")
+
+
 def test_the_opening_line_is_said_at_once() -> None:
     said: list[str] = []
     with set_scan.Progress(said.append, "decide: reading set.json (250 MiB), then validating it"):
