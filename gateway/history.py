@@ -111,11 +111,10 @@ class History:
         no state). Await it (``asyncio.wrap_future``) to know it is durable."""
         kept: Future[bool] = Future()
         with self._batch_lock:
-            new_batch = self._batch is None
-            if self._batch is None:
-                self._batch = []
+            batch, new_batch = self._batch, self._batch is None
+            if batch is None:
+                batch = self._batch = []
                 self._batch_full = threading.Event()
-            batch = self._batch
             batch.append((dict(checkin), kept))
             if len(batch) >= GROUP_MAX:
                 self._batch_full.set()

@@ -33,9 +33,9 @@ class VerifiedPeer:
     message: dict[str, Any]
     key: str | None  # the peer's key it was verified with (base64, as rules.gateways has it)
     size: int  # bytes it had on the wire (the queue's byte bound counts them)
-    # Done once the message was kept durably or refused: the wire process then acknowledges
-    # it to the broker (a peer's check-in: gateway.sync.wire_child).
-    handled: asyncio.Future[None] | None = field(default=None, compare=False)
+    # A peer's check-in: done once it was taken, with the future of its keeping (None if
+    # refused); the wire process acknowledges it to the broker once that is done too.
+    taken: asyncio.Future[asyncio.Future[bool] | None] | None = field(default=None, compare=False)
 
 
 Payload = bytes | VerifiedPeer

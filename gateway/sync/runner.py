@@ -244,11 +244,12 @@ class SyncRunner:
         :meth:`_offer_verified` (in order with the notices around it); the answer (the
         broker's PUBACK waits for it) comes once it is kept durably or refused. An error
         keeping it comes back as the answer: the broker then sends it again."""
-        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self.inbound.offer(topic, VerifiedPeer(message, key, size, handled)):
+        taken: asyncio.Future[asyncio.Future[bool] | None]
+        taken = asyncio.get_running_loop().create_future()
+        if not self.inbound.offer(topic, VerifiedPeer(message, key, size, taken)):
             self._event("bad_message", {"topic": topic, "reason": OVERLOADED})
-            handled.set_result(None)
-        return handled
+            taken.set_result(None)
+        return asyncio.ensure_future(_kept_after(taken))
 
     def _peer_keys(self) -> dict[str, str] | None:
         """The registered gateways' keys (the wire process verifies peers with them); None
@@ -275,8 +276,9 @@ class SyncRunner:
             kept = None
             try:
                 kept = self.peers.take_verified(name, payload.message, payload.key)
-            finally:  # refused (reported as a bad message) or a bug (logged): handled too
-                _handled_when(payload.handled, kept)
+            finally:  # refused (reported as a bad message) or a bug (logged): taken too
+                if payload.taken is not None:
+                    payload.taken.set_result(kept)
             return
         if await self.entitlements.handle(name, payload):
             return
@@ -342,22 +344,8 @@ class SyncRunner:
         self.gateway.record_event(type_, None, detail)
 
 
-def _handled_when(handled: asyncio.Future[None] | None, kept: asyncio.Future[bool] | None) -> None:
-    """``handled`` done when ``kept`` is (now, if there is nothing to keep), with its error."""
-    if handled is None or handled.done():
-        return
-    if kept is None:
-        handled.set_result(None)
-        return
-
-    def copy(done: asyncio.Future[bool]) -> None:
-        if handled.done():
-            return
-        if done.cancelled():
-            handled.cancel()
-        elif (error := done.exception()) is not None:
-            handled.set_exception(error)
-        else:
-            handled.set_result(None)
-
-    kept.add_done_callback(copy)
+async def _kept_after(taken: asyncio.Future[asyncio.Future[bool] | None]) -> None:
+    """Once a peer's check-in was taken, until it is kept (its error, if keeping failed)."""
+    kept = await taken
+    if kept is not None:
+        await kept
