@@ -201,7 +201,7 @@ class PeerEffects:
         self.records = records
         self.record_event = record_event
 
-    def keep(self, checkin: dict[str, Any]) -> asyncio.Future[bool]:
+    def keep(self, checkin: dict[str, Any]) -> Kept:
         """Keep one checked peer check-in durably, before it is applied: its phone pass in
         the replay cache (and refused from now on), the check-in in the passage history.
         The future says whether it is new there (False: delivered before, or it changes no
@@ -216,10 +216,10 @@ class PeerEffects:
             )
         )
 
-    async def apply(self, checkin: dict[str, Any], kept: Awaitable[bool] | None = None) -> bool:
-        """Apply one checked peer check-in, kept by :meth:`keep` (``kept``) or now; True
-        when it changed the state."""
-        if not await (kept if kept is not None else self.keep(checkin)):
+    async def apply(self, checkin: dict[str, Any], kept: Awaitable[bool]) -> bool:
+        """Apply one checked peer check-in once :meth:`keep` kept it (``kept``); True when
+        it changed the state."""
+        if not await kept:
             return False  # delivered before (also before a restart): applied once
         member, ticket_id = checkin.get("member"), checkin.get("ticket")
         if (member and self.records.member(member) is None) or (
@@ -266,15 +266,15 @@ class PeerInbox:
         rules: Callable[[], SiteRules | None],
         now: Callable[[], datetime],
         clock_trusted: Callable[[], bool],
-        apply_checkin: Callable[[dict[str, Any], Awaitable[bool] | None], Awaitable[bool]],
+        keep_checkin: Callable[[dict[str, Any]], Kept],
+        apply_checkin: Callable[[dict[str, Any], Kept], Awaitable[bool]],
         apply_occupancy: Callable[[str, dict[str, int], int], None],
         peer_upto: Callable[[str], int],
-        keep_checkin: Callable[[dict[str, Any]], asyncio.Future[bool]] | None = None,
         rate: int = RATE,
         queue_limit: int = QUEUE_LIMIT,
     ) -> None:
-        """``keep_checkin`` (:meth:`PeerEffects.keep`) keeps a check-in as it is taken, and
-        ``apply_checkin`` gets its future; None: ``apply_checkin`` keeps it (gets None)."""
+        """``keep_checkin`` (:meth:`PeerEffects.keep`) keeps a check-in as it is taken;
+        ``apply_checkin`` (:meth:`PeerEffects.apply`) gets it with that future, later."""
         self.site, self.gw = site, gw
         self.own_key = own_key
         self.rules = rules
@@ -286,7 +286,7 @@ class PeerInbox:
         self.keep_checkin = keep_checkin
         self.rate = rate
         self.queue_limit = queue_limit
-        self._queues: dict[str, collections.deque[tuple[dict[str, Any], Kept | None]]] = {}
+        self._queues: dict[str, collections.deque[tuple[dict[str, Any], Kept]]] = {}
         self._applied_at: dict[str, collections.deque[float]] = {}
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._key_cache: tuple[Mapping[str, str], dict[str, Ed25519PublicKey | None]] | None = None
@@ -320,7 +320,7 @@ class PeerInbox:
         it verified with ``key`` (gateway.sync.wire_child): checked and applied as in
         :meth:`handle`, without verifying again, if ``key`` is still the peer's key in the
         current set; otherwise verified here (the set changed meanwhile). A check-in's
-        future (with ``keep_checkin``) ends once it is kept: then it may be acknowledged."""
+        future ends once it is kept: then it may be acknowledged."""
         where = parse(name)
         if where is None or where.site != self.site or where.gw is None or where.gw == self.gw:
             raise BadMessage("not a peer's topic", name)
@@ -339,7 +339,7 @@ class PeerInbox:
         return len(queue) if queue else 0
 
     async def close(self) -> None:
-        """Stop applying. What waits was kept (``keep_checkin``), and a restart rebuilds the
+        """Stop applying. What waits was kept, and a restart rebuilds the
         state from the history; what was not, the broker still has (not acknowledged)."""
         for task in self._drains.values():
             task.cancel()
@@ -376,7 +376,7 @@ class PeerInbox:
 
     def _take_checkin(
         self, gw: str, message: dict[str, Any], name: str, verified: bool = False
-    ) -> Kept | None:
+    ) -> Kept:
         rules = self._authentic(gw, message, name, verified)
         problem = checkin_problem(message, rules, self.now(), self.clock_trusted())
         if problem is not None:
@@ -384,7 +384,7 @@ class PeerInbox:
         queue = self._queues.setdefault(gw, collections.deque())
         if len(queue) >= self.queue_limit:
             raise BadMessage(f"check-in: {len(queue)} of this peer wait already", name)
-        kept = self.keep_checkin(message) if self.keep_checkin is not None else None
+        kept = self.keep_checkin(message)
         queue.append((message, kept))
         if gw not in self._drains:
             task = asyncio.create_task(self._drain(gw), name=f"peer {gw}")

@@ -18,7 +18,7 @@ from gateway.errors import BadMessage, LinkError
 from gateway.journal import Journal
 from gateway.sync.peers import PeerInbox
 from gateway.sync.wire import Channel, ChannelClosed
-from tests.trust.helpers import SITE, Peer, rules, until
+from tests.trust.helpers import SITE, Peer, kept_at_once, rules, until
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -105,14 +105,14 @@ async def test_when_the_other_side_goes_what_waits_fails_and_nothing_hangs(chann
 
 
 def inbox(applied: list[dict[str, Any]], keys: dict[str, str]) -> PeerInbox:
-    async def apply(checkin: dict[str, Any], kept: Any = None) -> bool:
+    async def apply(checkin: dict[str, Any], kept: Any) -> bool:
         applied.append(checkin)
         return True
 
     keyed = parse_rules(rules(keys))
     return PeerInbox(
         site=SITE, gw="door-1", own_key=Peer("door-1").key.public_key(), rules=lambda: keyed,
-        now=lambda: NOW, clock_trusted=lambda: True, apply_checkin=apply,
+        now=lambda: NOW, clock_trusted=lambda: True, keep_checkin=kept_at_once, apply_checkin=apply,
         apply_occupancy=lambda *a: None, peer_upto=lambda gw: 0,
     )  # fmt: skip
 

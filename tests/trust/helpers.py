@@ -18,6 +18,7 @@ from gateway.entitlements import parse_records, parse_rules
 from gateway.identity import load_identity, sign_message
 from gateway.passes import make_pass, public_key_b64
 from gateway.sync.envelopes import canonical
+from gateway.sync.peers import PeerEffects
 from gateway.uuid7 import uuid7
 from tests.integration.gateways import config as config  # the end-to-end tests' gateway
 
@@ -127,3 +128,15 @@ def bad_messages(gateway: Gateway) -> list[dict[str, Any]]:
     """The bad_message events the installer sees."""
     return [i["detail"] for i in gateway.activity.items
             if i["kind"] == "event" and i.get("type") == "bad_message"]  # fmt: skip
+
+
+def kept_at_once(checkin: dict[str, Any]) -> asyncio.Future[bool]:
+    """A peer inbox's ``keep_checkin`` for tests of the inbox alone: kept, and new."""
+    kept: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    kept.set_result(True)
+    return kept
+
+
+async def keep_and_apply(effects: PeerEffects, checkin: dict[str, Any]) -> bool:
+    """A peer's check-in kept and applied, as the inbox does it."""
+    return await effects.apply(checkin, effects.keep(checkin))

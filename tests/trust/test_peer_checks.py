@@ -17,7 +17,7 @@ from gateway.history import History
 from gateway.pass_cache import PassCache
 from gateway.state import LocalState
 from gateway.sync.peers import PeerEffects, PeerInbox, checkin_problem, occupancy_problem
-from tests.trust.helpers import SITE, Peer, rules, until
+from tests.trust.helpers import SITE, Peer, keep_and_apply, kept_at_once, rules, until
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 RULES = parse_rules(rules({}))
@@ -91,11 +91,11 @@ async def test_an_unknown_member_is_kept_but_changes_no_state_and_a_repeat_is_ap
     effects = PeerEffects(history, state, passes, Records(), lambda *a: None)
     try:
         stranger = checkin(member="M99")
-        assert not await effects.apply(stranger)
+        assert not await keep_and_apply(effects, stranger)
         assert state.passages == {} and state.inside("gym") == 0
         known = checkin(member="M1", **{"pass": ["dev-1", 1_764_590_400, "bm9uY2Vub25jZQ"]})
-        assert await effects.apply(known)
-        assert not await effects.apply(dict(known))  # delivered again
+        assert await keep_and_apply(effects, known)
+        assert not await keep_and_apply(effects, dict(known))  # delivered again
         assert state.inside("gym") == 1 and len(state.passages["M1"]) == 1
         assert ("dev-1", 1_764_590_400, "bm9uY2Vub25jZQ") in state.seen_passes
     finally:
@@ -105,7 +105,7 @@ async def test_an_unknown_member_is_kept_but_changes_no_state_and_a_repeat_is_ap
     try:
         effects = PeerEffects(reopened, LocalState(), PassCache.open(tmp_path / "p2"), Records(),
                               lambda *a: None)  # fmt: skip
-        assert not await effects.apply(dict(known))
+        assert not await keep_and_apply(effects, dict(known))
         rebuilt = reopened.rebuild("door-1", NOW, RULES.tz, {})
         assert rebuilt.peer_count("door-2", "gym") == 2  # the stranger's row counts once known
     finally:
@@ -115,13 +115,13 @@ async def test_an_unknown_member_is_kept_but_changes_no_state_and_a_repeat_is_ap
 async def test_at_most_100_check_ins_per_second_of_one_peer_are_applied_the_rest_later():
     applied: list[float] = []
 
-    async def apply(checkin: dict[str, Any], kept: Any = None) -> bool:
+    async def apply(checkin: dict[str, Any], kept: Any) -> bool:
         applied.append(time.monotonic())
         return True
 
     inbox = PeerInbox(
         site=SITE, gw="door-1", own_key=PEER.key.public_key(), rules=lambda: RULES,
-        now=lambda: NOW, clock_trusted=lambda: True, apply_checkin=apply,
+        now=lambda: NOW, clock_trusted=lambda: True, keep_checkin=kept_at_once, apply_checkin=apply,
         apply_occupancy=lambda *a: None, peer_upto=lambda gw: 0,
     )  # fmt: skip
     keyed = parse_rules(rules({"door-2": PEER.public_key_b64}))
