@@ -19,6 +19,7 @@ from gateway.entitlements import Member, credential_key, parse_set
 from gateway.errors import InvalidSet
 from gateway.set_scan import Wanted, scan_set
 from tests.fuzz.budget import budget
+from tests.support.procs import children
 from tests.support.sets import contract, member, rules, ticket
 
 CARD = "04A1B2C3"
@@ -262,21 +263,10 @@ def test_a_worker_that_dies_is_a_clear_error_and_leaves_no_worker(
     monkeypatch.setattr(set_scan, "_scan_slice", dying)
     monkeypatch.setattr(set_scan, "SLICE", 2)
     records = [member(f"M{i}", contracts=[contract("c")]) for i in range(6)]
-    before = _children()
+    before = children(os.getpid())
     with pytest.raises(set_scan.ScanFailed, match="records 3 to 5 ended without an answer"):
         scan_set(the_set(records), wanted(), workers=2)
-    assert _children() == before  # none left, not even a zombie
-
-
-def _children() -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                found.add(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-    return found
+    assert children(os.getpid()) == before  # none left, not even a zombie
 
 
 # --- a big file read in parts, one per core ------------------------------------------------

@@ -18,6 +18,7 @@ from gateway.errors import BadMessage, LinkError
 from gateway.journal import Journal
 from gateway.sync.peers import PeerInbox
 from gateway.sync.wire import Channel, ChannelClosed
+from tests.support.procs import state
 from tests.trust.helpers import SITE, Peer, kept_at_once, rules, until
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -348,18 +349,10 @@ def test_a_wire_process_whose_gateway_is_gone_leaves_though_its_channel_stays_op
         gateway.send_signal(signal.SIGKILL)
         gateway.wait(5)
         deadline = time.monotonic() + 10
-        while _state(wire) not in ("gone", "Z"):
+        while state(wire) not in ("gone", "Z"):
             assert time.monotonic() < deadline, "the wire process stayed"
             time.sleep(0.1)
     finally:
         ours.close()
         if gateway.poll() is None:
             gateway.kill()
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"

@@ -14,7 +14,8 @@ import signal
 from pathlib import Path
 
 from tests.support.broker import Broker
-from tests.trust.helpers import Peer, config, gateway_key, until
+from tests.support.procs import children
+from tests.trust.helpers import SITE, Peer, config, gateway_key, until
 from tests.trust.test_issue8_peers import (
     central_for,
     gateway_process,
@@ -22,23 +23,6 @@ from tests.trust.test_issue8_peers import (
     kept_peer_rows,
     started,
 )
-
-SITE = "oslo-sentrum"
-
-
-def children(pid: int, command: str) -> list[int]:
-    """The processes whose parent is ``pid`` and whose command line holds ``command``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        if ppid == pid and command in cmdline:
-            found.append(int(stat.parent.name))
-    return found
-
 
 COUNT = 300  # three seconds' worth of applying at 100 a second
 
