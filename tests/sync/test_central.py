@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,28 @@ async def test_check_ins_are_recorded_deduplicated_and_acked_up_to_the_contiguou
     assert [m["seq"] for m in got.checkins] == [1, 2, 4]
     assert got.duplicates == 1 and [e["type"] for e in got.events] == ["started"]
     assert opened(c, ack_topic, w.on(ack_topic)[0].payload).body == {"upto": 2}
+
+
+async def test_an_ack_the_broker_is_slow_to_take_holds_back_no_later_ack(broker: Broker) -> None:
+    """A central acks on its own clock: an ack whose PUBACK has not come (a busy broker)
+    does not hold back the next interval's, or a draining gateway's window fills."""
+    ack_topic = f"{BASE}/gw/{GW}/checkin/ack"
+    async with CentralSimulator(port=broker.port, site=SITE, time_interval=None) as c:
+        publish, stuck = c._publish, asyncio.Event()
+
+        async def first_ack_never_taken(name: str, payload: bytes) -> None:
+            if name == ack_topic and not stuck.is_set():
+                stuck.set()
+                await asyncio.Event().wait()  # the broker's PUBACK never comes
+            await publish(name, payload)
+
+        c._publish = first_ack_never_taken  # type: ignore[method-assign]
+        async with Watcher(broker.port, [ack_topic], identifier="gw") as w:
+            await w.publish(f"{BASE}/gw/{GW}/checkin", json.dumps(checkin(1)).encode())
+            await asyncio.wait_for(stuck.wait(), 10)
+            await w.publish(f"{BASE}/gw/{GW}/checkin", json.dumps(checkin(2)).encode())
+            got = await w.wait_for(ack_topic)
+    assert opened(c, ack_topic, got.payload).body["upto"] == 2
 
 
 async def test_no_acks_in_mode_none(broker: Broker) -> None:
