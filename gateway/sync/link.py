@@ -71,6 +71,41 @@ def subscriptions(site: str, gw: str) -> list[str]:
     ]
 
 
+class _ReadBuffered:
+    """paho's socket, read 64 KiB at a time.
+
+    paho reads a packet in at least three ``recv`` calls (its type, each byte of its
+    length, its body), each a system call, and one more that finds nothing: a drain's
+    thousands of PUBACKs a second cost the wire process that many system calls. Here one
+    ``recv`` takes what the kernel has and paho's small reads are served from it.
+    :meth:`pending` says what is left: aiomqtt reads again while it is not 0 (as for TLS),
+    so no packet waits in the buffer for the socket to become readable again."""
+
+    __slots__ = ("_at", "_data", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._data = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        at, data = self._at, self._data
+        if at >= len(data):
+            data = self._sock.recv(65536)  # BlockingIOError when there is nothing: paho waits
+            if len(data) <= size:
+                return data
+            self._data, at = data, 0
+        part = data[at : at + size]
+        self._at = at + len(part)
+        return part
+
+    def pending(self) -> int:
+        return len(self._data) - self._at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class _Client(aiomqtt.Client):
     """aiomqtt's client, keeping the PUBACK reason code so a refused publish is not lost.
 
@@ -98,6 +133,11 @@ class _Client(aiomqtt.Client):
         self._due: dict[int, float] = {}  # mid -> when its waiter gives up (loop time)
         self._expiry: asyncio.TimerHandle | None = None  # at the earliest deadline, or None
         self.on_lost: Callable[[], None] | None = None  # the connection is gone (see Link)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if type(sock) is socket.socket:  # plain TCP; TLS reads from its own buffer already
+            sock = client._sock = _ReadBuffered(sock)
+        super()._on_socket_open(client, userdata, sock)
 
     def _on_disconnect(self, *args: Any, **kwargs: Any) -> None:
         # The first sign of a lost connection: the link says so before aiomqtt has wound
@@ -781,6 +821,8 @@ def no_delay(client: aiomqtt.Client) -> None:
     socket; paho does.
     """
     sock = client._client.socket()
+    if isinstance(sock, _ReadBuffered):
+        sock = sock._sock
     if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

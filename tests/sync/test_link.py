@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from gateway.config import MqttSection
 from gateway.errors import BadMessage, LinkError
-from gateway.sync.link import Link, subscriptions
+from gateway.sync.link import Link, _ReadBuffered, subscriptions
 from tests.support.broker import Broker, Watcher, eventually, running
 from tests.support.ports import free_port
 
@@ -372,3 +374,54 @@ async def test_a_handler_that_returns_a_value_is_not_taken_for_a_hold(broker: Br
         await asyncio.sleep(1.0)
         assert link.connections == 1  # the link stayed up
     assert seen == [b"tick"]  # acknowledged once, not sent again
+
+
+async def test_messages_that_arrive_together_are_all_taken_with_nothing_after_them(
+    broker: Broker,
+) -> None:
+    """The link reads the socket 64 KiB at a time and paho takes one packet a read: what
+    one read brought beyond it is taken at once, not when the next bytes come (the next
+    PINGRESP, half a minute later here, or never)."""
+    section = MqttSection(host="127.0.0.1", port=broker.port, keepalive=60)
+    link = Link(section, SITE, GW, status_payload=lambda: ONLINE)
+    inbox = Inbox(link)
+    cmd = f"acs/v1/{SITE}/gw/{GW}/cmd"
+
+    def publish_while_the_link_waits() -> None:
+        async def publish() -> None:
+            async with Watcher(broker.port, []) as central:
+                for i in range(60):
+                    await central.publish(cmd, b"%d" % i)
+
+        asyncio.run(publish())
+
+    async with running(link.run()):
+        await asyncio.wait_for(link.wait_connected(), 10)
+        publisher = threading.Thread(target=publish_while_the_link_waits)
+        publisher.start()
+        publisher.join()  # the link's loop is held: what the broker sends piles up unread
+        await inbox.until(lambda: len(inbox.messages) >= 60)
+    assert [payload for _, payload in inbox.messages] == [b"%d" % i for i in range(60)]
+
+
+def test_the_read_buffer_serves_paho_s_small_reads_from_one_receive() -> None:
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    buffered = _ReadBuffered(ours)
+    with pytest.raises(BlockingIOError):  # nothing there: paho waits for the socket
+        buffered.recv(1)
+    broker.sendall(b"\x40\x02\x00\x01" + b"\x30\x05abcde")  # a PUBACK and a PUBLISH
+    assert buffered.recv(1) == b"\x40"
+    assert buffered.pending() == 10  # the rest came with it
+    assert [buffered.recv(1), buffered.recv(2)] == [b"\x02", b"\x00\x01"]
+    assert [buffered.recv(1), buffered.recv(1)] == [b"\x30", b"\x05"]
+    assert buffered.recv(10) == b"abcde"  # what there is, as a socket's recv gives it
+    assert buffered.pending() == 0
+    with pytest.raises(BlockingIOError):
+        buffered.recv(1)
+    broker.sendall(b"\xd0\x00")  # read from the socket as it is, when it fits
+    assert buffered.recv(2) == b"\xd0\x00" and buffered.pending() == 0
+    broker.close()
+    assert buffered.recv(1) == b""  # the broker closed the connection
+    assert buffered.fileno() == ours.fileno()
+    ours.close()
