@@ -31,6 +31,7 @@ import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -106,6 +107,62 @@ class _ReadBuffered:
         return getattr(self._sock, name)
 
 
+def _coalesce_writes(client: paho.Client) -> None:
+    """Have paho send what it has queued in as few ``send`` calls as the socket takes.
+
+    paho writes each packet with a ``send`` of its own: in a drain, a hundred PUBLISHes a
+    turn of the loop, each a system call that also wakes the broker (17,078 sends in 4 s
+    of a drain, 1,668 joined). Before paho writes, runs of queued packets are joined into
+    one each (up to 64 KiB), which paho then writes as any packet, a partial write
+    included. Only packets paho does nothing for once written are joined: a QoS 0 PUBLISH
+    (its publish is then reported done) and a DISCONNECT stay packets of their own, in
+    their place."""
+    write = client._packet_write
+
+    def joined_then_written() -> MQTTErrorCode:
+        out = client._out_packet
+        if len(out) > 1:
+            queued = []
+            # popleft and extendleft only: paho's connect thread may append meanwhile
+            with contextlib.suppress(IndexError):
+                while True:
+                    queued.append(out.popleft())
+            out.extendleft(reversed(_joined_runs(queued)))
+        return write()
+
+    client._packet_write = joined_then_written  # type: ignore[method-assign]
+
+
+def _joined_runs(packets: list[Any]) -> list[Any]:
+    joined: list[Any] = []
+    run: list[Any] = []
+    size = 0
+
+    def close_run() -> None:
+        nonlocal size
+        if len(run) == 1:
+            joined.append(run[0])
+        elif run:
+            data = b"".join(p["packet"][p["pos"] :] for p in run)
+            head = run[0]  # a plain packet: nothing is done once it is written
+            joined.append({**head, "pos": 0, "to_process": len(data), "packet": data, "info": None})
+        run.clear()
+        size = 0
+
+    for packet in packets:
+        kind = packet["command"] & 0xF0
+        if (kind == paho.PUBLISH and packet["qos"] == 0) or kind == paho.DISCONNECT:
+            close_run()
+            joined.append(packet)
+            continue
+        if size >= 65536:
+            close_run()
+        run.append(packet)
+        size += packet["to_process"]
+    close_run()
+    return joined
+
+
 class _Client(aiomqtt.Client):
     """aiomqtt's client, keeping the PUBACK reason code so a refused publish is not lost.
 
@@ -123,6 +180,7 @@ class _Client(aiomqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        _coalesce_writes(self._client)
         self.puback: dict[int, ReasonCode] = {}  # acks that came before anyone waited
         # Publishes that gave up on their PUBACK (deadline, connection lost, cancelled): a
         # PUBACK that comes for one later is dropped, not kept as "came before anyone

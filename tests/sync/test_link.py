@@ -10,12 +10,15 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttSection
 from gateway.errors import BadMessage, LinkError
-from gateway.sync.link import Link, _ReadBuffered, subscriptions
+from gateway.sync.link import Link, _coalesce_writes, _ReadBuffered, subscriptions
 from tests.support.broker import Broker, Watcher, eventually, running
 from tests.support.ports import free_port
 
@@ -345,7 +348,7 @@ async def test_stopping_the_link_while_a_hold_fails_stops_it(broker: Broker) -> 
         await asyncio.wait_for(link.wait_connected(), 10)
         async with Watcher(broker.port, []) as peer:
             await peer.publish(topic, b"x")
-        await eventually(lambda: len(hold._callbacks or ()) > 0)  # type: ignore[attr-defined]
+        await eventually(lambda: len(hold._callbacks or ()) > 0)
         hold.set_exception(OSError("the gateway is gone"))  # as the wire process stops
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -425,3 +428,57 @@ def test_the_read_buffer_serves_paho_s_small_reads_from_one_receive() -> None:
     assert buffered.recv(1) == b""  # the broker closed the connection
     assert buffered.fileno() == ours.fileno()
     ours.close()
+
+
+def written(packets: list[tuple[int, int, bytes, Any]], send_buffer: int) -> tuple[bytes, int]:
+    """What a paho client with joined writes sends of ``packets`` (command, qos, bytes,
+    info) through a socket with that send buffer, and in how many sends."""
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    broker.settimeout(0.2)
+    client._sock = ours
+    _coalesce_writes(client)
+    sends = 0
+    send = client._sock_send
+
+    def counted(buf: bytes | bytearray) -> int:
+        nonlocal sends
+        sends += 1
+        return send(buf)
+
+    client._sock_send = counted  # type: ignore[method-assign]
+    for command, qos, data, info in packets:
+        packet = {"command": command, "mid": 1, "qos": qos, "pos": 0,
+                  "to_process": len(data), "packet": data, "info": info}  # fmt: skip
+        client._out_packet.append(packet)  # type: ignore[arg-type]
+    received = bytearray()
+    with ours, broker:
+        while client._out_packet:
+            client._packet_write()  # as aiomqtt has paho write when the socket is writable
+            with contextlib.suppress(TimeoutError):
+                received += broker.recv(1 << 20)
+    return bytes(received), sends
+
+
+def test_queued_packets_go_out_joined_in_order() -> None:
+    """paho's queue is written in as few sends as the socket takes; a QoS 0 PUBLISH (paho
+    reports it published once written) and a DISCONNECT go out alone, in their place."""
+    qos0 = paho.MQTTMessageInfo(9)
+    packets: list[tuple[int, int, bytes, Any]]
+    packets = [(paho.PUBLISH | 2, 1, b"publish %d" % i, None) for i in range(20)]
+    packets += [(paho.PUBLISH, 0, b"qos 0", qos0), (paho.PUBACK, 0, b"puback", None)]
+    packets += [(paho.PINGREQ, 0, b"ping", None), (paho.DISCONNECT, 0, b"bye", None)]
+    received, sends = written(packets, 1 << 16)
+    assert received == b"".join(data for _, _, data, _ in packets)
+    assert sends == 4  # the 20 publishes; the QoS 0 one; the PUBACK and PINGREQ; DISCONNECT
+    assert qos0.is_published()
+
+
+def test_joined_packets_written_in_part_go_on_where_they_stopped() -> None:
+    packets: list[tuple[int, int, bytes, Any]]
+    packets = [(paho.PUBLISH | 2, 1, bytes([i]) * 3000, None) for i in range(1, 41)]
+    received, sends = written(packets, 4096)  # 120 KB through a few KiB at a time
+    assert received == b"".join(data for _, _, data, _ in packets)
+    assert sends > 2  # it did take partial writes
