@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 # properties, so anything just over the limit still arrives and is reported as too large.
 MAX_PACKET = MAX_PAYLOAD + MAX_COMMAND
 STABLE_AFTER = 10.0  # a connection that lived this long resets the back-off
+SOCKET_BULK = 64 * 1024  # bytes the link reads from, and joins to write to, the broker at once
 
 # A handler may return a hold: the message is acknowledged to the broker (PUBACK) only once
 # it finishes, so that what the gateway must keep is kept before the broker forgets it.
@@ -92,7 +93,7 @@ class _ReadBuffered:
     def recv(self, size: int) -> bytes:
         at, data = self._at, self._data
         if at >= len(data):
-            data = self._sock.recv(65536)  # BlockingIOError when there is nothing: paho waits
+            data = self._sock.recv(SOCKET_BULK)  # BlockingIOError when there is nothing: paho waits
             if len(data) <= size:
                 return data
             self._data, at = data, 0
@@ -155,7 +156,7 @@ def _joined_runs(packets: list[Any]) -> list[Any]:
             close_run()
             joined.append(packet)
             continue
-        if size >= 65536:
+        if size >= SOCKET_BULK:
             close_run()
         run.append(packet)
         size += packet["to_process"]

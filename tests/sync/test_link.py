@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_link(port: int, **cfg: object) -> Link:
-    """A link to 127.0.0.1:port with fast retries."""
-    section = MqttSection(host="127.0.0.1", port=port, keepalive=5, **cfg)
+    """A link to 127.0.0.1:port with fast retries (and a keepalive of 5 s unless given)."""
+    section = MqttSection.model_validate({"host": "127.0.0.1", "port": port, "keepalive": 5, **cfg})
     return Link(section, SITE, GW, status_payload=lambda: ONLINE, retry_base=0.1)
 
 
@@ -385,8 +385,7 @@ async def test_messages_that_arrive_together_are_all_taken_with_nothing_after_th
     """The link reads the socket 64 KiB at a time and paho takes one packet a read: what
     one read brought beyond it is taken at once, not when the next bytes come (the next
     PINGRESP, half a minute later here, or never)."""
-    section = MqttSection(host="127.0.0.1", port=broker.port, keepalive=60)
-    link = Link(section, SITE, GW, status_payload=lambda: ONLINE)
+    link = make_link(broker.port, keepalive=60)
     inbox = Inbox(link)
     cmd = f"acs/v1/{SITE}/gw/{GW}/cmd"
 
