@@ -253,6 +253,8 @@ class Pn532Simulator:
         self._garbage_next = False
         self._half_next = False
         self._corrupt_next = False
+        self._holding: set[int] = set()  # command codes whose answers are held back
+        self._held: list[tuple[int, bytes]] = []  # (code, answer) not sent yet
         self._hangup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -336,6 +338,20 @@ class Pn532Simulator:
             else:
                 raise ValueError(f"unknown fault {kind!r}: silence, garbage, half, checksum, off")
 
+    def hold_answers(self, code: int) -> None:
+        """Hold back the answers to command ``code`` (ACKed and carried out at once) until
+        :meth:`let_answers_go`: a chip slow to answer it, for tests of what waits for what."""
+        with self._lock:
+            self._holding.add(code)
+
+    def let_answers_go(self) -> None:
+        """Stop holding answers back, and send those held, in order."""
+        with self._lock:
+            self._holding.clear()
+            held, self._held = self._held, []
+            for code, answer in held:
+                self._send(code, answer)
+
     def recover(self) -> None:
         """End a lock-up the way a power cycle does: the chip answers again, asleep."""
         with self._lock:
@@ -413,7 +429,9 @@ class Pn532Simulator:
         self.commands.append(code)
         self._write(ACK)
         answer = self._handle(code, params)
-        if answer is not None:
+        if answer is not None and code in self._holding:
+            self._held.append((code, answer))
+        elif answer is not None:
             self._send(code, answer)
 
     def _send(self, code: int, params: bytes) -> None:

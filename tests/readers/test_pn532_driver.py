@@ -318,3 +318,35 @@ async def test_at_stop_the_card_is_released_the_field_switched_off_and_the_chip_
     await reader.close()
     assert sim.commands[-3:] == [pf.IN_RELEASE, pf.RF_CONFIGURATION, pf.POWER_DOWN]
     assert sim._chip.power == "asleep" and not sim._chip.rf_on
+
+
+async def test_a_read_is_handed_on_before_the_chip_has_answered_its_release(
+    sim: Pn532Simulator,
+) -> None:
+    # The door decides while the chip lets the card go: a tap does not wait for a command of
+    # no use to the decision, and a release the chip is slow to answer loses no read.
+    sim.hold_answers(pf.IN_RELEASE)
+    sim.place("04A1B2C3")
+    patient = FAST.model_copy(update={"reply_timeout": 5.0})
+    async with running(Pn532Reader("r1", sim.path, patient)) as reads:
+        assert (await reads.next()).value == "04A1B2C3"
+        await asyncio.sleep(0.2)  # ten poll intervals: the next poll waits for the release
+        assert sim.commands[-2:] == [pf.IN_LIST_PASSIVE_TARGET, pf.IN_RELEASE]
+        sim.let_answers_go()
+        sim.remove()
+        sim.place("04112233445566")
+        assert (await reads.next()).value == "04112233445566"
+
+
+async def test_a_release_the_chip_never_answers_loses_no_read_and_restarts_the_module(
+    sim: Pn532Simulator,
+) -> None:
+    sim.hold_answers(pf.IN_RELEASE)
+    sim.place("04A1B2C3")
+    reader = reader_on(sim.path)
+    async with running(reader) as reads:
+        assert (await reads.next()).value == "04A1B2C3"
+        sim.remove()
+        sim.place("04112233445566")  # read once the module was started again
+        assert (await reads.next()).value == "04112233445566"
+    assert reader.reinits == 1 and sim.commands.count(pf.SAM_CONFIGURATION) == 2
