@@ -41,6 +41,7 @@ from bench.daemon_load import Load, loaded, rig  # noqa: E402
 from bench.disk import FsyncProbe, summary  # noqa: E402
 from bench.drain import cpu_s  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
+from bench.host import Steal  # noqa: E402
 
 PHASES = ("idle", "web", "mqtt")
 SETTLE_S = 1.0  # after a load stops, before the next block's taps
@@ -74,13 +75,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             tapped: dict[str, list[float]] = {phase: [] for phase in PHASES}
             commits: dict[str, list[float]] = {phase: [] for phase in PHASES}
             fsyncs: dict[str, list[float]] = {phase: [] for phase in PHASES}
+            steals = {phase: Steal() for phase in PHASES}
             ui_cpu = ui_s = 0.0
             i = 0
             for phase, n in schedule(args.taps, args.rounds):
                 load = loads[phase]
                 async with loaded(load) if load else contextlib.nullcontext():
                     cpu0, t0 = cpu_s(web.process.pid), time.monotonic()
-                    with FsyncProbe(Path(tmp)) as probe:
+                    with FsyncProbe(Path(tmp)) as probe, steals[phase]:
                         for _ in range(n):
                             relay_ms, commit_ms = await r.tap_parts(i * 7919)
                             tapped[phase].append(relay_ms)
@@ -94,6 +96,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(SETTLE_S)
     return {**tapped, "commit": commits,
             "disk": {phase: summary(ms) for phase, ms in fsyncs.items()},
+            "steal": {phase: steal.share() for phase, steal in steals.items()},
             "ui_cpu_share": ui_cpu / ui_s if ui_s else float("nan")}  # fmt: skip
 
 
@@ -112,10 +115,12 @@ def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         if phase == "web":
             seen += f"; the UI's process took {m['ui_cpu_share']:.0%} of a core"
         commit, commit_idle = p(m["commit"][phase], 99), p(m["commit"]["idle"], 99)
+        stolen, stolen_idle = m["steal"][phase], m["steal"]["idle"]
         out.append(Row(f"tap to relay p99 less the journal's commit, {load}",
                        p(less_commit(m, phase), 99), "ms", "excess <= 2", idle,
                        note=f"floor: idle, the same; {seen}; the commit's p99 {commit:.1f} "
-                       f"ms (idle {commit_idle:.1f})"))  # fmt: skip
+                       f"ms (idle {commit_idle:.1f}); the host took {stolen:.1%} of the "
+                       f"cores' time (idle {stolen_idle:.1%})"))  # fmt: skip
     for phase, load in loads.items():
         out.append(Row(f"tap to relay p99, commit included, {load}", p(m[phase], 99), "ms",
                        "", whole_idle, note=f"floor: idle, the same; {m['disk'][phase]}; "
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             less = less_commit(m, k)
             print(
                 f"  {k}: {len(v)} taps, p50 {p(v, 50):.2f} ms, p99 {p(v, 99):.2f} ms; "
-                f"less the commit: p50 {p(less, 50):.2f} ms, p99 {p(less, 99):.2f} ms"
+                f"less the commit: p50 {p(less, 50):.2f} ms, p99 {p(less, 99):.2f} ms; "
+                f"the host took {m['steal'][k]:.1%} of the cores' time"
             )
         emit(rows(m, args), "the doors under a flood at the edge")
     return 0

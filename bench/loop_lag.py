@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.daemon_load import Load, loaded, rig  # noqa: E402
 from bench.figures import Row, add_cpus_argument, emit, percentile, pin_cpus  # noqa: E402
+from bench.host import Steal  # noqa: E402
 from gateway.loop_lag import LoopLagProbe  # noqa: E402
 
 
@@ -46,7 +47,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             await until_drained(r, 0)  # nothing else going on: the idle floor
             probe.recent.clear()
             old.recent.clear()
-            await asyncio.sleep(args.seconds / 2)
+            with Steal() as idle_steal:
+                await asyncio.sleep(args.seconds / 2)
             idle, old_idle = lag(list(probe.recent)), lag(list(old.recent))
             await refill(r, args.backlog)
             load = Load(r.port, peer_state=str(r.peer_state), web_port=r.web_port,
@@ -57,16 +59,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 started = time.monotonic()
                 delta = asyncio.create_task(r.central.ask(("delta", args.delta)))
                 i = 0
-                while time.monotonic() - started < args.seconds:
-                    await r.tap(i * 7919)
-                    i += 1
-                await delta
+                with Steal() as busy_steal:
+                    while time.monotonic() - started < args.seconds:
+                        await r.tap(i * 7919)
+                        i += 1
+                    await delta
                 busy, old_busy = lag(list(probe.recent)), lag(list(old.recent))
                 version = r.gateway.store.version
             old_running.cancel()
             await asyncio.gather(old_running, return_exceptions=True)
     return {"idle": idle, "busy": busy, "taps": i, "version": version, "timer": probe.timer,
-            "asyncio_idle": old_idle, "asyncio_busy": old_busy}  # fmt: skip
+            "asyncio_idle": old_idle, "asyncio_busy": old_busy,
+            "steal": (busy_steal.share(), idle_steal.share())}  # fmt: skip
 
 
 async def until_drained(r: Any, left: int) -> None:
@@ -88,9 +92,10 @@ def rows(m: dict[str, Any], args: argparse.Namespace) -> list[Row]:
     idle, busy = m["idle"], m["busy"]
     what = f"{m['taps']} taps, {args.backlog:,} drained, peers 200/s, {args.delta:,}-record "
     what += f"delta, web UI open; {m['timer']} timer"
+    stolen = "the host took {:.1%} of the cores' time (idle {:.1%})".format(*m["steal"])
     return [
         Row(f"event-loop lag p99 ({what})", busy["p99"], "ms", "value <= 2", idle["p99"],
-            note="floor: idle"),
+            note=f"floor: idle; {stolen}"),
         Row("event-loop lag max", busy["max"], "ms", "value <= 20", idle["max"],
             note="floor: idle"),
         Row("event-loop lag p99 as an asyncio timer sees it (the probe before 2026-12-02)",

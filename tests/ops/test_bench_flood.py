@@ -59,7 +59,8 @@ def measured(idle: list[tuple[float, float]], web: list[tuple[float, float]]) ->
     phases = {"idle": idle, "web": web, "mqtt": idle}
     return {**{k: [t for t, _ in v] for k, v in phases.items()},
             "commit": {k: [c for _, c in v] for k, v in phases.items()},
-            "disk": dict.fromkeys(phases, summary([])), "ui_cpu_share": 0.2}  # fmt: skip
+            "disk": dict.fromkeys(phases, summary([])), "ui_cpu_share": 0.2,
+            "steal": {"idle": 0.01, "web": 0.05, "mqtt": 0.01}}  # fmt: skip
 
 
 ARGS = argparse.Namespace(rounds=10, flood_rate=2000.0)
@@ -73,6 +74,7 @@ def test_a_disk_stall_in_one_phase_is_the_disks_not_the_load_s() -> None:
     assert whole_web.value == 43.0 and whole_web.holds is None  # shown, not judged
     assert web_row.value == 2.0 and web_row.floor == 2.0 and web_row.holds
     assert "the commit's p99 41.0 ms (idle 1.0)" in web_row.note
+    assert "the host took 5.0% of the cores' time (idle 1.0%)" in web_row.note
 
 
 def test_a_load_that_slows_the_rest_of_the_tap_misses_the_target() -> None:
