@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import TracebackType
 
 PROC_STAT = Path("/proc/stat")
 STEAL = 7  # /proc/stat's eighth column: user nice system idle iowait irq softirq steal
@@ -48,12 +47,7 @@ class Steal:
         self._at = ticks(self.cpus, self._stat)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         stolen, every = ticks(self.cpus, self._stat)
         self.stolen += stolen - self._at[0]
         self.every += every - self._at[1]
